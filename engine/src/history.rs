@@ -1,0 +1,122 @@
+//! History entries the shards write beside the blocks: the access log (who
+//! read which record, when, why, and whether it was permitted) and the custody
+//! trail of each unit. They are indexes over the chain, rebuilt and compared by
+//! `verify`.
+
+use crate::codec::{Codec, DecodeError, Decoder, EncodeError, Encoder};
+use crate::limits::CODE_LENGTH_MAX;
+use crate::model::{ActorKey, Purpose, Timestamp, TxId, TxResult};
+
+/// One access to a patient's record, permitted or denied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessEntry {
+    pub transaction: TxId,
+    pub record: u128,
+    pub accessor: ActorKey,
+    /// `None` for an emergency (break-glass) access.
+    pub purpose: Option<Purpose>,
+    pub time: Timestamp,
+    pub result: TxResult,
+    pub break_glass: bool,
+}
+
+impl AccessEntry {
+    pub fn permitted(&self) -> bool {
+        self.result.is_committed()
+    }
+}
+
+impl Codec for AccessEntry {
+    fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
+        e.u128(self.transaction);
+        e.u128(self.record);
+        e.array(&self.accessor.0);
+        e.u8(self.purpose.map_or(u8::MAX, Purpose::code));
+        e.u64(self.time);
+        e.u16(self.result.code());
+        e.bool(self.break_glass);
+        Ok(())
+    }
+    fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            transaction: d.u128()?,
+            record: d.u128()?,
+            accessor: ActorKey(d.array()?),
+            purpose: match d.u8()? {
+                u8::MAX => None,
+                code => Some(Purpose::from_code(code).ok_or(DecodeError::Invalid("purpose"))?),
+            },
+            time: d.u64()?,
+            result: TxResult::from_code(d.u16()?).ok_or(DecodeError::Invalid("result"))?,
+            break_glass: d.bool("break_glass")?,
+        })
+    }
+}
+
+/// One event in a unit's custody trail, accepted or refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustodyEvent {
+    pub transaction: TxId,
+    /// The operation's name (`commission-unit`, `ship-unit`, ...).
+    pub event: String,
+    pub actor: ActorKey,
+    /// The addressee of a shipment, or the patient of a dispense.
+    pub counterparty: Option<ActorKey>,
+    pub time: Timestamp,
+    pub result: TxResult,
+}
+
+impl Codec for CustodyEvent {
+    fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
+        e.u128(self.transaction);
+        e.text("event", &self.event, CODE_LENGTH_MAX)?;
+        e.array(&self.actor.0);
+        match &self.counterparty {
+            Some(key) => {
+                e.u8(1);
+                e.array(&key.0);
+            }
+            None => e.u8(0),
+        }
+        e.u64(self.time);
+        e.u16(self.result.code());
+        Ok(())
+    }
+    fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            transaction: d.u128()?,
+            event: d.text("event", CODE_LENGTH_MAX)?,
+            actor: ActorKey(d.array()?),
+            counterparty: if d.bool("counterparty")? { Some(ActorKey(d.array()?)) } else { None },
+            time: d.u64()?,
+            result: TxResult::from_code(d.u16()?).ok_or(DecodeError::Invalid("result"))?,
+        })
+    }
+}
+
+/// Where a transaction is recorded, and its result: the idempotency index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxLocation {
+    pub shard: u32,
+    pub height: u64,
+    pub index: u32,
+    pub result: TxResult,
+}
+
+impl Codec for TxLocation {
+    fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
+        e.u32(self.shard);
+        e.u64(self.height);
+        e.u32(self.index);
+        e.u16(self.result.code());
+        Ok(())
+    }
+    fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            shard: d.u32()?,
+            height: d.u64()?,
+            index: d.u32()?,
+            result: TxResult::from_code(d.u16()?).ok_or(DecodeError::Invalid("result"))?,
+        })
+    }
+}

@@ -1,0 +1,109 @@
+//! The storage key layout: one keyspace, one leading byte per family.
+//!
+//! | prefix | key after the prefix                          | value                         |
+//! |--------|-----------------------------------------------|-------------------------------|
+//! | `M`    | name (`config`, `round`)                      | ledger config; last round     |
+//! | `H`    | shard u32 BE, height u64 BE                    | block header                  |
+//! | `B`    | shard u32 BE, height u64 BE                    | block body (txs and results)  |
+//! | `C`    | round u64 BE                                   | checkpoint                    |
+//! | `D`    | round u64 BE                                   | coordinator decisions, in order |
+//! | `S`    | shard u32 BE, state key                        | state entry                   |
+//! | `T`    | tx id u128 BE                                  | where the tx is, its result   |
+//! | `A`    | patient (32), height u64 BE, index u32 BE      | access log entry              |
+//! | `U`    | gtin u64 BE, serial length u8, serial, height u64 BE, index u32 BE | custody event |
+//!
+//! Every key and value here is a function of the block chain, which is what
+//! lets `verify` rebuild the whole store from the blocks and compare.
+
+use crate::model::{ActorKey, TxId, UnitId};
+
+pub const META: u8 = b'M';
+pub const HEADER: u8 = b'H';
+pub const BODY: u8 = b'B';
+pub const CHECKPOINT: u8 = b'C';
+pub const DECISION: u8 = b'D';
+pub const STATE: u8 = b'S';
+pub const TRANSACTION: u8 = b'T';
+pub const ACCESS: u8 = b'A';
+pub const CUSTODY: u8 = b'U';
+
+pub const META_CONFIG: &[u8] = b"Mconfig";
+pub const META_ROUND: &[u8] = b"Mround";
+
+fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = vec![prefix];
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+pub fn header(shard: u32, height: u64) -> Vec<u8> {
+    key(HEADER, &[&shard.to_be_bytes(), &height.to_be_bytes()])
+}
+pub fn body(shard: u32, height: u64) -> Vec<u8> {
+    key(BODY, &[&shard.to_be_bytes(), &height.to_be_bytes()])
+}
+pub fn checkpoint(round: u64) -> Vec<u8> {
+    key(CHECKPOINT, &[&round.to_be_bytes()])
+}
+pub fn decision(round: u64) -> Vec<u8> {
+    key(DECISION, &[&round.to_be_bytes()])
+}
+pub fn state_prefix(shard: u32) -> Vec<u8> {
+    key(STATE, &[&shard.to_be_bytes()])
+}
+pub fn state(shard: u32, state_key: &[u8]) -> Vec<u8> {
+    key(STATE, &[&shard.to_be_bytes(), state_key])
+}
+pub fn transaction(id: TxId) -> Vec<u8> {
+    key(TRANSACTION, &[&id.to_be_bytes()])
+}
+pub fn access_prefix(patient: &ActorKey) -> Vec<u8> {
+    key(ACCESS, &[&patient.0])
+}
+pub fn access(patient: &ActorKey, height: u64, index: u32) -> Vec<u8> {
+    key(ACCESS, &[&patient.0, &height.to_be_bytes(), &index.to_be_bytes()])
+}
+pub fn custody_prefix(unit: &UnitId) -> Vec<u8> {
+    key(CUSTODY, &[&unit.gtin.to_be_bytes(), &[unit.serial.len() as u8], unit.serial.as_bytes()])
+}
+pub fn custody(unit: &UnitId, height: u64, index: u32) -> Vec<u8> {
+    let mut out = custody_prefix(unit);
+    out.extend_from_slice(&height.to_be_bytes());
+    out.extend_from_slice(&index.to_be_bytes());
+    out
+}
+
+/// A short human description of a stored key, for verification reports.
+pub fn describe(key: &[u8]) -> String {
+    let shard_height = |rest: &[u8]| -> Option<(u32, u64)> {
+        Some((
+            u32::from_be_bytes(rest.get(..4)?.try_into().ok()?),
+            u64::from_be_bytes(rest.get(4..12)?.try_into().ok()?),
+        ))
+    };
+    let rest = key.get(1..).unwrap_or_default();
+    match key.first() {
+        Some(&HEADER) => shard_height(rest)
+            .map_or("malformed header key".into(), |(s, h)| format!("block header shard {s} height {h}")),
+        Some(&BODY) => {
+            shard_height(rest).map_or("malformed body key".into(), |(s, h)| format!("block body shard {s} height {h}"))
+        }
+        Some(&CHECKPOINT) => format!("checkpoint {}", crate::model::hex(rest)),
+        Some(&DECISION) => format!("coordinator decision {}", crate::model::hex(rest)),
+        Some(&STATE) => match rest.get(..4) {
+            Some(shard) => format!(
+                "state entry shard {} key {}",
+                u32::from_be_bytes(shard.try_into().expect("4")),
+                crate::model::hex(&rest[4..])
+            ),
+            None => "malformed state key".into(),
+        },
+        Some(&TRANSACTION) => format!("transaction index {}", crate::model::hex(rest)),
+        Some(&ACCESS) => format!("access log entry {}", crate::model::hex(rest)),
+        Some(&CUSTODY) => format!("custody event {}", crate::model::hex(rest)),
+        Some(&META) => format!("metadata {}", String::from_utf8_lossy(rest)),
+        _ => format!("unknown key {}", crate::model::hex(key)),
+    }
+}

@@ -1,0 +1,597 @@
+//! The `Ledger`: the embeddable facade over shards, pipeline and storage.
+//!
+//! Submitted batches flow through two pipeline stages joined by bounded
+//! channels: a verify stage checks signatures on the rayon pool, and a commit
+//! stage de-duplicates by transaction id, executes a round over all shards,
+//! writes it in one atomic, fsynced write, and only then answers. While the
+//! commit stage writes round N, the verify stage checks batch N+1. Several
+//! waiting batches are committed as one round (group commit).
+//!
+//! Queries read under the same lock the commit stage holds until its write is
+//! durable, so nothing a query returns can be lost by a crash.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
+use parking_lot::RwLock;
+use thiserror::Error;
+
+use crate::block::{merkle_path, BlockBody, BlockHeader, Checkpoint, Proof};
+use crate::codec::{Codec, DecodeError};
+use crate::history::{AccessEntry, CustodyEvent, TxLocation};
+use crate::layout;
+use crate::limits::{
+    BATCH_TRANSACTIONS_MAX, EXECUTE_QUEUE_DEPTH, HISTORY_ENTRIES_MAX, ROUND_TRANSACTIONS_MAX, SHARDS_MAX,
+    SUBMIT_QUEUE_DEPTH,
+};
+use crate::model::{ActorKey, Hash, Reason, SignedTransaction, Timestamp, TxId, TxResult, UnitId};
+use crate::round::{decode_round_meta, execute_round, Genesis};
+use crate::routing::{shard_of_actor, shard_of_unit};
+use crate::shard::Shard;
+use crate::signature::verify_all;
+use crate::state::{Account, Actor, Claim, Recall, State, Unit};
+use crate::storage::{MemoryStorage, RocksStorage, Storage, StorageError};
+
+/// The source of commit time: milliseconds since the Unix epoch.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+}
+
+/// How a ledger is created. On reopen the stored configuration wins, and a
+/// different shard count is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub shards: u32,
+    /// Operators that exist from the start; they register every other actor.
+    pub genesis_operators: Vec<ActorKey>,
+}
+
+/// Why a ledger could not be opened.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("invalid configuration: {0}")]
+    Config(&'static str),
+    #[error("the ledger has {stored} shards; it cannot be opened with {requested}")]
+    ShardCount { stored: u32, requested: u32 },
+    #[error("stored data is damaged at {place}: {detail} (run `caduceus verify`)")]
+    Corrupt { place: String, detail: String },
+}
+
+/// Why a batch was not accepted. Per-transaction outcomes are `TxResult`s, not errors.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubmitError {
+    #[error("batch of {count} transactions is over the limit of {limit}")]
+    BatchTooLarge { count: usize, limit: usize },
+    #[error("the write was not made durable, so nothing in the batch was applied: {0}")]
+    Storage(String),
+    #[error("the ledger is closed")]
+    Closed,
+}
+
+/// Why a query failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("stored data is damaged at {place}: {source}")]
+    Corrupt { place: String, source: DecodeError },
+}
+
+fn corrupt(key: &[u8]) -> impl FnOnce(DecodeError) -> QueryError + '_ {
+    move |source| QueryError::Corrupt { place: layout::describe(key), source }
+}
+
+/// What the ledger says about a serialized unit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnitVerification {
+    pub unit: UnitId,
+    /// `None`: never commissioned on this ledger, so not genuine.
+    pub state: Option<Unit>,
+    pub recall: Option<Recall>,
+    pub expired: bool,
+}
+
+impl UnitVerification {
+    pub fn genuine(&self) -> bool {
+        self.state.is_some()
+    }
+    /// Genuine, active, not recalled and not expired.
+    pub fn dispensable(&self) -> bool {
+        self.state.as_ref().is_some_and(|u| u.status == crate::state::UnitStatus::Active)
+            && self.recall.is_none()
+            && !self.expired
+    }
+}
+
+struct Core {
+    storage: Arc<dyn Storage>,
+    genesis: Genesis,
+    shards: Vec<Shard>,
+    round: u64,
+    checkpoint: Option<Checkpoint>,
+}
+
+impl Core {
+    fn checkpoint_hash(&self) -> Hash {
+        self.checkpoint.as_ref().map_or([0; 32], Checkpoint::hash)
+    }
+
+    /// Loads the durable state: config, each shard's state and head, the last checkpoint.
+    fn load(storage: Arc<dyn Storage>, config: &Config) -> Result<Self, OpenError> {
+        let damaged = |key: &[u8], detail: String| OpenError::Corrupt { place: layout::describe(key), detail };
+        let genesis = match storage.get(layout::META_CONFIG)? {
+            Some(bytes) => {
+                let genesis = Genesis::decode(&bytes).map_err(|e| damaged(layout::META_CONFIG, e.to_string()))?;
+                if genesis.shards != config.shards {
+                    return Err(OpenError::ShardCount { stored: genesis.shards, requested: config.shards });
+                }
+                genesis
+            }
+            None => {
+                if config.shards == 0 || config.shards > SHARDS_MAX {
+                    return Err(OpenError::Config("shard count must be between 1 and 256"));
+                }
+                if config.genesis_operators.is_empty() {
+                    return Err(OpenError::Config("a new ledger needs at least one genesis operator"));
+                }
+                let genesis = Genesis { shards: config.shards, operators: config.genesis_operators.clone() };
+                storage.write(&genesis.writes())?;
+                genesis
+            }
+        };
+        let (round, checkpoint) = match storage.get(layout::META_ROUND)? {
+            None => (0, None),
+            Some(bytes) => {
+                let (round, hash) =
+                    decode_round_meta(&bytes).map_err(|e| damaged(layout::META_ROUND, e.to_string()))?;
+                let key = layout::checkpoint(round);
+                let stored = storage.get(&key)?.ok_or_else(|| damaged(&key, "missing".into()))?;
+                let checkpoint = Checkpoint::decode(&stored).map_err(|e| damaged(&key, e.to_string()))?;
+                if checkpoint.hash() != hash || checkpoint.heads.len() != genesis.shards as usize {
+                    return Err(damaged(&key, "does not match the round record".into()));
+                }
+                (round, Some(checkpoint))
+            }
+        };
+        let mut shards = Vec::with_capacity(genesis.shards as usize);
+        for id in 0..genesis.shards {
+            let mut state = State::default();
+            let prefix = layout::state_prefix(id);
+            let mut failure = None;
+            storage.scan(&prefix, &mut |key, value| match state.insert_encoded(&key[prefix.len()..], value) {
+                Ok(()) => true,
+                Err(e) => {
+                    failure = Some(damaged(key, e.to_string()));
+                    false
+                }
+            })?;
+            if let Some(failure) = failure {
+                return Err(failure);
+            }
+            let (height, head, time) = match checkpoint.as_ref().map(|c| c.heads[id as usize]) {
+                Some(head) if head.height > 0 => {
+                    let key = layout::header(id, head.height);
+                    let bytes = storage.get(&key)?.ok_or_else(|| damaged(&key, "missing".into()))?;
+                    let header = BlockHeader::decode(&bytes).map_err(|e| damaged(&key, e.to_string()))?;
+                    if header.hash() != head.hash || head.shard != id {
+                        return Err(damaged(&key, "does not match the checkpoint".into()));
+                    }
+                    (head.height, head.hash, header.time)
+                }
+                _ => (0, [0; 32], 0),
+            };
+            shards.push(Shard::restore(id, genesis.shards, state, height, head, time));
+        }
+        Ok(Core { storage, genesis, shards, round, checkpoint })
+    }
+
+    /// Commits a group of verified batches as one round and answers each.
+    fn commit(&mut self, group: Vec<Verified>, clock: &Clock) {
+        let mut round_transactions = Vec::new();
+        let mut slots: Vec<Vec<Slot>> = Vec::with_capacity(group.len());
+        let mut in_round: std::collections::HashMap<TxId, usize> = std::collections::HashMap::new();
+        let lookups: Vec<Vec<u8>> =
+            group.iter().flat_map(|v| v.transactions.iter().map(|t| layout::transaction(t.id()))).collect();
+        let stored = match self.storage.get_many(&lookups) {
+            Ok(stored) => stored,
+            Err(error) => return answer_all(group, Err(SubmitError::Storage(error.to_string()))),
+        };
+        let mut stored = stored.into_iter();
+        for verified in &group {
+            let mut batch_slots = Vec::with_capacity(verified.transactions.len());
+            for (transaction, verdict) in verified.transactions.iter().zip(&verified.verdicts) {
+                let earlier = stored.next().expect("one lookup per transaction");
+                let slot = if let Some(reason) = verdict {
+                    Slot::Done(TxResult::Rejected(*reason))
+                } else if let Some(bytes) = earlier {
+                    match TxLocation::decode(&bytes) {
+                        Ok(location) => Slot::Done(location.result),
+                        Err(_) => Slot::Done(TxResult::Rejected(Reason::Malformed)),
+                    }
+                } else if let Some(&position) = in_round.get(&transaction.id()) {
+                    Slot::Round(position)
+                } else {
+                    in_round.insert(transaction.id(), round_transactions.len());
+                    round_transactions.push(transaction.clone());
+                    Slot::Round(round_transactions.len() - 1)
+                };
+                batch_slots.push(slot);
+            }
+            slots.push(batch_slots);
+        }
+
+        let mut results = Vec::new();
+        if !round_transactions.is_empty() {
+            let round = self.round + 1;
+            let previous = self.checkpoint_hash();
+            let outcome = execute_round(&mut self.shards, round, previous, clock(), &round_transactions);
+            let (balances, funded) =
+                self.shards.iter().map(Shard::fund_totals).fold((0, 0), |(b, f), (sb, sf)| (b + sb, f + sf));
+            assert_eq!(balances, funded, "funds are conserved after every round");
+            if let Err(error) = self.storage.write(&outcome.writes()) {
+                // Nothing of the round is durable: go back to what is.
+                match Core::load(
+                    self.storage.clone(),
+                    &Config { shards: self.genesis.shards, genesis_operators: vec![] },
+                ) {
+                    Ok(reloaded) => *self = reloaded,
+                    Err(reload) => {
+                        panic!("storage failed ({error}) and the durable state cannot be reloaded: {reload}")
+                    }
+                }
+                return answer_all(group, Err(SubmitError::Storage(error.to_string())));
+            }
+            self.round = round;
+            self.checkpoint = Some(outcome.checkpoint);
+            results = outcome.results;
+        }
+        for (verified, batch_slots) in group.into_iter().zip(slots) {
+            let answer = batch_slots
+                .into_iter()
+                .map(|slot| match slot {
+                    Slot::Done(result) => result,
+                    Slot::Round(position) => results[position],
+                })
+                .collect();
+            let _ = verified.reply.send(Ok(answer));
+        }
+    }
+}
+
+enum Slot {
+    Done(TxResult),
+    Round(usize),
+}
+
+type Answer = Result<Vec<TxResult>, SubmitError>;
+
+struct Submission {
+    transactions: Vec<SignedTransaction>,
+    reply: Sender<Answer>,
+}
+
+struct Verified {
+    transactions: Vec<SignedTransaction>,
+    verdicts: Vec<Option<Reason>>,
+    reply: Sender<Answer>,
+}
+
+fn answer_all(group: Vec<Verified>, answer: Answer) {
+    for verified in group {
+        let _ = verified.reply.send(answer.clone());
+    }
+}
+
+/// A submitted batch whose results are not yet durable.
+pub struct PendingBatch {
+    reply: Receiver<Answer>,
+}
+
+impl PendingBatch {
+    /// Waits until the batch is durable and returns one result per transaction, in order.
+    pub fn wait(self) -> Answer {
+        self.reply.recv().unwrap_or(Err(SubmitError::Closed))
+    }
+}
+
+/// An open ledger.
+///
+/// ```
+/// use caduceus_engine::{Config, Ledger, Operation, Role, Transaction, TxResult};
+/// use caduceus_engine::signature::{actor_key, sign, signing_key};
+///
+/// let operator = signing_key([1; 32]);
+/// let config = Config { shards: 2, genesis_operators: vec![actor_key(&operator)] };
+/// let ledger = Ledger::open_in_memory(&config)?;
+///
+/// let provider = signing_key([2; 32]);
+/// let register = Transaction {
+///     id: 1,
+///     signer: actor_key(&operator),
+///     timestamp: 0,
+///     operation: Operation::RegisterActor { actor: actor_key(&provider), role: Role::Provider, name: "Clinic".into() },
+/// };
+/// let results = ledger.submit(vec![sign(register, &operator)?])?;
+/// assert_eq!(results, vec![TxResult::Committed]);
+///
+/// // The same id again returns the first result and applies nothing.
+/// let again = Transaction {
+///     id: 1,
+///     signer: actor_key(&operator),
+///     timestamp: 0,
+///     operation: Operation::RegisterActor { actor: actor_key(&provider), role: Role::Payer, name: "Clinic".into() },
+/// };
+/// assert_eq!(ledger.submit(vec![sign(again, &operator)?])?, vec![TxResult::Committed]);
+/// assert_eq!(ledger.actor(&actor_key(&provider)).unwrap().role, Role::Provider);
+///
+/// let proof = ledger.prove(1)?.expect("committed transactions have proofs");
+/// let checkpoint = ledger.checkpoint_at(proof.checkpoint_round)?.expect("stored checkpoint");
+/// assert!(proof.verify(&checkpoint.hash()).is_ok());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Ledger {
+    core: Arc<RwLock<Core>>,
+    submit: Option<Sender<Submission>>,
+    threads: Vec<JoinHandle<()>>,
+    clock: Clock,
+}
+
+impl Ledger {
+    /// Opens (or creates) a ledger in a directory, on RocksDB.
+    pub fn open(path: &Path, config: &Config) -> Result<Self, OpenError> {
+        Self::open_with(Arc::new(RocksStorage::open(path)?), config, system_clock())
+    }
+
+    /// A ledger that lives in memory only.
+    pub fn open_in_memory(config: &Config) -> Result<Self, OpenError> {
+        Self::open_with(Arc::new(MemoryStorage::new()), config, system_clock())
+    }
+
+    /// Opens a ledger on any storage, with a chosen clock.
+    pub fn open_with(storage: Arc<dyn Storage>, config: &Config, clock: Clock) -> Result<Self, OpenError> {
+        let core = Arc::new(RwLock::new(Core::load(storage, config)?));
+        let (submit_sender, submit_receiver) = bounded::<Submission>(SUBMIT_QUEUE_DEPTH);
+        let (verified_sender, verified_receiver) = bounded::<Verified>(EXECUTE_QUEUE_DEPTH);
+        let verifier = std::thread::Builder::new()
+            .name("caduceus-verify".into())
+            .spawn(move || {
+                for submission in submit_receiver {
+                    let verdicts = verify_all(&submission.transactions);
+                    let verified =
+                        Verified { transactions: submission.transactions, verdicts, reply: submission.reply };
+                    if verified_sender.send(verified).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("spawn the verify stage");
+        let committer = {
+            let core = core.clone();
+            let clock = clock.clone();
+            std::thread::Builder::new()
+                .name("caduceus-commit".into())
+                .spawn(move || commit_stage(&core, &verified_receiver, &clock))
+                .expect("spawn the commit stage")
+        };
+        Ok(Self { core, submit: Some(submit_sender), threads: vec![verifier, committer], clock })
+    }
+
+    /// Queues a batch and returns at once; `wait` on the result for the per-transaction outcomes.
+    /// Blocks while the pipeline's queues are full.
+    pub fn submit_async(&self, transactions: Vec<SignedTransaction>) -> Result<PendingBatch, SubmitError> {
+        if transactions.len() > BATCH_TRANSACTIONS_MAX {
+            return Err(SubmitError::BatchTooLarge { count: transactions.len(), limit: BATCH_TRANSACTIONS_MAX });
+        }
+        let (reply, receiver) = bounded(1);
+        let submit = self.submit.as_ref().ok_or(SubmitError::Closed)?;
+        submit.send(Submission { transactions, reply }).map_err(|_| SubmitError::Closed)?;
+        Ok(PendingBatch { reply: receiver })
+    }
+
+    /// Submits a batch and waits until its results are durable.
+    pub fn submit(&self, transactions: Vec<SignedTransaction>) -> Answer {
+        self.submit_async(transactions)?.wait()
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        self.core.read().genesis.shards
+    }
+
+    /// The number of the last durable round.
+    pub fn round(&self) -> u64 {
+        self.core.read().round
+    }
+
+    /// The latest checkpoint: every shard's head after the last round.
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        self.core.read().checkpoint.clone()
+    }
+
+    pub fn checkpoint_at(&self, round: u64) -> Result<Option<Checkpoint>, QueryError> {
+        let key = layout::checkpoint(round);
+        let storage = self.core.read().storage.clone();
+        storage.get(&key)?.map(|bytes| Checkpoint::decode(&bytes).map_err(corrupt(&key))).transpose()
+    }
+
+    /// blake3 over every shard's canonical state: equal hashes, equal states.
+    pub fn state_hash(&self) -> Hash {
+        let core = self.core.read();
+        let mut hasher = blake3::Hasher::new();
+        for shard in &core.shards {
+            hasher.update(&shard.state().hash());
+        }
+        *hasher.finalize().as_bytes()
+    }
+
+    /// Every shard's height.
+    pub fn heights(&self) -> Vec<u64> {
+        self.core.read().shards.iter().map(Shard::height).collect()
+    }
+
+    /// Total balances and total funding over all accounts; equal whenever the ledger is at rest.
+    pub fn fund_totals(&self) -> (u128, u128) {
+        self.core.read().shards.iter().map(Shard::fund_totals).fold((0, 0), |(b, f), (sb, sf)| (b + sb, f + sf))
+    }
+
+    pub fn actor(&self, actor: &ActorKey) -> Option<Actor> {
+        self.core.read().shards[0].state().actors.get(actor).cloned()
+    }
+
+    pub fn account(&self, owner: &ActorKey) -> Option<Account> {
+        let core = self.core.read();
+        core.shards[shard_of_actor(owner, core.genesis.shards) as usize].state().accounts.get(owner).copied()
+    }
+
+    /// A claim, looked up on its patient's shard.
+    pub fn claim(&self, patient: &ActorKey, claim: u128) -> Option<Claim> {
+        let core = self.core.read();
+        let shard = &core.shards[shard_of_actor(patient, core.genesis.shards) as usize];
+        shard.state().claims.get(&(*patient, claim)).cloned()
+    }
+
+    /// Whether a unit is genuine, who holds it, whether it is recalled or expired (at the clock's now).
+    pub fn verify_unit(&self, unit: &UnitId) -> UnitVerification {
+        let core = self.core.read();
+        let state = core.shards[shard_of_unit(unit, core.genesis.shards) as usize].state();
+        let current = state.units.get(unit).cloned();
+        let recall = current.as_ref().and_then(|u| state.recalls.get(&(unit.gtin, u.lot.clone())).cloned());
+        let expired = current.as_ref().is_some_and(|u| (self.clock)() >= u.expiry);
+        UnitVerification { unit: unit.clone(), state: current, recall, expired }
+    }
+
+    fn history<T: Codec>(&self, prefix: &[u8]) -> Result<Vec<T>, QueryError> {
+        let storage = self.core.read().storage.clone();
+        let mut entries = Vec::new();
+        let mut failure = None;
+        storage.scan(prefix, &mut |key, value| match T::decode(value) {
+            Ok(entry) => {
+                entries.push(entry);
+                entries.len() < HISTORY_ENTRIES_MAX
+            }
+            Err(source) => {
+                failure = Some(QueryError::Corrupt { place: layout::describe(key), source });
+                false
+            }
+        })?;
+        failure.map_or(Ok(entries), Err)
+    }
+
+    /// Who accessed the patient's records, when, why, and whether it was permitted; oldest first.
+    pub fn access_report(&self, patient: &ActorKey) -> Result<Vec<AccessEntry>, QueryError> {
+        self.history(&layout::access_prefix(patient))
+    }
+
+    /// Every custody event of a unit, accepted or refused; oldest first.
+    pub fn custody_trace(&self, unit: &UnitId) -> Result<Vec<CustodyEvent>, QueryError> {
+        self.history(&layout::custody_prefix(unit))
+    }
+
+    /// Where a transaction is recorded and its result, if it reached the ledger.
+    pub fn locate(&self, id: TxId) -> Result<Option<TxLocation>, QueryError> {
+        let key = layout::transaction(id);
+        let storage = self.core.read().storage.clone();
+        storage.get(&key)?.map(|bytes| TxLocation::decode(&bytes).map_err(corrupt(&key))).transpose()
+    }
+
+    fn block(&self, shard: u32, height: u64) -> Result<(BlockHeader, BlockBody), QueryError> {
+        let storage = self.core.read().storage.clone();
+        let read = |key: Vec<u8>| -> Result<Vec<u8>, QueryError> {
+            storage.get(&key)?.ok_or_else(|| QueryError::Corrupt {
+                place: layout::describe(&key),
+                source: DecodeError::Truncated { offset: 0, needed: 1 },
+            })
+        };
+        let header_key = layout::header(shard, height);
+        let body_key = layout::body(shard, height);
+        let header = BlockHeader::decode(&read(header_key.clone())?).map_err(corrupt(&header_key))?;
+        let body = BlockBody::decode(&read(body_key.clone())?).map_err(corrupt(&body_key))?;
+        Ok((header, body))
+    }
+
+    /// A transaction as recorded, with its result.
+    pub fn transaction(&self, id: TxId) -> Result<Option<(SignedTransaction, TxResult)>, QueryError> {
+        let Some(location) = self.locate(id)? else { return Ok(None) };
+        let (_, body) = self.block(location.shard, location.height)?;
+        Ok(body.entries.get(location.index as usize).cloned())
+    }
+
+    /// An inclusion proof of a transaction and its result, up to the checkpoint of the round that sealed it.
+    pub fn prove(&self, id: TxId) -> Result<Option<Proof>, QueryError> {
+        let Some(location) = self.locate(id)? else { return Ok(None) };
+        let (header, body) = self.block(location.shard, location.height)?;
+        let index = location.index as usize;
+        let damaged = |place: String| QueryError::Corrupt { place, source: DecodeError::Invalid("proof path") };
+        let (transaction, result) = body
+            .entries
+            .get(index)
+            .cloned()
+            .ok_or_else(|| damaged(format!("block {} {}", header.shard, header.height)))?;
+        let checkpoint =
+            self.checkpoint_at(header.round)?.ok_or_else(|| damaged(format!("checkpoint {}", header.round)))?;
+        let heads: Vec<Hash> = checkpoint.heads.iter().map(|h| h.leaf()).collect();
+        let position = checkpoint
+            .heads
+            .iter()
+            .position(|h| h.shard == header.shard && h.height == header.height)
+            .ok_or_else(|| damaged(format!("checkpoint {}", header.round)))?;
+        Ok(Some(Proof {
+            transaction,
+            result,
+            transaction_path: merkle_path(&body.transaction_leaves(), index),
+            result_path: merkle_path(&body.result_leaves(), index),
+            header,
+            head_path: merkle_path(&heads, position),
+            checkpoint_round: checkpoint.round,
+            checkpoint_previous: checkpoint.previous,
+        }))
+    }
+}
+
+fn commit_stage(core: &RwLock<Core>, verified: &Receiver<Verified>, clock: &Clock) {
+    let mut carried: Option<Verified> = None;
+    loop {
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match verified.recv() {
+                Ok(first) => first,
+                Err(_) => return,
+            },
+        };
+        let mut count = first.transactions.len();
+        let mut group = vec![first];
+        while count < ROUND_TRANSACTIONS_MAX {
+            match verified.try_recv() {
+                Ok(next) if count + next.transactions.len() <= ROUND_TRANSACTIONS_MAX => {
+                    count += next.transactions.len();
+                    group.push(next);
+                }
+                Ok(next) => {
+                    carried = Some(next);
+                    break;
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        core.write().commit(group, clock);
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        self.submit = None;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Every bound the engine enforces, named in one place.
+//!
+//! Untrusted bytes are checked against these before anything is allocated for
+//! them, and every queue in the pipeline is sized from them.
+
+/// Largest encoded transaction, signature included.
+pub const TRANSACTION_SIZE_MAX: usize = 4096;
+/// Longest short text field (a code, a resource type, a lot number), in bytes.
+pub const CODE_LENGTH_MAX: usize = 64;
+/// Longest free-text field (an actor's name, a reason), in bytes.
+pub const TEXT_LENGTH_MAX: usize = 256;
+/// Most resource types a consent may name in its scope.
+pub const CONSENT_SCOPE_COUNT_MAX: usize = 16;
+/// Most service lines on one claim.
+pub const CLAIM_LINES_MAX: usize = 50;
+/// Largest amount on one claim line or one funding, in cents (one billion dollars).
+pub const AMOUNT_MAX: u64 = 100_000_000_000;
+/// Most transactions in one submitted batch.
+pub const BATCH_TRANSACTIONS_MAX: usize = 16_384;
+/// Most transactions sealed in one round (several batches may share a round).
+pub const ROUND_TRANSACTIONS_MAX: usize = 32_768;
+/// Most shards a ledger may have.
+pub const SHARDS_MAX: u32 = 256;
+/// Submitted batches waiting for signature checks.
+pub const SUBMIT_QUEUE_DEPTH: usize = 8;
+/// Verified batches waiting for execution.
+pub const EXECUTE_QUEUE_DEPTH: usize = 4;
+/// Signatures checked together in one `verify_batch` call.
+pub const VERIFY_CHUNK_SIZE: usize = 256;
+/// Most active consents one patient may hold for one grantee.
+pub const CONSENTS_PER_GRANTEE_MAX: usize = 32;
+/// Most entries one history query (an access report, a custody trace) returns.
+pub const HISTORY_ENTRIES_MAX: usize = 10_000;

@@ -1,0 +1,677 @@
+//! The transaction model: actors and roles, the operations of the three
+//! families (records, claims, supply chain), the signed envelope, and results.
+//!
+//! This module owns what a transaction *is* and how it is encoded; it never
+//! decides whether one is allowed (that is `shard`).
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::codec::{Codec, DecodeError, Decoder, EncodeError, Encoder};
+use crate::limits::{
+    AMOUNT_MAX, CLAIM_LINES_MAX, CODE_LENGTH_MAX, CONSENT_SCOPE_COUNT_MAX, TEXT_LENGTH_MAX, TRANSACTION_SIZE_MAX,
+};
+
+/// A blake3 digest.
+pub type Hash = [u8; 32];
+/// Milliseconds since the Unix epoch.
+pub type Timestamp = u64;
+/// A client-chosen transaction id; resubmitting an id returns the first result.
+pub type TxId = u128;
+
+/// The encoding version this build writes and reads.
+pub const ENCODING_VERSION: u8 = 1;
+/// Length of an ed25519 signature.
+pub const SIGNATURE_LENGTH: usize = 64;
+
+/// An actor's identity: its ed25519 public key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct ActorKey(pub [u8; 32]);
+
+impl ActorKey {
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let bytes = unhex(text)?;
+        Some(Self(bytes.try_into().ok()?))
+    }
+}
+
+impl fmt::Debug for ActorKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ActorKey({})", &self.to_hex()[..16])
+    }
+}
+
+impl fmt::Display for ActorKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// Lower-case hex of a byte string.
+pub fn hex(bytes: &[u8]) -> String {
+    use fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+/// Bytes of a hex string, or `None` if it is not hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+macro_rules! code_enum {
+    ($(#[$meta:meta])* $name:ident : $repr:ty { $($variant:ident = $value:literal => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr($repr)]
+        pub enum $name { $($variant = $value),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn code(self) -> $repr {
+                self as $repr
+            }
+            pub fn from_code(code: $repr) -> Option<Self> {
+                match code { $($value => Some($name::$variant),)+ _ => None }
+            }
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+            pub fn parse(text: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == text)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+code_enum! {
+    /// What an actor may do; each operation names the roles that may sign it.
+    Role: u8 {
+        Patient = 1 => "patient",
+        Provider = 2 => "provider",
+        Payer = 3 => "payer",
+        Manufacturer = 4 => "manufacturer",
+        Distributor = 5 => "distributor",
+        Dispenser = 6 => "dispenser",
+        Regulator = 7 => "regulator",
+        Operator = 8 => "operator",
+    }
+}
+
+code_enum! {
+    /// Purpose of use, after HL7 v3 PurposeOfUse.
+    Purpose: u8 {
+        Treatment = 0 => "treatment",
+        Payment = 1 => "payment",
+        Operations = 2 => "operations",
+        Research = 3 => "research",
+        PublicHealth = 4 => "public-health",
+        PatientRequest = 5 => "patient-request",
+    }
+}
+
+/// A set of purposes, one bit per `Purpose`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Purposes(pub u8);
+
+impl Purposes {
+    pub fn of(purposes: &[Purpose]) -> Self {
+        Self(purposes.iter().fold(0, |bits, p| bits | (1 << p.code())))
+    }
+    pub fn contains(self, purpose: Purpose) -> bool {
+        self.0 & (1 << purpose.code()) != 0
+    }
+    fn is_valid(self) -> bool {
+        self.0 != 0 && self.0 >> Purpose::ALL.len() == 0
+    }
+}
+
+/// A serialized unit of a drug product: GTIN (AI 01) and serial (AI 21).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UnitId {
+    pub gtin: u64,
+    pub serial: String,
+}
+
+impl UnitId {
+    /// The unit as a GS1 element string: `(01)GTIN(21)SERIAL`.
+    pub fn element_string(&self) -> String {
+        format!("(01){:014}(21){}", self.gtin, self.serial)
+    }
+}
+
+impl fmt::Display for UnitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.element_string())
+    }
+}
+
+/// One service line of a claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimLine {
+    /// Procedure code (CPT/HCPCS).
+    pub procedure: String,
+    /// Diagnosis code (ICD-10 or ICD-9).
+    pub diagnosis: String,
+    /// Charged amount, in cents.
+    pub amount: u64,
+}
+
+/// A payer's decision on a claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Adjudication {
+    Approve { amount: u64 },
+    Deny { reason: String },
+    Pend,
+}
+
+/// What a transaction does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// An operator registers an actor with a role. Applies on every shard.
+    RegisterActor { actor: ActorKey, role: Role, name: String },
+
+    /// A provider (the custodian) registers a record by the hash of its off-ledger payload.
+    /// Record, consent and claim ids are the patient's own: they need only be unique per patient.
+    RegisterRecord { record: u128, patient: ActorKey, content_hash: Hash, resource_type: String },
+    /// The custodian registers a new version of a record.
+    AmendRecord { record: u128, patient: ActorKey, content_hash: Hash },
+    /// A patient grants a grantee access to records of some types, for some purposes, for a period.
+    GrantConsent {
+        consent: u128,
+        patient: ActorKey,
+        grantee: ActorKey,
+        scope: Vec<String>,
+        purposes: Purposes,
+        valid_from: Timestamp,
+        valid_until: Timestamp,
+    },
+    /// A patient revokes a consent.
+    RevokeConsent { consent: u128, patient: ActorKey },
+    /// An actor reads a record; checked against consent at commit time and logged either way.
+    AccessRecord { record: u128, patient: ActorKey, purpose: Purpose },
+    /// A provider reads a record without consent in an emergency; permitted, logged and flagged.
+    EmergencyAccess { record: u128, patient: ActorKey, reason: String },
+
+    /// A payer adds funds to its own account.
+    FundAccount { amount: u64 },
+    /// A provider submits a claim against a payer.
+    SubmitClaim { claim: u128, patient: ActorKey, payer: ActorKey, service_date: u32, lines: Vec<ClaimLine> },
+    /// The claim's payer approves, denies or pends it.
+    AdjudicateClaim { claim: u128, patient: ActorKey, decision: Adjudication },
+    /// The claim's payer pays the approved amount to the provider's account, exactly once.
+    PayClaim { claim: u128, patient: ActorKey, provider: ActorKey, amount: u64 },
+
+    /// A manufacturer commissions a serialized unit; it becomes the custodian.
+    CommissionUnit { unit: UnitId, lot: String, expiry: Timestamp },
+    /// The custodian ships a unit to another actor.
+    ShipUnit { unit: UnitId, to: ActorKey },
+    /// The addressee of a shipment takes custody.
+    ReceiveUnit { unit: UnitId },
+    /// A dispenser (pharmacy) holding the unit dispenses it to a patient.
+    DispenseUnit { unit: UnitId, patient: ActorKey },
+    /// The custodian takes a unit out of circulation.
+    DecommissionUnit { unit: UnitId, reason: String },
+    /// A manufacturer or regulator recalls a lot. Applies on every shard.
+    RecallLot { gtin: u64, lot: String, reason: String },
+}
+
+impl Operation {
+    /// The operation's name, as shown in reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operation::RegisterActor { .. } => "register-actor",
+            Operation::RegisterRecord { .. } => "register-record",
+            Operation::AmendRecord { .. } => "amend-record",
+            Operation::GrantConsent { .. } => "grant-consent",
+            Operation::RevokeConsent { .. } => "revoke-consent",
+            Operation::AccessRecord { .. } => "access-record",
+            Operation::EmergencyAccess { .. } => "emergency-access",
+            Operation::FundAccount { .. } => "fund-account",
+            Operation::SubmitClaim { .. } => "submit-claim",
+            Operation::AdjudicateClaim { .. } => "adjudicate-claim",
+            Operation::PayClaim { .. } => "pay-claim",
+            Operation::CommissionUnit { .. } => "commission-unit",
+            Operation::ShipUnit { .. } => "ship-unit",
+            Operation::ReceiveUnit { .. } => "receive-unit",
+            Operation::DispenseUnit { .. } => "dispense-unit",
+            Operation::DecommissionUnit { .. } => "decommission-unit",
+            Operation::RecallLot { .. } => "recall-lot",
+        }
+    }
+}
+
+fn unit_encode(unit: &UnitId, e: &mut Encoder) -> Result<(), EncodeError> {
+    e.u64(unit.gtin);
+    e.text("serial", &unit.serial, CODE_LENGTH_MAX)
+}
+
+fn unit_decode(d: &mut Decoder<'_>) -> Result<UnitId, DecodeError> {
+    let gtin = d.u64()?;
+    if gtin >= 100_000_000_000_000 {
+        return Err(DecodeError::Invalid("gtin"));
+    }
+    Ok(UnitId { gtin, serial: d.text("serial", CODE_LENGTH_MAX)? })
+}
+
+fn amount_decode(d: &mut Decoder<'_>) -> Result<u64, DecodeError> {
+    let amount = d.u64()?;
+    if amount > AMOUNT_MAX {
+        return Err(DecodeError::Invalid("amount"));
+    }
+    Ok(amount)
+}
+
+impl Codec for Operation {
+    fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
+        match self {
+            Operation::RegisterActor { actor, role, name } => {
+                e.u8(1);
+                e.array(&actor.0);
+                e.u8(role.code());
+                e.text("name", name, TEXT_LENGTH_MAX)?;
+            }
+            Operation::RegisterRecord { record, patient, content_hash, resource_type } => {
+                e.u8(2);
+                e.u128(*record);
+                e.array(&patient.0);
+                e.array(content_hash);
+                e.text("resource_type", resource_type, CODE_LENGTH_MAX)?;
+            }
+            Operation::AmendRecord { record, patient, content_hash } => {
+                e.u8(3);
+                e.u128(*record);
+                e.array(&patient.0);
+                e.array(content_hash);
+            }
+            Operation::GrantConsent { consent, patient, grantee, scope, purposes, valid_from, valid_until } => {
+                e.u8(4);
+                e.u128(*consent);
+                e.array(&patient.0);
+                e.array(&grantee.0);
+                e.count("scope", scope.len(), CONSENT_SCOPE_COUNT_MAX)?;
+                for resource_type in scope {
+                    e.text("scope", resource_type, CODE_LENGTH_MAX)?;
+                }
+                e.u8(purposes.0);
+                e.u64(*valid_from);
+                e.u64(*valid_until);
+            }
+            Operation::RevokeConsent { consent, patient } => {
+                e.u8(5);
+                e.u128(*consent);
+                e.array(&patient.0);
+            }
+            Operation::AccessRecord { record, patient, purpose } => {
+                e.u8(6);
+                e.u128(*record);
+                e.array(&patient.0);
+                e.u8(purpose.code());
+            }
+            Operation::EmergencyAccess { record, patient, reason } => {
+                e.u8(7);
+                e.u128(*record);
+                e.array(&patient.0);
+                e.text("reason", reason, TEXT_LENGTH_MAX)?;
+            }
+            Operation::FundAccount { amount } => {
+                e.u8(8);
+                e.u64(*amount);
+            }
+            Operation::SubmitClaim { claim, patient, payer, service_date, lines } => {
+                e.u8(9);
+                e.u128(*claim);
+                e.array(&patient.0);
+                e.array(&payer.0);
+                e.u32(*service_date);
+                e.count("lines", lines.len(), CLAIM_LINES_MAX)?;
+                for line in lines {
+                    e.text("procedure", &line.procedure, CODE_LENGTH_MAX)?;
+                    e.text("diagnosis", &line.diagnosis, CODE_LENGTH_MAX)?;
+                    e.u64(line.amount);
+                }
+            }
+            Operation::AdjudicateClaim { claim, patient, decision } => {
+                e.u8(10);
+                e.u128(*claim);
+                e.array(&patient.0);
+                match decision {
+                    Adjudication::Approve { amount } => {
+                        e.u8(1);
+                        e.u64(*amount);
+                    }
+                    Adjudication::Deny { reason } => {
+                        e.u8(2);
+                        e.text("reason", reason, TEXT_LENGTH_MAX)?;
+                    }
+                    Adjudication::Pend => e.u8(3),
+                }
+            }
+            Operation::PayClaim { claim, patient, provider, amount } => {
+                e.u8(11);
+                e.u128(*claim);
+                e.array(&patient.0);
+                e.array(&provider.0);
+                e.u64(*amount);
+            }
+            Operation::CommissionUnit { unit, lot, expiry } => {
+                e.u8(12);
+                unit_encode(unit, e)?;
+                e.text("lot", lot, CODE_LENGTH_MAX)?;
+                e.u64(*expiry);
+            }
+            Operation::ShipUnit { unit, to } => {
+                e.u8(13);
+                unit_encode(unit, e)?;
+                e.array(&to.0);
+            }
+            Operation::ReceiveUnit { unit } => {
+                e.u8(14);
+                unit_encode(unit, e)?;
+            }
+            Operation::DispenseUnit { unit, patient } => {
+                e.u8(15);
+                unit_encode(unit, e)?;
+                e.array(&patient.0);
+            }
+            Operation::DecommissionUnit { unit, reason } => {
+                e.u8(16);
+                unit_encode(unit, e)?;
+                e.text("reason", reason, TEXT_LENGTH_MAX)?;
+            }
+            Operation::RecallLot { gtin, lot, reason } => {
+                e.u8(17);
+                e.u64(*gtin);
+                e.text("lot", lot, CODE_LENGTH_MAX)?;
+                e.text("reason", reason, TEXT_LENGTH_MAX)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        let actor = |d: &mut Decoder<'_>| d.array().map(ActorKey);
+        Ok(match d.u8()? {
+            1 => Operation::RegisterActor {
+                actor: actor(d)?,
+                role: Role::from_code(d.u8()?).ok_or(DecodeError::Invalid("role"))?,
+                name: d.text("name", TEXT_LENGTH_MAX)?,
+            },
+            2 => Operation::RegisterRecord {
+                record: d.u128()?,
+                patient: actor(d)?,
+                content_hash: d.array()?,
+                resource_type: d.text("resource_type", CODE_LENGTH_MAX)?,
+            },
+            3 => Operation::AmendRecord { record: d.u128()?, patient: actor(d)?, content_hash: d.array()? },
+            4 => {
+                let consent = d.u128()?;
+                let patient = actor(d)?;
+                let grantee = actor(d)?;
+                let count = d.count("scope", CONSENT_SCOPE_COUNT_MAX)?;
+                let scope = (0..count).map(|_| d.text("scope", CODE_LENGTH_MAX)).collect::<Result<_, _>>()?;
+                let purposes = Purposes(d.u8()?);
+                if !purposes.is_valid() {
+                    return Err(DecodeError::Invalid("purposes"));
+                }
+                Operation::GrantConsent {
+                    consent,
+                    patient,
+                    grantee,
+                    scope,
+                    purposes,
+                    valid_from: d.u64()?,
+                    valid_until: d.u64()?,
+                }
+            }
+            5 => Operation::RevokeConsent { consent: d.u128()?, patient: actor(d)? },
+            6 => Operation::AccessRecord {
+                record: d.u128()?,
+                patient: actor(d)?,
+                purpose: Purpose::from_code(d.u8()?).ok_or(DecodeError::Invalid("purpose"))?,
+            },
+            7 => Operation::EmergencyAccess {
+                record: d.u128()?,
+                patient: actor(d)?,
+                reason: d.text("reason", TEXT_LENGTH_MAX)?,
+            },
+            8 => Operation::FundAccount { amount: amount_decode(d)? },
+            9 => {
+                let claim = d.u128()?;
+                let patient = actor(d)?;
+                let payer = actor(d)?;
+                let service_date = d.u32()?;
+                let count = d.count("lines", CLAIM_LINES_MAX)?;
+                let lines = (0..count)
+                    .map(|_| {
+                        Ok(ClaimLine {
+                            procedure: d.text("procedure", CODE_LENGTH_MAX)?,
+                            diagnosis: d.text("diagnosis", CODE_LENGTH_MAX)?,
+                            amount: amount_decode(d)?,
+                        })
+                    })
+                    .collect::<Result<_, DecodeError>>()?;
+                Operation::SubmitClaim { claim, patient, payer, service_date, lines }
+            }
+            10 => {
+                let claim = d.u128()?;
+                let patient = actor(d)?;
+                let decision = match d.u8()? {
+                    1 => Adjudication::Approve { amount: amount_decode(d)? },
+                    2 => Adjudication::Deny { reason: d.text("reason", TEXT_LENGTH_MAX)? },
+                    3 => Adjudication::Pend,
+                    tag => return Err(DecodeError::UnknownTag { field: "adjudication", tag }),
+                };
+                Operation::AdjudicateClaim { claim, patient, decision }
+            }
+            11 => Operation::PayClaim {
+                claim: d.u128()?,
+                patient: actor(d)?,
+                provider: actor(d)?,
+                amount: amount_decode(d)?,
+            },
+            12 => Operation::CommissionUnit {
+                unit: unit_decode(d)?,
+                lot: d.text("lot", CODE_LENGTH_MAX)?,
+                expiry: d.u64()?,
+            },
+            13 => Operation::ShipUnit { unit: unit_decode(d)?, to: actor(d)? },
+            14 => Operation::ReceiveUnit { unit: unit_decode(d)? },
+            15 => Operation::DispenseUnit { unit: unit_decode(d)?, patient: actor(d)? },
+            16 => Operation::DecommissionUnit { unit: unit_decode(d)?, reason: d.text("reason", TEXT_LENGTH_MAX)? },
+            17 => Operation::RecallLot {
+                gtin: d.u64()?,
+                lot: d.text("lot", CODE_LENGTH_MAX)?,
+                reason: d.text("reason", TEXT_LENGTH_MAX)?,
+            },
+            tag => return Err(DecodeError::UnknownTag { field: "operation", tag }),
+        })
+    }
+}
+
+/// The signed part of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transaction {
+    pub id: TxId,
+    pub signer: ActorKey,
+    /// The client's clock when it signed; informational only (commit time is the block's).
+    pub timestamp: Timestamp,
+    pub operation: Operation,
+}
+
+impl Codec for Transaction {
+    fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
+        e.u8(ENCODING_VERSION);
+        e.u128(self.id);
+        e.array(&self.signer.0);
+        e.u64(self.timestamp);
+        self.operation.encode_into(e)
+    }
+    fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        let version = d.u8()?;
+        if version != ENCODING_VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        Ok(Transaction {
+            id: d.u128()?,
+            signer: ActorKey(d.array()?),
+            timestamp: d.u64()?,
+            operation: Operation::decode_from(d)?,
+        })
+    }
+}
+
+/// A transaction with its signature and its wire bytes (body then signature).
+///
+/// The bytes are kept so that signature checks, hashing and storage never
+/// re-encode; cloning shares them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedTransaction {
+    pub transaction: Transaction,
+    bytes: Arc<[u8]>,
+}
+
+impl SignedTransaction {
+    /// Assembles a signed transaction from its parts; `sign` in `signature` is the usual way.
+    pub fn from_parts(transaction: Transaction, signature: [u8; SIGNATURE_LENGTH]) -> Result<Self, EncodeError> {
+        let mut bytes = transaction.encode()?;
+        bytes.extend_from_slice(&signature);
+        if bytes.len() > TRANSACTION_SIZE_MAX {
+            return Err(EncodeError::TooLong {
+                field: "transaction",
+                length: bytes.len(),
+                limit: TRANSACTION_SIZE_MAX,
+            });
+        }
+        Ok(Self { transaction, bytes: bytes.into() })
+    }
+
+    /// Decodes untrusted wire bytes. The signature is not checked here.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > TRANSACTION_SIZE_MAX {
+            return Err(DecodeError::TooLong {
+                field: "transaction",
+                length: bytes.len(),
+                limit: TRANSACTION_SIZE_MAX,
+            });
+        }
+        if bytes.len() < SIGNATURE_LENGTH {
+            return Err(DecodeError::Truncated { offset: bytes.len(), needed: SIGNATURE_LENGTH - bytes.len() });
+        }
+        let transaction = Transaction::decode(&bytes[..bytes.len() - SIGNATURE_LENGTH])?;
+        Ok(Self { transaction, bytes: bytes.into() })
+    }
+
+    pub fn id(&self) -> TxId {
+        self.transaction.id
+    }
+    /// The bytes the signature covers.
+    pub fn body(&self) -> &[u8] {
+        &self.bytes[..self.bytes.len() - SIGNATURE_LENGTH]
+    }
+    pub fn signature(&self) -> [u8; SIGNATURE_LENGTH] {
+        self.bytes[self.bytes.len() - SIGNATURE_LENGTH..].try_into().expect("signature length")
+    }
+    /// The whole wire encoding.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+code_enum! {
+    /// Why a transaction was rejected. Rejections are business outcomes, recorded in the ledger
+    /// like commits (except the first three, which are refused before the ledger sees the transaction).
+    Reason: u16 {
+        BadSignature = 1 => "bad-signature",
+        WeakKey = 2 => "weak-key",
+        Malformed = 3 => "malformed",
+        UnknownSigner = 10 => "unknown-signer",
+        RoleNotPermitted = 11 => "role-not-permitted",
+        ActorExists = 12 => "actor-exists",
+        UnknownActor = 13 => "unknown-actor",
+        InvalidField = 14 => "invalid-field",
+        KeyLocked = 15 => "key-locked",
+        UnknownPatient = 20 => "unknown-patient",
+        RecordExists = 21 => "record-exists",
+        UnknownRecord = 22 => "unknown-record",
+        NotCustodian = 23 => "not-custodian",
+        ConsentExists = 24 => "consent-exists",
+        UnknownConsent = 25 => "unknown-consent",
+        ConsentMissing = 26 => "consent-missing",
+        ConsentRevoked = 27 => "consent-revoked",
+        ConsentExpired = 28 => "consent-outside-period",
+        ConsentPurpose = 29 => "consent-purpose-not-covered",
+        ConsentScope = 30 => "consent-scope-not-covered",
+        ConsentLimit = 31 => "consent-limit",
+        ClaimExists = 40 => "claim-exists",
+        DuplicateClaim = 41 => "duplicate-claim",
+        UnknownClaim = 42 => "unknown-claim",
+        ClaimNotPayable = 43 => "claim-not-payable",
+        ClaimAlreadyPaid = 44 => "claim-already-paid",
+        ClaimClosed = 45 => "claim-closed",
+        AmountMismatch = 46 => "amount-mismatch",
+        InsufficientFunds = 47 => "insufficient-funds",
+        ServiceDateInFuture = 48 => "service-date-in-future",
+        NotClaimPayer = 49 => "not-claim-payer",
+        UnitExists = 60 => "serial-already-commissioned",
+        UnknownUnit = 61 => "unknown-unit",
+        NotUnitCustodian = 62 => "not-unit-custodian",
+        UnitNotActive = 63 => "unit-not-active",
+        NotAddressee = 64 => "not-addressee",
+        UnitRecalled = 65 => "unit-recalled",
+        UnitExpired = 66 => "unit-expired",
+        LotAlreadyRecalled = 67 => "lot-already-recalled",
+    }
+}
+
+/// The outcome of one transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TxResult {
+    Committed,
+    Rejected(Reason),
+}
+
+impl TxResult {
+    pub fn is_committed(self) -> bool {
+        self == TxResult::Committed
+    }
+    pub fn code(self) -> u16 {
+        match self {
+            TxResult::Committed => 0,
+            TxResult::Rejected(reason) => reason.code(),
+        }
+    }
+    pub fn from_code(code: u16) -> Option<Self> {
+        match code {
+            0 => Some(TxResult::Committed),
+            code => Reason::from_code(code).map(TxResult::Rejected),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxResult::Committed => "committed",
+            TxResult::Rejected(reason) => reason.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for TxResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

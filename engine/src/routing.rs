@@ -1,0 +1,55 @@
+//! Partitioning: which shards a transaction touches.
+//!
+//! Records, consents, accesses and claims live on their patient's shard;
+//! accounts on their owner's; units on the hash of GTIN and serial. Actor
+//! registrations and lot recalls apply on every shard, so that role checks
+//! and recall checks stay shard-local.
+
+use crate::model::{ActorKey, Operation, Transaction, UnitId};
+
+/// Shard of a partition key's bytes.
+pub fn shard_of_bytes(bytes: &[u8], shard_count: u32) -> u32 {
+    let digest = blake3::hash(bytes);
+    let head = u64::from_le_bytes(digest.as_bytes()[..8].try_into().expect("8 bytes"));
+    (head % u64::from(shard_count)) as u32
+}
+
+/// Shard that holds a patient's records, consents and claims, or an actor's account.
+pub fn shard_of_actor(actor: &ActorKey, shard_count: u32) -> u32 {
+    shard_of_bytes(&actor.0, shard_count)
+}
+
+/// Shard that holds a unit.
+pub fn shard_of_unit(unit: &UnitId, shard_count: u32) -> u32 {
+    let mut bytes = unit.gtin.to_le_bytes().to_vec();
+    bytes.extend_from_slice(unit.serial.as_bytes());
+    shard_of_bytes(&bytes, shard_count)
+}
+
+/// The shards a transaction touches, ascending and without repeats.
+pub fn participants(transaction: &Transaction, shard_count: u32) -> Vec<u32> {
+    let actor = |key: &ActorKey| shard_of_actor(key, shard_count);
+    let mut shards = match &transaction.operation {
+        Operation::RegisterActor { .. } | Operation::RecallLot { .. } => return (0..shard_count).collect(),
+        Operation::RegisterRecord { patient, .. }
+        | Operation::AmendRecord { patient, .. }
+        | Operation::GrantConsent { patient, .. }
+        | Operation::RevokeConsent { patient, .. }
+        | Operation::AccessRecord { patient, .. }
+        | Operation::EmergencyAccess { patient, .. }
+        | Operation::SubmitClaim { patient, .. }
+        | Operation::AdjudicateClaim { patient, .. } => vec![actor(patient)],
+        Operation::FundAccount { .. } => vec![actor(&transaction.signer)],
+        Operation::PayClaim { patient, provider, .. } => {
+            vec![actor(patient), actor(&transaction.signer), actor(provider)]
+        }
+        Operation::CommissionUnit { unit, .. }
+        | Operation::ShipUnit { unit, .. }
+        | Operation::ReceiveUnit { unit }
+        | Operation::DispenseUnit { unit, .. }
+        | Operation::DecommissionUnit { unit, .. } => vec![shard_of_unit(unit, shard_count)],
+    };
+    shards.sort_unstable();
+    shards.dedup();
+    shards
+}

@@ -1,0 +1,881 @@
+//! The shard state machine: the rules of every operation, applied to one
+//! shard's state in a deterministic order.
+//!
+//! It is sans-IO: the driver passes in `now`, the transactions and (on load)
+//! the stored entries, and takes out results, sealed blocks and the writes to
+//! persist. It never reads a clock, a random source or a disk, and it never
+//! spawns a thread: the same calls in the same order give the same bytes.
+//!
+//! Every transaction runs as *prepare* (check the rules, compute the effects,
+//! lock what a concurrent transaction must not change) then *finish* (apply or
+//! drop the effects). A single-shard transaction does both at once; a
+//! cross-shard one is prepared on each participant and finished once the
+//! coordinator has decided.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use crate::block::{merkle_root, BlockBody, BlockHeader};
+use crate::codec::Codec;
+use crate::coordinator::Message;
+use crate::history::{AccessEntry, CustodyEvent, TxLocation};
+use crate::layout;
+use crate::limits::{AMOUNT_MAX, CONSENTS_PER_GRANTEE_MAX};
+use crate::model::{
+    ActorKey, Adjudication, ClaimLine, Hash, Operation, Purpose, Reason, Role, SignedTransaction, Timestamp, TxId,
+    TxResult, UnitId,
+};
+use crate::routing::{participants, shard_of_actor};
+use crate::state::{Actor, Claim, ClaimStatus, Consent, Recall, Record, State, StateKey, Unit, UnitStatus};
+
+/// A change to state, computed when a transaction is prepared and applied when it finishes.
+#[derive(Clone, Debug)]
+enum Effect {
+    PutActor(ActorKey, Actor),
+    PutRecord(u128, Record),
+    PutConsent(u128, Consent),
+    PutClaim(u128, Claim),
+    PutClaimKey(Hash, u128),
+    /// Adds to an account's balance; `funding` also adds to what it was funded with.
+    Credit {
+        account: ActorKey,
+        amount: u64,
+        funding: bool,
+    },
+    Debit {
+        account: ActorKey,
+        amount: u64,
+    },
+    PutUnit(UnitId, Unit),
+    PutRecall(u64, String, Recall),
+}
+
+/// A prepared transaction: its effects, the keys it holds, the funds it holds.
+#[derive(Debug, Default)]
+struct Plan {
+    effects: Vec<Effect>,
+    locks: Vec<StateKey>,
+    reserve: Option<(ActorKey, u64)>,
+}
+
+/// What sealing a block hands the driver to persist.
+#[derive(Debug)]
+pub struct SealedBlock {
+    pub header: BlockHeader,
+    pub body: BlockBody,
+    /// State entries changed by the block: `None` deletes.
+    pub state_writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// History and index entries the block adds (access log, custody trail, tx index).
+    pub index_writes: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A participant's answer to a coordinator message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Votes { round: u64, shard: u32, votes: Vec<Result<(), Reason>> },
+    Acknowledged { round: u64, shard: u32 },
+}
+
+/// One shard's state machine.
+pub struct Shard {
+    id: u32,
+    shard_count: u32,
+    state: State,
+    height: u64,
+    head: Hash,
+    last_time: Timestamp,
+    now: Timestamp,
+    /// Cross-shard transactions prepared and awaiting a decision, with this shard's plan if it voted yes.
+    prepared: HashMap<TxId, (SignedTransaction, Result<Plan, Reason>)>,
+    locked: HashSet<StateKey>,
+    reserved: HashMap<ActorKey, u64>,
+    /// Running sums over this shard's accounts, for the conservation check.
+    balance_total: u128,
+    funded_total: u128,
+    entries: Vec<(SignedTransaction, TxResult)>,
+    dirty: BTreeSet<StateKey>,
+    index_writes: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+type Check<T = ()> = Result<T, Reason>;
+
+/// The civil date (YYYYMMDD) of a timestamp, by Howard Hinnant's algorithm.
+pub fn date_of(time: Timestamp) -> u32 {
+    let days = (time / 86_400_000) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year * 10_000 + month * 100 + day) as u32
+}
+
+/// Midnight UTC of a civil date (YYYYMMDD), as a timestamp; the inverse of `date_of`.
+pub fn timestamp_of(date: u32) -> Timestamp {
+    let (year, month, day) = (i64::from(date / 10_000), i64::from(date / 100 % 100), i64::from(date % 100));
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400);
+    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    (days.max(0) as u64) * 86_400_000
+}
+
+fn valid_date(date: u32) -> bool {
+    let (month, day) = (date / 100 % 100, date % 100);
+    date >= 1900_01_01 && (1..=12).contains(&month) && (1..=31).contains(&day)
+}
+
+/// The duplicate-detection key of a claim: patient, provider, service date and its codes.
+pub fn claim_duplicate_key(patient: &ActorKey, provider: &ActorKey, service_date: u32, lines: &[ClaimLine]) -> Hash {
+    let mut codes: Vec<(&str, &str)> = lines.iter().map(|l| (l.procedure.as_str(), l.diagnosis.as_str())).collect();
+    codes.sort_unstable();
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&patient.0);
+    hasher.update(&provider.0);
+    hasher.update(&service_date.to_le_bytes());
+    for (procedure, diagnosis) in codes {
+        for code in [procedure, diagnosis] {
+            hasher.update(&(code.len() as u32).to_le_bytes());
+            hasher.update(code.as_bytes());
+        }
+    }
+    *hasher.finalize().as_bytes()
+}
+
+impl Shard {
+    /// A shard with empty state and no blocks.
+    pub fn new(id: u32, shard_count: u32) -> Self {
+        Self::restore(id, shard_count, State::default(), 0, [0; 32], 0)
+    }
+
+    /// A shard resumed from stored state and its head block.
+    pub fn restore(id: u32, shard_count: u32, mut state: State, height: u64, head: Hash, last_time: Timestamp) -> Self {
+        assert!(id < shard_count, "shard id within the shard count");
+        state.normalize();
+        let (balance_total, funded_total) = state
+            .accounts
+            .values()
+            .fold((0u128, 0u128), |(b, f), a| (b + u128::from(a.balance), f + u128::from(a.funded)));
+        Self {
+            balance_total,
+            funded_total,
+            id,
+            shard_count,
+            state,
+            height,
+            head,
+            last_time,
+            now: last_time,
+            prepared: HashMap::new(),
+            locked: HashSet::new(),
+            reserved: HashMap::new(),
+            entries: Vec::new(),
+            dirty: BTreeSet::new(),
+            index_writes: Vec::new(),
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+    pub fn head(&self) -> Hash {
+        self.head
+    }
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+    /// Transactions prepared and not yet finished.
+    pub fn in_doubt(&self) -> usize {
+        self.prepared.len()
+    }
+
+    /// The time of the last sealed block.
+    pub fn last_time(&self) -> Timestamp {
+        self.last_time
+    }
+
+    /// Starts a block at commit time `now`, which never goes back.
+    pub fn begin(&mut self, now: Timestamp) {
+        assert!(self.entries.is_empty() && self.prepared.is_empty(), "a block begins empty");
+        assert!(now >= self.last_time, "commit time never goes back");
+        self.now = now;
+    }
+
+    /// Runs a transaction that touches only this shard, and records it.
+    pub fn execute(&mut self, transaction: &SignedTransaction) -> TxResult {
+        let result = match self.check(transaction) {
+            Ok(plan) => {
+                self.apply(plan);
+                TxResult::Committed
+            }
+            Err(reason) => TxResult::Rejected(reason),
+        };
+        self.record(transaction, result);
+        result
+    }
+
+    /// Phase one of a cross-shard transaction: checks this shard's part,
+    /// locks its keys and reserves its funds. `Ok` is a vote to commit.
+    pub fn prepare(&mut self, transaction: &SignedTransaction) -> Result<(), Reason> {
+        assert!(!self.prepared.contains_key(&transaction.id()), "a transaction is prepared once");
+        let verdict = self.check(transaction);
+        if let Ok(plan) = &verdict {
+            for key in &plan.locks {
+                assert!(self.locked.insert(key.clone()), "checked keys are unlocked");
+            }
+            if let Some((account, amount)) = plan.reserve {
+                *self.reserved.entry(account).or_default() += amount;
+            }
+        }
+        let vote = verdict.as_ref().map(|_| ()).map_err(|reason| *reason);
+        self.prepared.insert(transaction.id(), (transaction.clone(), verdict));
+        vote
+    }
+
+    /// Phase two: applies (on commit) or drops (on abort) what was prepared,
+    /// and records the transaction with the coordinator's decision.
+    pub fn finish(&mut self, id: TxId, result: TxResult) {
+        let (transaction, plan) = self.prepared.remove(&id).expect("a decided transaction was prepared here");
+        match plan {
+            Ok(plan) => {
+                for key in &plan.locks {
+                    self.locked.remove(key);
+                }
+                if let Some((account, amount)) = plan.reserve {
+                    let reserved = self.reserved.get_mut(&account).expect("reservation exists");
+                    *reserved -= amount;
+                    if *reserved == 0 {
+                        self.reserved.remove(&account);
+                    }
+                }
+                if result.is_committed() {
+                    self.apply(plan);
+                }
+            }
+            Err(_) => assert!(!result.is_committed(), "a transaction this shard refused never commits"),
+        }
+        self.record(&transaction, result);
+    }
+
+    /// Handles one coordinator message: the participant's half of two-phase commit.
+    pub fn handle(&mut self, message: Message) -> Reply {
+        match message {
+            Message::Prepare { round, shard, transactions } => {
+                assert_eq!(shard, self.id, "message delivered to its shard");
+                let votes = transactions
+                    .iter()
+                    .map(|t| if self.prepared.contains_key(&t.id()) { self.vote_of(t.id()) } else { self.prepare(t) })
+                    .collect();
+                Reply::Votes { round, shard, votes }
+            }
+            Message::Decide { round, shard, decisions } => {
+                assert_eq!(shard, self.id, "message delivered to its shard");
+                for (id, result) in decisions {
+                    // A repeated decision finds nothing prepared: it was applied already.
+                    if self.prepared.contains_key(&id) {
+                        self.finish(id, result);
+                    }
+                }
+                Reply::Acknowledged { round, shard }
+            }
+        }
+    }
+
+    fn vote_of(&self, id: TxId) -> Result<(), Reason> {
+        self.prepared[&id].1.as_ref().map(|_| ()).map_err(|reason| *reason)
+    }
+
+    /// Seals the block begun by `begin`, or returns `None` if it holds nothing.
+    pub fn seal(&mut self, round: u64) -> Option<SealedBlock> {
+        assert!(self.prepared.is_empty(), "no transaction is in doubt when a block is sealed");
+        if self.entries.is_empty() {
+            return None;
+        }
+        let body = BlockBody { entries: std::mem::take(&mut self.entries) };
+        let header = BlockHeader {
+            shard: self.id,
+            height: self.height + 1,
+            round,
+            previous: self.head,
+            time: self.now,
+            count: body.entries.len() as u32,
+            transactions_root: merkle_root(&body.transaction_leaves()),
+            results_root: merkle_root(&body.result_leaves()),
+        };
+        self.height = header.height;
+        self.head = header.hash();
+        self.last_time = self.now;
+        let state_writes = std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|key| (layout::state(self.id, &key.to_bytes()), self.state.value(&key)))
+            .collect();
+        Some(SealedBlock { header, body, state_writes, index_writes: std::mem::take(&mut self.index_writes) })
+    }
+
+    /// Appends a finished transaction to the block and writes its history entries.
+    fn record(&mut self, transaction: &SignedTransaction, result: TxResult) {
+        let index = self.entries.len() as u32;
+        let height = self.height + 1;
+        let t = &transaction.transaction;
+        if participants(t, self.shard_count)[0] == self.id {
+            let location = TxLocation { shard: self.id, height, index, result };
+            self.index_writes.push((layout::transaction(t.id), location.encode().expect("fixed size")));
+        }
+        match &t.operation {
+            // Logged when the record is the patient's, whether the access was permitted or not.
+            Operation::AccessRecord { record, patient, .. } | Operation::EmergencyAccess { record, patient, .. }
+                if self.state.records.contains_key(&(*patient, *record)) =>
+            {
+                let purpose = match &t.operation {
+                    Operation::AccessRecord { purpose, .. } => Some(*purpose),
+                    _ => None,
+                };
+                let entry = AccessEntry {
+                    transaction: t.id,
+                    record: *record,
+                    accessor: t.signer,
+                    purpose,
+                    time: self.now,
+                    result,
+                    break_glass: purpose.is_none(),
+                };
+                self.index_writes.push((layout::access(patient, height, index), entry.encode().expect("bounded")));
+            }
+            Operation::CommissionUnit { unit, .. }
+            | Operation::ShipUnit { unit, .. }
+            | Operation::ReceiveUnit { unit }
+            | Operation::DispenseUnit { unit, .. }
+            | Operation::DecommissionUnit { unit, .. }
+                if self.state.units.contains_key(unit) =>
+            {
+                let counterparty = match &t.operation {
+                    Operation::ShipUnit { to, .. } => Some(*to),
+                    Operation::DispenseUnit { patient, .. } => Some(*patient),
+                    _ => None,
+                };
+                let event = CustodyEvent {
+                    transaction: t.id,
+                    event: t.operation.name().to_owned(),
+                    actor: t.signer,
+                    counterparty,
+                    time: self.now,
+                    result,
+                };
+                self.index_writes.push((layout::custody(unit, height, index), event.encode().expect("bounded")));
+            }
+            _ => {}
+        }
+        self.entries.push((transaction.clone(), result));
+    }
+
+    fn apply(&mut self, plan: Plan) {
+        for effect in plan.effects {
+            let key = match effect {
+                Effect::PutActor(key, actor) => {
+                    self.state.actors.insert(key, actor);
+                    StateKey::Actor(key)
+                }
+                Effect::PutRecord(id, record) => {
+                    let patient = record.patient;
+                    self.state.records.insert((patient, id), record);
+                    StateKey::Record(patient, id)
+                }
+                Effect::PutConsent(id, consent) => {
+                    let patient = consent.patient;
+                    let ids = self.state.consent_index.entry((patient, consent.grantee)).or_default();
+                    if let Err(position) = ids.binary_search(&id) {
+                        ids.insert(position, id);
+                    }
+                    self.state.consents.insert((patient, id), consent);
+                    StateKey::Consent(patient, id)
+                }
+                Effect::PutClaim(id, claim) => {
+                    let patient = claim.patient;
+                    self.state.claims.insert((patient, id), claim);
+                    StateKey::Claim(patient, id)
+                }
+                Effect::PutClaimKey(hash, id) => {
+                    self.state.claim_keys.insert(hash, id);
+                    StateKey::ClaimKey(hash)
+                }
+                Effect::Credit { account, amount, funding } => {
+                    let entry = self.state.accounts.entry(account).or_default();
+                    entry.balance = entry.balance.checked_add(amount).expect("credits are bounded when checked");
+                    self.balance_total += u128::from(amount);
+                    if funding {
+                        entry.funded = entry.funded.checked_add(amount).expect("funding is bounded when checked");
+                        self.funded_total += u128::from(amount);
+                    }
+                    StateKey::Account(account)
+                }
+                Effect::Debit { account, amount } => {
+                    let entry = self.state.accounts.get_mut(&account).expect("debited account exists");
+                    entry.balance = entry.balance.checked_sub(amount).expect("debits are covered when checked");
+                    self.balance_total -= u128::from(amount);
+                    StateKey::Account(account)
+                }
+                Effect::PutUnit(unit, entry) => {
+                    self.state.units.insert(unit.clone(), entry);
+                    StateKey::Unit(unit)
+                }
+                Effect::PutRecall(gtin, lot, recall) => {
+                    self.state.recalls.insert((gtin, lot.clone()), recall);
+                    StateKey::Recall(gtin, lot)
+                }
+            };
+            self.dirty.insert(key);
+        }
+    }
+
+    fn role(&self, actor: &ActorKey) -> Option<Role> {
+        self.state.actors.get(actor).map(|a| a.role)
+    }
+
+    fn require_signer(&self, signer: &ActorKey, roles: &[Role]) -> Check {
+        match self.role(signer) {
+            None => Err(Reason::UnknownSigner),
+            Some(role) if roles.contains(&role) => Ok(()),
+            Some(_) => Err(Reason::RoleNotPermitted),
+        }
+    }
+
+    fn require_role(&self, actor: &ActorKey, roles: &[Role], missing: Reason) -> Check {
+        match self.role(actor) {
+            Some(role) if roles.contains(&role) => Ok(()),
+            _ => Err(missing),
+        }
+    }
+
+    fn unlocked(&self, key: &StateKey) -> Check {
+        if self.locked.contains(key) {
+            Err(Reason::KeyLocked)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn is_local(&self, actor: &ActorKey) -> bool {
+        shard_of_actor(actor, self.shard_count) == self.id
+    }
+
+    /// The rules: checks a transaction's part on this shard against the
+    /// current state and returns its effects, or the reason it is rejected.
+    fn check(&self, transaction: &SignedTransaction) -> Check<Plan> {
+        let t = &transaction.transaction;
+        let signer = t.signer;
+        let now = self.now;
+        let mut plan = Plan::default();
+        match &t.operation {
+            Operation::RegisterActor { actor, role, name } => {
+                self.require_signer(&signer, &[Role::Operator])?;
+                if name.is_empty() {
+                    return Err(Reason::InvalidField);
+                }
+                let key = StateKey::Actor(*actor);
+                self.unlocked(&key)?;
+                if self.state.actors.contains_key(actor) {
+                    return Err(Reason::ActorExists);
+                }
+                plan.effects
+                    .push(Effect::PutActor(*actor, Actor { role: *role, name: name.clone(), registered_at: now }));
+                plan.locks.push(key);
+            }
+
+            Operation::RegisterRecord { record, patient, content_hash, resource_type } => {
+                self.require_signer(&signer, &[Role::Provider])?;
+                self.require_role(patient, &[Role::Patient], Reason::UnknownPatient)?;
+                if resource_type.is_empty() {
+                    return Err(Reason::InvalidField);
+                }
+                if self.state.records.contains_key(&(*patient, *record)) {
+                    return Err(Reason::RecordExists);
+                }
+                plan.effects.push(Effect::PutRecord(
+                    *record,
+                    Record {
+                        patient: *patient,
+                        custodian: signer,
+                        resource_type: resource_type.clone(),
+                        content_hash: *content_hash,
+                        previous_hash: [0; 32],
+                        version: 1,
+                        updated_at: now,
+                    },
+                ));
+            }
+            Operation::AmendRecord { record, patient, content_hash } => {
+                self.require_signer(&signer, &[Role::Provider])?;
+                let current = self.state.records.get(&(*patient, *record)).ok_or(Reason::UnknownRecord)?;
+                if current.custodian != signer {
+                    return Err(Reason::NotCustodian);
+                }
+                let mut amended = current.clone();
+                amended.previous_hash = current.content_hash;
+                amended.content_hash = *content_hash;
+                amended.version += 1;
+                amended.updated_at = now;
+                plan.effects.push(Effect::PutRecord(*record, amended));
+            }
+            Operation::GrantConsent { consent, patient, grantee, scope, purposes, valid_from, valid_until } => {
+                self.require_signer(&signer, &[Role::Patient])?;
+                if signer != *patient {
+                    return Err(Reason::RoleNotPermitted);
+                }
+                if self.role(grantee).is_none() || grantee == patient {
+                    return Err(Reason::UnknownActor);
+                }
+                if valid_from >= valid_until || scope.iter().any(String::is_empty) {
+                    return Err(Reason::InvalidField);
+                }
+                if self.state.consents.contains_key(&(*patient, *consent)) {
+                    return Err(Reason::ConsentExists);
+                }
+                let held = self.state.consent_index.get(&(*patient, *grantee)).map_or(0, Vec::len);
+                if held >= CONSENTS_PER_GRANTEE_MAX {
+                    return Err(Reason::ConsentLimit);
+                }
+                plan.effects.push(Effect::PutConsent(
+                    *consent,
+                    Consent {
+                        patient: *patient,
+                        grantee: *grantee,
+                        scope: scope.clone(),
+                        purposes: *purposes,
+                        valid_from: *valid_from,
+                        valid_until: *valid_until,
+                        revoked_at: None,
+                    },
+                ));
+            }
+            Operation::RevokeConsent { consent, patient } => {
+                self.require_signer(&signer, &[Role::Patient])?;
+                if signer != *patient {
+                    return Err(Reason::RoleNotPermitted);
+                }
+                let current = self.state.consents.get(&(*patient, *consent)).ok_or(Reason::UnknownConsent)?;
+                if current.revoked_at.is_some() {
+                    return Err(Reason::ConsentRevoked);
+                }
+                let mut revoked = current.clone();
+                revoked.revoked_at = Some(now);
+                plan.effects.push(Effect::PutConsent(*consent, revoked));
+            }
+            Operation::AccessRecord { record, patient, purpose } => {
+                self.require_signer(&signer, &[Role::Patient, Role::Provider, Role::Payer, Role::Regulator])?;
+                let current = self.state.records.get(&(*patient, *record)).ok_or(Reason::UnknownRecord)?;
+                // A patient reads their own records, and a custodian the records it holds, without consent.
+                if signer != *patient && signer != current.custodian {
+                    self.consent_covers(patient, &signer, &current.resource_type, *purpose)?;
+                }
+            }
+            Operation::EmergencyAccess { record, patient, reason } => {
+                self.require_signer(&signer, &[Role::Provider])?;
+                self.state.records.get(&(*patient, *record)).ok_or(Reason::UnknownRecord)?;
+                if reason.is_empty() {
+                    return Err(Reason::InvalidField);
+                }
+            }
+
+            Operation::FundAccount { amount } => {
+                self.require_signer(&signer, &[Role::Payer])?;
+                let balance = self.state.accounts.get(&signer).map_or(0, |a| a.balance);
+                if *amount == 0 || balance.checked_add(*amount).is_none_or(|b| b > AMOUNT_MAX * 1_000) {
+                    return Err(Reason::InvalidField);
+                }
+                plan.effects.push(Effect::Credit { account: signer, amount: *amount, funding: true });
+            }
+            Operation::SubmitClaim { claim, patient, payer, service_date, lines } => {
+                self.require_signer(&signer, &[Role::Provider])?;
+                self.require_role(patient, &[Role::Patient], Reason::UnknownPatient)?;
+                self.require_role(payer, &[Role::Payer], Reason::UnknownActor)?;
+                let total: u64 = lines.iter().map(|l| l.amount).sum();
+                let codes_present = lines.iter().all(|l| !l.procedure.is_empty() && !l.diagnosis.is_empty());
+                if lines.is_empty() || !codes_present || lines.iter().any(|l| l.amount == 0) || total > AMOUNT_MAX {
+                    return Err(Reason::InvalidField);
+                }
+                if !valid_date(*service_date) {
+                    return Err(Reason::InvalidField);
+                }
+                if *service_date > date_of(now) {
+                    return Err(Reason::ServiceDateInFuture);
+                }
+                let key = StateKey::Claim(*patient, *claim);
+                self.unlocked(&key)?;
+                if self.state.claims.contains_key(&(*patient, *claim)) {
+                    return Err(Reason::ClaimExists);
+                }
+                let duplicate_key = claim_duplicate_key(patient, &signer, *service_date, lines);
+                if self.state.claim_keys.contains_key(&duplicate_key) {
+                    return Err(Reason::DuplicateClaim);
+                }
+                plan.effects.push(Effect::PutClaimKey(duplicate_key, *claim));
+                plan.effects.push(Effect::PutClaim(
+                    *claim,
+                    Claim {
+                        patient: *patient,
+                        provider: signer,
+                        payer: *payer,
+                        service_date: *service_date,
+                        total,
+                        duplicate_key,
+                        status: ClaimStatus::Submitted,
+                        submitted_at: now,
+                    },
+                ));
+            }
+            Operation::AdjudicateClaim { claim, patient, decision } => {
+                self.require_signer(&signer, &[Role::Payer])?;
+                let key = StateKey::Claim(*patient, *claim);
+                let current = self.state.claims.get(&(*patient, *claim)).ok_or(Reason::UnknownClaim)?;
+                if current.payer != signer {
+                    return Err(Reason::NotClaimPayer);
+                }
+                self.unlocked(&key)?;
+                if !matches!(current.status, ClaimStatus::Submitted | ClaimStatus::Pended) {
+                    return Err(Reason::ClaimClosed);
+                }
+                let status = match decision {
+                    Adjudication::Approve { amount } if *amount > 0 && *amount <= current.total => {
+                        ClaimStatus::Approved { amount: *amount }
+                    }
+                    Adjudication::Approve { .. } => return Err(Reason::AmountMismatch),
+                    Adjudication::Deny { reason } if !reason.is_empty() => {
+                        ClaimStatus::Denied { reason: reason.clone() }
+                    }
+                    Adjudication::Deny { .. } => return Err(Reason::InvalidField),
+                    Adjudication::Pend => ClaimStatus::Pended,
+                };
+                let mut adjudicated = current.clone();
+                adjudicated.status = status;
+                plan.effects.push(Effect::PutClaim(*claim, adjudicated));
+            }
+            Operation::PayClaim { claim, patient, provider, amount } => {
+                self.require_signer(&signer, &[Role::Payer])?;
+                // Each local part is checked; the lowest refusal code wins, as in the
+                // coordinator, so the reason is the same however the parts are placed.
+                let mut refusals = Vec::new();
+                if self.is_local(patient) {
+                    match self.check_claim_payment(t.id, *claim, patient, &signer, provider, *amount) {
+                        Ok(paid) => {
+                            plan.effects.push(Effect::PutClaim(*claim, paid));
+                            plan.locks.push(StateKey::Claim(*patient, *claim));
+                        }
+                        Err(reason) => refusals.push(reason),
+                    }
+                }
+                if self.is_local(&signer) {
+                    let balance = self.state.accounts.get(&signer).map_or(0, |a| a.balance);
+                    let reserved = self.reserved.get(&signer).copied().unwrap_or(0);
+                    if balance.saturating_sub(reserved) < *amount {
+                        refusals.push(Reason::InsufficientFunds);
+                    } else {
+                        plan.effects.push(Effect::Debit { account: signer, amount: *amount });
+                        plan.reserve = Some((signer, *amount));
+                    }
+                }
+                if self.is_local(provider) {
+                    match self.require_role(provider, &[Role::Provider], Reason::UnknownActor) {
+                        Ok(()) => {
+                            plan.effects.push(Effect::Credit { account: *provider, amount: *amount, funding: false })
+                        }
+                        Err(reason) => refusals.push(reason),
+                    }
+                }
+                if let Some(reason) = refusals.into_iter().min_by_key(|r| r.code()) {
+                    return Err(reason);
+                }
+            }
+
+            Operation::CommissionUnit { unit, lot, expiry } => {
+                self.require_signer(&signer, &[Role::Manufacturer])?;
+                if unit.serial.is_empty() || lot.is_empty() {
+                    return Err(Reason::InvalidField);
+                }
+                if self.state.units.contains_key(unit) {
+                    return Err(Reason::UnitExists);
+                }
+                if *expiry <= now {
+                    return Err(Reason::UnitExpired);
+                }
+                plan.effects.push(Effect::PutUnit(
+                    unit.clone(),
+                    Unit {
+                        lot: lot.clone(),
+                        expiry: *expiry,
+                        manufacturer: signer,
+                        custodian: signer,
+                        status: UnitStatus::Active,
+                    },
+                ));
+            }
+            Operation::ShipUnit { unit, to } => {
+                let current = self.custodied_unit(unit, &signer)?;
+                self.require_role(to, &[Role::Manufacturer, Role::Distributor, Role::Dispenser], Reason::UnknownActor)?;
+                if *to == signer {
+                    return Err(Reason::InvalidField);
+                }
+                let mut shipped = current.clone();
+                shipped.status = UnitStatus::InTransit { to: *to };
+                plan.effects.push(Effect::PutUnit(unit.clone(), shipped));
+            }
+            Operation::ReceiveUnit { unit } => {
+                self.require_signer(&signer, &[Role::Manufacturer, Role::Distributor, Role::Dispenser])?;
+                let current = self.state.units.get(unit).ok_or(Reason::UnknownUnit)?;
+                match current.status {
+                    UnitStatus::InTransit { to } if to == signer => {}
+                    UnitStatus::InTransit { .. } => return Err(Reason::NotAddressee),
+                    _ => return Err(Reason::UnitNotActive),
+                }
+                let mut received = current.clone();
+                received.custodian = signer;
+                received.status = UnitStatus::Active;
+                plan.effects.push(Effect::PutUnit(unit.clone(), received));
+            }
+            Operation::DispenseUnit { unit, patient } => {
+                let current = self.custodied_unit(unit, &signer)?;
+                self.require_signer(&signer, &[Role::Dispenser])?;
+                self.require_role(patient, &[Role::Patient], Reason::UnknownPatient)?;
+                let recall = StateKey::Recall(unit.gtin, current.lot.clone());
+                self.unlocked(&recall)?;
+                if self.state.recalls.contains_key(&(unit.gtin, current.lot.clone())) {
+                    return Err(Reason::UnitRecalled);
+                }
+                if now >= current.expiry {
+                    return Err(Reason::UnitExpired);
+                }
+                let mut dispensed = current.clone();
+                dispensed.status = UnitStatus::Dispensed { patient: *patient };
+                plan.effects.push(Effect::PutUnit(unit.clone(), dispensed));
+            }
+            Operation::DecommissionUnit { unit, reason } => {
+                let current = self.custodied_unit(unit, &signer)?;
+                if reason.is_empty() {
+                    return Err(Reason::InvalidField);
+                }
+                let mut retired = current.clone();
+                retired.status = UnitStatus::Decommissioned { reason: reason.clone() };
+                plan.effects.push(Effect::PutUnit(unit.clone(), retired));
+            }
+            Operation::RecallLot { gtin, lot, reason } => {
+                self.require_signer(&signer, &[Role::Manufacturer, Role::Regulator])?;
+                if lot.is_empty() || reason.is_empty() {
+                    return Err(Reason::InvalidField);
+                }
+                let key = StateKey::Recall(*gtin, lot.clone());
+                self.unlocked(&key)?;
+                if self.state.recalls.contains_key(&(*gtin, lot.clone())) {
+                    return Err(Reason::LotAlreadyRecalled);
+                }
+                plan.effects.push(Effect::PutRecall(
+                    *gtin,
+                    lot.clone(),
+                    Recall { by: signer, reason: reason.clone(), recalled_at: now },
+                ));
+                plan.locks.push(key);
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The claim as paid, if this payment of it is allowed.
+    fn check_claim_payment(
+        &self,
+        payment: TxId,
+        claim: u128,
+        patient: &ActorKey,
+        payer: &ActorKey,
+        provider: &ActorKey,
+        amount: u64,
+    ) -> Check<Claim> {
+        let current = self.state.claims.get(&(*patient, claim)).ok_or(Reason::UnknownClaim)?;
+        if current.payer != *payer {
+            return Err(Reason::NotClaimPayer);
+        }
+        if current.provider != *provider {
+            return Err(Reason::InvalidField);
+        }
+        self.unlocked(&StateKey::Claim(*patient, claim))?;
+        match current.status {
+            ClaimStatus::Paid { .. } => Err(Reason::ClaimAlreadyPaid),
+            ClaimStatus::Approved { amount: approved } if approved == amount => {
+                let mut paid = current.clone();
+                paid.status = ClaimStatus::Paid { amount, payment };
+                Ok(paid)
+            }
+            ClaimStatus::Approved { .. } => Err(Reason::AmountMismatch),
+            _ => Err(Reason::ClaimNotPayable),
+        }
+    }
+
+    /// A unit the signer holds, active.
+    fn custodied_unit(&self, unit: &UnitId, signer: &ActorKey) -> Check<&Unit> {
+        let current = self.state.units.get(unit).ok_or(Reason::UnknownUnit)?;
+        if current.custodian != *signer {
+            return Err(Reason::NotUnitCustodian);
+        }
+        if current.status != UnitStatus::Active {
+            return Err(Reason::UnitNotActive);
+        }
+        Ok(current)
+    }
+
+    /// Whether a consent of the patient lets the grantee read this type of record for this purpose now.
+    /// On refusal, the reason names how close the nearest consent came.
+    fn consent_covers(&self, patient: &ActorKey, grantee: &ActorKey, resource_type: &str, purpose: Purpose) -> Check {
+        let ids = self.state.consent_index.get(&(*patient, *grantee));
+        let mut nearest = Reason::ConsentMissing;
+        let rank = |reason: Reason| match reason {
+            Reason::ConsentRevoked => 1,
+            Reason::ConsentExpired => 2,
+            Reason::ConsentPurpose => 3,
+            Reason::ConsentScope => 4,
+            _ => 0,
+        };
+        for id in ids.into_iter().flatten() {
+            let consent = &self.state.consents[&(*patient, *id)];
+            let verdict = if consent.revoked_at.is_some() {
+                Reason::ConsentRevoked
+            } else if self.now < consent.valid_from || self.now >= consent.valid_until {
+                Reason::ConsentExpired
+            } else if !consent.purposes.contains(purpose) {
+                Reason::ConsentPurpose
+            } else if !consent.scope.is_empty() && !consent.scope.iter().any(|s| s == resource_type) {
+                Reason::ConsentScope
+            } else {
+                return Ok(());
+            };
+            if rank(verdict) > rank(nearest) {
+                nearest = verdict;
+            }
+        }
+        Err(nearest)
+    }
+
+    /// Sum of balances and of funding over this shard's accounts, kept as they change.
+    pub fn fund_totals(&self) -> (u128, u128) {
+        (self.balance_total, self.funded_total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(date_of(0), 1970_01_01);
+        assert_eq!(date_of(951_782_400_000), 2000_02_29);
+        assert_eq!(date_of(1_767_225_599_000), 2025_12_31);
+        assert!(valid_date(2024_02_29) && !valid_date(2024_13_01) && !valid_date(1899_12_31));
+        for date in [1970_01_01, 2000_02_29, 2024_12_31, 2027_03_01] {
+            assert_eq!(date_of(timestamp_of(date)), date);
+        }
+    }
+}

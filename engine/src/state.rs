@@ -1,0 +1,523 @@
+//! A shard's current state: actors, records, consents, claims, accounts,
+//! units and recalls, with the canonical encoding each entry is stored in.
+//!
+//! This module owns the data and its encoding; the rules that change it live
+//! in `shard`.
+
+use std::collections::HashMap;
+
+use crate::codec::{Codec, DecodeError, Decoder, EncodeError, Encoder};
+use crate::limits::{CODE_LENGTH_MAX, CONSENT_SCOPE_COUNT_MAX, TEXT_LENGTH_MAX};
+use crate::model::{ActorKey, Hash, Purposes, Role, Timestamp, TxId, UnitId};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Actor {
+    pub role: Role,
+    pub name: String,
+    pub registered_at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub patient: ActorKey,
+    pub custodian: ActorKey,
+    pub resource_type: String,
+    pub content_hash: Hash,
+    /// Hash of the version this one amends; zero for the first version.
+    pub previous_hash: Hash,
+    pub version: u32,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Consent {
+    pub patient: ActorKey,
+    pub grantee: ActorKey,
+    pub scope: Vec<String>,
+    pub purposes: Purposes,
+    pub valid_from: Timestamp,
+    pub valid_until: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimStatus {
+    Submitted,
+    Pended,
+    Approved { amount: u64 },
+    Denied { reason: String },
+    Paid { amount: u64, payment: TxId },
+}
+
+impl ClaimStatus {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClaimStatus::Submitted => "submitted",
+            ClaimStatus::Pended => "pended",
+            ClaimStatus::Approved { .. } => "approved",
+            ClaimStatus::Denied { .. } => "denied",
+            ClaimStatus::Paid { .. } => "paid",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub patient: ActorKey,
+    pub provider: ActorKey,
+    pub payer: ActorKey,
+    pub service_date: u32,
+    pub total: u64,
+    pub duplicate_key: Hash,
+    pub status: ClaimStatus,
+    pub submitted_at: Timestamp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Account {
+    pub balance: u64,
+    /// All funding ever deposited into this account.
+    pub funded: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnitStatus {
+    Active,
+    InTransit { to: ActorKey },
+    Dispensed { patient: ActorKey },
+    Decommissioned { reason: String },
+}
+
+impl UnitStatus {
+    pub fn name(&self) -> &'static str {
+        match self {
+            UnitStatus::Active => "active",
+            UnitStatus::InTransit { .. } => "in-transit",
+            UnitStatus::Dispensed { .. } => "dispensed",
+            UnitStatus::Decommissioned { .. } => "decommissioned",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unit {
+    pub lot: String,
+    pub expiry: Timestamp,
+    pub manufacturer: ActorKey,
+    pub custodian: ActorKey,
+    pub status: UnitStatus,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recall {
+    pub by: ActorKey,
+    pub reason: String,
+    pub recalled_at: Timestamp,
+}
+
+/// The key of one state entry, as stored (after the shard prefix).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StateKey {
+    Actor(ActorKey),
+    /// Records, consents and claims are identified by patient and id: an id is the patient's own.
+    Record(ActorKey, u128),
+    Consent(ActorKey, u128),
+    Claim(ActorKey, u128),
+    ClaimKey(Hash),
+    Account(ActorKey),
+    Unit(UnitId),
+    Recall(u64, String),
+}
+
+impl StateKey {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(40);
+        match self {
+            StateKey::Actor(key) => {
+                out.push(1);
+                out.extend_from_slice(&key.0);
+            }
+            StateKey::Record(patient, id) => {
+                out.push(2);
+                out.extend_from_slice(&patient.0);
+                out.extend_from_slice(&id.to_be_bytes());
+            }
+            StateKey::Consent(patient, id) => {
+                out.push(3);
+                out.extend_from_slice(&patient.0);
+                out.extend_from_slice(&id.to_be_bytes());
+            }
+            StateKey::Claim(patient, id) => {
+                out.push(4);
+                out.extend_from_slice(&patient.0);
+                out.extend_from_slice(&id.to_be_bytes());
+            }
+            StateKey::ClaimKey(hash) => {
+                out.push(5);
+                out.extend_from_slice(hash);
+            }
+            StateKey::Account(key) => {
+                out.push(6);
+                out.extend_from_slice(&key.0);
+            }
+            StateKey::Unit(unit) => {
+                out.push(7);
+                out.extend_from_slice(&unit.gtin.to_be_bytes());
+                out.extend_from_slice(unit.serial.as_bytes());
+            }
+            StateKey::Recall(gtin, lot) => {
+                out.push(8);
+                out.extend_from_slice(&gtin.to_be_bytes());
+                out.extend_from_slice(lot.as_bytes());
+            }
+        }
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (&tag, rest) = bytes.split_first().ok_or(DecodeError::Truncated { offset: 0, needed: 1 })?;
+        let fixed = |n: usize| -> Result<&[u8], DecodeError> {
+            if rest.len() == n {
+                Ok(rest)
+            } else {
+                Err(DecodeError::Invalid("state key length"))
+            }
+        };
+        let gtin_and_text = || -> Result<(u64, String), DecodeError> {
+            if rest.len() < 8 || rest.len() > 8 + CODE_LENGTH_MAX {
+                return Err(DecodeError::Invalid("state key length"));
+            }
+            let text = std::str::from_utf8(&rest[8..]).map_err(|_| DecodeError::Utf8("state key"))?;
+            Ok((u64::from_be_bytes(rest[..8].try_into().expect("8")), text.to_owned()))
+        };
+        Ok(match tag {
+            1 => StateKey::Actor(ActorKey(fixed(32)?.try_into().expect("32"))),
+            2 => {
+                let (patient, id) = patient_and_id(fixed(48)?);
+                StateKey::Record(patient, id)
+            }
+            3 => {
+                let (patient, id) = patient_and_id(fixed(48)?);
+                StateKey::Consent(patient, id)
+            }
+            4 => {
+                let (patient, id) = patient_and_id(fixed(48)?);
+                StateKey::Claim(patient, id)
+            }
+            5 => StateKey::ClaimKey(fixed(32)?.try_into().expect("32")),
+            6 => StateKey::Account(ActorKey(fixed(32)?.try_into().expect("32"))),
+            7 => {
+                let (gtin, serial) = gtin_and_text()?;
+                StateKey::Unit(UnitId { gtin, serial })
+            }
+            8 => {
+                let (gtin, lot) = gtin_and_text()?;
+                StateKey::Recall(gtin, lot)
+            }
+            tag => return Err(DecodeError::UnknownTag { field: "state key", tag }),
+        })
+    }
+}
+
+fn patient_and_id(bytes: &[u8]) -> (ActorKey, u128) {
+    (ActorKey(bytes[..32].try_into().expect("32")), u128::from_be_bytes(bytes[32..].try_into().expect("16")))
+}
+
+fn actor_key(d: &mut Decoder<'_>) -> Result<ActorKey, DecodeError> {
+    d.array().map(ActorKey)
+}
+
+impl Codec for Actor {
+    fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
+        e.u8(self.role.code());
+        e.text("name", &self.name, TEXT_LENGTH_MAX)?;
+        e.u64(self.registered_at);
+        Ok(())
+    }
+    fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            role: Role::from_code(d.u8()?).ok_or(DecodeError::Invalid("role"))?,
+            name: d.text("name", TEXT_LENGTH_MAX)?,
+            registered_at: d.u64()?,
+        })
+    }
+}
+
+impl Codec for Record {
+    fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
+        e.array(&self.patient.0);
+        e.array(&self.custodian.0);
+        e.text("resource_type", &self.resource_type, CODE_LENGTH_MAX)?;
+        e.array(&self.content_hash);
+        e.array(&self.previous_hash);
+        e.u32(self.version);
+        e.u64(self.updated_at);
+        Ok(())
+    }
+    fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            patient: actor_key(d)?,
+            custodian: actor_key(d)?,
+            resource_type: d.text("resource_type", CODE_LENGTH_MAX)?,
+            content_hash: d.array()?,
+            previous_hash: d.array()?,
+            version: d.u32()?,
+            updated_at: d.u64()?,
+        })
+    }
+}
+
+impl Codec for Consent {
+    fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
+        e.array(&self.patient.0);
+        e.array(&self.grantee.0);
+        e.count("scope", self.scope.len(), CONSENT_SCOPE_COUNT_MAX)?;
+        for item in &self.scope {
+            e.text("scope", item, CODE_LENGTH_MAX)?;
+        }
+        e.u8(self.purposes.0);
+        e.u64(self.valid_from);
+        e.u64(self.valid_until);
+        e.bool(self.revoked_at.is_some());
+        e.u64(self.revoked_at.unwrap_or(0));
+        Ok(())
+    }
+    fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        let patient = actor_key(d)?;
+        let grantee = actor_key(d)?;
+        let count = d.count("scope", CONSENT_SCOPE_COUNT_MAX)?;
+        let scope = (0..count).map(|_| d.text("scope", CODE_LENGTH_MAX)).collect::<Result<_, _>>()?;
+        let purposes = Purposes(d.u8()?);
+        let valid_from = d.u64()?;
+        let valid_until = d.u64()?;
+        let revoked = d.bool("revoked")?;
+        let revoked_time = d.u64()?;
+        Ok(Self {
+            patient,
+            grantee,
+            scope,
+            purposes,
+            valid_from,
+            valid_until,
+            revoked_at: revoked.then_some(revoked_time),
+        })
+    }
+}
+
+impl Codec for Claim {
+    fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
+        e.array(&self.patient.0);
+        e.array(&self.provider.0);
+        e.array(&self.payer.0);
+        e.u32(self.service_date);
+        e.u64(self.total);
+        e.array(&self.duplicate_key);
+        e.u64(self.submitted_at);
+        match &self.status {
+            ClaimStatus::Submitted => e.u8(1),
+            ClaimStatus::Pended => e.u8(2),
+            ClaimStatus::Approved { amount } => {
+                e.u8(3);
+                e.u64(*amount);
+            }
+            ClaimStatus::Denied { reason } => {
+                e.u8(4);
+                e.text("reason", reason, TEXT_LENGTH_MAX)?;
+            }
+            ClaimStatus::Paid { amount, payment } => {
+                e.u8(5);
+                e.u64(*amount);
+                e.u128(*payment);
+            }
+        }
+        Ok(())
+    }
+    fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            patient: actor_key(d)?,
+            provider: actor_key(d)?,
+            payer: actor_key(d)?,
+            service_date: d.u32()?,
+            total: d.u64()?,
+            duplicate_key: d.array()?,
+            submitted_at: d.u64()?,
+            status: match d.u8()? {
+                1 => ClaimStatus::Submitted,
+                2 => ClaimStatus::Pended,
+                3 => ClaimStatus::Approved { amount: d.u64()? },
+                4 => ClaimStatus::Denied { reason: d.text("reason", TEXT_LENGTH_MAX)? },
+                5 => ClaimStatus::Paid { amount: d.u64()?, payment: d.u128()? },
+                tag => return Err(DecodeError::UnknownTag { field: "claim status", tag }),
+            },
+        })
+    }
+}
+
+impl Codec for Account {
+    fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
+        e.u64(self.balance);
+        e.u64(self.funded);
+        Ok(())
+    }
+    fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(Self { balance: d.u64()?, funded: d.u64()? })
+    }
+}
+
+impl Codec for Unit {
+    fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
+        e.text("lot", &self.lot, CODE_LENGTH_MAX)?;
+        e.u64(self.expiry);
+        e.array(&self.manufacturer.0);
+        e.array(&self.custodian.0);
+        match &self.status {
+            UnitStatus::Active => e.u8(1),
+            UnitStatus::InTransit { to } => {
+                e.u8(2);
+                e.array(&to.0);
+            }
+            UnitStatus::Dispensed { patient } => {
+                e.u8(3);
+                e.array(&patient.0);
+            }
+            UnitStatus::Decommissioned { reason } => {
+                e.u8(4);
+                e.text("reason", reason, TEXT_LENGTH_MAX)?;
+            }
+        }
+        Ok(())
+    }
+    fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            lot: d.text("lot", CODE_LENGTH_MAX)?,
+            expiry: d.u64()?,
+            manufacturer: actor_key(d)?,
+            custodian: actor_key(d)?,
+            status: match d.u8()? {
+                1 => UnitStatus::Active,
+                2 => UnitStatus::InTransit { to: actor_key(d)? },
+                3 => UnitStatus::Dispensed { patient: actor_key(d)? },
+                4 => UnitStatus::Decommissioned { reason: d.text("reason", TEXT_LENGTH_MAX)? },
+                tag => return Err(DecodeError::UnknownTag { field: "unit status", tag }),
+            },
+        })
+    }
+}
+
+impl Codec for Recall {
+    fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
+        e.array(&self.by.0);
+        e.text("reason", &self.reason, TEXT_LENGTH_MAX)?;
+        e.u64(self.recalled_at);
+        Ok(())
+    }
+    fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(Self { by: actor_key(d)?, reason: d.text("reason", TEXT_LENGTH_MAX)?, recalled_at: d.u64()? })
+    }
+}
+
+/// A shard's entities. Every map is keyed as in `StateKey`; `consent_index`
+/// is derived from `consents` and rebuilt on load, never stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    pub actors: HashMap<ActorKey, Actor>,
+    pub records: HashMap<(ActorKey, u128), Record>,
+    pub consents: HashMap<(ActorKey, u128), Consent>,
+    /// Consent ids by patient and grantee.
+    pub consent_index: HashMap<(ActorKey, ActorKey), Vec<u128>>,
+    pub claims: HashMap<(ActorKey, u128), Claim>,
+    pub claim_keys: HashMap<Hash, u128>,
+    pub accounts: HashMap<ActorKey, Account>,
+    pub units: HashMap<UnitId, Unit>,
+    pub recalls: HashMap<(u64, String), Recall>,
+}
+
+impl State {
+    /// The stored encoding of one entry, or `None` if it is absent.
+    pub fn value(&self, key: &StateKey) -> Option<Vec<u8>> {
+        let encoded = match key {
+            StateKey::Actor(k) => self.actors.get(k).map(Codec::encode),
+            StateKey::Record(p, k) => self.records.get(&(*p, *k)).map(Codec::encode),
+            StateKey::Consent(p, k) => self.consents.get(&(*p, *k)).map(Codec::encode),
+            StateKey::Claim(p, k) => self.claims.get(&(*p, *k)).map(Codec::encode),
+            StateKey::ClaimKey(k) => return self.claim_keys.get(k).map(|id| id.to_le_bytes().to_vec()),
+            StateKey::Account(k) => self.accounts.get(k).map(Codec::encode),
+            StateKey::Unit(k) => self.units.get(k).map(Codec::encode),
+            StateKey::Recall(gtin, lot) => self.recalls.get(&(*gtin, lot.clone())).map(Codec::encode),
+        };
+        encoded.map(|result| result.expect("state entries are validated before they are stored"))
+    }
+
+    /// Adds one stored entry (on load).
+    pub fn insert_encoded(&mut self, key: &[u8], value: &[u8]) -> Result<(), DecodeError> {
+        match StateKey::from_bytes(key)? {
+            StateKey::Actor(k) => {
+                self.actors.insert(k, Actor::decode(value)?);
+            }
+            StateKey::Record(p, k) => {
+                self.records.insert((p, k), Record::decode(value)?);
+            }
+            StateKey::Consent(p, k) => {
+                let consent = Consent::decode(value)?;
+                if consent.patient != p {
+                    return Err(DecodeError::Invalid("consent patient"));
+                }
+                self.consent_index.entry((consent.patient, consent.grantee)).or_default().push(k);
+                self.consents.insert((p, k), consent);
+            }
+            StateKey::Claim(p, k) => {
+                self.claims.insert((p, k), Claim::decode(value)?);
+            }
+            StateKey::ClaimKey(k) => {
+                let id: [u8; 16] = value.try_into().map_err(|_| DecodeError::Invalid("claim key value"))?;
+                self.claim_keys.insert(k, u128::from_le_bytes(id));
+            }
+            StateKey::Account(k) => {
+                self.accounts.insert(k, Account::decode(value)?);
+            }
+            StateKey::Unit(k) => {
+                self.units.insert(k, Unit::decode(value)?);
+            }
+            StateKey::Recall(gtin, lot) => {
+                self.recalls.insert((gtin, lot), Recall::decode(value)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Orders each consent index list canonically (after a load in arbitrary order).
+    pub fn normalize(&mut self) {
+        for ids in self.consent_index.values_mut() {
+            ids.sort_unstable();
+        }
+    }
+
+    /// Every entry as stored, sorted by key: the canonical form the state hash covers.
+    pub fn entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut keys: Vec<StateKey> = Vec::new();
+        keys.extend(self.actors.keys().copied().map(StateKey::Actor));
+        keys.extend(self.records.keys().map(|(p, k)| StateKey::Record(*p, *k)));
+        keys.extend(self.consents.keys().map(|(p, k)| StateKey::Consent(*p, *k)));
+        keys.extend(self.claims.keys().map(|(p, k)| StateKey::Claim(*p, *k)));
+        keys.extend(self.claim_keys.keys().copied().map(StateKey::ClaimKey));
+        keys.extend(self.accounts.keys().copied().map(StateKey::Account));
+        keys.extend(self.units.keys().cloned().map(StateKey::Unit));
+        keys.extend(self.recalls.keys().map(|(g, l)| StateKey::Recall(*g, l.clone())));
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> =
+            keys.iter().map(|k| (k.to_bytes(), self.value(k).expect("listed keys exist"))).collect();
+        entries.sort_unstable();
+        entries
+    }
+
+    /// blake3 over the canonical entries.
+    pub fn hash(&self) -> Hash {
+        let mut hasher = blake3::Hasher::new();
+        for (key, value) in self.entries() {
+            hasher.update(&(key.len() as u32).to_le_bytes());
+            hasher.update(&key);
+            hasher.update(&(value.len() as u32).to_le_bytes());
+            hasher.update(&value);
+        }
+        *hasher.finalize().as_bytes()
+    }
+}

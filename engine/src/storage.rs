@@ -1,0 +1,199 @@
+//! Storage: a narrow key-value trait and its implementations.
+//!
+//! The contract every implementation keeps: `write` applies all of its writes
+//! or none, and they are durable (fsynced) when it returns `Ok`. Reads see
+//! every completed write. Nothing else is assumed of the disk.
+//!
+//! - `RocksStorage`: RocksDB, one WriteBatch and one WAL fsync per write.
+//!   RocksDB checksums every WAL record and, on reopen, drops a torn tail
+//!   rather than applying half a batch.
+//! - `MemoryStorage`: an ordered map, for tests and simulation.
+//! - `FaultyStorage`: a `MemoryStorage` that fails writes or "crashes"
+//!   (loses every later write) on command, for fault-injection tests.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::RwLock;
+use thiserror::Error;
+
+pub use crate::round::Write;
+
+/// An operating error of the storage layer.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    #[error("RocksDB: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("injected fault: {0}")]
+    Injected(&'static str),
+}
+
+/// An ordered, durable key-value store.
+pub trait Storage: Send + Sync {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        keys.iter().map(|key| self.get(key)).collect()
+    }
+
+    /// Visits every key with this prefix in ascending order while `visit` returns true.
+    fn scan(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StorageError>;
+
+    /// Applies the writes atomically and durably.
+    fn write(&self, writes: &[Write]) -> Result<(), StorageError>;
+}
+
+/// RocksDB on a local directory.
+pub struct RocksStorage {
+    db: rocksdb::DB,
+}
+
+impl RocksStorage {
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let mut options = rocksdb::Options::default();
+        options.create_if_missing(true);
+        options.set_paranoid_checks(true);
+        // Stop at the first damaged WAL record: a torn tail is dropped, never half-applied.
+        options.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        options.increase_parallelism(2);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        options.set_block_based_table_factory(&table);
+        Ok(Self { db: rocksdb::DB::open(&options, path)? })
+    }
+}
+
+impl Storage for RocksStorage {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.db.get(key)?)
+    }
+
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        self.db.multi_get(keys).into_iter().map(|r| r.map_err(StorageError::from)).collect()
+    }
+
+    fn scan(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StorageError> {
+        let iterator = self.db.iterator(rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward));
+        for item in iterator {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) || !visit(&key, &value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&self, writes: &[Write]) -> Result<(), StorageError> {
+        let mut batch = rocksdb::WriteBatch::default();
+        for (key, value) in writes {
+            match value {
+                Some(value) => batch.put(key, value),
+                None => batch.delete(key),
+            }
+        }
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
+        Ok(self.db.write_opt(batch, &options)?)
+    }
+}
+
+/// An ordered map in memory.
+#[derive(Default)]
+pub struct MemoryStorage {
+    map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl MemoryStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn from_map(map: BTreeMap<Vec<u8>, Vec<u8>>) -> Self {
+        Self { map: RwLock::new(map) }
+    }
+    /// A copy of everything stored.
+    pub fn snapshot(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        self.map.read().clone()
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.map.read().get(key).cloned())
+    }
+    fn scan(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StorageError> {
+        let map = self.map.read();
+        for (key, value) in map.range(prefix.to_vec()..) {
+            if !key.starts_with(prefix) || !visit(key, value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+    fn write(&self, writes: &[Write]) -> Result<(), StorageError> {
+        let mut map = self.map.write();
+        for (key, value) in writes {
+            match value {
+                Some(value) => map.insert(key.clone(), value.clone()),
+                None => map.remove(key),
+            };
+        }
+        Ok(())
+    }
+}
+
+/// Memory storage with injected faults.
+#[derive(Default)]
+pub struct FaultyStorage {
+    inner: MemoryStorage,
+    writes_done: AtomicU64,
+    /// Writes after this many fail and are lost (`u64::MAX`: never).
+    crash_after: AtomicU64,
+    /// The next this-many writes fail with an error but the store stays usable.
+    failing_writes: AtomicU64,
+}
+
+impl FaultyStorage {
+    pub fn new() -> Self {
+        Self { crash_after: AtomicU64::new(u64::MAX), ..Self::default() }
+    }
+    /// Simulates a crash after `count` more successful writes: every later write is lost.
+    pub fn crash_after(&self, count: u64) {
+        self.crash_after.store(self.writes_done.load(Ordering::SeqCst) + count, Ordering::SeqCst);
+    }
+    /// Makes the next `count` writes fail (a full or failing disk that recovers).
+    pub fn fail_next_writes(&self, count: u64) {
+        self.failing_writes.store(count, Ordering::SeqCst);
+    }
+    pub fn writes_done(&self) -> u64 {
+        self.writes_done.load(Ordering::SeqCst)
+    }
+    /// What survived: every write completed before the crash.
+    pub fn durable(&self) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        self.inner.snapshot()
+    }
+}
+
+impl Storage for FaultyStorage {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.get(key)
+    }
+    fn scan(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StorageError> {
+        self.inner.scan(prefix, visit)
+    }
+    fn write(&self, writes: &[Write]) -> Result<(), StorageError> {
+        if self.writes_done.load(Ordering::SeqCst) >= self.crash_after.load(Ordering::SeqCst) {
+            return Err(StorageError::Injected("crashed"));
+        }
+        let failing = self.failing_writes.load(Ordering::SeqCst);
+        if failing > 0 {
+            self.failing_writes.store(failing - 1, Ordering::SeqCst);
+            return Err(StorageError::Injected("write failed"));
+        }
+        self.inner.write(writes)?;
+        self.writes_done.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
