@@ -1,0 +1,5 @@
+//! Caduceus shards: the `caduceus` command line and what it is built from.
+//! The cluster servers and the coordinator over QUIC will live here; for now
+//! it holds the realistic workload generator the demo (and `loadgen`) drive.
+
+pub mod workload;

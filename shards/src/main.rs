@@ -1,0 +1,487 @@
+//! `caduceus`: the command line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use caduceus_engine::model::{hex, unhex, ActorKey, Operation, TxResult, UnitId};
+use caduceus_engine::signature::{actor_key, measure_verify_batch_rate, signing_key};
+use caduceus_engine::storage::{RocksStorage, Storage};
+use caduceus_engine::verify::verify_storage;
+use caduceus_engine::{Ledger, SignedTransaction};
+use caduceus_shards::workload::{Workload, WorkloadConfig};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(name = "caduceus", version, about = "Caduceus: a sharded ledger for health data exchange")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a realistic healthcare workload through the embedded engine and report.
+    Demo {
+        /// Data directory (default: a new temporary directory, kept for `verify`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Transactions in the main workload (after actor registration).
+        #[arg(long, default_value_t = 300_000)]
+        transactions: usize,
+        #[arg(long, default_value_t = 4)]
+        shards: u32,
+        /// Transactions per submitted batch.
+        #[arg(long, default_value_t = 2_048)]
+        batch: usize,
+        /// Batches in flight at once.
+        #[arg(long, default_value_t = 4)]
+        in_flight: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Patients in the population.
+        #[arg(long, default_value_t = 20_000)]
+        patients: usize,
+        /// Seconds spent measuring the ed25519 verify_batch reference (0 skips it).
+        #[arg(long, default_value_t = 3.0)]
+        reference_seconds: f64,
+    },
+    /// Check every chain, root, proof path and state entry in a data directory.
+    Verify {
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Ask an embedded ledger a question.
+    Query {
+        #[arg(long)]
+        dir: PathBuf,
+        #[command(subcommand)]
+        question: Question,
+    },
+    /// Print a new ed25519 key pair (secret seed and actor key), hex.
+    Keygen,
+}
+
+#[derive(Subcommand)]
+enum Question {
+    /// Who accessed a patient's records, when, why, permitted or denied.
+    AccessReport {
+        #[arg(long)]
+        patient: String,
+    },
+    /// A unit's custody trail and whether it is genuine, recalled or expired.
+    Unit {
+        #[arg(long)]
+        gtin: u64,
+        #[arg(long)]
+        serial: String,
+    },
+    /// A claim's status and payment.
+    Claim {
+        #[arg(long)]
+        patient: String,
+        #[arg(long)]
+        claim: String,
+    },
+    /// An account's balance.
+    Balance {
+        #[arg(long)]
+        account: String,
+    },
+    /// A transaction's result, and its inclusion proof checked against its checkpoint.
+    Transaction {
+        #[arg(long)]
+        id: String,
+    },
+    /// The latest checkpoint and state hash.
+    Checkpoint,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Demo { dir, transactions, shards, batch, in_flight, seed, patients, reference_seconds } => {
+            let config = WorkloadConfig { seed, patients, ..WorkloadConfig::default() };
+            demo(
+                dir,
+                transactions,
+                shards,
+                batch.clamp(1, caduceus_engine::limits::BATCH_TRANSACTIONS_MAX),
+                in_flight.max(1),
+                config,
+                reference_seconds,
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { data } => verify(&data),
+        Command::Query { dir, question } => {
+            query(&dir, question)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen => {
+            use std::io::Read;
+            let mut seed = [0u8; 32];
+            std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
+            let key = signing_key(seed);
+            println!("secret: {}", hex(&seed));
+            println!("actor:  {}", actor_key(&key));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn parse_actor(text: &str) -> Result<ActorKey> {
+    ActorKey::from_hex(text).with_context(|| format!("{text:?} is not a 64-digit hex actor key"))
+}
+
+fn parse_id(text: &str) -> Result<u128> {
+    let bytes = unhex(text)
+        .filter(|b| b.len() <= 16)
+        .with_context(|| format!("{text:?} is not a hex id of up to 32 digits"))?;
+    let mut padded = [0u8; 16];
+    padded[16 - bytes.len()..].copy_from_slice(&bytes);
+    Ok(u128::from_be_bytes(padded))
+}
+
+fn id_hex(id: u128) -> String {
+    hex(&id.to_be_bytes())
+}
+
+fn open_existing(dir: &Path) -> Result<Ledger> {
+    if !dir.join("CURRENT").exists() {
+        bail!("{} holds no ledger", dir.display());
+    }
+    let storage = std::sync::Arc::new(RocksStorage::open(dir)?);
+    let genesis = storage
+        .get(caduceus_engine::layout::META_CONFIG)?
+        .context("the ledger has no configuration (run `caduceus verify`)")?;
+    let genesis = <caduceus_engine::round::Genesis as caduceus_engine::codec::Codec>::decode(&genesis)?;
+    let config = caduceus_engine::Config { shards: genesis.shards, genesis_operators: genesis.operators };
+    Ok(Ledger::open_with(storage, &config, caduceus_engine::ledger::system_clock())?)
+}
+
+/// A timestamp as UTC date and time, to the millisecond.
+fn when(ms: u64) -> String {
+    let date = caduceus_engine::shard::date_of(ms);
+    let of_day = ms % 86_400_000;
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}Z",
+        date / 10_000,
+        date / 100 % 100,
+        date % 100,
+        of_day / 3_600_000,
+        of_day / 60_000 % 60,
+        of_day / 1_000 % 60,
+        of_day % 1_000
+    )
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn bar(length: u64, label: &'static str) -> ProgressBar {
+    let bar = ProgressBar::new(length);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(label);
+    bar
+}
+
+/// Submits batches keeping `in_flight` of them pending, and tallies the results.
+fn drive(
+    ledger: &Ledger,
+    batches: Vec<Vec<SignedTransaction>>,
+    in_flight: usize,
+    progress: &ProgressBar,
+) -> Result<Vec<TxResult>> {
+    let mut pending = std::collections::VecDeque::new();
+    let mut results = Vec::new();
+    for batch in batches {
+        if pending.len() >= in_flight {
+            let answer: Vec<TxResult> = ledger_wait(pending.pop_front())?;
+            progress.inc(answer.len() as u64);
+            results.extend(answer);
+        }
+        pending.push_back(ledger.submit_async(batch)?);
+    }
+    while let Some(next) = pending.pop_front() {
+        let answer = ledger_wait(Some(next))?;
+        progress.inc(answer.len() as u64);
+        results.extend(answer);
+    }
+    Ok(results)
+}
+
+fn ledger_wait(pending: Option<caduceus_engine::ledger::PendingBatch>) -> Result<Vec<TxResult>> {
+    Ok(pending.expect("a pending batch").wait()?)
+}
+
+fn demo(
+    dir: Option<PathBuf>,
+    count: usize,
+    shards: u32,
+    batch: usize,
+    in_flight: usize,
+    config: WorkloadConfig,
+    reference_seconds: f64,
+) -> Result<()> {
+    let dir = match dir {
+        Some(dir) => dir,
+        None => tempfile::Builder::new().prefix("caduceus-demo-").tempdir()?.keep(),
+    };
+    if dir.join("CURRENT").exists() {
+        bail!("{} already holds a ledger; give the demo a new directory", dir.display());
+    }
+    println!("Caduceus demo: {count} transactions, {shards} shards, batches of {batch}, data in {}", dir.display());
+
+    let reference = if reference_seconds > 0.0 {
+        println!("measuring the reference: raw ed25519 verify_batch on 2 threads for {reference_seconds:.0} s ...");
+        Some(measure_verify_batch_rate(2, Duration::from_secs_f64(reference_seconds)))
+    } else {
+        None
+    };
+
+    let mut workload = Workload::new(config, now_ms());
+    let ledger = Ledger::open(&dir, &workload.ledger_config(shards))?;
+
+    let setup = workload.signed_setup();
+    let setup_count: usize = setup.iter().map(Vec::len).sum();
+    let progress = bar(setup_count as u64, "setup");
+    let mut setup_results = Vec::new();
+    for phase in setup {
+        let phase_batches: Vec<Vec<SignedTransaction>> = phase.chunks(batch).map(<[_]>::to_vec).collect();
+        setup_results.extend(drive(&ledger, phase_batches, in_flight, &progress)?);
+    }
+    progress.finish_and_clear();
+    let setup_failed = setup_results.iter().filter(|r| !r.is_committed()).count();
+    if setup_failed > 0 {
+        bail!("{setup_failed} of {setup_count} setup transactions were rejected");
+    }
+    println!("registered and funded {setup_count} actors");
+
+    let progress = bar(count as u64, "signing");
+    let mut batches = Vec::new();
+    let mut remaining = count;
+    while remaining > 0 {
+        let size = remaining.min(batch);
+        batches.push(workload.signed_batch(size));
+        progress.inc(size as u64);
+        remaining -= size;
+    }
+    progress.finish_and_clear();
+    let transactions: Vec<SignedTransaction> = batches.iter().flatten().cloned().collect();
+
+    let progress = bar(count as u64, "committing");
+    let started = Instant::now();
+    let results = drive(&ledger, batches, in_flight, &progress)?;
+    let elapsed = started.elapsed();
+    progress.finish_and_clear();
+
+    let throughput = count as f64 / elapsed.as_secs_f64();
+    println!();
+    println!(
+        "throughput: {throughput:.0} tx/s ({count} transactions in {:.2} s, signatures verified, every round fsynced)",
+        elapsed.as_secs_f64()
+    );
+    if let Some(reference) = reference {
+        println!("reference:  {reference:.0} signatures/s (raw ed25519 verify_batch, 2 threads, this run)");
+        println!("ratio:      {:.2} of the reference", throughput / reference);
+    }
+    let mut tally: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for result in &results {
+        *tally.entry(result.as_str()).or_default() += 1;
+    }
+    let committed = tally.get("committed").copied().unwrap_or(0);
+    println!("committed:  {committed}");
+    println!("rejected:   {} by reason:", count - committed);
+    let mut rejected: Vec<(&str, usize)> = tally.into_iter().filter(|(name, _)| *name != "committed").collect();
+    rejected.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    for (reason, n) in rejected {
+        println!("  {reason:<32} {n}");
+    }
+
+    samples(&ledger, &workload, &transactions, &results)?;
+    let checkpoint = ledger.checkpoint().context("the demo wrote rounds")?;
+    println!();
+    println!("checkpoint: round {} root {}", checkpoint.round, hex(&checkpoint.hash()));
+    println!("state hash: {}", hex(&ledger.state_hash()));
+    println!("heights:    {:?}", ledger.heights());
+    drop(ledger);
+    println!("data directory: {} (check it with `caduceus verify --data {}`)", dir.display(), dir.display());
+    Ok(())
+}
+
+fn samples(
+    ledger: &Ledger,
+    workload: &Workload,
+    transactions: &[SignedTransaction],
+    results: &[TxResult],
+) -> Result<()> {
+    // The busiest patient's access report.
+    let patient = workload.patients()[0];
+    let report = ledger.access_report(&patient)?;
+    println!();
+    println!("access report of patient {} ({} accesses, last 5):", &patient.to_hex()[..16], report.len());
+    for entry in report.iter().rev().take(5).rev() {
+        let purpose = entry.purpose.map_or("EMERGENCY (break-glass)", |p| p.as_str());
+        let verdict = if entry.permitted() { "permitted".to_owned() } else { format!("denied: {}", entry.result) };
+        println!(
+            "  {} record {} by {} for {purpose}: {verdict}",
+            when(entry.time),
+            &id_hex(entry.record)[..12],
+            &entry.accessor.to_hex()[..16]
+        );
+    }
+
+    let committed = |name: &str| {
+        transactions
+            .iter()
+            .zip(results)
+            .find(|(t, r)| t.transaction.operation.name() == name && r.is_committed())
+            .map(|(t, _)| t)
+    };
+    if let Some(dispense) = committed("dispense-unit") {
+        if let Operation::DispenseUnit { unit, .. } = &dispense.transaction.operation {
+            print_unit(ledger, unit)?;
+        }
+    }
+    if let Some(payment) = committed("pay-claim") {
+        if let Operation::PayClaim { claim, patient, amount, .. } = &payment.transaction.operation {
+            let status = ledger.claim(patient, *claim).context("a paid claim is on the ledger")?;
+            println!();
+            println!(
+                "claim {}: {} (total {} cents, paid {} cents)",
+                id_hex(*claim),
+                status.status.name(),
+                status.total,
+                amount
+            );
+            print_proof(ledger, payment.id())?;
+        }
+    }
+    Ok(())
+}
+
+fn print_unit(ledger: &Ledger, unit: &UnitId) -> Result<()> {
+    let verification = ledger.verify_unit(unit);
+    println!();
+    match &verification.state {
+        None => println!("unit {unit}: NOT GENUINE (never commissioned on this ledger)"),
+        Some(state) => println!(
+            "unit {unit}: genuine, lot {}, {}, custodian {}, recalled: {}, expired: {}",
+            state.lot,
+            state.status.name(),
+            &state.custodian.to_hex()[..16],
+            verification.recall.as_ref().map_or("no".to_owned(), |r| format!("yes ({})", r.reason)),
+            if verification.expired { "yes" } else { "no" }
+        ),
+    }
+    for event in ledger.custody_trace(unit)? {
+        let to = event.counterparty.map(|c| format!(" -> {}", &c.to_hex()[..16])).unwrap_or_default();
+        println!("  {} {:<18} by {}{to}: {}", when(event.time), event.event, &event.actor.to_hex()[..16], event.result);
+    }
+    Ok(())
+}
+
+fn print_proof(ledger: &Ledger, id: u128) -> Result<()> {
+    let proof = ledger.prove(id)?.context("the transaction is on the ledger")?;
+    let checkpoint = ledger.checkpoint_at(proof.checkpoint_round)?.context("its checkpoint is stored")?;
+    let verdict = match proof.verify(&checkpoint.hash()) {
+        Ok(()) => "VERIFIED".to_owned(),
+        Err(error) => format!("FAILED: {error}"),
+    };
+    println!(
+        "transaction {}: {} in shard {} block {}; proof ({} + {} + {} hashes) against checkpoint {} ({}): {verdict}",
+        id_hex(id),
+        proof.result,
+        proof.header.shard,
+        proof.header.height,
+        proof.transaction_path.len(),
+        proof.result_path.len(),
+        proof.head_path.len(),
+        proof.checkpoint_round,
+        &hex(&checkpoint.hash())[..16],
+    );
+    Ok(())
+}
+
+fn verify(data: &Path) -> Result<ExitCode> {
+    if !data.join("CURRENT").exists() {
+        bail!("{} holds no ledger", data.display());
+    }
+    let storage = RocksStorage::open(data)?;
+    let report = verify_storage(&storage)?;
+    println!(
+        "checked {} shards, {} rounds, {} blocks, {} transactions, {} stored keys",
+        report.shards, report.rounds, report.blocks, report.transactions, report.keys
+    );
+    if report.is_intact() {
+        println!("intact: every chain, root, signature, state entry and index matches the blocks");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("DAMAGED: {} problems", report.problem_count);
+    for problem in &report.problems {
+        println!("  {}: {}", problem.place, problem.detail);
+    }
+    if report.problem_count > report.problems.len() as u64 {
+        println!("  ... and {} more", report.problem_count - report.problems.len() as u64);
+    }
+    Ok(ExitCode::from(2))
+}
+
+fn query(dir: &Path, question: Question) -> Result<()> {
+    let ledger = open_existing(dir)?;
+    match question {
+        Question::AccessReport { patient } => {
+            let patient = parse_actor(&patient)?;
+            for entry in ledger.access_report(&patient)? {
+                let purpose = entry.purpose.map_or("emergency", |p| p.as_str());
+                println!(
+                    "{} record={} accessor={} purpose={purpose} result={} break_glass={} tx={}",
+                    when(entry.time),
+                    id_hex(entry.record),
+                    entry.accessor,
+                    entry.result,
+                    entry.break_glass,
+                    id_hex(entry.transaction)
+                );
+            }
+        }
+        Question::Unit { gtin, serial } => print_unit(&ledger, &UnitId { gtin, serial })?,
+        Question::Claim { patient, claim } => {
+            let claim =
+                ledger.claim(&parse_actor(&patient)?, parse_id(&claim)?).context("no such claim for that patient")?;
+            println!("{claim:#?}");
+        }
+        Question::Balance { account } => {
+            let account = ledger.account(&parse_actor(&account)?).context("no such account")?;
+            println!("balance {} cents (funded {} cents)", account.balance, account.funded);
+        }
+        Question::Transaction { id } => print_proof(&ledger, parse_id(&id)?)?,
+        Question::Checkpoint => {
+            let checkpoint = ledger.checkpoint().context("the ledger has no rounds yet")?;
+            println!("round {} checkpoint {}", checkpoint.round, hex(&checkpoint.hash()));
+            for head in &checkpoint.heads {
+                println!("  shard {} height {} head {}", head.shard, head.height, hex(&head.hash));
+            }
+            println!("state hash {}", hex(&ledger.state_hash()));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,461 @@
+//! A seeded, realistic healthcare workload: a population of patients,
+//! providers, payers, manufacturers, distributors and pharmacies, and a mix of
+//! all three transaction families, including a share that the ledger should
+//! reject (accesses without consent, duplicate claims, recalled units).
+//!
+//! The generator keeps a small model of what it has already created, so most
+//! transactions are valid and depend only on earlier batches. The same seed
+//! gives the same transactions, byte for byte.
+
+use std::collections::{HashMap, VecDeque};
+
+use caduceus_engine::model::{
+    ActorKey, Adjudication, ClaimLine, Operation, Purpose, Purposes, Role, Transaction, UnitId,
+};
+use caduceus_engine::signature::SigningKey;
+use caduceus_engine::signature::{actor_key, sign, signing_key};
+use caduceus_engine::{Config, SignedTransaction};
+use rayon::prelude::*;
+
+const DAY_MS: u64 = 86_400_000;
+
+/// SplitMix64: small, fast and good enough to drive a workload.
+#[derive(Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Skewed toward low indexes: a few actors are very busy, most are not.
+    pub fn skewed(&mut self, n: usize, skew: f64) -> usize {
+        ((n as f64) * self.unit().powf(skew)).min(n as f64 - 1.0) as usize
+    }
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+}
+
+/// The size and shape of a workload.
+#[derive(Clone, Debug)]
+pub struct WorkloadConfig {
+    pub seed: u64,
+    pub patients: usize,
+    pub providers: usize,
+    pub payers: usize,
+    pub manufacturers: usize,
+    pub distributors: usize,
+    pub pharmacies: usize,
+    /// Exponent of the activity skew (1.0: uniform).
+    pub skew: f64,
+    /// Shares of the mix: records and accesses, consent changes, claims, supply chain.
+    pub mix: [f64; 4],
+}
+
+impl Default for WorkloadConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            patients: 20_000,
+            providers: 400,
+            payers: 12,
+            manufacturers: 12,
+            distributors: 24,
+            pharmacies: 300,
+            skew: 2.0,
+            mix: [0.50, 0.05, 0.30, 0.15],
+        }
+    }
+}
+
+struct Unit {
+    id: UnitId,
+    custodian: usize, // index into `supply`
+    stage: u8,        // 0 commissioned, 1 at distributor in transit, 2 at distributor, 3 to pharmacy, 4 at pharmacy
+}
+
+/// The population and the generator's model of what exists.
+pub struct Workload {
+    config: WorkloadConfig,
+    rng: Rng,
+    now: u64,
+    next_id: u64,
+    keys: HashMap<ActorKey, SigningKey>,
+    operator: ActorKey,
+    patients: Vec<ActorKey>,
+    providers: Vec<ActorKey>,
+    payers: Vec<ActorKey>,
+    /// Manufacturers, then distributors, then pharmacies.
+    supply: Vec<ActorKey>,
+    regulator: ActorKey,
+    records: Vec<(u128, usize, usize)>, // record, patient, custodian provider
+    records_by_patient: HashMap<usize, Vec<u128>>,
+    consents: Vec<(u128, usize, usize)>, // consent, patient, grantee provider
+    submitted: VecDeque<(u128, usize, usize, usize, u64)>, // claim, patient, provider, payer, total
+    approved: VecDeque<(u128, usize, usize, usize, u64)>,
+    paid_or_denied: Vec<(usize, usize, u32, Vec<ClaimLine>)>, // for duplicates: patient, provider, date, lines
+    units: Vec<Unit>,
+    lots: Vec<(u64, String)>,
+}
+
+const RESOURCE_TYPES: [&str; 6] =
+    ["Observation", "Condition", "MedicationRequest", "DiagnosticReport", "Immunization", "Encounter"];
+const PROCEDURES: [&str; 8] = ["99213", "99214", "80053", "85025", "93000", "71046", "36415", "G0439"];
+const DIAGNOSES: [&str; 8] = ["E11.9", "I10", "J06.9", "M54.5", "Z00.00", "E78.5", "F41.1", "K21.9"];
+
+impl Workload {
+    /// A population; `now` is the commit-time horizon that consents and expiries are set around.
+    pub fn new(config: WorkloadConfig, now: u64) -> Self {
+        let seed = config.seed;
+        let mut keys = HashMap::new();
+        let mut make = |role: &str, count: usize| -> Vec<ActorKey> {
+            (0..count)
+                .map(|i| {
+                    let material = format!("caduceus workload {seed} {role} {i}");
+                    let key = signing_key(*blake3::hash(material.as_bytes()).as_bytes());
+                    let actor = actor_key(&key);
+                    keys.insert(actor, key);
+                    actor
+                })
+                .collect()
+        };
+        let operator = make("operator", 1)[0];
+        let regulator = make("regulator", 1)[0];
+        let patients = make("patient", config.patients);
+        let providers = make("provider", config.providers);
+        let payers = make("payer", config.payers);
+        let mut supply = make("manufacturer", config.manufacturers);
+        supply.extend(make("distributor", config.distributors));
+        supply.extend(make("pharmacy", config.pharmacies));
+        Self {
+            rng: Rng::new(seed),
+            config,
+            now,
+            next_id: 0,
+            keys,
+            operator,
+            patients,
+            providers,
+            payers,
+            supply,
+            regulator,
+            records: Vec::new(),
+            records_by_patient: HashMap::new(),
+            consents: Vec::new(),
+            submitted: VecDeque::new(),
+            approved: VecDeque::new(),
+            paid_or_denied: Vec::new(),
+            units: Vec::new(),
+            lots: Vec::new(),
+        }
+    }
+
+    /// The ledger configuration this population expects: its operator is the genesis operator.
+    pub fn ledger_config(&self, shards: u32) -> Config {
+        Config { shards, genesis_operators: vec![self.operator] }
+    }
+
+    pub fn patients(&self) -> &[ActorKey] {
+        &self.patients
+    }
+
+    pub fn regulator(&self) -> ActorKey {
+        self.regulator
+    }
+
+    fn id(&mut self) -> u128 {
+        self.next_id += 1;
+        let digest = blake3::hash(&[self.config.seed.to_le_bytes(), self.next_id.to_le_bytes()].concat());
+        u128::from_le_bytes(digest.as_bytes()[..16].try_into().expect("16 bytes"))
+    }
+
+    fn transaction(&mut self, signer: ActorKey, operation: Operation) -> Transaction {
+        Transaction { id: self.id(), signer, timestamp: self.now, operation }
+    }
+
+    /// Signs transactions on all cores.
+    pub fn sign(&self, transactions: Vec<Transaction>) -> Vec<SignedTransaction> {
+        transactions
+            .into_par_iter()
+            .map(|t| {
+                let key = &self.keys[&t.signer];
+                sign(t, key).expect("generated transactions are within limits")
+            })
+            .collect()
+    }
+
+    /// `setup`, signed: registrations, then (in a later round) funding.
+    pub fn signed_setup(&mut self) -> [Vec<SignedTransaction>; 2] {
+        let [registrations, funding] = self.setup();
+        [self.sign(registrations), self.sign(funding)]
+    }
+
+    /// `batch`, signed.
+    pub fn signed_batch(&mut self, count: usize) -> Vec<SignedTransaction> {
+        let transactions = self.batch(count);
+        self.sign(transactions)
+    }
+
+    /// Registers every actor, then funds every payer. Registrations apply on
+    /// every shard, after a round's single-shard transactions, so the funding
+    /// goes in a later round: submit the first part and wait before the second.
+    pub fn setup(&mut self) -> [Vec<Transaction>; 2] {
+        let mut out = Vec::new();
+        let mut register = |w: &mut Self, actor: ActorKey, role: Role, name: String| {
+            let t = w.transaction(w.operator, Operation::RegisterActor { actor, role, name });
+            out.push(t);
+        };
+        register(self, self.regulator, Role::Regulator, "National drug regulator".into());
+        for (i, a) in self.patients.clone().into_iter().enumerate() {
+            register(self, a, Role::Patient, format!("Patient {i}"));
+        }
+        for (i, a) in self.providers.clone().into_iter().enumerate() {
+            register(self, a, Role::Provider, format!("Provider {i}"));
+        }
+        for (i, a) in self.payers.clone().into_iter().enumerate() {
+            register(self, a, Role::Payer, format!("Payer {i}"));
+        }
+        let (m, d) = (self.config.manufacturers, self.config.distributors);
+        for (i, a) in self.supply.clone().into_iter().enumerate() {
+            let role = if i < m {
+                Role::Manufacturer
+            } else if i < m + d {
+                Role::Distributor
+            } else {
+                Role::Dispenser
+            };
+            register(self, a, role, format!("{role} {i}"));
+        }
+        let mut funding = Vec::new();
+        for payer in self.payers.clone() {
+            funding.push(self.transaction(payer, Operation::FundAccount { amount: 50_000_000_000 }));
+        }
+        [out, funding]
+    }
+
+    /// The next `count` transactions of the mix.
+    pub fn batch(&mut self, count: usize) -> Vec<Transaction> {
+        let [records, consents, claims, _] = self.config.mix;
+        (0..count)
+            .map(|_| {
+                let roll = self.rng.unit();
+                if roll < records {
+                    self.record_operation()
+                } else if roll < records + consents {
+                    self.consent_operation()
+                } else if roll < records + consents + claims {
+                    self.claim_operation()
+                } else {
+                    self.supply_operation()
+                }
+            })
+            .collect()
+    }
+
+    fn patient(&mut self) -> usize {
+        self.rng.skewed(self.patients.len(), self.config.skew)
+    }
+    fn provider(&mut self) -> usize {
+        self.rng.skewed(self.providers.len(), self.config.skew)
+    }
+
+    fn register_record(&mut self) -> Transaction {
+        let (patient, provider) = (self.patient(), self.provider());
+        let record = self.id();
+        let resource_type = RESOURCE_TYPES[self.rng.below(RESOURCE_TYPES.len())].to_owned();
+        let content_hash = *blake3::hash(&record.to_le_bytes()).as_bytes();
+        self.records.push((record, patient, provider));
+        self.records_by_patient.entry(patient).or_default().push(record);
+        let (patient_key, signer) = (self.patients[patient], self.providers[provider]);
+        self.transaction(
+            signer,
+            Operation::RegisterRecord { record, patient: patient_key, content_hash, resource_type },
+        )
+    }
+
+    fn record_operation(&mut self) -> Transaction {
+        if self.records.is_empty() || self.rng.chance(0.3) {
+            return self.register_record();
+        }
+        let (record, patient, custodian) = self.records[self.rng.skewed(self.records.len(), 1.0)];
+        let patient_key = self.patients[patient];
+        let roll = self.rng.unit();
+        if roll < 0.05 {
+            let content_hash = *blake3::hash(&self.id().to_le_bytes()).as_bytes();
+            return self.transaction(
+                self.providers[custodian],
+                Operation::AmendRecord { record, patient: patient_key, content_hash },
+            );
+        }
+        if roll < 0.08 {
+            let index = self.provider();
+            let provider = self.providers[index];
+            let reason = "unconscious patient in emergency department".to_owned();
+            return self.transaction(provider, Operation::EmergencyAccess { record, patient: patient_key, reason });
+        }
+        // Mostly a provider reading a record of a patient who consented to it; sometimes one
+        // without consent (a denied access the patient will see in their report).
+        let purpose = if self.rng.chance(0.95) { Purpose::Treatment } else { Purpose::Research };
+        if !self.consents.is_empty() && self.rng.chance(0.85) {
+            let (_, patient, grantee) = self.consents[self.rng.below(self.consents.len())];
+            if let Some(records) = self.records_by_patient.get(&patient) {
+                let record = records[self.rng.below(records.len())];
+                let patient = self.patients[patient];
+                return self.transaction(self.providers[grantee], Operation::AccessRecord { record, patient, purpose });
+            }
+        }
+        let accessor = self.provider();
+        self.transaction(self.providers[accessor], Operation::AccessRecord { record, patient: patient_key, purpose })
+    }
+
+    fn consent_operation(&mut self) -> Transaction {
+        if !self.consents.is_empty() && self.rng.chance(0.1) {
+            let (consent, patient, _) = self.consents.swap_remove(self.rng.below(self.consents.len()));
+            let patient_key = self.patients[patient];
+            return self.transaction(patient_key, Operation::RevokeConsent { consent, patient: patient_key });
+        }
+        let (patient, grantee) = (self.patient(), self.provider());
+        let consent = self.id();
+        self.consents.push((consent, patient, grantee));
+        let scope = if self.rng.chance(0.7) { Vec::new() } else { vec![RESOURCE_TYPES[self.rng.below(3)].to_owned()] };
+        let (patient_key, grantee_key) = (self.patients[patient], self.providers[grantee]);
+        self.transaction(
+            patient_key,
+            Operation::GrantConsent {
+                consent,
+                patient: patient_key,
+                grantee: grantee_key,
+                scope,
+                purposes: Purposes::of(&[Purpose::Treatment, Purpose::Payment]),
+                valid_from: self.now.saturating_sub(DAY_MS),
+                valid_until: self.now + 365 * DAY_MS,
+            },
+        )
+    }
+
+    fn claim_operation(&mut self) -> Transaction {
+        let roll = self.rng.unit();
+        if roll < 0.3 && !self.submitted.is_empty() {
+            let (claim, patient, provider, payer, total) = self.submitted.pop_front().expect("non-empty");
+            let decision = if self.rng.chance(0.9) {
+                self.approved.push_back((claim, patient, provider, payer, total));
+                Adjudication::Approve { amount: total - total / 10 }
+            } else {
+                Adjudication::Deny { reason: "CO-50 not medically necessary".into() }
+            };
+            return self.transaction(
+                self.payers[payer],
+                Operation::AdjudicateClaim { claim, patient: self.patients[patient], decision },
+            );
+        }
+        if roll < 0.55 && !self.approved.is_empty() {
+            let (claim, patient, provider, payer, total) = self.approved.pop_front().expect("non-empty");
+            let operation = Operation::PayClaim {
+                claim,
+                patient: self.patients[patient],
+                provider: self.providers[provider],
+                amount: total - total / 10,
+            };
+            return self.transaction(self.payers[payer], operation);
+        }
+        let claim = self.id();
+        if roll > 0.98 && !self.paid_or_denied.is_empty() {
+            // The same patient, provider, date and codes again: a duplicate.
+            let (patient, provider, service_date, lines) =
+                self.paid_or_denied[self.rng.below(self.paid_or_denied.len())].clone();
+            let payer = self.payers[0];
+            let operation =
+                Operation::SubmitClaim { claim, patient: self.patients[patient], payer, service_date, lines };
+            return self.transaction(self.providers[provider], operation);
+        }
+        let (patient, provider, payer) = (self.patient(), self.provider(), self.rng.below(self.payers.len()));
+        let lines: Vec<ClaimLine> = (0..1 + self.rng.below(3))
+            .map(|_| ClaimLine {
+                procedure: PROCEDURES[self.rng.below(PROCEDURES.len())].into(),
+                diagnosis: DIAGNOSES[self.rng.below(DIAGNOSES.len())].into(),
+                amount: 2_000 + self.rng.below(50_000) as u64,
+            })
+            .collect();
+        let total = lines.iter().map(|l| l.amount).sum();
+        let service_date = caduceus_engine::shard::date_of(self.now - (1 + self.rng.below(60) as u64) * DAY_MS);
+        self.submitted.push_back((claim, patient, provider, payer, total));
+        if self.paid_or_denied.len() < 10_000 {
+            self.paid_or_denied.push((patient, provider, service_date, lines.clone()));
+        }
+        let operation = Operation::SubmitClaim {
+            claim,
+            patient: self.patients[patient],
+            payer: self.payers[payer],
+            service_date,
+            lines,
+        };
+        self.transaction(self.providers[provider], operation)
+    }
+
+    fn supply_operation(&mut self) -> Transaction {
+        let (m, d, p) = (self.config.manufacturers, self.config.distributors, self.config.pharmacies);
+        let roll = self.rng.unit();
+        if roll < 0.002 && !self.lots.is_empty() {
+            let (gtin, lot) = self.lots[self.rng.below(self.lots.len())].clone();
+            let reason = "Class I recall: particulate matter".to_owned();
+            return self.transaction(self.regulator, Operation::RecallLot { gtin, lot, reason });
+        }
+        if roll < 0.3 || self.units.is_empty() {
+            let manufacturer = self.rng.below(m);
+            let product = self.rng.below(4) as u64;
+            let gtin = 3_000_000_000_000 + manufacturer as u64 * 100 + product;
+            let lot = format!("L{}{:03}", manufacturer, self.next_id / 5_000);
+            if self.lots.last() != Some(&(gtin, lot.clone())) {
+                self.lots.push((gtin, lot.clone()));
+            }
+            let serial = format!("{:012}", self.next_id);
+            let unit = UnitId { gtin, serial };
+            self.units.push(Unit { id: unit.clone(), custodian: manufacturer, stage: 0 });
+            let expiry = self.now + 730 * DAY_MS;
+            return self.transaction(self.supply[manufacturer], Operation::CommissionUnit { unit, lot, expiry });
+        }
+        let index = self.rng.below(self.units.len());
+        let unit = &mut self.units[index];
+        let id = unit.id.clone();
+        let holder = self.supply[unit.custodian];
+        let (next_stage, operation, signer) = match unit.stage {
+            0 => {
+                let to = m + (self.rng.next_u64() as usize % d);
+                unit.custodian = to;
+                (1, Operation::ShipUnit { unit: id, to: self.supply[to] }, holder)
+            }
+            1 | 3 => (unit.stage + 1, Operation::ReceiveUnit { unit: id }, holder),
+            2 => {
+                let to = m + d + (self.rng.next_u64() as usize % p);
+                unit.custodian = to;
+                (3, Operation::ShipUnit { unit: id, to: self.supply[to] }, holder)
+            }
+            _ => {
+                let patient = self.patients[self.rng.below(self.patients.len())];
+                self.units.swap_remove(index);
+                return self.transaction(holder, Operation::DispenseUnit { unit: id, patient });
+            }
+        };
+        // The custodian ships; the addressee (now `custodian`) receives.
+        let unit = &mut self.units[index];
+        unit.stage = next_stage;
+        let signer =
+            if matches!(operation, Operation::ReceiveUnit { .. }) { self.supply[unit.custodian] } else { signer };
+        self.transaction(signer, operation)
+    }
+}
