@@ -1,0 +1,152 @@
+//! Bad input gets a clear error or rejection and changes nothing else.
+
+use caduceus_engine::codec::DecodeError;
+use caduceus_engine::limits::{BATCH_TRANSACTIONS_MAX, TRANSACTION_SIZE_MAX};
+use caduceus_engine::model::{ActorKey, ClaimLine, Operation, Purpose, Reason, TxResult};
+use caduceus_engine::{SignedTransaction, SubmitError};
+use proptest::prelude::*;
+
+use crate::support::{committed, rejected, World};
+
+fn sample(world: &World) -> SignedTransaction {
+    world.tx(
+        &world.doctor,
+        Operation::SubmitClaim {
+            claim: 9,
+            patient: world.patient.id,
+            payer: world.payer.id,
+            service_date: 2027_01_01,
+            lines: vec![ClaimLine { procedure: "99213".into(), diagnosis: "E11.9".into(), amount: 100 }],
+        },
+    )
+}
+
+#[test]
+fn every_truncation_of_a_transaction_is_refused() {
+    let world = World::new();
+    let bytes = sample(&world).bytes().to_vec();
+    for length in 0..bytes.len() {
+        assert!(SignedTransaction::decode(&bytes[..length]).is_err(), "prefix of {length} bytes decoded");
+    }
+    assert!(SignedTransaction::decode(&bytes).is_ok());
+    let mut longer = bytes.clone();
+    longer.push(0);
+    // One byte more shifts the signature: the body no longer ends where it should.
+    assert!(SignedTransaction::decode(&longer).is_err());
+}
+
+#[test]
+fn oversized_input_is_refused_before_it_is_read() {
+    let oversized = vec![1u8; TRANSACTION_SIZE_MAX + 1];
+    assert!(matches!(SignedTransaction::decode(&oversized), Err(DecodeError::TooLong { .. })));
+    let world = World::new();
+    let long_name = "x".repeat(10_000);
+    let operation =
+        Operation::RegisterActor { actor: world.stranger.id, role: caduceus_engine::Role::Patient, name: long_name };
+    let transaction = caduceus_engine::Transaction { id: 1, signer: world.operator.id, timestamp: 0, operation };
+    assert!(
+        caduceus_engine::signature::sign(transaction, &world.operator.key).is_err(),
+        "fields over their limit cannot be encoded"
+    );
+}
+
+#[test]
+fn bad_signatures_unknown_actors_and_replays_change_nothing() {
+    let world = World::new();
+    let ledger = world.ledger(3);
+    let before = ledger.state_hash();
+    let heights = ledger.heights();
+
+    let good = sample(&world);
+    let mut forged = good.bytes().to_vec();
+    let last = forged.len() - 1;
+    forged[last] ^= 0x01;
+    let forged = SignedTransaction::decode(&forged).unwrap();
+    let mut other_signer = good.bytes().to_vec();
+    other_signer[17..49].copy_from_slice(&world.nurse.id.0); // claims to be the nurse, signed by the doctor
+    let other_signer = SignedTransaction::decode(&other_signer).unwrap();
+    let results = ledger.submit(vec![forged, other_signer]).unwrap();
+    assert_eq!(results, vec![rejected(Reason::BadSignature), rejected(Reason::BadSignature)]);
+    assert_eq!(
+        (ledger.state_hash(), ledger.heights()),
+        (before, heights.clone()),
+        "refused signatures never reach a block"
+    );
+
+    let stranger = world.tx(&world.stranger, Operation::FundAccount { amount: 5 });
+    let results = ledger.submit(vec![stranger]).unwrap();
+    assert_eq!(results, vec![rejected(Reason::UnknownSigner)]);
+    assert_eq!(ledger.state_hash(), before, "a rejected transaction is recorded but changes no state");
+    assert!(ledger.heights() > heights, "the rejection itself is on the ledger");
+
+    let fund = world.tx(&world.payer, Operation::FundAccount { amount: 70 });
+    assert_eq!(ledger.submit(vec![fund.clone()]).unwrap(), vec![committed()]);
+    let after = ledger.state_hash();
+    // Replayed: alone, twice in one batch, and with a changed body under the same id.
+    assert_eq!(ledger.submit(vec![fund.clone(), fund.clone()]).unwrap(), vec![committed(), committed()]);
+    let same_id = caduceus_engine::signature::sign(
+        caduceus_engine::Transaction { operation: Operation::FundAccount { amount: 1 }, ..fund.transaction.clone() },
+        &world.payer.key,
+    )
+    .unwrap();
+    assert_eq!(ledger.submit(vec![same_id]).unwrap(), vec![committed()]);
+    assert_eq!(ledger.state_hash(), after, "a replayed id applies once");
+    assert_eq!(ledger.account(&world.payer.id).unwrap().balance, 70);
+
+    // An id first seen with a bad signature is not burned.
+    let denied = world.tx(
+        &world.nurse,
+        Operation::AccessRecord { record: 1, patient: world.patient.id, purpose: Purpose::Treatment },
+    );
+    let mut broken = denied.bytes().to_vec();
+    broken[60] ^= 0xff;
+    let broken = SignedTransaction::decode(&broken).unwrap();
+    assert_eq!(ledger.submit(vec![broken]).unwrap(), vec![rejected(Reason::BadSignature)]);
+    assert_eq!(ledger.submit(vec![denied]).unwrap(), vec![rejected(Reason::UnknownRecord)]);
+
+    // A weak (small-order) signer key.
+    let mut weak = [0u8; 32];
+    weak[0] = 1;
+    let weak_signer = caduceus_engine::SignedTransaction::from_parts(
+        caduceus_engine::Transaction {
+            id: 77,
+            signer: ActorKey(weak),
+            timestamp: 0,
+            operation: Operation::FundAccount { amount: 1 },
+        },
+        [0; 64],
+    )
+    .unwrap();
+    assert_eq!(ledger.submit(vec![weak_signer]).unwrap(), vec![TxResult::Rejected(Reason::WeakKey)]);
+
+    let too_many = vec![sample(&world); BATCH_TRANSACTIONS_MAX + 1];
+    assert!(matches!(ledger.submit(too_many), Err(SubmitError::BatchTooLarge { .. })));
+    assert_eq!(ledger.account(&world.payer.id).unwrap().balance, 70, "the ledger keeps serving");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn decoding_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = SignedTransaction::decode(&bytes);
+        let _ = <caduceus_engine::block::BlockBody as caduceus_engine::codec::Codec>::decode(&bytes);
+        let _ = <caduceus_engine::block::BlockHeader as caduceus_engine::codec::Codec>::decode(&bytes);
+        let _ = <caduceus_engine::block::Checkpoint as caduceus_engine::codec::Codec>::decode(&bytes);
+        let _ = caduceus_engine::state::StateKey::from_bytes(&bytes);
+        let _ = caduceus_engine::round::decode_decisions(&bytes);
+    }
+
+    #[test]
+    fn flipping_any_byte_of_a_transaction_is_caught(position in 0usize..200, bit in 0u8..8) {
+        let world = World::new();
+        let good = sample(&world);
+        let mut bytes = good.bytes().to_vec();
+        let position = position % bytes.len();
+        bytes[position] ^= 1 << bit;
+        if let Ok(changed) = SignedTransaction::decode(&bytes) {
+            let verdicts = caduceus_engine::signature::verify_all(&[changed]);
+            prop_assert!(verdicts[0].is_some(), "a changed byte at {} passed the signature check", position);
+        }
+    }
+}

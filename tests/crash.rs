@@ -1,0 +1,195 @@
+//! Crashes at every point lose nothing acknowledged, and recovery restores
+//! exactly the durable state: simulated (fault-injecting storage), a failing
+//! disk, real SIGKILLs of a writer process, and a torn RocksDB WAL tail.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use caduceus_engine::model::TxResult;
+use caduceus_engine::storage::{FaultyStorage, MemoryStorage, RocksStorage, Storage};
+use caduceus_engine::verify::verify_storage;
+use caduceus_engine::{Ledger, SignedTransaction, SubmitError};
+use caduceus_shards::workload::{Workload, WorkloadConfig};
+
+fn batches() -> (Workload, Vec<Vec<SignedTransaction>>) {
+    let config =
+        WorkloadConfig { seed: 11, patients: 40, providers: 8, payers: 2, pharmacies: 4, ..WorkloadConfig::default() };
+    let mut workload = Workload::new(config, 1_800_000_000_000);
+    let mut batches = workload.signed_setup().to_vec();
+    for _ in 0..24 {
+        batches.push(workload.signed_batch(40));
+    }
+    (workload, batches)
+}
+
+fn open(workload: &Workload, storage: Arc<dyn Storage>) -> Ledger {
+    Ledger::open_with(storage, &workload.ledger_config(3), Arc::new(|| 1_800_000_000_000)).expect("open")
+}
+
+#[test]
+fn a_crash_after_any_write_loses_nothing_acknowledged() {
+    let (workload, batches) = batches();
+    // The crash-free run, one batch per round.
+    let reference = open(&workload, Arc::new(MemoryStorage::new()));
+    let expected: Vec<Vec<TxResult>> = batches.iter().map(|b| reference.submit(b.clone()).unwrap()).collect();
+    let final_hash = reference.state_hash();
+
+    for crash_point in 0..=batches.len() as u64 {
+        let storage = Arc::new(FaultyStorage::new());
+        let ledger = open(&workload, storage.clone());
+        storage.crash_after(crash_point);
+        let mut acknowledged = HashMap::new();
+        for batch in &batches {
+            match ledger.submit(batch.clone()) {
+                Ok(results) => acknowledged.extend(batch.iter().map(|t| t.id()).zip(results)),
+                Err(SubmitError::Storage(_)) => {}
+                Err(other) => panic!("unexpected {other}"),
+            }
+        }
+        let hash_at_crash = ledger.state_hash();
+        drop(ledger);
+
+        let durable = Arc::new(MemoryStorage::from_map(storage.durable()));
+        let report = verify_storage(durable.as_ref()).unwrap();
+        assert!(report.is_intact(), "crash point {crash_point}: {:?}", report.problems);
+        let reopened = open(&workload, durable.clone());
+        assert_eq!(
+            reopened.state_hash(),
+            hash_at_crash,
+            "crash point {crash_point}: reopening restores the durable state"
+        );
+        for (id, result) in &acknowledged {
+            let location = reopened
+                .locate(*id)
+                .unwrap()
+                .unwrap_or_else(|| panic!("crash point {crash_point}: acknowledged {id:x} lost"));
+            assert_eq!(location.result, *result);
+        }
+        // Resubmitting everything completes the work exactly once.
+        for (batch, expected) in batches.iter().zip(&expected) {
+            assert_eq!(&reopened.submit(batch.clone()).unwrap(), expected, "crash point {crash_point}");
+        }
+        assert_eq!(reopened.state_hash(), final_hash, "crash point {crash_point}");
+    }
+}
+
+#[test]
+fn a_failing_disk_loses_the_batch_cleanly_and_the_ledger_keeps_serving() {
+    let (workload, batches) = batches();
+    let storage = Arc::new(FaultyStorage::new());
+    let ledger = open(&workload, storage.clone());
+    ledger.submit(batches[0].clone()).unwrap();
+    let before = ledger.state_hash();
+    storage.fail_next_writes(1);
+    assert!(matches!(ledger.submit(batches[1].clone()), Err(SubmitError::Storage(_))));
+    assert_eq!(ledger.state_hash(), before, "nothing of the failed round is applied");
+    assert!(ledger.locate(batches[1][0].id()).unwrap().is_none());
+    let results = ledger.submit(batches[1].clone()).unwrap();
+    assert_eq!(results.len(), batches[1].len());
+    assert!(verify_storage(storage.as_ref()).unwrap().is_intact());
+}
+
+/// Reads `ack` lines from a running writer for `run_for`, then kills it with SIGKILL.
+fn run_and_kill(dir: &std::path::Path, seed: u64, run_for: Duration, acknowledged: &mut HashMap<u128, u16>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crash-writer"))
+        .arg(dir)
+        .arg(seed.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the writer");
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let mut parts = line.split(' ');
+            if parts.next() == Some("ack") {
+                let id = u128::from_str_radix(parts.next().unwrap(), 16).unwrap();
+                let code: u16 = parts.next().unwrap().parse().unwrap();
+                seen.push((id, code));
+            }
+        }
+        seen
+    });
+    let started = Instant::now();
+    while started.elapsed() < run_for {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill(); // SIGKILL
+    child.wait().unwrap();
+    for (id, code) in reader.join().unwrap() {
+        if let Some(first) = acknowledged.insert(id, code) {
+            assert_eq!(first, code, "a resubmitted transaction got a different result");
+        }
+    }
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut acknowledged = HashMap::new();
+    let mut rng = caduceus_shards::workload::Rng::new(99);
+    for round in 0..6u64 {
+        let delay = Duration::from_millis(150 + rng.below(600) as u64);
+        run_and_kill(dir.path(), round, delay, &mut acknowledged);
+        let storage = RocksStorage::open(dir.path()).expect("reopens after SIGKILL");
+        for (id, code) in &acknowledged {
+            let key = caduceus_engine::layout::transaction(*id);
+            let stored = storage.get(&key).unwrap().unwrap_or_else(|| panic!("kill {round}: acknowledged {id:x} lost"));
+            let location =
+                <caduceus_engine::history::TxLocation as caduceus_engine::codec::Codec>::decode(&stored).unwrap();
+            assert_eq!(location.result.code(), *code);
+        }
+        let report = verify_storage(&storage).unwrap();
+        assert!(report.is_intact(), "kill {round}: {:?}", report.problems);
+    }
+    assert!(acknowledged.len() > 1_000, "the writer made progress between kills ({} acknowledged)", acknowledged.len());
+}
+
+#[test]
+fn a_torn_wal_tail_is_dropped_never_half_applied() {
+    let (workload, batches) = batches();
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(&workload, Arc::new(RocksStorage::open(dir.path()).unwrap()));
+    for batch in &batches {
+        ledger.submit(batch.clone()).unwrap();
+    }
+    let rounds = ledger.round();
+    // Copy the files as a crash would leave them: the ledger is still open.
+    let copy_of = |target: &std::path::Path| {
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name() != "LOCK" {
+                std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
+            }
+        }
+    };
+    let mut lost_rounds = 0;
+    for cut in [1u64, 17, 100, 700, 3_000] {
+        let torn = tempfile::tempdir().unwrap();
+        copy_of(torn.path());
+        let wal = std::fs::read_dir(torn.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+            .expect("a write-ahead log");
+        let length = std::fs::metadata(&wal).unwrap().len();
+        assert!(length > cut, "the WAL holds the recent rounds");
+        std::fs::OpenOptions::new().write(true).open(&wal).unwrap().set_len(length - cut).unwrap();
+
+        let storage = Arc::new(RocksStorage::open(torn.path()).expect("a torn tail still opens"));
+        let report = verify_storage(storage.as_ref()).unwrap();
+        assert!(report.is_intact(), "cut {cut}: {:?}", report.problems);
+        let reopened = open(&workload, storage);
+        assert!(reopened.round() < rounds, "cut {cut}: the torn last round is dropped");
+        lost_rounds += rounds - reopened.round();
+    }
+    assert!(lost_rounds >= 5);
+    drop(ledger);
+}

@@ -1,0 +1,9 @@
+//! The integration tests, one crate, one module per concern.
+
+mod bad_input;
+mod crash;
+mod data;
+mod model;
+mod rules;
+mod support;
+mod tamper;

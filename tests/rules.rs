@@ -1,0 +1,328 @@
+//! The business rules, one line each: who may do what, consent at access
+//! time, duplicate claims, payment exactly once, custody, recalls, expiry.
+
+use caduceus_engine::model::{Adjudication, ClaimLine, Operation, Purpose, Purposes, Reason::*, Role, UnitId};
+
+use crate::support::{check, committed, rejected, World, DAY, START};
+
+fn record(world: &World, record: u128, resource_type: &str) -> Operation {
+    Operation::RegisterRecord {
+        record,
+        patient: world.patient.id,
+        content_hash: *blake3::hash(&record.to_le_bytes()).as_bytes(),
+        resource_type: resource_type.into(),
+    }
+}
+
+fn consent(world: &World, consent: u128, scope: &[&str], purposes: &[Purpose], days: u64) -> Operation {
+    Operation::GrantConsent {
+        consent,
+        patient: world.patient.id,
+        grantee: world.nurse.id,
+        scope: scope.iter().map(|s| s.to_string()).collect(),
+        purposes: Purposes::of(purposes),
+        valid_from: START - DAY,
+        valid_until: START + days * DAY,
+    }
+}
+
+fn access(world: &World, record: u128, purpose: Purpose) -> Operation {
+    Operation::AccessRecord { record, patient: world.patient.id, purpose }
+}
+
+#[test]
+fn roles_are_enforced() {
+    let w = World::new();
+    let ledger = w.ledger(3);
+    check(
+        &w,
+        &ledger,
+        &[
+            (&w.stranger, record(&w, 1, "Observation"), rejected(UnknownSigner)),
+            (&w.payer, record(&w, 1, "Observation"), rejected(RoleNotPermitted)),
+            (
+                &w.doctor,
+                Operation::RegisterActor { actor: w.stranger.id, role: Role::Operator, name: "x".into() },
+                rejected(RoleNotPermitted),
+            ),
+            (
+                &w.operator,
+                Operation::RegisterActor { actor: w.doctor.id, role: Role::Payer, name: "again".into() },
+                rejected(ActorExists),
+            ),
+            (&w.doctor, Operation::FundAccount { amount: 10 }, rejected(RoleNotPermitted)),
+            (
+                &w.patient,
+                Operation::RecallLot { gtin: 1, lot: "L".into(), reason: "r".into() },
+                rejected(RoleNotPermitted),
+            ),
+            (
+                &w.doctor,
+                Operation::RegisterRecord {
+                    record: 2,
+                    patient: w.doctor.id,
+                    content_hash: [0; 32],
+                    resource_type: "Observation".into(),
+                },
+                rejected(UnknownPatient),
+            ),
+            (&w.doctor, record(&w, 1, "Observation"), committed()),
+            (&w.doctor, record(&w, 1, "Observation"), rejected(RecordExists)),
+            (
+                &w.nurse,
+                Operation::AmendRecord { record: 1, patient: w.patient.id, content_hash: [1; 32] },
+                rejected(NotCustodian),
+            ),
+            (
+                &w.doctor,
+                Operation::AmendRecord { record: 1, patient: w.patient.id, content_hash: [1; 32] },
+                committed(),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn consent_is_checked_at_access_time_and_every_access_is_logged() {
+    let w = World::new();
+    let ledger = w.ledger(4);
+    check(
+        &w,
+        &ledger,
+        &[
+            (&w.doctor, record(&w, 10, "Observation"), committed()),
+            (&w.doctor, record(&w, 11, "MedicationRequest"), committed()),
+            (&w.nurse, access(&w, 10, Purpose::Treatment), rejected(ConsentMissing)),
+            (&w.nurse, consent(&w, 100, &[], &[Purpose::Treatment], 30), rejected(RoleNotPermitted)),
+            (&w.patient, consent(&w, 100, &["Observation"], &[Purpose::Treatment], 30), committed()),
+            (&w.patient, consent(&w, 100, &["Observation"], &[Purpose::Treatment], 30), rejected(ConsentExists)),
+            (&w.nurse, access(&w, 10, Purpose::Treatment), committed()),
+            (&w.nurse, access(&w, 10, Purpose::Research), rejected(ConsentPurpose)),
+            (&w.nurse, access(&w, 11, Purpose::Treatment), rejected(ConsentScope)),
+            (&w.nurse, access(&w, 99, Purpose::Treatment), rejected(UnknownRecord)),
+            // The patient reads their own record, and the custodian its own, without consent.
+            (&w.patient, access(&w, 11, Purpose::PatientRequest), committed()),
+            (&w.doctor, access(&w, 11, Purpose::Operations), committed()),
+            (
+                &w.other_patient,
+                Operation::RevokeConsent { consent: 100, patient: w.patient.id },
+                rejected(RoleNotPermitted),
+            ),
+            (&w.patient, Operation::RevokeConsent { consent: 555, patient: w.patient.id }, rejected(UnknownConsent)),
+            (&w.patient, Operation::RevokeConsent { consent: 100, patient: w.patient.id }, committed()),
+            (&w.nurse, access(&w, 10, Purpose::Treatment), rejected(ConsentRevoked)),
+            (&w.patient, Operation::RevokeConsent { consent: 100, patient: w.patient.id }, rejected(ConsentRevoked)),
+            (
+                &w.nurse,
+                Operation::EmergencyAccess { record: 11, patient: w.patient.id, reason: "cardiac arrest".into() },
+                committed(),
+            ),
+            (&w.patient, consent(&w, 101, &[], &[Purpose::Treatment, Purpose::Payment], 2), committed()),
+            (&w.nurse, access(&w, 11, Purpose::Payment), committed()),
+        ],
+    );
+    // Consent periods are checked against commit time, not the client's clock.
+    w.advance(3 * DAY);
+    check(&w, &ledger, &[(&w.nurse, access(&w, 11, Purpose::Treatment), rejected(ConsentExpired))]);
+
+    let report = ledger.access_report(&w.patient.id).unwrap();
+    let summary: Vec<(u128, bool, bool)> = report.iter().map(|e| (e.record, e.permitted(), e.break_glass)).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (10, false, false),
+            (10, true, false),
+            (10, false, false),
+            (11, false, false),
+            (11, true, false),
+            (11, true, false),
+            (10, false, false),
+            (11, true, true),
+            (11, true, false),
+            (11, false, false),
+        ],
+        "every access to an existing record of the patient is logged, denied ones and break-glass included"
+    );
+    assert!(report.iter().all(|e| e.time >= START));
+    assert_eq!(report.last().unwrap().time, START + 3 * DAY);
+}
+
+fn claim(w: &World, claim: u128, date: u32, codes: &[(&str, &str, u64)]) -> Operation {
+    Operation::SubmitClaim {
+        claim,
+        patient: w.patient.id,
+        payer: w.payer.id,
+        service_date: date,
+        lines: codes
+            .iter()
+            .map(|(p, d, a)| ClaimLine { procedure: p.to_string(), diagnosis: d.to_string(), amount: *a })
+            .collect(),
+    }
+}
+
+#[test]
+fn claims_are_checked_for_duplicates_and_paid_exactly_once() {
+    let w = World::new();
+    let ledger = w.ledger(4);
+    let pay =
+        |claim: u128, amount: u64| Operation::PayClaim { claim, patient: w.patient.id, provider: w.doctor.id, amount };
+    let adjudicate =
+        |claim: u128, decision: Adjudication| Operation::AdjudicateClaim { claim, patient: w.patient.id, decision };
+    check(
+        &w,
+        &ledger,
+        &[
+            (
+                &w.doctor,
+                claim(&w, 1, 2027_01_10, &[("99213", "E11.9", 12_000), ("80053", "E11.9", 4_000)]),
+                committed(),
+            ),
+            (&w.doctor, claim(&w, 1, 2027_01_10, &[("99214", "I10", 1)]), rejected(ClaimExists)),
+            // Same patient, provider, date and codes, in another order and another amount: a duplicate.
+            (
+                &w.doctor,
+                claim(&w, 2, 2027_01_10, &[("80053", "E11.9", 9), ("99213", "E11.9", 5)]),
+                rejected(DuplicateClaim),
+            ),
+            (&w.doctor, claim(&w, 3, 2027_02_10, &[("99213", "E11.9", 100)]), rejected(ServiceDateInFuture)),
+            (&w.doctor, claim(&w, 4, 2027_13_10, &[("99213", "E11.9", 100)]), rejected(InvalidField)),
+            (&w.doctor, claim(&w, 5, 2027_01_11, &[("99213", "E11.9", 0)]), rejected(InvalidField)),
+            (&w.payer, pay(1, 14_000), rejected(ClaimNotPayable)),
+            (&w.regulator, adjudicate(1, Adjudication::Approve { amount: 14_000 }), rejected(RoleNotPermitted)),
+            (&w.payer, adjudicate(1, Adjudication::Approve { amount: 16_001 }), rejected(AmountMismatch)),
+            (&w.payer, adjudicate(1, Adjudication::Pend), committed()),
+            (&w.payer, adjudicate(1, Adjudication::Approve { amount: 14_000 }), committed()),
+            (&w.payer, adjudicate(1, Adjudication::Deny { reason: "late".into() }), rejected(ClaimClosed)),
+            (&w.payer, pay(1, 14_000), rejected(InsufficientFunds)),
+            (&w.payer, Operation::FundAccount { amount: 20_000 }, committed()),
+            (&w.payer, pay(1, 13_999), rejected(AmountMismatch)),
+            (&w.payer, pay(1, 14_000), committed()),
+            (&w.payer, pay(1, 14_000), rejected(ClaimAlreadyPaid)),
+        ],
+    );
+    assert_eq!(ledger.account(&w.payer.id).unwrap().balance, 6_000);
+    assert_eq!(ledger.account(&w.doctor.id).unwrap().balance, 14_000);
+    let (balances, funded) = ledger.fund_totals();
+    assert_eq!((balances, funded), (20_000, 20_000));
+    assert!(matches!(
+        ledger.claim(&w.patient.id, 1).unwrap().status,
+        caduceus_engine::state::ClaimStatus::Paid { amount: 14_000, .. }
+    ));
+}
+
+#[test]
+fn two_payments_of_one_claim_in_one_batch_pay_once() {
+    let w = World::new();
+    let ledger = w.ledger(4);
+    check(
+        &w,
+        &ledger,
+        &[
+            (&w.payer, Operation::FundAccount { amount: 1_000_000 }, committed()),
+            (&w.doctor, claim(&w, 7, 2027_01_02, &[("93000", "I10", 5_000)]), committed()),
+            (
+                &w.payer,
+                Operation::AdjudicateClaim {
+                    claim: 7,
+                    patient: w.patient.id,
+                    decision: Adjudication::Approve { amount: 5_000 },
+                },
+                committed(),
+            ),
+        ],
+    );
+    let pay = Operation::PayClaim { claim: 7, patient: w.patient.id, provider: w.doctor.id, amount: 5_000 };
+    let results = ledger.submit(vec![w.tx(&w.payer, pay.clone()), w.tx(&w.payer, pay)]).unwrap();
+    assert_eq!(results.iter().filter(|r| r.is_committed()).count(), 1, "{results:?}");
+    assert_eq!(ledger.account(&w.doctor.id).unwrap().balance, 5_000);
+    assert_eq!(ledger.fund_totals(), (1_000_000, 1_000_000));
+}
+
+#[test]
+fn units_have_one_custodian_and_are_never_dispensed_after_recall_or_expiry() {
+    let w = World::new();
+    let ledger = w.ledger(4);
+    let unit = |serial: &str| UnitId { gtin: 30_001_001_234_568, serial: serial.into() };
+    let commission = |serial: &str, lot: &str, days: u64| Operation::CommissionUnit {
+        unit: unit(serial),
+        lot: lot.into(),
+        expiry: START + days * DAY,
+    };
+    let ship = |serial: &str, to: &crate::support::Actor| Operation::ShipUnit { unit: unit(serial), to: to.id };
+    let receive = |serial: &str| Operation::ReceiveUnit { unit: unit(serial) };
+    let dispense = |serial: &str| Operation::DispenseUnit { unit: unit(serial), patient: w.patient.id };
+    check(
+        &w,
+        &ledger,
+        &[
+            (&w.distributor, commission("A1", "LOT1", 365), rejected(RoleNotPermitted)),
+            (&w.manufacturer, commission("A1", "LOT1", 365), committed()),
+            (&w.manufacturer, commission("A1", "LOT1", 365), rejected(UnitExists)),
+            (&w.manufacturer, commission("A2", "LOT2", 365), committed()),
+            (&w.manufacturer, commission("A3", "LOT3", 2), committed()),
+            (&w.manufacturer, commission("OLD", "LOT3", 0), rejected(UnitExpired)),
+            (&w.distributor, ship("A1", &w.pharmacy), rejected(NotUnitCustodian)),
+            (&w.manufacturer, ship("A1", &w.doctor), rejected(UnknownActor)),
+            (&w.manufacturer, ship("A1", &w.distributor), committed()),
+            (&w.manufacturer, ship("A1", &w.pharmacy), rejected(UnitNotActive)),
+            (&w.pharmacy, receive("A1"), rejected(NotAddressee)),
+            (&w.distributor, dispense("A1"), rejected(NotUnitCustodian)),
+            (&w.distributor, receive("A1"), committed()),
+            (&w.distributor, receive("A1"), rejected(UnitNotActive)),
+            (&w.distributor, dispense("A1"), rejected(RoleNotPermitted)),
+            (&w.distributor, ship("A1", &w.pharmacy), committed()),
+            (&w.pharmacy, receive("A1"), committed()),
+            (&w.pharmacy, dispense("A1"), committed()),
+            (&w.pharmacy, dispense("A1"), rejected(UnitNotActive)),
+            (&w.pharmacy, dispense("NOPE"), rejected(UnknownUnit)),
+            // A2 reaches the pharmacy, then its lot is recalled.
+            (&w.manufacturer, ship("A2", &w.pharmacy), committed()),
+            (&w.pharmacy, receive("A2"), committed()),
+            (
+                &w.regulator,
+                Operation::RecallLot { gtin: 30_001_001_234_568, lot: "LOT2".into(), reason: "contamination".into() },
+                committed(),
+            ),
+            (
+                &w.manufacturer,
+                Operation::RecallLot { gtin: 30_001_001_234_568, lot: "LOT2".into(), reason: "again".into() },
+                rejected(LotAlreadyRecalled),
+            ),
+            (&w.pharmacy, dispense("A2"), rejected(UnitRecalled)),
+            (&w.pharmacy, Operation::DecommissionUnit { unit: unit("A2"), reason: "recalled".into() }, committed()),
+            (&w.manufacturer, ship("A3", &w.pharmacy), committed()),
+            (&w.pharmacy, receive("A3"), committed()),
+        ],
+    );
+    w.advance(2 * DAY);
+    check(&w, &ledger, &[(&w.pharmacy, dispense("A3"), rejected(UnitExpired))]);
+
+    let trace: Vec<(String, bool)> =
+        ledger.custody_trace(&unit("A1")).unwrap().into_iter().map(|e| (e.event, e.result.is_committed())).collect();
+    let expected = [
+        ("commission-unit", true),
+        ("commission-unit", false),
+        ("ship-unit", false),
+        ("ship-unit", false),
+        ("ship-unit", true),
+        ("ship-unit", false),
+        ("receive-unit", false),
+        ("dispense-unit", false),
+        ("receive-unit", true),
+        ("receive-unit", false),
+        ("dispense-unit", false),
+        ("ship-unit", true),
+        ("receive-unit", true),
+        ("dispense-unit", true),
+        ("dispense-unit", false),
+    ];
+    assert_eq!(
+        trace,
+        expected.map(|(e, c)| (e.to_string(), c)).to_vec(),
+        "the trail keeps refused attempts too: a second commission is a counterfeit signal"
+    );
+    let verdict = ledger.verify_unit(&unit("A2"));
+    assert!(verdict.genuine() && verdict.recall.is_some() && !verdict.dispensable());
+    assert!(!ledger.verify_unit(&unit("FAKE")).genuine());
+    assert!(ledger.verify_unit(&unit("A3")).expired);
+}

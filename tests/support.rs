@@ -1,0 +1,134 @@
+//! Shared helpers: a small world of actors with keys, a manual clock, and a
+//! one-line way to state "this signer doing this gives that result".
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use caduceus_engine::ledger::Clock;
+use caduceus_engine::model::{ActorKey, Operation, Role, Transaction, TxResult};
+use caduceus_engine::signature::{actor_key, sign, signing_key, SigningKey};
+use caduceus_engine::storage::{MemoryStorage, Storage};
+use caduceus_engine::{Config, Ledger, SignedTransaction};
+
+pub const DAY: u64 = 86_400_000;
+/// 2027-01-15, the tests' "now".
+pub const START: u64 = 1_800_000_000_000;
+
+pub struct Actor {
+    pub key: SigningKey,
+    pub id: ActorKey,
+}
+
+impl Actor {
+    pub fn new(name: &str) -> Self {
+        let key = signing_key(*blake3::hash(name.as_bytes()).as_bytes());
+        Self { id: actor_key(&key), key }
+    }
+}
+
+pub struct World {
+    pub operator: Actor,
+    pub patient: Actor,
+    pub other_patient: Actor,
+    pub doctor: Actor,
+    pub nurse: Actor,
+    pub payer: Actor,
+    pub manufacturer: Actor,
+    pub distributor: Actor,
+    pub pharmacy: Actor,
+    pub regulator: Actor,
+    pub stranger: Actor,
+    pub time: Arc<AtomicU64>,
+    next_id: AtomicU64,
+}
+
+impl World {
+    pub fn new() -> Self {
+        Self {
+            operator: Actor::new("operator"),
+            patient: Actor::new("patient"),
+            other_patient: Actor::new("other patient"),
+            doctor: Actor::new("doctor"),
+            nurse: Actor::new("nurse"),
+            payer: Actor::new("payer"),
+            manufacturer: Actor::new("manufacturer"),
+            distributor: Actor::new("distributor"),
+            pharmacy: Actor::new("pharmacy"),
+            regulator: Actor::new("regulator"),
+            stranger: Actor::new("stranger"),
+            time: Arc::new(AtomicU64::new(START)),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    pub fn config(&self, shards: u32) -> Config {
+        Config { shards, genesis_operators: vec![self.operator.id] }
+    }
+
+    pub fn clock(&self) -> Clock {
+        let time = self.time.clone();
+        Arc::new(move || time.load(Ordering::SeqCst))
+    }
+
+    pub fn advance(&self, ms: u64) {
+        self.time.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// A ledger on the given storage with every actor but the stranger registered.
+    pub fn ledger_on(&self, storage: Arc<dyn Storage>, shards: u32) -> Ledger {
+        let ledger = Ledger::open_with(storage, &self.config(shards), self.clock()).expect("open");
+        let registrations = [
+            (&self.patient, Role::Patient),
+            (&self.other_patient, Role::Patient),
+            (&self.doctor, Role::Provider),
+            (&self.nurse, Role::Provider),
+            (&self.payer, Role::Payer),
+            (&self.manufacturer, Role::Manufacturer),
+            (&self.distributor, Role::Distributor),
+            (&self.pharmacy, Role::Dispenser),
+            (&self.regulator, Role::Regulator),
+        ];
+        let batch = registrations
+            .iter()
+            .map(|(actor, role)| {
+                self.tx(
+                    &self.operator,
+                    Operation::RegisterActor { actor: actor.id, role: *role, name: role.as_str().into() },
+                )
+            })
+            .collect();
+        let results = ledger.submit(batch).expect("register");
+        assert!(results.iter().all(|r| r.is_committed()), "{results:?}");
+        ledger
+    }
+
+    pub fn ledger(&self, shards: u32) -> Ledger {
+        self.ledger_on(Arc::new(MemoryStorage::new()), shards)
+    }
+
+    pub fn id(&self) -> u128 {
+        u128::from(self.next_id.fetch_add(1, Ordering::SeqCst)) << 64 | 0xcad
+    }
+
+    pub fn tx(&self, signer: &Actor, operation: Operation) -> SignedTransaction {
+        let transaction = Transaction { id: self.id(), signer: signer.id, timestamp: START, operation };
+        sign(transaction, &signer.key).expect("sign")
+    }
+}
+
+/// Submits each step as its own batch and checks its result: one line per rule.
+pub fn check(world: &World, ledger: &Ledger, steps: &[(&Actor, Operation, TxResult)]) {
+    for (number, (signer, operation, expected)) in steps.iter().enumerate() {
+        let name = operation.name();
+        let results = ledger.submit(vec![world.tx(signer, operation.clone())]).expect("submit");
+        assert_eq!(results, vec![*expected], "step {number} ({name})");
+    }
+}
+
+pub fn committed() -> TxResult {
+    TxResult::Committed
+}
+
+pub fn rejected(reason: caduceus_engine::Reason) -> TxResult {
+    TxResult::Rejected(reason)
+}

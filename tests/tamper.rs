@@ -1,0 +1,133 @@
+//! Tamper tests: any changed byte, deleted key or added key anywhere in the
+//! store is found by `verify`, which names the place; an intact store passes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use caduceus_engine::layout;
+use caduceus_engine::storage::{MemoryStorage, RocksStorage, Storage};
+use caduceus_engine::verify::verify_storage;
+use caduceus_engine::Ledger;
+use caduceus_shards::workload::{Workload, WorkloadConfig};
+
+/// A small ledger with every kind of key: all three families, cross-shard payments and recalls.
+pub fn small_ledger(storage: Arc<dyn Storage>, transactions: usize) -> Ledger {
+    let config = WorkloadConfig {
+        seed: 3,
+        patients: 25,
+        providers: 6,
+        payers: 2,
+        manufacturers: 2,
+        distributors: 2,
+        pharmacies: 3,
+        ..WorkloadConfig::default()
+    };
+    let mut workload = Workload::new(config, 1_800_000_000_000);
+    let ledger = Ledger::open_with(storage, &workload.ledger_config(3), Arc::new(|| 1_800_000_000_000)).expect("open");
+    for phase in workload.signed_setup() {
+        assert!(ledger.submit(phase).unwrap().iter().all(|r| r.is_committed()));
+    }
+    for _ in 0..transactions / 50 {
+        ledger.submit(workload.signed_batch(50)).unwrap();
+    }
+    let recall = workload.sign(vec![caduceus_engine::Transaction {
+        id: 0xdead,
+        signer: workload.regulator(),
+        timestamp: 0,
+        operation: caduceus_engine::Operation::RecallLot {
+            gtin: 3_000_000_000_000,
+            lot: "L0000".into(),
+            reason: "test".into(),
+        },
+    }]);
+    ledger.submit(recall).unwrap();
+    ledger
+}
+
+fn families(map: &BTreeMap<Vec<u8>, Vec<u8>>) -> Vec<u8> {
+    let mut prefixes: Vec<u8> = map.keys().map(|k| k[0]).collect();
+    prefixes.dedup();
+    prefixes
+}
+
+#[test]
+fn every_changed_deleted_or_added_key_is_reported() {
+    let storage = Arc::new(MemoryStorage::new());
+    let ledger = small_ledger(storage.clone(), 300);
+    drop(ledger);
+    let original = storage.snapshot();
+    assert_eq!(families(&original), b"ABCDHMSTU".to_vec(), "the sample holds every family of key");
+
+    let intact = verify_storage(&MemoryStorage::from_map(original.clone())).unwrap();
+    assert!(intact.is_intact(), "{:?}", intact.problems);
+    assert!(intact.transactions > 300, "{}", intact.transactions);
+
+    let mut checked = 0;
+    for (index, (key, value)) in original.iter().enumerate() {
+        let mut changed = original.clone();
+        let position = (index * 7919) % value.len().max(1);
+        let mut tampered = value.clone();
+        if tampered.is_empty() {
+            tampered.push(0);
+        } else {
+            tampered[position] ^= 1 << (index % 8);
+        }
+        changed.insert(key.clone(), tampered);
+        let report = verify_storage(&MemoryStorage::from_map(changed)).unwrap();
+        assert!(!report.is_intact(), "a changed byte in {} went unnoticed", layout::describe(key));
+
+        let mut deleted = original.clone();
+        deleted.remove(key);
+        let report = verify_storage(&MemoryStorage::from_map(deleted)).unwrap();
+        assert!(!report.is_intact(), "deleting {} went unnoticed", layout::describe(key));
+        checked += 1;
+    }
+    assert_eq!(checked, original.len());
+
+    let mut added = original.clone();
+    added.insert(layout::transaction(42), vec![0; 18]);
+    let report = verify_storage(&MemoryStorage::from_map(added)).unwrap();
+    assert!(report.problems.iter().any(|p| p.place.starts_with("transaction index")), "{:?}", report.problems);
+}
+
+#[test]
+fn verify_names_the_damaged_place_on_rocksdb() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn Storage> = Arc::new(RocksStorage::open(dir.path()).unwrap());
+    drop(small_ledger(storage.clone(), 200));
+    assert!(verify_storage(storage.as_ref()).unwrap().is_intact());
+
+    let cases: [(Vec<u8>, &str); 3] = [
+        (layout::header(1, 1), "shard 1 height 1"),
+        (layout::body(2, 2), "shard 2 height 2"),
+        (layout::META_ROUND.to_vec(), "metadata round"),
+    ];
+    for (key, place) in cases {
+        let original = storage.get(&key).unwrap().expect("the key exists");
+        let mut changed = original.clone();
+        let last = changed.len() - 1;
+        changed[last] ^= 0x80;
+        storage.write(&[(key.clone(), Some(changed))]).unwrap();
+        let report = verify_storage(storage.as_ref()).unwrap();
+        assert!(report.problems.iter().any(|p| p.place.contains(place)), "{place}: {:?}", report.problems);
+        storage.write(&[(key, Some(original))]).unwrap();
+    }
+    // A deleted state entry: the first account.
+    let mut account = None;
+    storage
+        .scan(&layout::state_prefix(0), &mut |key, value| {
+            if key[5] == 6 {
+                account = Some((key.to_vec(), value.to_vec()));
+            }
+            account.is_none()
+        })
+        .unwrap();
+    let (key, _) = account.expect("shard 0 holds an account");
+    storage.write(&[(key.clone(), None)]).unwrap();
+    let report = verify_storage(storage.as_ref()).unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.place.starts_with("state entry shard 0") && p.detail.contains("missing")),
+        "{:?}",
+        report.problems
+    );
+}
