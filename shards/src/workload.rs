@@ -276,6 +276,10 @@ impl Workload {
 
     fn register_record(&mut self) -> Transaction {
         let (patient, provider) = (self.patient(), self.provider());
+        self.register_record_for(patient, provider)
+    }
+
+    fn register_record_for(&mut self, patient: usize, provider: usize) -> Transaction {
         let record = self.id();
         let resource_type = RESOURCE_TYPES[self.rng.below(RESOURCE_TYPES.len())].to_owned();
         let content_hash = *blake3::hash(&record.to_le_bytes()).as_bytes();
@@ -313,11 +317,12 @@ impl Workload {
         let purpose = if self.rng.chance(0.95) { Purpose::Treatment } else { Purpose::Research };
         if !self.consents.is_empty() && self.rng.chance(0.85) {
             let (_, patient, grantee) = self.consents[self.rng.below(self.consents.len())];
-            if let Some(records) = self.records_by_patient.get(&patient) {
-                let record = records[self.rng.below(records.len())];
-                let patient = self.patients[patient];
-                return self.transaction(self.providers[grantee], Operation::AccessRecord { record, patient, purpose });
-            }
+            let Some(records) = self.records_by_patient.get(&patient) else {
+                return self.register_record_for(patient, grantee);
+            };
+            let record = records[self.rng.below(records.len())];
+            let patient = self.patients[patient];
+            return self.transaction(self.providers[grantee], Operation::AccessRecord { record, patient, purpose });
         }
         let accessor = self.provider();
         self.transaction(self.providers[accessor], Operation::AccessRecord { record, patient: patient_key, purpose })
