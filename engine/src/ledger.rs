@@ -31,7 +31,7 @@ use crate::model::{ActorKey, Hash, Reason, SignedTransaction, Timestamp, TxId, T
 use crate::round::{decode_round_meta, execute_round, Genesis};
 use crate::routing::{shard_of_actor, shard_of_unit};
 use crate::shard::Shard;
-use crate::signature::verify_all;
+use crate::signature::SignatureVerifier;
 use crate::state::{Account, Actor, Claim, Recall, State, Unit};
 use crate::storage::{MemoryStorage, RocksStorage, Storage, StorageError};
 
@@ -366,8 +366,9 @@ impl Ledger {
         let verifier = std::thread::Builder::new()
             .name("caduceus-verify".into())
             .spawn(move || {
+                let verifier = SignatureVerifier::new();
                 for submission in submit_receiver {
-                    let verdicts = verify_all(&submission.transactions);
+                    let verdicts = verifier.verify(&submission.transactions);
                     let verified =
                         Verified { transactions: submission.transactions, verdicts, reply: submission.reply };
                     if verified_sender.send(verified).is_err() {

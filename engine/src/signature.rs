@@ -5,14 +5,17 @@
 //! signatures, so one forgery costs its chunk the slower path, never the batch
 //! its verdict. Weak (small-order) keys are refused outright.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
 
 pub use ed25519_dalek::SigningKey;
 use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
 use rayon::prelude::*;
 
 use crate::codec::EncodeError;
-use crate::limits::VERIFY_CHUNK_SIZE;
+use crate::limits::{KEY_CACHE_ENTRIES_MAX, VERIFY_CHUNK_SIZE};
 use crate::model::{ActorKey, Reason, SignedTransaction, Transaction};
 
 /// A signing key derived from 32 secret bytes.
@@ -42,35 +45,69 @@ fn parse_key(actor: &ActorKey) -> Result<VerifyingKey, Reason> {
     Ok(key)
 }
 
-fn check_one(transaction: &SignedTransaction) -> Option<Reason> {
-    let key = match parse_key(&transaction.transaction.signer) {
-        Ok(key) => key,
-        Err(reason) => return Some(reason),
-    };
-    let signature = Signature::from_bytes(&transaction.signature());
-    key.verify(transaction.body(), &signature).err().map(|_| Reason::BadSignature)
+/// Checks signatures, keeping the signers' decompressed keys.
+///
+/// Decompressing a public key costs about as much as a third of a batched
+/// signature check, and the same actors sign again and again, so a verifier
+/// keeps up to `KEY_CACHE_ENTRIES_MAX` of them (forgetting all when full).
+#[derive(Default)]
+pub struct SignatureVerifier {
+    keys: RwLock<HashMap<ActorKey, VerifyingKey>>,
 }
 
-fn check_chunk(chunk: &[SignedTransaction]) -> Vec<Option<Reason>> {
-    let mut keys = Vec::with_capacity(chunk.len());
-    for transaction in chunk {
-        match parse_key(&transaction.transaction.signer) {
-            Ok(key) => keys.push(key),
-            // A bad key spoils the batch call: check this chunk one by one.
-            Err(_) => return chunk.iter().map(check_one).collect(),
+impl SignatureVerifier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn key(&self, actor: &ActorKey) -> Result<VerifyingKey, Reason> {
+        if let Some(key) = self.keys.read().get(actor) {
+            return Ok(*key);
+        }
+        let key = parse_key(actor)?;
+        let mut keys = self.keys.write();
+        if keys.len() >= KEY_CACHE_ENTRIES_MAX {
+            keys.clear();
+        }
+        keys.insert(*actor, key);
+        Ok(key)
+    }
+
+    fn check_one(&self, transaction: &SignedTransaction) -> Option<Reason> {
+        let key = match self.key(&transaction.transaction.signer) {
+            Ok(key) => key,
+            Err(reason) => return Some(reason),
+        };
+        let signature = Signature::from_bytes(&transaction.signature());
+        key.verify(transaction.body(), &signature).err().map(|_| Reason::BadSignature)
+    }
+
+    fn check_chunk(&self, chunk: &[SignedTransaction]) -> Vec<Option<Reason>> {
+        let mut keys = Vec::with_capacity(chunk.len());
+        for transaction in chunk {
+            match self.key(&transaction.transaction.signer) {
+                Ok(key) => keys.push(key),
+                // A bad key spoils the batch call: check this chunk one by one.
+                Err(_) => return chunk.iter().map(|t| self.check_one(t)).collect(),
+            }
+        }
+        let messages: Vec<&[u8]> = chunk.iter().map(SignedTransaction::body).collect();
+        let signatures: Vec<Signature> = chunk.iter().map(|t| Signature::from_bytes(&t.signature())).collect();
+        match ed25519_dalek::verify_batch(&messages, &signatures, &keys) {
+            Ok(()) => vec![None; chunk.len()],
+            Err(_) => chunk.iter().map(|t| self.check_one(t)).collect(),
         }
     }
-    let messages: Vec<&[u8]> = chunk.iter().map(SignedTransaction::body).collect();
-    let signatures: Vec<Signature> = chunk.iter().map(|t| Signature::from_bytes(&t.signature())).collect();
-    match ed25519_dalek::verify_batch(&messages, &signatures, &keys) {
-        Ok(()) => vec![None; chunk.len()],
-        Err(_) => chunk.iter().map(check_one).collect(),
+
+    /// Checks every signature; `None` means valid, otherwise the reason it is refused.
+    pub fn verify(&self, transactions: &[SignedTransaction]) -> Vec<Option<Reason>> {
+        transactions.par_chunks(VERIFY_CHUNK_SIZE).flat_map_iter(|chunk| self.check_chunk(chunk)).collect()
     }
 }
 
-/// Checks every signature; `None` means valid, otherwise the reason it is refused.
+/// Checks every signature with a fresh verifier; `None` means valid.
 pub fn verify_all(transactions: &[SignedTransaction]) -> Vec<Option<Reason>> {
-    transactions.par_chunks(VERIFY_CHUNK_SIZE).flat_map_iter(check_chunk).collect()
+    SignatureVerifier::new().verify(transactions)
 }
 
 /// Raw ed25519 `verify_batch` throughput (signatures per second) on `threads`
