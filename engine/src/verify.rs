@@ -5,10 +5,13 @@
 //! Merkle roots and every signature; then (2) replays every round from the
 //! genesis state through the same `execute_round` the live ledger runs,
 //! checking that each replayed block equals the stored one; and (3) compares
-//! the store it rebuilt this way with the stored one, key by key. A changed
-//! byte or a deleted or added key anywhere (blocks, state, history, indexes,
-//! decisions, checkpoints, metadata) is reported with its place. Damaged
-//! input is reported, never panicked on.
+//! the store it rebuilt this way with the stored one, key by key, in one
+//! ordered scan. A changed byte or a deleted or added key anywhere (blocks,
+//! state, history, indexes, decisions, checkpoints, metadata) is reported
+//! with its place. Damaged input is reported, never panicked on.
+//!
+//! Memory: blocks are read twice (check, then replay) rather than held; what
+//! is held is the replayed state and the hash of every expected value.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,9 +20,9 @@ use crate::block::{merkle_root, BlockBody, BlockHeader};
 use crate::codec::Codec;
 use crate::layout;
 use crate::model::{hex, Hash, SignedTransaction, TxId};
-use crate::round::{decode_decisions, execute_round, Genesis};
+use crate::round::{decode_decisions, execute_round, Genesis, Write};
 use crate::routing::participants;
-use crate::signature::verify_all;
+use crate::signature::SignatureVerifier;
 use crate::storage::{Storage, StorageError};
 
 /// Most problems listed in a report (all are counted).
@@ -58,21 +61,32 @@ impl Report {
     }
 }
 
-struct StoredBlock {
-    header: BlockHeader,
-    body: BlockBody,
+fn value_hash(value: &[u8]) -> Hash {
+    *blake3::hash(value).as_bytes()
+}
+
+fn read_block(
+    storage: &dyn Storage,
+    shard: u32,
+    height: u64,
+) -> Result<Result<(BlockHeader, BlockBody), String>, StorageError> {
+    let Some(header) = storage.get(&layout::header(shard, height))? else {
+        return Ok(Err("header is missing".into()));
+    };
+    let header = match BlockHeader::decode(&header) {
+        Ok(header) => header,
+        Err(error) => return Ok(Err(format!("header cannot be decoded: {error}"))),
+    };
+    let Some(body) = storage.get(&layout::body(shard, height))? else {
+        return Ok(Err("body is missing".into()));
+    };
+    Ok(BlockBody::decode(&body).map(|body| (header, body)).map_err(|error| format!("body cannot be decoded: {error}")))
 }
 
 /// Verifies everything in a store.
 pub fn verify_storage(storage: &dyn Storage) -> Result<Report, StorageError> {
-    let mut stored: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    storage.scan(&[], &mut |key, value| {
-        stored.insert(key.to_vec(), value.to_vec());
-        true
-    })?;
-    let mut report = Report { keys: stored.len() as u64, ..Report::default() };
-
-    let genesis = match stored.get(layout::META_CONFIG).map(|bytes| Genesis::decode(bytes)) {
+    let mut report = Report::default();
+    let genesis = match storage.get(layout::META_CONFIG)?.map(|bytes| Genesis::decode(&bytes)) {
         Some(Ok(genesis)) => genesis,
         Some(Err(error)) => {
             report.problem(layout::describe(layout::META_CONFIG), format!("cannot be decoded: {error}"));
@@ -81,38 +95,27 @@ pub fn verify_storage(storage: &dyn Storage) -> Result<Report, StorageError> {
         None => {
             report.problem(
                 layout::describe(layout::META_CONFIG),
-                "missing: this is not a ledger, or its configuration was deleted",
+                "missing: not a ledger, or its configuration was deleted",
             );
             return Ok(report);
         }
     };
     report.shards = genesis.shards;
 
-    // (1) Chains.
-    let mut rounds: BTreeMap<u64, Vec<StoredBlock>> = BTreeMap::new();
+    // (1) Chains. Kept per block: its round and header hash.
+    let verifier = SignatureVerifier::new();
+    let mut chains: Vec<Vec<(u64, Hash)>> = vec![Vec::new(); genesis.shards as usize];
     for shard in 0..genesis.shards {
-        let mut previous: Hash = [0; 32];
-        let mut previous_round = 0;
-        let mut previous_time = 0;
+        let (mut previous, mut previous_round, mut previous_time) = ([0u8; 32], 0, 0);
         for height in 1.. {
-            let header_key = layout::header(shard, height);
-            let Some(header_bytes) = stored.get(&header_key) else { break };
+            if storage.get(&layout::header(shard, height))?.is_none() {
+                break;
+            }
             let place = format!("shard {shard} height {height}");
-            let header = match BlockHeader::decode(header_bytes) {
-                Ok(header) => header,
-                Err(error) => {
-                    report.problem(&place, format!("header cannot be decoded: {error}"));
-                    break;
-                }
-            };
-            let body = match stored.get(&layout::body(shard, height)).map(|b| BlockBody::decode(b)) {
-                Some(Ok(body)) => body,
-                Some(Err(error)) => {
-                    report.problem(&place, format!("body cannot be decoded: {error}"));
-                    break;
-                }
-                None => {
-                    report.problem(&place, "body is missing");
+            let (header, body) = match read_block(storage, shard, height)? {
+                Ok(block) => block,
+                Err(detail) => {
+                    report.problem(&place, detail);
                     break;
                 }
             };
@@ -136,7 +139,7 @@ pub fn verify_storage(storage: &dyn Storage) -> Result<Report, StorageError> {
                 broken.push("results do not match the result root".to_owned());
             }
             let transactions: Vec<SignedTransaction> = body.entries.iter().map(|(t, _)| t.clone()).collect();
-            for (index, verdict) in verify_all(&transactions).into_iter().enumerate() {
+            for (index, verdict) in verifier.verify(&transactions).into_iter().enumerate() {
                 if let Some(reason) = verdict {
                     broken.push(format!("transaction {index} fails its signature check ({reason})"));
                 }
@@ -148,19 +151,24 @@ pub fn verify_storage(storage: &dyn Storage) -> Result<Report, StorageError> {
                 break;
             }
             previous = header.hash();
-            previous_round = header.round;
-            previous_time = header.time;
+            (previous_round, previous_time) = (header.round, header.time);
+            chains[shard as usize].push((header.round, previous));
             report.blocks += 1;
-            rounds.entry(header.round).or_default().push(StoredBlock { header, body });
+        }
+    }
+    let mut rounds: BTreeMap<u64, Vec<(u32, u64)>> = BTreeMap::new();
+    for (shard, chain) in chains.iter().enumerate() {
+        for (index, (round, _)) in chain.iter().enumerate() {
+            rounds.entry(*round).or_default().push((shard as u32, index as u64 + 1));
         }
     }
 
-    // (2) Replay.
-    let mut expected: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    let apply = |expected: &mut BTreeMap<Vec<u8>, Vec<u8>>, writes: Vec<crate::round::Write>| {
+    // (2) Replay, collecting the hash of every value the store should hold.
+    let mut expected: BTreeMap<Vec<u8>, Hash> = BTreeMap::new();
+    let apply = |expected: &mut BTreeMap<Vec<u8>, Hash>, writes: Vec<Write>| {
         for (key, value) in writes {
             match value {
-                Some(value) => expected.insert(key, value),
+                Some(value) => expected.insert(key, value_hash(&value)),
                 None => expected.remove(&key),
             };
         }
@@ -169,49 +177,62 @@ pub fn verify_storage(storage: &dyn Storage) -> Result<Report, StorageError> {
     let mut shards = genesis.shards();
     let mut checkpoint: Hash = [0; 32];
     let mut seen: HashSet<TxId> = HashSet::new();
+    let mut failure: Option<StorageError> = None;
     let replayed = catch_unwind(AssertUnwindSafe(|| {
-        for (expected_round, (&round, blocks)) in (1..).zip(&rounds) {
+        for (expected_round, (&round, placements)) in (1..).zip(&rounds) {
             let place = format!("round {round}");
             if round != expected_round {
                 report.problem(&place, format!("rounds skip from {} to {round}", expected_round - 1));
                 return;
             }
-            let time = blocks[0].header.time;
-            if blocks.iter().any(|b| b.header.time != time) {
+            let mut blocks = Vec::with_capacity(placements.len());
+            for &(shard, height) in placements {
+                match read_block(storage, shard, height) {
+                    Ok(Ok(block)) => blocks.push(block),
+                    Ok(Err(detail)) => {
+                        report.problem(format!("shard {shard} height {height}"), detail);
+                        return;
+                    }
+                    Err(error) => {
+                        failure = Some(error);
+                        return;
+                    }
+                }
+            }
+            let time = blocks[0].0.time;
+            if blocks.iter().any(|(header, _)| header.time != time) {
                 report.problem(&place, "the round's blocks disagree on its time");
                 return;
             }
             let mut input = Vec::new();
             let mut cross: HashMap<TxId, SignedTransaction> = HashMap::new();
-            for block in blocks {
-                for (transaction, _) in &block.body.entries {
-                    if participants(&transaction.transaction, genesis.shards).len() == 1 {
-                        if !seen.insert(transaction.id()) {
-                            report.problem(
-                                &place,
-                                format!(
-                                    "transaction {} appears twice in the chain",
-                                    hex(&transaction.id().to_be_bytes())
-                                ),
-                            );
-                            return;
-                        }
+            for (_, body) in &blocks {
+                for (transaction, _) in &body.entries {
+                    if participants(&transaction.transaction, genesis.shards).len() > 1 {
+                        cross.insert(transaction.id(), transaction.clone());
+                    } else if seen.insert(transaction.id()) {
                         input.push(transaction.clone());
                     } else {
-                        cross.insert(transaction.id(), transaction.clone());
+                        let id = hex(&transaction.id().to_be_bytes());
+                        report.problem(&place, format!("transaction {id} appears twice in the chain"));
+                        return;
                     }
                 }
             }
             if !cross.is_empty() {
                 let key = layout::decision(round);
-                let decisions = match stored.get(&key).map(|b| decode_decisions(b)) {
-                    Some(Ok(decisions)) => decisions,
-                    Some(Err(error)) => {
+                let decisions = match storage.get(&key).map(|b| b.map(|b| decode_decisions(&b))) {
+                    Ok(Some(Ok(decisions))) => decisions,
+                    Ok(Some(Err(error))) => {
                         report.problem(layout::describe(&key), format!("cannot be decoded: {error}"));
                         return;
                     }
-                    None => {
+                    Ok(None) => {
                         report.problem(layout::describe(&key), "missing, but the round holds cross-shard transactions");
+                        return;
+                    }
+                    Err(error) => {
+                        failure = Some(error);
                         return;
                     }
                 };
@@ -219,10 +240,8 @@ pub fn verify_storage(storage: &dyn Storage) -> Result<Report, StorageError> {
                     match cross.remove(id) {
                         Some(transaction) if seen.insert(*id) => input.push(transaction),
                         _ => {
-                            report.problem(
-                                layout::describe(&key),
-                                "names a transaction that is not in the round's blocks, or twice",
-                            );
+                            let detail = "names a transaction that is not in the round's blocks, or names it twice";
+                            report.problem(layout::describe(&key), detail);
                             return;
                         }
                     }
@@ -233,82 +252,70 @@ pub fn verify_storage(storage: &dyn Storage) -> Result<Report, StorageError> {
                 }
             }
             let outcome = execute_round(&mut shards, round, checkpoint, time, &input);
-            let replayed: HashMap<(u32, u64), Hash> =
-                outcome.blocks.iter().map(|b| ((b.header.shard, b.header.height), b.header.hash())).collect();
-            for block in blocks {
-                let header = &block.header;
-                if replayed.get(&(header.shard, header.height)) != Some(&header.hash()) {
-                    let detail = match outcome.blocks.iter().find(|b| b.header.shard == header.shard) {
-                        Some(again) => again
-                            .body
-                            .entries
-                            .iter()
-                            .zip(&block.body.entries)
-                            .find(|((_, replay), (_, stored))| replay != stored)
-                            .map(|((t, replay), (_, stored))| {
-                                format!(
-                                    "transaction {} is stored as {stored} but replays as {replay}",
-                                    hex(&t.id().to_be_bytes())
-                                )
-                            })
-                            .unwrap_or_else(|| "replaying the round gives a different block".into()),
-                        None => "replaying the round gives no block here".into(),
-                    };
-                    report.problem(format!("shard {} height {}", header.shard, header.height), detail);
-                    return;
+            for (header, body) in &blocks {
+                let replayed = outcome.blocks.iter().find(|b| b.header.shard == header.shard);
+                if replayed.map(|b| b.header.hash()) == Some(header.hash()) {
+                    continue;
                 }
+                let detail = match replayed {
+                    Some(again) => again
+                        .body
+                        .entries
+                        .iter()
+                        .zip(&body.entries)
+                        .find(|((_, replay), (_, stored))| replay != stored)
+                        .map(|((t, replay), (_, stored))| {
+                            let id = hex(&t.id().to_be_bytes());
+                            format!("transaction {id} is stored as {stored} but replays as {replay}")
+                        })
+                        .unwrap_or_else(|| "replaying the round gives a different block".into()),
+                    None => "replaying the round gives no block here".into(),
+                };
+                report.problem(format!("shard {} height {}", header.shard, header.height), detail);
+                return;
             }
             checkpoint = outcome.checkpoint.hash();
             apply(&mut expected, outcome.writes());
             report.rounds = round;
         }
     }));
-    report.transactions = seen.len() as u64;
+    if let Some(error) = failure {
+        return Err(error);
+    }
     if replayed.is_err() {
         report.problem("replay", "replaying the chain broke an invariant; the stored blocks are not a valid ledger");
     }
+    report.transactions = seen.len() as u64;
 
-    // (3) Everything else must be exactly what the blocks imply.
-    if report.is_intact() {
-        let mut stored_entries = stored.iter().peekable();
-        let mut expected_entries = expected.iter().peekable();
-        loop {
-            match (stored_entries.peek(), expected_entries.peek()) {
-                (None, None) => break,
-                (Some((key, _)), None) => {
-                    report.problem(
-                        layout::describe(key),
-                        "present but not implied by the blocks (added, or its block was removed)",
-                    );
-                    stored_entries.next();
-                }
-                (None, Some((key, _))) => {
-                    report.problem(layout::describe(key), "missing (deleted)");
-                    expected_entries.next();
-                }
-                (Some((stored_key, stored_value)), Some((expected_key, expected_value))) => {
-                    if stored_key < expected_key {
-                        report.problem(
-                            layout::describe(stored_key),
-                            "present but not implied by the blocks (added, or its block was removed)",
-                        );
-                        stored_entries.next();
-                    } else if stored_key > expected_key {
-                        report.problem(layout::describe(expected_key), "missing (deleted)");
-                        expected_entries.next();
-                    } else {
-                        if stored_value != expected_value {
-                            report.problem(
-                                layout::describe(stored_key),
-                                "value differs from what the blocks imply (changed)",
-                            );
-                        }
-                        stored_entries.next();
-                        expected_entries.next();
-                    }
-                }
+    // (3) The store must hold exactly what the blocks imply: one ordered scan, merged with the expectation.
+    let mut keys = 0u64;
+    let mut wanted = expected.iter().peekable();
+    let compare = report.is_intact();
+    storage.scan(&[], &mut |key, value| {
+        keys += 1;
+        if !compare {
+            return true;
+        }
+        while let Some((missing, _)) = wanted.next_if(|(wanted_key, _)| wanted_key.as_slice() < key) {
+            report.problem(layout::describe(missing), "missing (deleted)");
+        }
+        match wanted.next_if(|(wanted_key, _)| wanted_key.as_slice() == key) {
+            Some((_, hash)) if *hash != value_hash(value) => {
+                report.problem(layout::describe(key), "value differs from what the blocks imply (changed)")
             }
+            Some(_) => {}
+            None => report.problem(
+                layout::describe(key),
+                "present but not implied by the blocks (added, or its block was removed)",
+            ),
+        }
+        true
+    })?;
+    if compare {
+        for (missing, _) in wanted {
+            report.problem(layout::describe(missing), "missing (deleted)");
         }
     }
+    report.keys = keys;
     Ok(report)
 }
