@@ -4,6 +4,7 @@ mod bad_input;
 mod crash;
 mod data;
 mod model;
+mod pipeline;
 mod rules;
 mod support;
 mod tamper;

@@ -2,14 +2,17 @@
 //!
 //! Submitted batches flow through two pipeline stages joined by bounded
 //! channels: a verify stage checks signatures on the rayon pool, and a commit
-//! stage de-duplicates by transaction id, executes a round over all shards,
-//! writes it in one atomic, fsynced write, and only then answers. While the
-//! commit stage writes round N, the verify stage checks batch N+1. Several
-//! waiting batches are committed as one round (group commit).
+//! stage de-duplicates by transaction id, executes each batch as a round over
+//! all shards, writes the rounds in one atomic, fsynced write, and only then
+//! answers. While the commit stage writes, the verify stage checks the next
+//! batch. The rounds of all batches waiting at once share that one write
+//! (group commit); a batch is always its own round, so results depend only on
+//! the order of batches, never on timing.
 //!
 //! Queries read under the same lock the commit stage holds until its write is
 //! durable, so nothing a query returns can be lost by a crash.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -196,11 +199,10 @@ impl Core {
         Ok(Core { storage, genesis, shards, round, checkpoint })
     }
 
-    /// Commits a group of verified batches as one round and answers each.
+    /// Commits a group of verified batches: each batch is its own round (so
+    /// results depend only on the order of batches, never on how they were
+    /// grouped), and all the group's rounds go to storage in one write.
     fn commit(&mut self, group: Vec<Verified>, clock: &Clock) {
-        let mut round_transactions = Vec::new();
-        let mut slots: Vec<Vec<Slot>> = Vec::with_capacity(group.len());
-        let mut in_round: std::collections::HashMap<TxId, usize> = std::collections::HashMap::new();
         let lookups: Vec<Vec<u8>> =
             group.iter().flat_map(|v| v.transactions.iter().map(|t| layout::transaction(t.id()))).collect();
         let stored = match self.storage.get_many(&lookups) {
@@ -208,8 +210,15 @@ impl Core {
             Err(error) => return answer_all(group, Err(SubmitError::Storage(error.to_string()))),
         };
         let mut stored = stored.into_iter();
+        // Results of ids committed earlier in this group, not yet in storage.
+        let mut earlier_in_group: HashMap<TxId, TxResult> = HashMap::new();
+        let mut writes = Vec::new();
+        let mut answers: Vec<Vec<TxResult>> = Vec::with_capacity(group.len());
+        let now = clock();
         for verified in &group {
-            let mut batch_slots = Vec::with_capacity(verified.transactions.len());
+            let mut slots = Vec::with_capacity(verified.transactions.len());
+            let mut round_transactions = Vec::new();
+            let mut in_round: HashMap<TxId, usize> = HashMap::new();
             for (transaction, verdict) in verified.transactions.iter().zip(&verified.verdicts) {
                 let earlier = stored.next().expect("one lookup per transaction");
                 let slot = if let Some(reason) = verdict {
@@ -219,6 +228,8 @@ impl Core {
                         Ok(location) => Slot::Done(location.result),
                         Err(_) => Slot::Done(TxResult::Rejected(Reason::Malformed)),
                     }
+                } else if let Some(result) = earlier_in_group.get(&transaction.id()) {
+                    Slot::Done(*result)
                 } else if let Some(&position) = in_round.get(&transaction.id()) {
                     Slot::Round(position)
                 } else {
@@ -226,25 +237,37 @@ impl Core {
                     round_transactions.push(transaction.clone());
                     Slot::Round(round_transactions.len() - 1)
                 };
-                batch_slots.push(slot);
+                slots.push(slot);
             }
-            slots.push(batch_slots);
+            let mut results = Vec::new();
+            if !round_transactions.is_empty() {
+                let round = self.round + 1;
+                let previous = self.checkpoint_hash();
+                let outcome = execute_round(&mut self.shards, round, previous, now, &round_transactions);
+                let (balances, funded) =
+                    self.shards.iter().map(Shard::fund_totals).fold((0, 0), |(b, f), (sb, sf)| (b + sb, f + sf));
+                assert_eq!(balances, funded, "funds are conserved after every round");
+                writes.extend(outcome.writes());
+                earlier_in_group.extend(round_transactions.iter().map(|t| t.id()).zip(outcome.results.iter().copied()));
+                self.round = round;
+                self.checkpoint = Some(outcome.checkpoint);
+                results = outcome.results;
+            }
+            answers.push(
+                slots
+                    .into_iter()
+                    .map(|slot| match slot {
+                        Slot::Done(result) => result,
+                        Slot::Round(position) => results[position],
+                    })
+                    .collect(),
+            );
         }
-
-        let mut results = Vec::new();
-        if !round_transactions.is_empty() {
-            let round = self.round + 1;
-            let previous = self.checkpoint_hash();
-            let outcome = execute_round(&mut self.shards, round, previous, clock(), &round_transactions);
-            let (balances, funded) =
-                self.shards.iter().map(Shard::fund_totals).fold((0, 0), |(b, f), (sb, sf)| (b + sb, f + sf));
-            assert_eq!(balances, funded, "funds are conserved after every round");
-            if let Err(error) = self.storage.write(&outcome.writes()) {
-                // Nothing of the round is durable: go back to what is.
-                match Core::load(
-                    self.storage.clone(),
-                    &Config { shards: self.genesis.shards, genesis_operators: vec![] },
-                ) {
+        if !writes.is_empty() {
+            if let Err(error) = self.storage.write(&writes) {
+                // Nothing of the group is durable: go back to what is.
+                let config = Config { shards: self.genesis.shards, genesis_operators: vec![] };
+                match Core::load(self.storage.clone(), &config) {
                     Ok(reloaded) => *self = reloaded,
                     Err(reload) => {
                         panic!("storage failed ({error}) and the durable state cannot be reloaded: {reload}")
@@ -252,18 +275,8 @@ impl Core {
                 }
                 return answer_all(group, Err(SubmitError::Storage(error.to_string())));
             }
-            self.round = round;
-            self.checkpoint = Some(outcome.checkpoint);
-            results = outcome.results;
         }
-        for (verified, batch_slots) in group.into_iter().zip(slots) {
-            let answer = batch_slots
-                .into_iter()
-                .map(|slot| match slot {
-                    Slot::Done(result) => result,
-                    Slot::Round(position) => results[position],
-                })
-                .collect();
+        for (verified, answer) in group.into_iter().zip(answers) {
             let _ = verified.reply.send(Ok(answer));
         }
     }

@@ -153,6 +153,8 @@ pub struct FaultyStorage {
     crash_after: AtomicU64,
     /// The next this-many writes fail with an error but the store stays usable.
     failing_writes: AtomicU64,
+    /// Milliseconds every write takes (a slow disk).
+    write_delay_ms: AtomicU64,
 }
 
 impl FaultyStorage {
@@ -166,6 +168,10 @@ impl FaultyStorage {
     /// Makes the next `count` writes fail (a full or failing disk that recovers).
     pub fn fail_next_writes(&self, count: u64) {
         self.failing_writes.store(count, Ordering::SeqCst);
+    }
+    /// Makes every write take this long, as on a slow disk.
+    pub fn delay_writes(&self, delay: std::time::Duration) {
+        self.write_delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
     }
     pub fn writes_done(&self) -> u64 {
         self.writes_done.load(Ordering::SeqCst)
@@ -191,6 +197,10 @@ impl Storage for FaultyStorage {
         if failing > 0 {
             self.failing_writes.store(failing - 1, Ordering::SeqCst);
             return Err(StorageError::Injected("write failed"));
+        }
+        let delay = self.write_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(delay));
         }
         self.inner.write(writes)?;
         self.writes_done.fetch_add(1, Ordering::SeqCst);

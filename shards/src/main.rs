@@ -101,6 +101,12 @@ enum Question {
 }
 
 fn main() -> ExitCode {
+    // Die quietly when the reader of our output goes away (`caduceus query ... | head`),
+    // as command-line tools do, instead of panicking on a closed pipe.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(error) => {
@@ -323,7 +329,13 @@ fn demo(
     println!("state hash: {}", hex(&ledger.state_hash()));
     println!("heights:    {:?}", ledger.heights());
     drop(ledger);
-    println!("data directory: {} (check it with `caduceus verify --data {}`)", dir.display(), dir.display());
+    println!("data directory: {}", dir.display());
+    println!("check it:       caduceus verify --data {}", dir.display());
+    println!(
+        "ask it:         caduceus query --dir {} access-report --patient {}",
+        dir.display(),
+        workload.patients()[0]
+    );
     Ok(())
 }
 
@@ -337,7 +349,7 @@ fn samples(
     let patient = workload.patients()[0];
     let report = ledger.access_report(&patient)?;
     println!();
-    println!("access report of patient {} ({} accesses, last 5):", &patient.to_hex()[..16], report.len());
+    println!("access report of patient {patient} ({} accesses, last 5):", report.len());
     for entry in report.iter().rev().take(5).rev() {
         let purpose = entry.purpose.map_or("EMERGENCY (break-glass)", |p| p.as_str());
         let verdict = if entry.permitted() { "permitted".to_owned() } else { format!("denied: {}", entry.result) };
@@ -366,7 +378,7 @@ fn samples(
             let status = ledger.claim(patient, *claim).context("a paid claim is on the ledger")?;
             println!();
             println!(
-                "claim {}: {} (total {} cents, paid {} cents)",
+                "claim {} of patient {patient}: {} (total {} cents, paid {} cents)",
                 id_hex(*claim),
                 status.status.name(),
                 status.total,
@@ -400,7 +412,7 @@ fn print_unit(ledger: &Ledger, unit: &UnitId) -> Result<()> {
 }
 
 fn print_proof(ledger: &Ledger, id: u128) -> Result<()> {
-    let proof = ledger.prove(id)?.context("the transaction is on the ledger")?;
+    let proof = ledger.prove(id)?.with_context(|| format!("no transaction {} on this ledger", id_hex(id)))?;
     let checkpoint = ledger.checkpoint_at(proof.checkpoint_round)?.context("its checkpoint is stored")?;
     let verdict = match proof.verify(&checkpoint.hash()) {
         Ok(()) => "VERIFIED".to_owned(),

@@ -1,0 +1,44 @@
+//! The pipeline: results depend only on the order of batches, never on how
+//! the commit stage happened to group them into one write.
+
+use std::sync::Arc;
+
+use caduceus_engine::storage::{FaultyStorage, MemoryStorage};
+use caduceus_engine::verify::verify_storage;
+use caduceus_engine::Ledger;
+use caduceus_shards::workload::{Workload, WorkloadConfig};
+
+#[test]
+fn grouping_batches_changes_no_result() {
+    let config =
+        WorkloadConfig { seed: 5, patients: 60, providers: 10, payers: 3, pharmacies: 5, ..WorkloadConfig::default() };
+    let mut workload = Workload::new(config, 1_800_000_000_000);
+    let setup = workload.signed_setup();
+    let batches: Vec<_> = (0..40).map(|i| workload.signed_batch(10 + i % 7 * 20)).collect();
+    let clock = Arc::new(|| 1_800_000_000_000);
+
+    let one_at_a_time =
+        Ledger::open_with(Arc::new(MemoryStorage::new()), &workload.ledger_config(4), clock.clone()).unwrap();
+    // A slow disk, so that batches queue behind each write and share the next one.
+    let storage = Arc::new(FaultyStorage::new());
+    let all_at_once = Ledger::open_with(storage.clone(), &workload.ledger_config(4), clock).unwrap();
+    for phase in &setup {
+        one_at_a_time.submit(phase.clone()).unwrap();
+        all_at_once.submit(phase.clone()).unwrap();
+    }
+    let sequential: Vec<_> = batches.iter().map(|b| one_at_a_time.submit(b.clone()).unwrap()).collect();
+    storage.delay_writes(std::time::Duration::from_millis(20));
+    let writes_before = storage.writes_done();
+    let pending: Vec<_> = batches.iter().map(|b| all_at_once.submit_async(b.clone()).unwrap()).collect();
+    let grouped: Vec<_> = pending.into_iter().map(|p| p.wait().unwrap()).collect();
+
+    assert_eq!(sequential, grouped);
+    assert_eq!(one_at_a_time.state_hash(), all_at_once.state_hash());
+    assert_eq!(one_at_a_time.round(), all_at_once.round(), "one round per batch either way");
+    let writes = storage.writes_done() - writes_before;
+    assert!(writes < batches.len() as u64 / 2, "{} batches shared {writes} writes", batches.len());
+    let rejected = sequential.iter().flatten().filter(|r| !r.is_committed()).count();
+    assert!(rejected > 0 && rejected < sequential.iter().flatten().count() / 2, "the mix holds some rejections");
+    drop(all_at_once);
+    assert!(verify_storage(storage.as_ref()).unwrap().is_intact());
+}
