@@ -1,0 +1,121 @@
+//! Each stage on its own, then the whole pipeline, whose throughput is
+//! printed as a ratio to the raw two-thread `verify_batch` rate measured in
+//! the same run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use caduceus_engine::block::merkle_root;
+use caduceus_engine::codec::Codec;
+use caduceus_engine::round::{execute_round, Genesis};
+use caduceus_engine::signature::{measure_verify_batch_rate, verify_all};
+use caduceus_engine::storage::MemoryStorage;
+use caduceus_engine::{Ledger, SignedTransaction};
+use caduceus_shards::workload::{Workload, WorkloadConfig};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+
+const NOW: u64 = 1_800_000_000_000;
+
+fn workload() -> Workload {
+    Workload::new(WorkloadConfig { patients: 2_000, providers: 100, pharmacies: 50, ..WorkloadConfig::default() }, NOW)
+}
+
+fn codec_and_signatures(c: &mut Criterion) {
+    let mut workload = workload();
+    let batch = workload.signed_batch(256);
+    let sample = batch[0].clone();
+    let mut group = c.benchmark_group("transaction");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("encode", |b| b.iter(|| sample.transaction.encode().unwrap()));
+    group.bench_function("decode", |b| b.iter(|| SignedTransaction::decode(sample.bytes()).unwrap()));
+    group.bench_function("verify one", |b| b.iter(|| verify_all(std::slice::from_ref(&sample))));
+    group.finish();
+
+    let mut group = c.benchmark_group("verify");
+    for size in [64usize, 256, 1024] {
+        let transactions: Vec<SignedTransaction> = workload.signed_batch(size);
+        group.throughput(Throughput::Elements(size as u64));
+        group.bench_function(format!("verify_all {size}, 2 threads"), |b| b.iter(|| verify_all(&transactions)));
+    }
+    group.finish();
+
+    let leaves: Vec<[u8; 32]> = (0..2048u32).map(|i| *blake3::hash(&i.to_le_bytes()).as_bytes()).collect();
+    c.bench_function("merkle root of 2048 leaves", |b| b.iter(|| merkle_root(&leaves)));
+}
+
+fn execution(c: &mut Criterion) {
+    let mut workload = workload();
+    let genesis = Genesis { shards: 4, operators: workload.ledger_config(4).genesis_operators };
+    let mut shards = genesis.shards();
+    let mut round = 0;
+    for phase in workload.signed_setup() {
+        round += 1;
+        execute_round(&mut shards, round, [0; 32], NOW, &phase);
+    }
+    for _ in 0..10 {
+        round += 1;
+        let warm = workload.signed_batch(2_048);
+        execute_round(&mut shards, round, [0; 32], NOW, &warm);
+    }
+    let states: Vec<_> = shards.iter().map(|s| (s.state().clone(), s.height(), s.head(), s.last_time())).collect();
+    let batch = workload.signed_batch(2_048);
+    let mut group = c.benchmark_group("execute");
+    group.throughput(Throughput::Elements(batch.len() as u64));
+    group.bench_function("round of 2048 mixed transactions, 4 shards", |b| {
+        b.iter_batched(
+            || {
+                states
+                    .iter()
+                    .enumerate()
+                    .map(|(id, (state, height, head, time))| {
+                        caduceus_engine::shard::Shard::restore(id as u32, 4, state.clone(), *height, *head, *time)
+                    })
+                    .collect::<Vec<_>>()
+            },
+            |mut shards| execute_round(&mut shards, round + 1, [0; 32], NOW, &batch),
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+fn pipeline(c: &mut Criterion) {
+    let reference = measure_verify_batch_rate(2, Duration::from_secs(3));
+    let mut group = c.benchmark_group("pipeline");
+    group.sample_size(10);
+    for batch_size in [256usize, 2_048] {
+        let mut workload = workload();
+        let ledger = Ledger::open_with(Arc::new(MemoryStorage::new()), &workload.ledger_config(4), Arc::new(|| NOW))
+            .expect("open");
+        for phase in workload.signed_setup() {
+            ledger.submit(phase).expect("setup");
+        }
+        let (mut transactions, mut elapsed) = (0u64, Duration::ZERO);
+        group.throughput(Throughput::Elements(batch_size as u64));
+        group.bench_function(format!("batches of {batch_size}, 4 shards, memory storage"), |b| {
+            b.iter_custom(|iterations| {
+                let batches: Vec<Vec<SignedTransaction>> =
+                    (0..iterations).map(|_| workload.signed_batch(batch_size)).collect();
+                let started = Instant::now();
+                let pending: Vec<_> = batches.into_iter().map(|b| ledger.submit_async(b).expect("queue")).collect();
+                for p in pending {
+                    p.wait().expect("durable");
+                }
+                let took = started.elapsed();
+                transactions += iterations * batch_size as u64;
+                elapsed += took;
+                took
+            })
+        });
+        let throughput = transactions as f64 / elapsed.as_secs_f64();
+        println!(
+            "pipeline, batches of {batch_size}: {throughput:.0} tx/s = {:.2} x the raw 2-thread verify_batch rate \
+             ({reference:.0}/s) measured in this run",
+            throughput / reference
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, codec_and_signatures, execution, pipeline);
+criterion_main!(benches);
