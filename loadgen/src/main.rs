@@ -1,0 +1,174 @@
+//! `loadgen`: drives the embedded engine with a seeded, realistic healthcare
+//! workload in a closed loop and reports throughput (with the raw ed25519
+//! `verify_batch` reference measured in the same run) and commit latency.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use caduceus_engine::signature::measure_verify_batch_rate;
+use caduceus_engine::{Ledger, SignedTransaction};
+use caduceus_shards::workload::{Workload, WorkloadConfig};
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(name = "loadgen", version, about = "Load generator for Caduceus")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a workload against a target and report.
+    Run(Run),
+}
+
+#[derive(clap::Args)]
+struct Run {
+    /// Drive the embedded engine (the only target so far).
+    #[arg(long, required = true)]
+    embedded: bool,
+    /// Data directory for the embedded engine (default: a new temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 4)]
+    shards: u32,
+    /// Transactions in the measured workload (signed before the clock starts).
+    #[arg(long, default_value_t = 200_000)]
+    transactions: usize,
+    #[arg(long, default_value_t = 2_048)]
+    batch: usize,
+    /// Batches in flight (closed loop).
+    #[arg(long, default_value_t = 4)]
+    in_flight: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 20_000)]
+    patients: usize,
+    /// Activity skew exponent (1: uniform).
+    #[arg(long, default_value_t = 2.0)]
+    skew: f64,
+    /// Skip the reference measurement.
+    #[arg(long)]
+    no_reference: bool,
+    /// Write the report as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Run(run) => self::run(run),
+    }
+}
+
+fn run(options: Run) -> Result<()> {
+    if options.batch == 0 || options.batch > caduceus_engine::limits::BATCH_TRANSACTIONS_MAX {
+        bail!("--batch must be between 1 and {}", caduceus_engine::limits::BATCH_TRANSACTIONS_MAX);
+    }
+    let dir = match &options.dir {
+        Some(dir) => dir.clone(),
+        None => tempfile::Builder::new().prefix("caduceus-loadgen-").tempdir()?.keep(),
+    };
+    let reference = (!options.no_reference).then(|| measure_verify_batch_rate(2, Duration::from_secs(3)));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+    let config =
+        WorkloadConfig { seed: options.seed, patients: options.patients, skew: options.skew, ..Default::default() };
+    let mut workload = Workload::new(config, now);
+    let ledger = Ledger::open(&dir, &workload.ledger_config(options.shards)).context("open the ledger")?;
+    for phase in workload.signed_setup() {
+        for chunk in phase.chunks(options.batch) {
+            ledger.submit(chunk.to_vec())?;
+        }
+    }
+    let mut batches: Vec<Vec<SignedTransaction>> = Vec::new();
+    let mut remaining = options.transactions;
+    while remaining > 0 {
+        let size = remaining.min(options.batch);
+        batches.push(workload.signed_batch(size));
+        remaining -= size;
+    }
+
+    let progress = ProgressBar::new(options.transactions as u64);
+    progress.set_style(ProgressStyle::with_template("[{bar:40}] {pos}/{len} tx ({per_sec})").expect("template"));
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+    let mut tally: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut pending = VecDeque::new();
+    let started = Instant::now();
+    let mut settle = |pending: &mut VecDeque<(Instant, usize, caduceus_engine::ledger::PendingBatch)>| -> Result<()> {
+        let (sent, size, batch) = pending.pop_front().expect("a pending batch");
+        let results = batch.wait()?;
+        latency.record_n(sent.elapsed().as_micros().max(1) as u64, size as u64)?;
+        for result in results {
+            *tally.entry(result.as_str()).or_default() += 1;
+        }
+        progress.inc(size as u64);
+        Ok(())
+    };
+    for batch in batches {
+        if pending.len() >= options.in_flight.max(1) {
+            settle(&mut pending)?;
+        }
+        let size = batch.len();
+        pending.push_back((Instant::now(), size, ledger.submit_async(batch)?));
+    }
+    while !pending.is_empty() {
+        settle(&mut pending)?;
+    }
+    let elapsed = started.elapsed();
+    progress.finish_and_clear();
+
+    let throughput = options.transactions as f64 / elapsed.as_secs_f64();
+    let committed = tally.get("committed").copied().unwrap_or(0);
+    let percentile = |q: f64| latency.value_at_quantile(q);
+    println!(
+        "workload     {} transactions, {} shards, batches of {}, {} in flight (closed loop), seed {}",
+        options.transactions, options.shards, options.batch, options.in_flight, options.seed
+    );
+    println!("throughput   {throughput:.0} tx/s ({:.2} s)", elapsed.as_secs_f64());
+    if let Some(reference) = reference {
+        println!("reference    {reference:.0} signatures/s (raw ed25519 verify_batch, 2 threads, this run)");
+        println!("ratio        {:.2}", throughput / reference);
+    }
+    println!("committed    {committed}");
+    println!("rejected     {}", options.transactions as u64 - committed);
+    for (reason, count) in tally.iter().filter(|(r, _)| **r != "committed") {
+        println!("  {reason:<30} {count}");
+    }
+    println!(
+        "latency us   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        percentile(0.5),
+        percentile(0.9),
+        percentile(0.99),
+        percentile(0.999),
+        latency.max()
+    );
+    println!("data         {}", dir.display());
+
+    if let Some(path) = options.json {
+        let report = serde_json::json!({
+            "throughput_tps": throughput,
+            "reference_verify_batch_tps": reference,
+            "ratio_to_reference": reference.map(|r| throughput / r),
+            "committed": committed,
+            "rejected": options.transactions as u64 - committed,
+            "rejected_by_reason": tally.iter().filter(|(r, _)| **r != "committed").collect::<BTreeMap<_, _>>(),
+            "latency_us": {
+                "p50": percentile(0.5), "p90": percentile(0.9), "p99": percentile(0.99),
+                "p999": percentile(0.999), "max": latency.max(),
+            },
+            "config": {
+                "target": "embedded", "dir": dir, "shards": options.shards, "transactions": options.transactions,
+                "batch": options.batch, "in_flight": options.in_flight, "seed": options.seed,
+                "patients": options.patients, "skew": options.skew, "load": "closed loop",
+            },
+            "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "os": std::env::consts::OS },
+        });
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    Ok(())
+}
