@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use caduceus_engine::signature::measure_verify_batch_rate;
 use caduceus_engine::{Ledger, SignedTransaction};
-use caduceus_shards::workload::{Workload, WorkloadConfig};
+use caduceus_shards::workload::{LoadArgs, Workload};
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -35,23 +35,8 @@ struct Run {
     /// Data directory for the embedded engine (default: a new temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
-    #[arg(long, default_value_t = 4)]
-    shards: u32,
-    /// Transactions in the measured workload (signed before the clock starts).
-    #[arg(long, default_value_t = 200_000)]
-    transactions: usize,
-    #[arg(long, default_value_t = 2_048)]
-    batch: usize,
-    /// Batches in flight (closed loop).
-    #[arg(long, default_value_t = 4)]
-    in_flight: usize,
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    #[arg(long, default_value_t = 20_000)]
-    patients: usize,
-    /// Activity skew exponent (1: uniform).
-    #[arg(long, default_value_t = 2.0)]
-    skew: f64,
+    #[command(flatten)]
+    load: LoadArgs,
     /// Skip the reference measurement.
     #[arg(long)]
     no_reference: bool,
@@ -67,7 +52,8 @@ fn main() -> Result<()> {
 }
 
 fn run(options: Run) -> Result<()> {
-    if options.batch == 0 || options.batch > caduceus_engine::limits::BATCH_TRANSACTIONS_MAX {
+    let load = &options.load;
+    if load.batch == 0 || load.batch > caduceus_engine::limits::BATCH_TRANSACTIONS_MAX {
         bail!("--batch must be between 1 and {}", caduceus_engine::limits::BATCH_TRANSACTIONS_MAX);
     }
     let dir = match &options.dir {
@@ -76,24 +62,22 @@ fn run(options: Run) -> Result<()> {
     };
     let reference = (!options.no_reference).then(|| measure_verify_batch_rate(2, Duration::from_secs(3)));
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
-    let config =
-        WorkloadConfig { seed: options.seed, patients: options.patients, skew: options.skew, ..Default::default() };
-    let mut workload = Workload::new(config, now);
-    let ledger = Ledger::open(&dir, &workload.ledger_config(options.shards)).context("open the ledger")?;
+    let mut workload = Workload::new(load.workload(), now);
+    let ledger = Ledger::open(&dir, &workload.ledger_config(load.shards)).context("open the ledger")?;
     for phase in workload.signed_setup() {
-        for chunk in phase.chunks(options.batch) {
+        for chunk in phase.chunks(load.batch) {
             ledger.submit(chunk.to_vec())?;
         }
     }
     let mut batches: Vec<Vec<SignedTransaction>> = Vec::new();
-    let mut remaining = options.transactions;
+    let mut remaining = load.transactions;
     while remaining > 0 {
-        let size = remaining.min(options.batch);
+        let size = remaining.min(load.batch);
         batches.push(workload.signed_batch(size));
         remaining -= size;
     }
 
-    let progress = ProgressBar::new(options.transactions as u64);
+    let progress = ProgressBar::new(load.transactions as u64);
     progress.set_style(ProgressStyle::with_template("[{bar:40}] {pos}/{len} tx ({per_sec})").expect("template"));
     let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
     let mut tally: BTreeMap<&'static str, u64> = BTreeMap::new();
@@ -110,7 +94,7 @@ fn run(options: Run) -> Result<()> {
         Ok(())
     };
     for batch in batches {
-        if pending.len() >= options.in_flight.max(1) {
+        if pending.len() >= load.in_flight.max(1) {
             settle(&mut pending)?;
         }
         let size = batch.len();
@@ -122,12 +106,12 @@ fn run(options: Run) -> Result<()> {
     let elapsed = started.elapsed();
     progress.finish_and_clear();
 
-    let throughput = options.transactions as f64 / elapsed.as_secs_f64();
+    let throughput = load.transactions as f64 / elapsed.as_secs_f64();
     let committed = tally.get("committed").copied().unwrap_or(0);
     let percentile = |q: f64| latency.value_at_quantile(q);
     println!(
         "workload     {} transactions, {} shards, batches of {}, {} in flight (closed loop), seed {}",
-        options.transactions, options.shards, options.batch, options.in_flight, options.seed
+        load.transactions, load.shards, load.batch, load.in_flight, load.seed
     );
     println!("throughput   {throughput:.0} tx/s ({:.2} s)", elapsed.as_secs_f64());
     if let Some(reference) = reference {
@@ -135,7 +119,7 @@ fn run(options: Run) -> Result<()> {
         println!("ratio        {:.2}", throughput / reference);
     }
     println!("committed    {committed}");
-    println!("rejected     {}", options.transactions as u64 - committed);
+    println!("rejected     {}", load.transactions as u64 - committed);
     for (reason, count) in tally.iter().filter(|(r, _)| **r != "committed") {
         println!("  {reason:<30} {count}");
     }
@@ -155,16 +139,16 @@ fn run(options: Run) -> Result<()> {
             "reference_verify_batch_tps": reference,
             "ratio_to_reference": reference.map(|r| throughput / r),
             "committed": committed,
-            "rejected": options.transactions as u64 - committed,
+            "rejected": load.transactions as u64 - committed,
             "rejected_by_reason": tally.iter().filter(|(r, _)| **r != "committed").collect::<BTreeMap<_, _>>(),
             "latency_us": {
                 "p50": percentile(0.5), "p90": percentile(0.9), "p99": percentile(0.99),
                 "p999": percentile(0.999), "max": latency.max(),
             },
             "config": {
-                "target": "embedded", "dir": dir, "shards": options.shards, "transactions": options.transactions,
-                "batch": options.batch, "in_flight": options.in_flight, "seed": options.seed,
-                "patients": options.patients, "skew": options.skew, "load": "closed loop",
+                "target": "embedded", "dir": dir, "shards": load.shards, "transactions": load.transactions,
+                "batch": load.batch, "in_flight": load.in_flight, "seed": load.seed,
+                "patients": load.patients, "skew": load.skew, "load": "closed loop",
             },
             "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "os": std::env::consts::OS },
         });

@@ -11,7 +11,7 @@ use caduceus_engine::signature::{actor_key, measure_verify_batch_rate, signing_k
 use caduceus_engine::storage::{RocksStorage, Storage};
 use caduceus_engine::verify::verify_storage;
 use caduceus_engine::{Ledger, SignedTransaction};
-use caduceus_shards::workload::{Workload, WorkloadConfig};
+use caduceus_shards::workload::{LoadArgs, Workload};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -29,22 +29,8 @@ enum Command {
         /// Data directory (default: a new temporary directory, kept for `verify`).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Transactions in the main workload (after actor registration).
-        #[arg(long, default_value_t = 300_000)]
-        transactions: usize,
-        #[arg(long, default_value_t = 4)]
-        shards: u32,
-        /// Transactions per submitted batch.
-        #[arg(long, default_value_t = 2_048)]
-        batch: usize,
-        /// Batches in flight at once.
-        #[arg(long, default_value_t = 4)]
-        in_flight: usize,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Patients in the population.
-        #[arg(long, default_value_t = 20_000)]
-        patients: usize,
+        #[command(flatten)]
+        load: LoadArgs,
         /// Seconds spent measuring the ed25519 verify_batch reference (0 skips it).
         #[arg(long, default_value_t = 3.0)]
         reference_seconds: f64,
@@ -118,17 +104,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Demo { dir, transactions, shards, batch, in_flight, seed, patients, reference_seconds } => {
-            let config = WorkloadConfig { seed, patients, ..WorkloadConfig::default() };
-            demo(
-                dir,
-                transactions,
-                shards,
-                batch.clamp(1, caduceus_engine::limits::BATCH_TRANSACTIONS_MAX),
-                in_flight.max(1),
-                config,
-                reference_seconds,
-            )?;
+        Command::Demo { dir, load, reference_seconds } => {
+            demo(dir, &load, reference_seconds)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { data } => verify(&data),
@@ -238,15 +215,8 @@ fn ledger_wait(pending: Option<caduceus_engine::ledger::PendingBatch>) -> Result
     Ok(pending.expect("a pending batch").wait()?)
 }
 
-fn demo(
-    dir: Option<PathBuf>,
-    count: usize,
-    shards: u32,
-    batch: usize,
-    in_flight: usize,
-    config: WorkloadConfig,
-    reference_seconds: f64,
-) -> Result<()> {
+fn demo(dir: Option<PathBuf>, load: &LoadArgs, reference_seconds: f64) -> Result<()> {
+    let (count, shards, batch, in_flight) = (load.transactions, load.shards, load.batch_size(), load.in_flight.max(1));
     let dir = match dir {
         Some(dir) => dir,
         None => tempfile::Builder::new().prefix("caduceus-demo-").tempdir()?.keep(),
@@ -263,7 +233,7 @@ fn demo(
         None
     };
 
-    let mut workload = Workload::new(config, now_ms());
+    let mut workload = Workload::new(load.workload(), now_ms());
     let ledger = Ledger::open(&dir, &workload.ledger_config(shards))?;
 
     let setup = workload.signed_setup();

@@ -51,6 +51,40 @@ impl Rng {
     }
 }
 
+/// The options of a load run that the demo and `loadgen` share.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LoadArgs {
+    /// Transactions in the measured workload (signed before the clock starts).
+    #[arg(long, default_value_t = 300_000)]
+    pub transactions: usize,
+    #[arg(long, default_value_t = 4)]
+    pub shards: u32,
+    /// Transactions per submitted batch.
+    #[arg(long, default_value_t = 2_048)]
+    pub batch: usize,
+    /// Batches in flight at once (closed loop).
+    #[arg(long, default_value_t = 4)]
+    pub in_flight: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Patients in the population.
+    #[arg(long, default_value_t = 20_000)]
+    pub patients: usize,
+    /// Activity skew exponent (1: uniform).
+    #[arg(long, default_value_t = 2.0)]
+    pub skew: f64,
+}
+
+impl LoadArgs {
+    pub fn workload(&self) -> WorkloadConfig {
+        WorkloadConfig { seed: self.seed, patients: self.patients, skew: self.skew, ..WorkloadConfig::default() }
+    }
+    /// The batch size within the engine's limit.
+    pub fn batch_size(&self) -> usize {
+        self.batch.clamp(1, caduceus_engine::limits::BATCH_TRANSACTIONS_MAX)
+    }
+}
+
 /// The size and shape of a workload.
 #[derive(Clone, Debug)]
 pub struct WorkloadConfig {
