@@ -92,6 +92,9 @@ pub struct Shard {
     balance_total: u128,
     funded_total: u128,
     entries: Vec<(SignedTransaction, TxResult)>,
+    /// Results of the transactions in the block being built, so a late or
+    /// repeated prepare finds its transaction finished instead of starting it again.
+    recorded: HashMap<TxId, TxResult>,
     dirty: BTreeSet<StateKey>,
     index_writes: Vec<(Vec<u8>, Vec<u8>)>,
 }
@@ -174,6 +177,7 @@ impl Shard {
             locked: HashSet::new(),
             reserved: HashMap::new(),
             entries: Vec::new(),
+            recorded: HashMap::new(),
             dirty: BTreeSet::new(),
             index_writes: Vec::new(),
         }
@@ -269,9 +273,16 @@ impl Shard {
         match message {
             Message::Prepare { round, shard, transactions } => {
                 assert_eq!(shard, self.id, "message delivered to its shard");
+                // A repeated prepare gets the vote already given; a late one, after the
+                // decision, gets the decision's outcome and prepares nothing.
                 let votes = transactions
                     .iter()
-                    .map(|t| if self.prepared.contains_key(&t.id()) { self.vote_of(t.id()) } else { self.prepare(t) })
+                    .map(|t| match self.recorded(t.id()) {
+                        Some(TxResult::Committed) => Ok(()),
+                        Some(TxResult::Rejected(reason)) => Err(reason),
+                        None if self.prepared.contains_key(&t.id()) => self.vote_of(t.id()),
+                        None => self.prepare(t),
+                    })
                     .collect();
                 Reply::Votes { round, shard, votes }
             }
@@ -298,6 +309,7 @@ impl Shard {
         if self.entries.is_empty() {
             return None;
         }
+        self.recorded.clear();
         let body = BlockBody { entries: std::mem::take(&mut self.entries) };
         let header = BlockHeader {
             shard: self.id,
@@ -372,7 +384,13 @@ impl Shard {
             }
             _ => {}
         }
+        self.recorded.insert(t.id, result);
         self.entries.push((transaction.clone(), result));
+    }
+
+    /// The result of a transaction finished in the block being built.
+    pub fn recorded(&self, id: TxId) -> Option<TxResult> {
+        self.recorded.get(&id).copied()
     }
 
     fn apply(&mut self, plan: Plan) {
