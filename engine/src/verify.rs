@@ -84,6 +84,38 @@ fn read_block(
 }
 
 /// Verifies everything in a store.
+///
+/// ```
+/// use std::sync::Arc;
+/// use caduceus_engine::storage::{MemoryStorage, Storage};
+/// use caduceus_engine::verify::verify_storage;
+/// use caduceus_engine::{signature, Config, Ledger, Operation, Role, Transaction};
+///
+/// let operator = signature::signing_key([1; 32]);
+/// let storage = Arc::new(MemoryStorage::new());
+/// let config = Config { shards: 2, genesis_operators: vec![signature::actor_key(&operator)] };
+/// let ledger = Ledger::open_with(storage.clone(), &config, caduceus_engine::ledger::system_clock())?;
+/// let actor = signature::actor_key(&signature::signing_key([2; 32]));
+/// let register = Transaction {
+///     id: 7,
+///     signer: signature::actor_key(&operator),
+///     timestamp: 0,
+///     operation: Operation::RegisterActor { actor, role: Role::Patient, name: "Ada".into() },
+/// };
+/// ledger.submit(vec![signature::sign(register, &operator)?])?;
+/// drop(ledger);
+/// assert!(verify_storage(storage.as_ref())?.is_intact());
+///
+/// // Change one byte of the transaction index: verification names the place.
+/// let key = caduceus_engine::layout::transaction(7);
+/// let mut value = storage.get(&key)?.unwrap();
+/// value[0] ^= 1;
+/// storage.write(&[(key, Some(value))])?;
+/// let report = verify_storage(storage.as_ref())?;
+/// assert!(!report.is_intact());
+/// assert!(report.problems[0].place.starts_with("transaction index"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn verify_storage(storage: &dyn Storage) -> Result<Report, StorageError> {
     let mut report = Report::default();
     let genesis = match storage.get(layout::META_CONFIG)?.map(|bytes| Genesis::decode(&bytes)) {
