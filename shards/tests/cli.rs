@@ -1,0 +1,64 @@
+//! The `caduceus` command line end to end: demo, verify, query, and verify
+//! on a damaged directory. (Here rather than in `tests/`, because Cargo hands
+//! a package's binaries only to that package's own tests.)
+
+use std::process::{Command, Output};
+
+use caduceus_engine::storage::{RocksStorage, Storage};
+
+fn caduceus(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_caduceus")).args(args).output().expect("run caduceus")
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+#[test]
+fn demo_verify_query_and_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ledger");
+    let data_arg = data.to_str().unwrap();
+    let demo = caduceus(&[
+        "demo",
+        "--dir",
+        data_arg,
+        "--transactions",
+        "4000",
+        "--patients",
+        "400",
+        "--reference-seconds",
+        "0",
+    ]);
+    assert!(demo.status.success(), "{}", text(&demo));
+    let report = text(&demo);
+    assert!(report.contains("throughput:") && report.contains("VERIFIED"), "{report}");
+    let patient = report.lines().find_map(|l| l.split("--patient ").nth(1)).expect("the demo names a patient").trim();
+
+    let intact = caduceus(&["verify", "--data", data_arg]);
+    assert_eq!(intact.status.code(), Some(0), "{}", text(&intact));
+    assert!(text(&intact).contains("intact"));
+
+    let query = caduceus(&["query", "--dir", data_arg, "access-report", "--patient", patient]);
+    assert!(query.status.success(), "{}", text(&query));
+    assert!(text(&query).lines().count() > 0 && text(&query).contains("accessor="));
+    let bad_key = caduceus(&["query", "--dir", data_arg, "access-report", "--patient", "xyz"]);
+    assert_eq!(bad_key.status.code(), Some(1));
+    assert!(text(&bad_key).contains("not a 64-digit hex actor key"));
+
+    // One changed byte in a block body of shard 2.
+    {
+        let storage = RocksStorage::open(&data).unwrap();
+        let key = caduceus_engine::layout::body(2, 3);
+        let mut value = storage.get(&key).unwrap().expect("shard 2 has a third block");
+        value[40] ^= 0x20;
+        storage.write(&[(key, Some(value))]).unwrap();
+    }
+    let damaged = caduceus(&["verify", "--data", data_arg]);
+    assert_eq!(damaged.status.code(), Some(2), "{}", text(&damaged));
+    assert!(text(&damaged).contains("DAMAGED") && text(&damaged).contains("shard 2 height 3"), "{}", text(&damaged));
+
+    let nothing = caduceus(&["verify", "--data", dir.path().join("nothing").to_str().unwrap()]);
+    assert_eq!(nothing.status.code(), Some(1));
+    assert!(text(&nothing).contains("holds no ledger"));
+}
