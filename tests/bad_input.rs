@@ -74,8 +74,14 @@ fn bad_signatures_unknown_actors_and_replays_change_nothing() {
     );
 
     let stranger = world.tx(&world.stranger, Operation::FundAccount { amount: 5 });
-    let results = ledger.submit(vec![stranger]).unwrap();
-    assert_eq!(results, vec![rejected(Reason::UnknownSigner)]);
+    let wrong_role = world.tx(&world.doctor, Operation::FundAccount { amount: 5 });
+    let wrong_role_everywhere = world
+        .tx(&world.patient, Operation::RecallLot { gtin: 1, lot: "L1".into(), reason: "not theirs to recall".into() });
+    let results = ledger.submit(vec![stranger, wrong_role, wrong_role_everywhere]).unwrap();
+    assert_eq!(
+        results,
+        vec![rejected(Reason::UnknownSigner), rejected(Reason::RoleNotPermitted), rejected(Reason::RoleNotPermitted)]
+    );
     assert_eq!(ledger.state_hash(), before, "a rejected transaction is recorded but changes no state");
     assert!(ledger.heights() > heights, "the rejection itself is on the ledger");
 

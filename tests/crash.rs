@@ -193,3 +193,31 @@ fn a_torn_wal_tail_is_dropped_never_half_applied() {
     assert!(lost_rounds >= 5);
     drop(ledger);
 }
+
+#[test]
+fn a_clean_stop_and_reopen_restores_the_same_state() {
+    let (workload, batches) = batches();
+    let dir = tempfile::tempdir().unwrap();
+    let (hash, round, checkpoint, heights) = {
+        let ledger = open(&workload, Arc::new(RocksStorage::open(dir.path()).unwrap()));
+        for batch in &batches {
+            ledger.submit(batch.clone()).unwrap();
+        }
+        (ledger.state_hash(), ledger.round(), ledger.checkpoint(), ledger.heights())
+    };
+    let reopened = open(&workload, Arc::new(RocksStorage::open(dir.path()).unwrap()));
+    assert_eq!(
+        (reopened.state_hash(), reopened.round(), reopened.checkpoint(), reopened.heights()),
+        (hash, round, checkpoint, heights)
+    );
+    // And it carries on: resubmitting is idempotent, new work commits.
+    assert_eq!(reopened.submit(batches[3].clone()).unwrap().len(), batches[3].len());
+    assert_eq!(reopened.state_hash(), hash);
+    drop(reopened);
+    let wrong = Ledger::open_with(
+        Arc::new(RocksStorage::open(dir.path()).unwrap()),
+        &workload.ledger_config(5),
+        Arc::new(|| 1_800_000_000_000),
+    );
+    assert!(matches!(wrong, Err(caduceus_engine::OpenError::ShardCount { stored: 3, requested: 5 })));
+}
