@@ -141,6 +141,7 @@ proptest! {
         let _ = <caduceus_engine::block::Checkpoint as caduceus_engine::codec::Codec>::decode(&bytes);
         let _ = caduceus_engine::state::StateKey::from_bytes(&bytes);
         let _ = caduceus_engine::round::decode_decisions(&bytes);
+        let _ = <caduceus_engine::Proof as caduceus_engine::codec::Codec>::decode(&bytes);
     }
 
     #[test]

@@ -52,4 +52,10 @@ fn every_transaction_proves_its_result_and_a_changed_proof_fails() {
     other_checkpoint[0] ^= 1;
     assert_eq!(proof.verify(&other_checkpoint), Err(ProofError::CheckpointPath));
     assert!(ledger.prove(0x5eed).unwrap().is_none(), "an unknown id has no proof");
+
+    // A proof travels as bytes and checks the same on the other side.
+    use caduceus_engine::codec::Codec;
+    let carried = caduceus_engine::Proof::decode(&proof.encode().unwrap()).unwrap();
+    assert_eq!(carried, proof);
+    assert_eq!(carried.verify(&checkpoint), Ok(()));
 }

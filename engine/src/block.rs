@@ -122,10 +122,7 @@ impl Codec for BlockHeader {
         Ok(())
     }
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        let version = d.u8()?;
-        if version != ENCODING_VERSION {
-            return Err(DecodeError::Version(version));
-        }
+        d.version()?;
         Ok(Self {
             shard: d.u32()?,
             height: d.u64()?,
@@ -246,10 +243,7 @@ impl Codec for Checkpoint {
         Ok(())
     }
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        let version = d.u8()?;
-        if version != ENCODING_VERSION {
-            return Err(DecodeError::Version(version));
-        }
+        d.version()?;
         let round = d.u64()?;
         let previous = d.array()?;
         let count = d.u32()?;
@@ -308,6 +302,52 @@ impl Proof {
             return Err(ProofError::CheckpointPath);
         }
         Ok(())
+    }
+}
+
+/// Longest Merkle path a proof may carry (trees of up to 2^64 leaves).
+const PATH_LENGTH_MAX: usize = 64;
+
+fn encode_path(e: &mut Encoder, path: &[PathStep]) -> Result<(), EncodeError> {
+    e.count("path", path.len(), PATH_LENGTH_MAX)?;
+    for step in path {
+        e.array(&step.sibling);
+        e.bool(step.sibling_on_left);
+    }
+    Ok(())
+}
+
+fn decode_path(d: &mut Decoder<'_>) -> Result<Vec<PathStep>, DecodeError> {
+    let count = d.count("path", PATH_LENGTH_MAX)?;
+    (0..count).map(|_| Ok(PathStep { sibling: d.array()?, sibling_on_left: d.bool("side")? })).collect()
+}
+
+/// A proof travels as bytes: an auditor checks it with nothing but a checkpoint hash.
+impl Codec for Proof {
+    fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
+        e.u8(ENCODING_VERSION);
+        e.bytes("transaction", self.transaction.bytes(), TRANSACTION_SIZE_MAX)?;
+        e.u16(self.result.code());
+        encode_path(e, &self.transaction_path)?;
+        encode_path(e, &self.result_path)?;
+        self.header.encode_into(e)?;
+        encode_path(e, &self.head_path)?;
+        e.u64(self.checkpoint_round);
+        e.array(&self.checkpoint_previous);
+        Ok(())
+    }
+    fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        d.version()?;
+        Ok(Self {
+            transaction: SignedTransaction::decode(d.bytes("transaction", TRANSACTION_SIZE_MAX)?)?,
+            result: TxResult::from_code(d.u16()?).ok_or(DecodeError::Invalid("result"))?,
+            transaction_path: decode_path(d)?,
+            result_path: decode_path(d)?,
+            header: BlockHeader::decode_from(d)?,
+            head_path: decode_path(d)?,
+            checkpoint_round: d.u64()?,
+            checkpoint_previous: d.array()?,
+        })
     }
 }
 

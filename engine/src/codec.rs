@@ -131,6 +131,13 @@ impl<'a> Decoder<'a> {
     pub fn u128(&mut self) -> Result<u128, DecodeError> {
         Ok(u128::from_le_bytes(self.array()?))
     }
+    /// Reads the encoding version byte and refuses any other version than this build's.
+    pub fn version(&mut self) -> Result<(), DecodeError> {
+        match self.u8()? {
+            crate::model::ENCODING_VERSION => Ok(()),
+            other => Err(DecodeError::Version(other)),
+        }
+    }
     pub fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
         match self.u8()? {
             0 => Ok(false),

@@ -523,10 +523,7 @@ impl Codec for Transaction {
         self.operation.encode_into(e)
     }
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        let version = d.u8()?;
-        if version != ENCODING_VERSION {
-            return Err(DecodeError::Version(version));
-        }
+        d.version()?;
         Ok(Transaction {
             id: d.u128()?,
             signer: ActorKey(d.array()?),

@@ -42,10 +42,7 @@ impl Codec for Genesis {
         Ok(())
     }
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        let version = d.u8()?;
-        if version != crate::model::ENCODING_VERSION {
-            return Err(DecodeError::Version(version));
-        }
+        d.version()?;
         let shards = d.u32()?;
         if shards == 0 || shards > SHARDS_MAX {
             return Err(DecodeError::Invalid("shard count"));

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use caduceus_engine::codec::Codec;
 use caduceus_engine::model::{hex, unhex, ActorKey, Operation, TxResult, UnitId};
 use caduceus_engine::signature::{actor_key, measure_verify_batch_rate, signing_key};
 use caduceus_engine::storage::{RocksStorage, Storage};
@@ -47,6 +48,15 @@ enum Command {
         #[command(subcommand)]
         question: Question,
     },
+    /// Check an inclusion proof offline, against a checkpoint hash you trust.
+    CheckProof {
+        /// A proof written by `caduceus query --dir DIR proof --id ID --out FILE`.
+        #[arg(long)]
+        proof: PathBuf,
+        /// The checkpoint hash (hex), from `caduceus query --dir DIR checkpoint` or any trusted copy.
+        #[arg(long)]
+        checkpoint: String,
+    },
     /// Print a new ed25519 key pair (secret seed and actor key), hex.
     Keygen,
 }
@@ -82,6 +92,13 @@ enum Question {
         #[arg(long)]
         id: String,
     },
+    /// Write a transaction's inclusion proof to a file, for `caduceus check-proof`.
+    Proof {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// The latest checkpoint and state hash.
     Checkpoint,
 }
@@ -113,6 +130,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             query(&dir, question)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::CheckProof { proof, checkpoint } => check_proof(&proof, &checkpoint),
         Command::Keygen => {
             use std::io::Read;
             let mut seed = [0u8; 32];
@@ -403,6 +421,40 @@ fn print_proof(ledger: &Ledger, id: u128) -> Result<()> {
     Ok(())
 }
 
+fn check_proof(path: &Path, checkpoint: &str) -> Result<ExitCode> {
+    let trusted: [u8; 32] = unhex(checkpoint)
+        .and_then(|bytes| bytes.try_into().ok())
+        .with_context(|| format!("{checkpoint:?} is not a 64-digit hex checkpoint hash"))?;
+    let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    let proof = <caduceus_engine::Proof as Codec>::decode(&bytes).context("the file is not a Caduceus proof")?;
+    let transaction = &proof.transaction.transaction;
+    println!(
+        "transaction {}: {} signed by {}, result {}, shard {} height {}, round {}",
+        id_hex(transaction.id),
+        transaction.operation.name(),
+        transaction.signer,
+        proof.result,
+        proof.header.shard,
+        proof.header.height,
+        proof.checkpoint_round
+    );
+    let signature = caduceus_engine::signature::verify_all(std::slice::from_ref(&proof.transaction));
+    if let Some(reason) = signature[0] {
+        println!("INVALID: the transaction's signature does not check ({reason})");
+        return Ok(ExitCode::from(2));
+    }
+    match proof.verify(&trusted) {
+        Ok(()) => {
+            println!("VALID: signature checks and the proof leads to checkpoint {checkpoint}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            println!("INVALID: {error}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
 fn verify(data: &Path) -> Result<ExitCode> {
     if !data.join("CURRENT").exists() {
         bail!("{} holds no ledger", data.display());
@@ -456,6 +508,14 @@ fn query(dir: &Path, question: Question) -> Result<()> {
             println!("balance {} cents (funded {} cents)", account.balance, account.funded);
         }
         Question::Transaction { id } => print_proof(&ledger, parse_id(&id)?)?,
+        Question::Proof { id, out } => {
+            let id = parse_id(&id)?;
+            let proof = ledger.prove(id)?.with_context(|| format!("no transaction {} on this ledger", id_hex(id)))?;
+            std::fs::write(&out, proof.encode()?)?;
+            let checkpoint = ledger.checkpoint_at(proof.checkpoint_round)?.context("its checkpoint is stored")?;
+            println!("wrote the proof of {} to {}", id_hex(id), out.display());
+            println!("it leads to checkpoint {} (round {})", hex(&checkpoint.hash()), checkpoint.round);
+        }
         Question::Checkpoint => {
             let checkpoint = ledger.checkpoint().context("the ledger has no rounds yet")?;
             println!("round {} checkpoint {}", checkpoint.round, hex(&checkpoint.hash()));

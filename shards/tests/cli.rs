@@ -46,6 +46,23 @@ fn demo_verify_query_and_damage() {
     assert_eq!(bad_key.status.code(), Some(1));
     assert!(text(&bad_key).contains("not a 64-digit hex actor key"));
 
+    // A proof carried away and checked offline against the checkpoint.
+    let id = report.lines().find_map(|l| l.strip_prefix("transaction ")).and_then(|l| l.split(':').next()).unwrap();
+    let proof_file = dir.path().join("proof.bin");
+    let exported = caduceus(&["query", "--dir", data_arg, "proof", "--id", id, "--out", proof_file.to_str().unwrap()]);
+    assert!(exported.status.success(), "{}", text(&exported));
+    let checkpoint =
+        text(&exported).lines().find_map(|l| l.strip_prefix("it leads to checkpoint ")).unwrap()[..64].to_owned();
+    let valid = caduceus(&["check-proof", "--proof", proof_file.to_str().unwrap(), "--checkpoint", &checkpoint]);
+    assert_eq!(valid.status.code(), Some(0), "{}", text(&valid));
+    assert!(text(&valid).contains("VALID"));
+    let mut other = checkpoint.clone().into_bytes();
+    other[0] = if other[0] == b'0' { b'1' } else { b'0' };
+    let other = String::from_utf8(other).unwrap();
+    let invalid = caduceus(&["check-proof", "--proof", proof_file.to_str().unwrap(), "--checkpoint", &other]);
+    assert_eq!(invalid.status.code(), Some(2), "{}", text(&invalid));
+    assert!(text(&invalid).contains("INVALID"));
+
     // One changed byte in a block body of shard 2.
     {
         let storage = RocksStorage::open(&data).unwrap();
