@@ -13,7 +13,6 @@
 //! durable, so nothing a query returns can be lost by a crash.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -36,7 +35,9 @@ use crate::routing::{shard_of_actor, shard_of_unit};
 use crate::shard::Shard;
 use crate::signature::SignatureVerifier;
 use crate::state::{Account, Actor, Claim, Recall, State, Unit};
-use crate::storage::{MemoryStorage, RocksStorage, Storage, StorageError};
+#[cfg(feature = "rocksdb")]
+use crate::storage::RocksStorage;
+use crate::storage::{MemoryStorage, Storage, StorageError};
 
 /// The source of commit time: milliseconds since the Unix epoch.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -362,7 +363,8 @@ pub struct Ledger {
 
 impl Ledger {
     /// Opens (or creates) a ledger in a directory, on RocksDB.
-    pub fn open(path: &Path, config: &Config) -> Result<Self, OpenError> {
+    #[cfg(feature = "rocksdb")]
+    pub fn open(path: &std::path::Path, config: &Config) -> Result<Self, OpenError> {
         Self::open_with(Arc::new(RocksStorage::open(path)?), config, system_clock())
     }
 

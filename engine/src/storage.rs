@@ -12,7 +12,6 @@
 //!   (loses every later write) on command, for fault-injection tests.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
@@ -24,6 +23,7 @@ pub use crate::round::Write;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum StorageError {
+    #[cfg(feature = "rocksdb")]
     #[error("RocksDB: {0}")]
     Rocks(#[from] rocksdb::Error),
     #[error("injected fault: {0}")]
@@ -45,58 +45,70 @@ pub trait Storage: Send + Sync {
     fn write(&self, writes: &[Write]) -> Result<(), StorageError>;
 }
 
-/// RocksDB on a local directory.
-pub struct RocksStorage {
-    db: rocksdb::DB,
-}
+#[cfg(feature = "rocksdb")]
+pub use rocks::RocksStorage;
 
-impl RocksStorage {
-    pub fn open(path: &Path) -> Result<Self, StorageError> {
-        let mut options = rocksdb::Options::default();
-        options.create_if_missing(true);
-        options.set_paranoid_checks(true);
-        // Stop at the first damaged WAL record: a torn tail is dropped, never half-applied.
-        options.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
-        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        options.increase_parallelism(2);
-        let mut table = rocksdb::BlockBasedOptions::default();
-        table.set_bloom_filter(10.0, false);
-        options.set_block_based_table_factory(&table);
-        Ok(Self { db: rocksdb::DB::open(&options, path)? })
-    }
-}
+/// The RocksDB backend (the `rocksdb` feature, on by default; the pure core
+/// and the in-memory backend build without it).
+#[cfg(feature = "rocksdb")]
+mod rocks {
+    use std::path::Path;
 
-impl Storage for RocksStorage {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.db.get(key)?)
+    use super::{Storage, StorageError, Write};
+
+    /// RocksDB on a local directory.
+    pub struct RocksStorage {
+        db: rocksdb::DB,
     }
 
-    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
-        self.db.multi_get(keys).into_iter().map(|r| r.map_err(StorageError::from)).collect()
-    }
-
-    fn scan(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StorageError> {
-        let iterator = self.db.iterator(rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward));
-        for item in iterator {
-            let (key, value) = item?;
-            if !key.starts_with(prefix) || !visit(&key, &value) {
-                break;
-            }
+    impl RocksStorage {
+        pub fn open(path: &Path) -> Result<Self, StorageError> {
+            let mut options = rocksdb::Options::default();
+            options.create_if_missing(true);
+            options.set_paranoid_checks(true);
+            // Stop at the first damaged WAL record: a torn tail is dropped, never half-applied.
+            options.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
+            options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            options.increase_parallelism(2);
+            let mut table = rocksdb::BlockBasedOptions::default();
+            table.set_bloom_filter(10.0, false);
+            options.set_block_based_table_factory(&table);
+            Ok(Self { db: rocksdb::DB::open(&options, path)? })
         }
-        Ok(())
     }
 
-    fn write(&self, writes: &[Write]) -> Result<(), StorageError> {
-        let mut batch = rocksdb::WriteBatch::default();
-        for (key, value) in writes {
-            match value {
-                Some(value) => batch.put(key, value),
-                None => batch.delete(key),
-            }
+    impl Storage for RocksStorage {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+            Ok(self.db.get(key)?)
         }
-        let mut options = rocksdb::WriteOptions::default();
-        options.set_sync(true);
-        Ok(self.db.write_opt(batch, &options)?)
+
+        fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+            self.db.multi_get(keys).into_iter().map(|r| r.map_err(StorageError::from)).collect()
+        }
+
+        fn scan(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StorageError> {
+            let iterator = self.db.iterator(rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward));
+            for item in iterator {
+                let (key, value) = item?;
+                if !key.starts_with(prefix) || !visit(&key, &value) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+
+        fn write(&self, writes: &[Write]) -> Result<(), StorageError> {
+            let mut batch = rocksdb::WriteBatch::default();
+            for (key, value) in writes {
+                match value {
+                    Some(value) => batch.put(key, value),
+                    None => batch.delete(key),
+                }
+            }
+            let mut options = rocksdb::WriteOptions::default();
+            options.set_sync(true);
+            Ok(self.db.write_opt(batch, &options)?)
+        }
     }
 }
 
