@@ -88,8 +88,10 @@ pub enum SubmitError {
 pub enum QueryError {
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("stored data is damaged at {place}: {source}")]
+    #[error("stored data is damaged at {place}: {source} (run `caduceus verify`)")]
     Corrupt { place: String, source: DecodeError },
+    #[error("stored data is inconsistent at {place}: {detail} (run `caduceus verify`)")]
+    Inconsistent { place: String, detail: &'static str },
 }
 
 fn corrupt(key: &[u8]) -> impl FnOnce(DecodeError) -> QueryError + '_ {
@@ -523,9 +525,9 @@ impl Ledger {
     fn block(&self, shard: u32, height: u64) -> Result<(BlockHeader, BlockBody), QueryError> {
         let storage = self.core.read().storage.clone();
         let read = |key: Vec<u8>| -> Result<Vec<u8>, QueryError> {
-            storage.get(&key)?.ok_or_else(|| QueryError::Corrupt {
+            storage.get(&key)?.ok_or_else(|| QueryError::Inconsistent {
                 place: layout::describe(&key),
-                source: DecodeError::Truncated { offset: 0, needed: 1 },
+                detail: "indexed but missing",
             })
         };
         let header_key = layout::header(shard, height);
@@ -547,20 +549,21 @@ impl Ledger {
         let Some(location) = self.locate(id)? else { return Ok(None) };
         let (header, body) = self.block(location.shard, location.height)?;
         let index = location.index as usize;
-        let damaged = |place: String| QueryError::Corrupt { place, source: DecodeError::Invalid("proof path") };
+        let damaged = |key: Vec<u8>, detail| QueryError::Inconsistent { place: layout::describe(&key), detail };
         let (transaction, result) = body
             .entries
             .get(index)
             .cloned()
-            .ok_or_else(|| damaged(format!("block {} {}", header.shard, header.height)))?;
-        let checkpoint =
-            self.checkpoint_at(header.round)?.ok_or_else(|| damaged(format!("checkpoint {}", header.round)))?;
+            .ok_or_else(|| damaged(layout::body(header.shard, header.height), "the index points past the block"))?;
+        let checkpoint = self
+            .checkpoint_at(header.round)?
+            .ok_or_else(|| damaged(layout::checkpoint(header.round), "the block's checkpoint is missing"))?;
         let heads: Vec<Hash> = checkpoint.heads.iter().map(|h| h.leaf()).collect();
         let position = checkpoint
             .heads
             .iter()
             .position(|h| h.shard == header.shard && h.height == header.height)
-            .ok_or_else(|| damaged(format!("checkpoint {}", header.round)))?;
+            .ok_or_else(|| damaged(layout::checkpoint(header.round), "does not hold the block"))?;
         Ok(Some(Proof {
             transaction,
             result,

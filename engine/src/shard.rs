@@ -150,11 +150,6 @@ pub fn claim_duplicate_key(patient: &ActorKey, provider: &ActorKey, service_date
 }
 
 impl Shard {
-    /// A shard with empty state and no blocks.
-    pub fn new(id: u32, shard_count: u32) -> Self {
-        Self::restore(id, shard_count, State::default(), 0, [0; 32], 0)
-    }
-
     /// A shard resumed from stored state and its head block.
     pub fn restore(id: u32, shard_count: u32, mut state: State, height: u64, head: Hash, last_time: Timestamp) -> Self {
         assert!(id < shard_count, "shard id within the shard count");

@@ -142,7 +142,8 @@ pub struct Workload {
     consents: Vec<(u128, usize, usize)>, // consent, patient, grantee provider
     submitted: VecDeque<(u128, usize, usize, usize, u64)>, // claim, patient, provider, payer, total
     approved: VecDeque<(u128, usize, usize, usize, u64)>,
-    paid_or_denied: Vec<(usize, usize, u32, Vec<ClaimLine>)>, // for duplicates: patient, provider, date, lines
+    /// Submitted claims' patient, provider, date and lines, to resubmit as duplicates.
+    submitted_keys: Vec<(usize, usize, u32, Vec<ClaimLine>)>,
     units: Vec<Unit>,
     lots: Vec<(u64, String)>,
 }
@@ -193,7 +194,7 @@ impl Workload {
             consents: Vec::new(),
             submitted: VecDeque::new(),
             approved: VecDeque::new(),
-            paid_or_denied: Vec::new(),
+            submitted_keys: Vec::new(),
             units: Vec::new(),
             lots: Vec::new(),
         }
@@ -413,10 +414,10 @@ impl Workload {
             return self.transaction(self.payers[payer], operation);
         }
         let claim = self.id();
-        if roll > 0.98 && !self.paid_or_denied.is_empty() {
+        if roll > 0.98 && !self.submitted_keys.is_empty() {
             // The same patient, provider, date and codes again: a duplicate.
             let (patient, provider, service_date, lines) =
-                self.paid_or_denied[self.rng.below(self.paid_or_denied.len())].clone();
+                self.submitted_keys[self.rng.below(self.submitted_keys.len())].clone();
             let payer = self.payers[0];
             let operation =
                 Operation::SubmitClaim { claim, patient: self.patients[patient], payer, service_date, lines };
@@ -433,8 +434,8 @@ impl Workload {
         let total = lines.iter().map(|l| l.amount).sum();
         let service_date = caduceus_engine::shard::date_of(self.now - (1 + self.rng.below(60) as u64) * DAY_MS);
         self.submitted.push_back((claim, patient, provider, payer, total));
-        if self.paid_or_denied.len() < 10_000 {
-            self.paid_or_denied.push((patient, provider, service_date, lines.clone()));
+        if self.submitted_keys.len() < 10_000 {
+            self.submitted_keys.push((patient, provider, service_date, lines.clone()));
         }
         let operation = Operation::SubmitClaim {
             claim,
