@@ -17,7 +17,7 @@ pub const CLAIM_LINES_MAX: usize = 50;
 pub const AMOUNT_MAX: u64 = 100_000_000_000;
 /// Most transactions in one submitted batch.
 pub const BATCH_TRANSACTIONS_MAX: usize = 16_384;
-/// Most transactions sealed in one round (several batches may share a round).
+/// Most transactions in one block, and in one group of rounds written together.
 pub const ROUND_TRANSACTIONS_MAX: usize = 32_768;
 /// Most shards a ledger may have.
 pub const SHARDS_MAX: u32 = 256;
