@@ -9,8 +9,12 @@ use caduceus_engine::shard::timestamp_of;
 
 use crate::support::{check, committed, rejected, Actor, World};
 
+/// `../shared/data` beside the checkout. The package directory is read when the test runs
+/// (cargo sets it), not when it was compiled: a target folder shared between checkouts may
+/// hold a test binary built from another one.
 fn data(path: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    let package = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let root = PathBuf::from(package).join("../../shared/data");
     let file = root.join(path);
     assert!(file.exists(), "{} is missing: the shared data sits beside the checkout", file.display());
     file
