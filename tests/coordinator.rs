@@ -170,7 +170,7 @@ fn run(seed: u64) {
         }
     }
     assert!(shards.iter().all(|s| s.in_doubt() == 0), "seed {seed}: nothing left in doubt, no lock held");
-    let (balances, funded) = shards.iter().map(Shard::fund_totals).fold((0, 0), |(b, f), (sb, sf)| (b + sb, f + sf));
+    let (balances, funded) = caduceus_engine::shard::fund_totals(&shards);
     assert_eq!(balances, funded, "seed {seed}: funds conserved");
     let committed = log.unwrap().iter().filter(|r| r.is_committed()).count();
     let paid = patients

@@ -247,8 +247,7 @@ impl Core {
                 let round = self.round + 1;
                 let previous = self.checkpoint_hash();
                 let outcome = execute_round(&mut self.shards, round, previous, now, &round_transactions);
-                let (balances, funded) =
-                    self.shards.iter().map(Shard::fund_totals).fold((0, 0), |(b, f), (sb, sf)| (b + sb, f + sf));
+                let (balances, funded) = crate::shard::fund_totals(&self.shards);
                 assert_eq!(balances, funded, "funds are conserved after every round");
                 writes.extend(outcome.writes());
                 earlier_in_group.extend(round_transactions.iter().map(|t| t.id()).zip(outcome.results.iter().copied()));
@@ -269,7 +268,7 @@ impl Core {
         if !writes.is_empty() {
             if let Err(error) = self.storage.write(&writes) {
                 // Nothing of the group is durable: go back to what is.
-                let config = Config { shards: self.genesis.shards, genesis_operators: vec![] };
+                let config = Config { shards: self.genesis.shards, genesis_operators: self.genesis.operators.clone() };
                 match Core::load(self.storage.clone(), &config) {
                     Ok(reloaded) => *self = reloaded,
                     Err(reload) => {
@@ -459,7 +458,7 @@ impl Ledger {
 
     /// Total balances and total funding over all accounts; equal whenever the ledger is at rest.
     pub fn fund_totals(&self) -> (u128, u128) {
-        self.core.read().shards.iter().map(Shard::fund_totals).fold((0, 0), |(b, f), (sb, sf)| (b + sb, f + sf))
+        crate::shard::fund_totals(&self.core.read().shards)
     }
 
     pub fn actor(&self, actor: &ActorKey) -> Option<Actor> {

@@ -149,6 +149,11 @@ pub fn claim_duplicate_key(patient: &ActorKey, provider: &ActorKey, service_date
     *hasher.finalize().as_bytes()
 }
 
+/// Sum of balances and of funding over all shards; equal whenever no payment is in flight.
+pub fn fund_totals(shards: &[Shard]) -> (u128, u128) {
+    shards.iter().map(Shard::fund_totals).fold((0, 0), |(b, f), (sb, sf)| (b + sb, f + sf))
+}
+
 impl Shard {
     /// A shard resumed from stored state and its head block.
     pub fn restore(id: u32, shard_count: u32, mut state: State, height: u64, head: Hash, last_time: Timestamp) -> Self {
@@ -216,7 +221,8 @@ impl Shard {
             }
             Err(reason) => TxResult::Rejected(reason),
         };
-        self.record(transaction, result);
+        // A single-shard transaction's only participant is this shard.
+        self.record(transaction, result, true);
         result
     }
 
@@ -260,7 +266,8 @@ impl Shard {
             }
             Err(_) => assert!(!result.is_committed(), "a transaction this shard refused never commits"),
         }
-        self.record(&transaction, result);
+        let indexed_here = participants(&transaction.transaction, self.shard_count)[0] == self.id;
+        self.record(&transaction, result, indexed_here);
     }
 
     /// Handles one coordinator message: the participant's half of two-phase commit.
@@ -326,12 +333,14 @@ impl Shard {
         Some(SealedBlock { header, body, state_writes, index_writes: std::mem::take(&mut self.index_writes) })
     }
 
-    /// Appends a finished transaction to the block and writes its history entries.
-    fn record(&mut self, transaction: &SignedTransaction, result: TxResult) {
+    /// Appends a finished transaction to the block and writes its history entries;
+    /// `indexed_here` when this shard is the one that keeps its transaction index entry
+    /// (its first participant).
+    fn record(&mut self, transaction: &SignedTransaction, result: TxResult, indexed_here: bool) {
         let index = self.entries.len() as u32;
         let height = self.height + 1;
         let t = &transaction.transaction;
-        if participants(t, self.shard_count)[0] == self.id {
+        if indexed_here {
             let location = TxLocation { shard: self.id, height, index, result };
             self.index_writes.push((layout::transaction(t.id), location.encode().expect("fixed size")));
         }
