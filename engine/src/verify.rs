@@ -65,22 +65,22 @@ fn value_hash(value: &[u8]) -> Hash {
     *blake3::hash(value).as_bytes()
 }
 
-fn read_block(
-    storage: &dyn Storage,
-    shard: u32,
-    height: u64,
-) -> Result<Result<(BlockHeader, BlockBody), String>, StorageError> {
+/// A stored block: `None` where there is no header (past the chain's end), else the block or what is wrong with it.
+type StoredBlock = Option<Result<(BlockHeader, BlockBody), String>>;
+
+fn read_block(storage: &dyn Storage, shard: u32, height: u64) -> Result<StoredBlock, StorageError> {
     let Some(header) = storage.get(&layout::header(shard, height))? else {
-        return Ok(Err("header is missing".into()));
+        return Ok(None);
     };
     let header = match BlockHeader::decode(&header) {
         Ok(header) => header,
-        Err(error) => return Ok(Err(format!("header cannot be decoded: {error}"))),
+        Err(error) => return Ok(Some(Err(format!("header cannot be decoded: {error}")))),
     };
     let Some(body) = storage.get(&layout::body(shard, height))? else {
-        return Ok(Err("body is missing".into()));
+        return Ok(Some(Err("body is missing".into())));
     };
-    Ok(BlockBody::decode(&body).map(|body| (header, body)).map_err(|error| format!("body cannot be decoded: {error}")))
+    let body = BlockBody::decode(&body).map_err(|error| format!("body cannot be decoded: {error}"));
+    Ok(Some(body.map(|body| (header, body))))
 }
 
 /// Verifies everything in a store.
@@ -140,13 +140,11 @@ pub fn verify_storage(storage: &dyn Storage) -> Result<Report, StorageError> {
     for shard in 0..genesis.shards {
         let (mut previous, mut previous_round, mut previous_time) = ([0u8; 32], 0, 0);
         for height in 1.. {
-            if storage.get(&layout::header(shard, height))?.is_none() {
-                break;
-            }
             let place = format!("shard {shard} height {height}");
             let (header, body) = match read_block(storage, shard, height)? {
-                Ok(block) => block,
-                Err(detail) => {
+                None => break,
+                Some(Ok(block)) => block,
+                Some(Err(detail)) => {
                     report.problem(&place, detail);
                     break;
                 }
@@ -220,9 +218,13 @@ pub fn verify_storage(storage: &dyn Storage) -> Result<Report, StorageError> {
             let mut blocks = Vec::with_capacity(placements.len());
             for &(shard, height) in placements {
                 match read_block(storage, shard, height) {
-                    Ok(Ok(block)) => blocks.push(block),
-                    Ok(Err(detail)) => {
+                    Ok(Some(Ok(block))) => blocks.push(block),
+                    Ok(Some(Err(detail))) => {
                         report.problem(format!("shard {shard} height {height}"), detail);
+                        return;
+                    }
+                    Ok(None) => {
+                        report.problem(format!("shard {shard} height {height}"), "header is missing");
                         return;
                     }
                     Err(error) => {
