@@ -2,14 +2,14 @@
 //! workload in a closed loop and reports throughput (with the raw ed25519
 //! `verify_batch` reference measured in the same run) and commit latency.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use caduceus_engine::signature::measure_verify_batch_rate;
 use caduceus_engine::{Ledger, SignedTransaction};
-use caduceus_shards::workload::{LoadArgs, Workload};
+use caduceus_shards::workload::{self, LoadArgs, Workload};
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -81,28 +81,15 @@ fn run(options: Run) -> Result<()> {
     progress.set_style(ProgressStyle::with_template("[{bar:40}] {pos}/{len} tx ({per_sec})").expect("template"));
     let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
     let mut tally: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut pending = VecDeque::new();
     let started = Instant::now();
-    let mut settle = |pending: &mut VecDeque<(Instant, usize, caduceus_engine::ledger::PendingBatch)>| -> Result<()> {
-        let (sent, size, batch) = pending.pop_front().expect("a pending batch");
-        let results = batch.wait()?;
-        latency.record_n(sent.elapsed().as_micros().max(1) as u64, size as u64)?;
+    workload::drive(&ledger, batches, load.in_flight, |sent, results| {
+        let size = results.len() as u64;
+        latency.saturating_record_n(sent.elapsed().as_micros().max(1) as u64, size);
         for result in results {
             *tally.entry(result.as_str()).or_default() += 1;
         }
-        progress.inc(size as u64);
-        Ok(())
-    };
-    for batch in batches {
-        if pending.len() >= load.in_flight.max(1) {
-            settle(&mut pending)?;
-        }
-        let size = batch.len();
-        pending.push_back((Instant::now(), size, ledger.submit_async(batch)?));
-    }
-    while !pending.is_empty() {
-        settle(&mut pending)?;
-    }
+        progress.inc(size);
+    })?;
     let elapsed = started.elapsed();
     progress.finish_and_clear();
 

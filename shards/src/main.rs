@@ -12,7 +12,7 @@ use caduceus_engine::signature::{actor_key, measure_verify_batch_rate, signing_k
 use caduceus_engine::storage::{RocksStorage, Storage};
 use caduceus_engine::verify::verify_storage;
 use caduceus_engine::{Ledger, SignedTransaction};
-use caduceus_shards::workload::{LoadArgs, Workload};
+use caduceus_shards::workload::{self, LoadArgs, Workload};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -211,26 +211,12 @@ fn drive(
     in_flight: usize,
     progress: &ProgressBar,
 ) -> Result<Vec<TxResult>> {
-    let mut pending = std::collections::VecDeque::new();
     let mut results = Vec::new();
-    for batch in batches {
-        if pending.len() >= in_flight {
-            let answer: Vec<TxResult> = ledger_wait(pending.pop_front())?;
-            progress.inc(answer.len() as u64);
-            results.extend(answer);
-        }
-        pending.push_back(ledger.submit_async(batch)?);
-    }
-    while let Some(next) = pending.pop_front() {
-        let answer = ledger_wait(Some(next))?;
+    workload::drive(ledger, batches, in_flight, |_, answer| {
         progress.inc(answer.len() as u64);
         results.extend(answer);
-    }
+    })?;
     Ok(results)
-}
-
-fn ledger_wait(pending: Option<caduceus_engine::ledger::PendingBatch>) -> Result<Vec<TxResult>> {
-    Ok(pending.expect("a pending batch").wait()?)
 }
 
 fn demo(dir: Option<PathBuf>, load: &LoadArgs, reference_seconds: f64) -> Result<()> {

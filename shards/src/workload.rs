@@ -8,13 +8,15 @@
 //! gives the same transactions, byte for byte.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
 
+use caduceus_engine::ledger::PendingBatch;
 use caduceus_engine::model::{
     ActorKey, Adjudication, ClaimLine, Operation, Purpose, Purposes, Role, Transaction, UnitId,
 };
 use caduceus_engine::signature::SigningKey;
 use caduceus_engine::signature::{actor_key, sign, signing_key};
-use caduceus_engine::{Config, SignedTransaction};
+use caduceus_engine::{Config, Ledger, SignedTransaction, SubmitError, TxResult};
 use rayon::prelude::*;
 
 const DAY_MS: u64 = 86_400_000;
@@ -49,6 +51,29 @@ impl Rng {
     pub fn chance(&mut self, p: f64) -> bool {
         self.unit() < p
     }
+}
+
+/// Submits batches in a closed loop, keeping up to `in_flight` of them pending,
+/// and hands each batch's results, with the moment it was sent, to `settled`
+/// in submission order.
+pub fn drive(
+    ledger: &Ledger,
+    batches: Vec<Vec<SignedTransaction>>,
+    in_flight: usize,
+    mut settled: impl FnMut(Instant, Vec<TxResult>),
+) -> Result<(), SubmitError> {
+    let mut pending: VecDeque<(Instant, PendingBatch)> = VecDeque::new();
+    for batch in batches {
+        if pending.len() >= in_flight.max(1) {
+            let (sent, batch) = pending.pop_front().expect("a pending batch");
+            settled(sent, batch.wait()?);
+        }
+        pending.push_back((Instant::now(), ledger.submit_async(batch)?));
+    }
+    for (sent, batch) in pending {
+        settled(sent, batch.wait()?);
+    }
+    Ok(())
 }
 
 /// The options of a load run that the demo and `loadgen` share.
