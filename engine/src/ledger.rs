@@ -68,6 +68,8 @@ pub enum OpenError {
     ShardCount { stored: u32, requested: u32 },
     #[error("stored data is damaged at {place}: {detail} (run `caduceus verify`)")]
     Corrupt { place: String, detail: String },
+    #[error("{0} holds no ledger")]
+    NoLedger(std::path::PathBuf),
 }
 
 /// Why a batch was not accepted. Per-transaction outcomes are `TxResult`s, not errors.
@@ -367,6 +369,23 @@ impl Ledger {
     #[cfg(feature = "rocksdb")]
     pub fn open(path: &std::path::Path, config: &Config) -> Result<Self, OpenError> {
         Self::open_with(Arc::new(RocksStorage::open(path)?), config, system_clock())
+    }
+
+    /// Opens a ledger that already exists in a directory, with its stored configuration.
+    #[cfg(feature = "rocksdb")]
+    pub fn open_existing(path: &std::path::Path) -> Result<Self, OpenError> {
+        if !path.join("CURRENT").exists() {
+            return Err(OpenError::NoLedger(path.to_owned()));
+        }
+        let storage = Arc::new(RocksStorage::open(path)?);
+        let bytes = storage.get(layout::META_CONFIG)?.ok_or_else(|| OpenError::Corrupt {
+            place: layout::describe(layout::META_CONFIG),
+            detail: "missing".into(),
+        })?;
+        let genesis = Genesis::decode(&bytes)
+            .map_err(|e| OpenError::Corrupt { place: layout::describe(layout::META_CONFIG), detail: e.to_string() })?;
+        let config = Config { shards: genesis.shards, genesis_operators: genesis.operators };
+        Self::open_with(storage, &config, system_clock())
     }
 
     /// A ledger that lives in memory only.

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use caduceus_engine::codec::Codec;
 use caduceus_engine::model::{hex, unhex, ActorKey, Operation, TxResult, UnitId};
 use caduceus_engine::signature::{actor_key, measure_verify_batch_rate, signing_key};
-use caduceus_engine::storage::{RocksStorage, Storage};
+use caduceus_engine::storage::RocksStorage;
 use caduceus_engine::verify::verify_storage;
 use caduceus_engine::{Ledger, SignedTransaction};
 use caduceus_shards::workload::{self, LoadArgs, Workload};
@@ -160,19 +160,6 @@ fn id_hex(id: u128) -> String {
     hex(&id.to_be_bytes())
 }
 
-fn open_existing(dir: &Path) -> Result<Ledger> {
-    if !dir.join("CURRENT").exists() {
-        bail!("{} holds no ledger", dir.display());
-    }
-    let storage = std::sync::Arc::new(RocksStorage::open(dir)?);
-    let genesis = storage
-        .get(caduceus_engine::layout::META_CONFIG)?
-        .context("the ledger has no configuration (run `caduceus verify`)")?;
-    let genesis = <caduceus_engine::round::Genesis as caduceus_engine::codec::Codec>::decode(&genesis)?;
-    let config = caduceus_engine::Config { shards: genesis.shards, genesis_operators: genesis.operators };
-    Ok(Ledger::open_with(storage, &config, caduceus_engine::ledger::system_clock())?)
-}
-
 /// A timestamp as UTC date and time, to the millisecond.
 fn when(ms: u64) -> String {
     let date = caduceus_engine::shard::date_of(ms);
@@ -212,7 +199,7 @@ fn drive(
     progress: &ProgressBar,
 ) -> Result<Vec<TxResult>> {
     let mut results = Vec::new();
-    workload::drive(ledger, batches, in_flight, |_, answer| {
+    workload::drive(ledger, batches, in_flight, |_, _, answer| {
         progress.inc(answer.len() as u64);
         results.extend(answer);
     })?;
@@ -220,7 +207,8 @@ fn drive(
 }
 
 fn demo(dir: Option<PathBuf>, load: &LoadArgs, reference_seconds: f64) -> Result<()> {
-    let (count, shards, batch, in_flight) = (load.transactions, load.shards, load.batch_size(), load.in_flight.max(1));
+    let (count, shards, batch, in_flight) =
+        (load.transactions(), load.shards, load.batch_size(), load.in_flight.max(1));
     let dir = match dir {
         Some(dir) => dir,
         None => tempfile::Builder::new().prefix("caduceus-demo-").tempdir()?.keep(),
@@ -466,7 +454,7 @@ fn verify(data: &Path) -> Result<ExitCode> {
 }
 
 fn query(dir: &Path, question: Question) -> Result<()> {
-    let ledger = open_existing(dir)?;
+    let ledger = Ledger::open_existing(dir)?;
     match question {
         Question::AccessReport { patient } => {
             let patient = parse_actor(&patient)?;
