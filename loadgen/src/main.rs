@@ -1,18 +1,35 @@
-//! `loadgen`: drives the embedded engine with a seeded, realistic healthcare
-//! workload in a closed loop and reports throughput (with the raw ed25519
-//! `verify_batch` reference measured in the same run) and commit latency.
+//! `loadgen`: measures Caduceus with a seeded, realistic healthcare workload.
+//!
+//! - `loadgen generate --out FILE` writes a pre-signed workload;
+//! - `loadgen run --embedded ...` replays one (or generates one in memory
+//!   first) in a closed or open loop, and reports throughput against the raw
+//!   ed25519 `verify_batch` rate measured in the same run, results by reason,
+//!   commit latency, and optionally JSON, an SVG plot and an ack log;
+//! - `loadgen verify --ack-log FILE` checks that every acknowledged
+//!   transaction is in the ledger with the same result.
 
-use std::collections::BTreeMap;
+mod drive;
+mod report;
+mod source;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use caduceus_engine::limits::BATCH_TRANSACTIONS_MAX;
 use caduceus_engine::signature::measure_verify_batch_rate;
-use caduceus_engine::{Ledger, SignedTransaction};
-use caduceus_shards::workload::{self, LoadArgs, Workload};
+use caduceus_engine::{Config, Ledger, TxResult};
+use caduceus_shards::workload::{LoadArgs, Workload};
+use caduceus_shards::workload_file::write_workload;
 use clap::{Parser, Subcommand};
-use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::drive::Tally;
+use crate::source::Source;
 
 #[derive(Parser)]
 #[command(name = "loadgen", version, about = "Load generator for Caduceus")]
@@ -23,123 +40,315 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write a pre-signed workload to a file, so signing is not part of what a run measures.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
     /// Run a workload against a target and report.
-    Run(Run),
+    Run(Box<Run>),
+    /// Check that every transaction in an ack log is in the ledger with the same result.
+    Verify {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        ack_log: PathBuf,
+    },
+}
+
+/// Where the load goes.
+#[derive(clap::Args)]
+struct Target {
+    /// The embedded engine (the cluster target arrives with the cluster).
+    #[arg(long, required = true)]
+    embedded: bool,
+    /// The embedded engine's data directory: an existing ledger is continued, a new one created
+    /// (default for `run`: a new temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
 struct Run {
-    /// Drive the embedded engine (the only target so far).
-    #[arg(long, required = true)]
-    embedded: bool,
-    /// Data directory for the embedded engine (default: a new temporary directory).
+    #[command(flatten)]
+    target: Target,
+    /// Replay a workload written by `loadgen generate` (default: generate one in memory first).
     #[arg(long)]
-    dir: Option<PathBuf>,
+    workload: Option<PathBuf>,
+    /// Skip this many of the workload file's load transactions (to continue a ledger that
+    /// already holds them).
+    #[arg(long, default_value_t = 0)]
+    skip: u64,
     #[command(flatten)]
     load: LoadArgs,
+    /// Run for this long (`30s`, `2m`, `500ms`) instead of a transaction count.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Open loop: offer this many transactions per second on a fixed schedule, and measure
+    /// latency from each batch's intended send time. Without it: closed loop (`--in-flight`).
+    #[arg(long)]
+    rate: Option<f64>,
     /// Skip the reference measurement.
     #[arg(long)]
     no_reference: bool,
-    /// Write the report as JSON.
+    /// Write the full report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Draw throughput over time and the latency distribution as SVG.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// List every acknowledged transaction id with its result, for `loadgen verify`.
+    #[arg(long)]
+    ack_log: Option<PathBuf>,
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
-        Command::Run(run) => self::run(run),
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration such as 30s, 2m or 500ms"))?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "" | "s" => number,
+        "m" | "min" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?}; use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let outcome = match Cli::parse().command {
+        Command::Generate { out, load } => generate(&out, &load).map(|()| ExitCode::SUCCESS),
+        Command::Run(options) => run(*options).map(|()| ExitCode::SUCCESS),
+        Command::Verify { target, ack_log } => verify(&target, &ack_log),
+    };
+    outcome.unwrap_or_else(|error| {
+        eprintln!("error: {error:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn check_batch(load: &LoadArgs) -> Result<()> {
+    if load.batch == 0 || load.batch > BATCH_TRANSACTIONS_MAX {
+        bail!("--batch must be between 1 and {BATCH_TRANSACTIONS_MAX}");
     }
+    if let Some(share) = load.cross_shard {
+        if !(0.0..=1.0).contains(&share) {
+            bail!("--cross-shard is a share between 0 and 1");
+        }
+    }
+    Ok(())
+}
+
+/// How the workload was made, as reports and workload files record it.
+fn describe(load: &LoadArgs) -> serde_json::Value {
+    json!({
+        "seed": load.seed, "patients": load.patients, "providers": load.providers, "skew": load.skew,
+        "mix_records_consents_claims_supply": load.mix.to_string(), "cross_shard": load.cross_shard,
+        "shards": load.shards,
+    })
+}
+
+fn generate(out: &std::path::Path, load: &LoadArgs) -> Result<()> {
+    check_batch(load)?;
+    let count = load.transactions() as u64;
+    let mut workload = Workload::new(load.workload(), now_ms());
+    let progress = ProgressBar::new(count).with_style(report::bar_style("signing"));
+    let started = Instant::now();
+    let header = write_workload(out, &mut workload, describe(load), count, load.batch_size(), |n| {
+        progress.inc(n as u64);
+    })?;
+    progress.finish_and_clear();
+    let size = std::fs::metadata(out)?.len();
+    println!(
+        "wrote {}: {} setup and {} load transactions ({:.1} MB) in {:.1} s",
+        out.display(),
+        header.setup.iter().sum::<u64>(),
+        header.transactions,
+        size as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn run(options: Run) -> Result<()> {
     let load = &options.load;
-    if load.batch == 0 || load.batch > caduceus_engine::limits::BATCH_TRANSACTIONS_MAX {
-        bail!("--batch must be between 1 and {}", caduceus_engine::limits::BATCH_TRANSACTIONS_MAX);
+    check_batch(load)?;
+    if options.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        bail!("--rate must be a positive number of transactions per second");
     }
-    let dir = match &options.dir {
+    if options.workload.is_none() && options.skip > 0 {
+        bail!("--skip applies to a workload file (--workload)");
+    }
+    let reference = (!options.no_reference).then(|| {
+        eprintln!("measuring the reference: raw ed25519 verify_batch on 2 threads for 3 s ...");
+        measure_verify_batch_rate(2, Duration::from_secs(3))
+    });
+
+    let mut source = match &options.workload {
+        Some(path) => {
+            let limit = load.transactions.map(|n| n as u64);
+            Source::file(path, load.shards, load.batch_size(), options.skip, limit)
+                .with_context(|| format!("read the workload {}", path.display()))?
+        }
+        None => {
+            let count = match (options.duration, load.transactions) {
+                (Some(duration), None) => {
+                    // Enough for the whole duration: the offered rate, or the machine's
+                    // signature-check ceiling, which no run can exceed.
+                    let ceiling = options.rate.or(reference).unwrap_or_else(|| {
+                        eprintln!("measuring how many transactions the duration needs ...");
+                        measure_verify_batch_rate(2, Duration::from_secs(1))
+                    });
+                    (ceiling * duration.as_secs_f64()).ceil() as u64
+                }
+                _ => load.transactions() as u64,
+            };
+            Source::generate(Workload::new(load.workload(), now_ms()), count, load.batch_size(), describe(load))
+        }
+    };
+
+    let dir = match &options.target.dir {
         Some(dir) => dir.clone(),
         None => tempfile::Builder::new().prefix("caduceus-loadgen-").tempdir()?.keep(),
     };
-    let reference = (!options.no_reference).then(|| measure_verify_batch_rate(2, Duration::from_secs(3)));
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
-    let mut workload = Workload::new(load.workload(), now);
-    let ledger = Ledger::open(&dir, &workload.ledger_config(load.shards)).context("open the ledger")?;
-    for phase in workload.signed_setup() {
-        for chunk in phase.chunks(load.batch) {
-            ledger.submit(chunk.to_vec())?;
+    let opening = Instant::now();
+    let ledger = if dir.join("CURRENT").exists() {
+        let ledger = Ledger::open_existing(&dir).context("open the ledger")?;
+        eprintln!("continuing the ledger in {} at round {}", dir.display(), ledger.round());
+        if ledger.shard_count() != load.shards {
+            bail!("the ledger in {} has {} shards, not {}", dir.display(), ledger.shard_count(), load.shards);
+        }
+        ledger
+    } else {
+        Ledger::open(&dir, &Config { shards: load.shards, genesis_operators: vec![source.operator] })
+            .context("create the ledger")?
+    };
+    let open_seconds = opening.elapsed().as_secs_f64();
+
+    // Setup: registrations, then funding, each phase durable before the next.
+    for phase in std::mem::take(&mut source.setup) {
+        for chunk in phase.chunks(load.batch_size()) {
+            let results = ledger.submit(chunk.to_vec())?;
+            if let Some(bad) = results.iter().find(|r| !r.is_committed()) {
+                bail!("a setup transaction was rejected ({bad}): is this ledger from another workload?");
+            }
         }
     }
-    let mut batches: Vec<Vec<SignedTransaction>> = Vec::new();
-    let mut remaining = load.transactions;
-    while remaining > 0 {
-        let size = remaining.min(load.batch);
-        batches.push(workload.signed_batch(size));
-        remaining -= size;
-    }
 
-    let progress = ProgressBar::new(load.transactions as u64);
-    progress.set_style(ProgressStyle::with_template("[{bar:40}] {pos}/{len} tx ({per_sec})").expect("template"));
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
-    let mut tally: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let started = Instant::now();
-    workload::drive(&ledger, batches, load.in_flight, |sent, results| {
-        let size = results.len() as u64;
-        latency.saturating_record_n(sent.elapsed().as_micros().max(1) as u64, size);
-        for result in results {
-            *tally.entry(result.as_str()).or_default() += 1;
+    let shape = match options.rate {
+        Some(rate) => format!("open loop at {rate:.0} tx/s"),
+        None => format!("closed loop, {} batches in flight", load.in_flight.max(1)),
+    };
+    let extent = match options.duration {
+        Some(duration) => format!("for {:.1} s (at most {} transactions)", duration.as_secs_f64(), source.transactions),
+        None => format!("{} transactions", source.transactions),
+    };
+    let summary = format!("{shape}, {extent}, {} shards, batches of {}", load.shards, load.batch_size());
+    eprintln!("running: {summary}");
+    let progress = match options.duration {
+        Some(duration) => ProgressBar::new(duration.as_secs()).with_style(
+            ProgressStyle::with_template("   running [{bar:40}] {pos}/{len} s")
+                .expect("template")
+                .progress_chars("=> "),
+        ),
+        None => ProgressBar::new(source.transactions).with_style(report::bar_style("running")),
+    };
+    let ack_log = options.ack_log.as_ref().map(File::create).transpose().context("create the ack log")?;
+    let mut tally = Tally::new(ack_log, progress, options.duration);
+    match options.rate {
+        Some(rate) => drive::open_loop(&ledger, &mut source, rate, &mut tally)?,
+        None => drive::closed_loop(&ledger, &mut source, load.in_flight.max(1), &mut tally)?,
+    }
+    tally.finish()?;
+    if let Some(duration) = options.duration {
+        if tally.elapsed + Duration::from_millis(500) < duration {
+            eprintln!(
+                "note: the workload ran out after {:.1} s of the {:.1} s asked for",
+                tally.elapsed.as_secs_f64(),
+                duration.as_secs_f64()
+            );
         }
-        progress.inc(size);
-    })?;
-    let elapsed = started.elapsed();
-    progress.finish_and_clear();
-
-    let throughput = load.transactions as f64 / elapsed.as_secs_f64();
-    let committed = tally.get("committed").copied().unwrap_or(0);
-    let percentile = |q: f64| latency.value_at_quantile(q);
-    println!(
-        "workload     {} transactions, {} shards, batches of {}, {} in flight (closed loop), seed {}",
-        load.transactions, load.shards, load.batch, load.in_flight, load.seed
-    );
-    println!("throughput   {throughput:.0} tx/s ({:.2} s)", elapsed.as_secs_f64());
-    if let Some(reference) = reference {
-        println!("reference    {reference:.0} signatures/s (raw ed25519 verify_batch, 2 threads, this run)");
-        println!("ratio        {:.2}", throughput / reference);
     }
-    println!("committed    {committed}");
-    println!("rejected     {}", load.transactions as u64 - committed);
-    for (reason, count) in tally.iter().filter(|(r, _)| **r != "committed") {
-        println!("  {reason:<30} {count}");
-    }
-    println!(
-        "latency us   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
-        percentile(0.5),
-        percentile(0.9),
-        percentile(0.99),
-        percentile(0.999),
-        latency.max()
-    );
-    println!("data         {}", dir.display());
 
-    if let Some(path) = options.json {
-        let report = serde_json::json!({
-            "throughput_tps": throughput,
-            "reference_verify_batch_tps": reference,
-            "ratio_to_reference": reference.map(|r| throughput / r),
-            "committed": committed,
-            "rejected": load.transactions as u64 - committed,
-            "rejected_by_reason": tally.iter().filter(|(r, _)| **r != "committed").collect::<BTreeMap<_, _>>(),
-            "latency_us": {
-                "p50": percentile(0.5), "p90": percentile(0.9), "p99": percentile(0.99),
-                "p999": percentile(0.999), "max": latency.max(),
-            },
-            "config": {
-                "target": "embedded", "dir": dir, "shards": load.shards, "transactions": load.transactions,
-                "batch": load.batch, "in_flight": load.in_flight, "seed": load.seed,
-                "patients": load.patients, "skew": load.skew, "load": "closed loop",
-            },
-            "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "os": std::env::consts::OS },
-        });
-        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    let figures = report::Figures { tally: &tally, reference, open_seconds };
+    figures.print(&summary, &dir);
+    let config = json!({
+        "target": "embedded",
+        "dir": dir,
+        "shards": load.shards,
+        "batch": load.batch_size(),
+        "load": match options.rate {
+            Some(rate) => json!({ "shape": "open loop", "rate_tps": rate }),
+            None => json!({ "shape": "closed loop", "in_flight": load.in_flight.max(1) }),
+        },
+        "duration_seconds": options.duration.map(|d| d.as_secs_f64()),
+        "transactions_available": source.transactions,
+        "workload": {
+            "source": source.kind,
+            "file": options.workload,
+            "skip": options.skip,
+            "description": source.description,
+        },
+    });
+    if let Some(path) = &options.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&figures.json(config))?)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    if let Some(path) = &options.plot {
+        let title = format!("Caduceus embedded: {summary}; {:.0} tx/s", figures.throughput());
+        report::plot(path, &tally, &title)?;
     }
     Ok(())
+}
+
+/// Checks an ack log against the ledger; fails if any acknowledged transaction is missing or different.
+fn verify(target: &Target, ack_log: &std::path::Path) -> Result<ExitCode> {
+    let dir = target.dir.as_ref().context("loadgen verify --embedded needs --dir")?;
+    let ledger = Ledger::open_existing(dir).context("open the ledger")?;
+    let log = BufReader::new(File::open(ack_log).with_context(|| format!("open {}", ack_log.display()))?);
+    let (mut checked, mut missing, mut different) = (0u64, 0u64, 0u64);
+    let results: std::collections::HashMap<&str, TxResult> =
+        (0..=u16::MAX).filter_map(TxResult::from_code).map(|r| (r.as_str(), r)).collect();
+    for (number, line) in log.lines().enumerate() {
+        let line = line?;
+        let parsed = line.split_once(' ').and_then(|(id, result)| {
+            let id = u128::from_str_radix(id, 16).ok()?;
+            Some((id, *results.get(result)?))
+        });
+        let Some((id, acknowledged)) = parsed else {
+            bail!("{}:{}: not an ack-log line: {line:?}", ack_log.display(), number + 1);
+        };
+        checked += 1;
+        match ledger.locate(id)? {
+            None => {
+                missing += 1;
+                if missing <= 10 {
+                    eprintln!("missing: {id:032x} was acknowledged as {acknowledged}");
+                }
+            }
+            Some(location) if location.result != acknowledged => {
+                different += 1;
+                if different <= 10 {
+                    eprintln!(
+                        "different: {id:032x} was acknowledged as {acknowledged}, the ledger says {}",
+                        location.result
+                    );
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    println!(
+        "checked {checked} acknowledged transactions: {} present with the same result, {missing} missing, {different} different",
+        checked - missing - different
+    );
+    Ok(if missing + different == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }

@@ -14,12 +14,16 @@ use caduceus_engine::ledger::PendingBatch;
 use caduceus_engine::model::{
     ActorKey, Adjudication, ClaimLine, Operation, Purpose, Purposes, Role, Transaction, UnitId,
 };
+use caduceus_engine::routing::shard_of_actor;
 use caduceus_engine::signature::SigningKey;
 use caduceus_engine::signature::{actor_key, sign, signing_key};
-use caduceus_engine::{Config, Ledger, SignedTransaction, SubmitError, TxResult};
+use caduceus_engine::{Config, Ledger, SignedTransaction, SubmitError, TxId, TxResult};
 use rayon::prelude::*;
 
 const DAY_MS: u64 = 86_400_000;
+
+/// About this share of claim operations are payments once the claim pipeline is full.
+const PAYMENT_SHARE_OF_CLAIMS: f64 = 0.31;
 
 /// SplitMix64: small, fast and good enough to drive a workload.
 #[derive(Clone)]
@@ -54,24 +58,25 @@ impl Rng {
 }
 
 /// Submits batches in a closed loop, keeping up to `in_flight` of them pending,
-/// and hands each batch's results, with the moment it was sent, to `settled`
-/// in submission order.
+/// and hands each batch's transaction ids and results, with the moment it was
+/// sent, to `settled` in submission order. Stops when `batches` ends.
 pub fn drive(
     ledger: &Ledger,
-    batches: Vec<Vec<SignedTransaction>>,
+    batches: impl IntoIterator<Item = Vec<SignedTransaction>>,
     in_flight: usize,
-    mut settled: impl FnMut(Instant, Vec<TxResult>),
+    mut settled: impl FnMut(Instant, Vec<TxId>, Vec<TxResult>),
 ) -> Result<(), SubmitError> {
-    let mut pending: VecDeque<(Instant, PendingBatch)> = VecDeque::new();
+    let mut pending: VecDeque<(Instant, Vec<TxId>, PendingBatch)> = VecDeque::new();
     for batch in batches {
         if pending.len() >= in_flight.max(1) {
-            let (sent, batch) = pending.pop_front().expect("a pending batch");
-            settled(sent, batch.wait()?);
+            let (sent, ids, batch) = pending.pop_front().expect("a pending batch");
+            settled(sent, ids, batch.wait()?);
         }
-        pending.push_back((Instant::now(), ledger.submit_async(batch)?));
+        let ids = batch.iter().map(SignedTransaction::id).collect();
+        pending.push_back((Instant::now(), ids, ledger.submit_async(batch)?));
     }
-    for (sent, batch) in pending {
-        settled(sent, batch.wait()?);
+    for (sent, ids, batch) in pending {
+        settled(sent, ids, batch.wait()?);
     }
     Ok(())
 }
@@ -79,9 +84,9 @@ pub fn drive(
 /// The options of a load run that the demo and `loadgen` share.
 #[derive(clap::Args, Clone, Debug)]
 pub struct LoadArgs {
-    /// Transactions in the measured workload (signed before the clock starts).
-    #[arg(long, default_value_t = 300_000)]
-    pub transactions: usize,
+    /// Transactions in the measured workload, signed before the clock starts [default: 300000].
+    #[arg(long)]
+    pub transactions: Option<usize>,
     #[arg(long, default_value_t = 4)]
     pub shards: u32,
     /// Transactions per submitted batch.
@@ -95,14 +100,63 @@ pub struct LoadArgs {
     /// Patients in the population.
     #[arg(long, default_value_t = 20_000)]
     pub patients: usize,
+    /// Providers in the population.
+    #[arg(long, default_value_t = 400)]
+    pub providers: usize,
     /// Activity skew exponent (1: uniform).
     #[arg(long, default_value_t = 2.0)]
     pub skew: f64,
+    /// Shares of the mix, in percent: records and accesses, consent changes, claims, supply chain.
+    #[arg(long, default_value = "50,5,30,15", value_parser = parse_mix)]
+    pub mix: Mix,
+    /// Share of transactions that span shards (claim payments between parties on different
+    /// shards), 0 to 1. Without it, parties are chosen regardless of shard.
+    #[arg(long)]
+    pub cross_shard: Option<f64>,
+}
+
+/// Shares of the four families, summing to 1: records and accesses, consent changes, claims, supply chain.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Mix(pub [f64; 4]);
+
+impl std::fmt::Display for Mix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [a, b, c, d] = self.0.map(|share| share * 100.0);
+        write!(f, "{a:.0},{b:.0},{c:.0},{d:.0}")
+    }
+}
+
+/// Parses `records,consents,claims,supply` shares (any positive scale; normalized to sum to 1).
+pub fn parse_mix(text: &str) -> Result<Mix, String> {
+    let parts: Vec<f64> = text
+        .split(',')
+        .map(|part| part.trim().parse::<f64>().map_err(|_| format!("{part:?} is not a number")))
+        .collect::<Result<_, _>>()?;
+    let shares: [f64; 4] =
+        parts.try_into().map_err(|_| "the mix has four shares: records,consents,claims,supply".to_owned())?;
+    let total: f64 = shares.iter().sum();
+    if shares.iter().any(|s| !s.is_finite() || *s < 0.0) || total <= 0.0 {
+        return Err("mix shares must be non-negative and not all zero".into());
+    }
+    Ok(Mix(shares.map(|s| s / total)))
 }
 
 impl LoadArgs {
     pub fn workload(&self) -> WorkloadConfig {
-        WorkloadConfig { seed: self.seed, patients: self.patients, skew: self.skew, ..WorkloadConfig::default() }
+        WorkloadConfig {
+            seed: self.seed,
+            patients: self.patients,
+            providers: self.providers,
+            skew: self.skew,
+            mix: self.mix.0,
+            shards: self.shards,
+            cross_shard: self.cross_shard,
+            ..WorkloadConfig::default()
+        }
+    }
+    /// The number of measured transactions.
+    pub fn transactions(&self) -> usize {
+        self.transactions.unwrap_or(300_000)
     }
     /// The batch size within the engine's limit.
     pub fn batch_size(&self) -> usize {
@@ -124,6 +178,10 @@ pub struct WorkloadConfig {
     pub skew: f64,
     /// Shares of the mix: records and accesses, consent changes, claims, supply chain.
     pub mix: [f64; 4],
+    /// The shard count the cross-shard share is computed for.
+    pub shards: u32,
+    /// Share of all transactions meant to span shards; `None`: parties chosen regardless of shard.
+    pub cross_shard: Option<f64>,
 }
 
 impl Default for WorkloadConfig {
@@ -138,6 +196,8 @@ impl Default for WorkloadConfig {
             pharmacies: 300,
             skew: 2.0,
             mix: [0.50, 0.05, 0.30, 0.15],
+            shards: 4,
+            cross_shard: None,
         }
     }
 }
@@ -159,6 +219,9 @@ pub struct Workload {
     patients: Vec<ActorKey>,
     providers: Vec<ActorKey>,
     payers: Vec<ActorKey>,
+    /// The shard of each provider's and each payer's account.
+    provider_shard: Vec<u32>,
+    payer_shard: Vec<u32>,
     /// Manufacturers, then distributors, then pharmacies.
     supply: Vec<ActorKey>,
     regulator: ActorKey,
@@ -202,6 +265,8 @@ impl Workload {
         let mut supply = make("manufacturer", config.manufacturers);
         supply.extend(make("distributor", config.distributors));
         supply.extend(make("pharmacy", config.pharmacies));
+        let shards_of = |actors: &[ActorKey]| actors.iter().map(|a| shard_of_actor(a, config.shards.max(1))).collect();
+        let (provider_shard, payer_shard) = (shards_of(&providers), shards_of(&payers));
         Self {
             rng: Rng::new(seed),
             config,
@@ -212,6 +277,8 @@ impl Workload {
             patients,
             providers,
             payers,
+            provider_shard,
+            payer_shard,
             supply,
             regulator,
             records: Vec::new(),
@@ -232,6 +299,16 @@ impl Workload {
 
     pub fn patients(&self) -> &[ActorKey] {
         &self.patients
+    }
+
+    /// The genesis operator, who registers everyone else.
+    pub fn operator(&self) -> ActorKey {
+        self.operator
+    }
+
+    /// The shard count the workload's cross-shard share is computed for.
+    pub fn shards(&self) -> u32 {
+        self.config.shards
     }
 
     pub fn regulator(&self) -> ActorKey {
@@ -415,7 +492,9 @@ impl Workload {
 
     fn claim_operation(&mut self) -> Transaction {
         let roll = self.rng.unit();
-        if roll < 0.3 && !self.submitted.is_empty() {
+        // Adjudications and payments each take about a third when claims are waiting for them,
+        // so the claim pipeline stays short and payments are about 30% of claim operations.
+        if roll < 0.35 && !self.submitted.is_empty() {
             let (claim, patient, provider, payer, total) = self.submitted.pop_front().expect("non-empty");
             let decision = if self.rng.chance(0.9) {
                 self.approved.push_back((claim, patient, provider, payer, total));
@@ -428,7 +507,7 @@ impl Workload {
                 Operation::AdjudicateClaim { claim, patient: self.patients[patient], decision },
             );
         }
-        if roll < 0.55 && !self.approved.is_empty() {
+        if roll < 0.70 && !self.approved.is_empty() {
             let (claim, patient, provider, payer, total) = self.approved.pop_front().expect("non-empty");
             let operation = Operation::PayClaim {
                 claim,
@@ -448,7 +527,7 @@ impl Workload {
                 Operation::SubmitClaim { claim, patient: self.patients[patient], payer, service_date, lines };
             return self.transaction(self.providers[provider], operation);
         }
-        let (patient, provider, payer) = (self.patient(), self.provider(), self.rng.below(self.payers.len()));
+        let (patient, provider, payer) = self.claim_parties();
         let lines: Vec<ClaimLine> = (0..1 + self.rng.below(3))
             .map(|_| ClaimLine {
                 procedure: PROCEDURES[self.rng.below(PROCEDURES.len())].into(),
@@ -472,10 +551,37 @@ impl Workload {
         self.transaction(self.providers[provider], operation)
     }
 
+    /// A new claim's patient, provider and payer. With a cross-shard share set, the claim is
+    /// either local (provider and payer on the patient's shard, so its payment touches one
+    /// shard) or cross-shard (payer on another shard), in the proportion that makes payments
+    /// spanning shards that share of all transactions.
+    fn claim_parties(&mut self) -> (usize, usize, usize) {
+        let patient = self.patient();
+        let Some(target) = self.config.cross_shard else {
+            return (patient, self.provider(), self.rng.below(self.payers.len()));
+        };
+        let shards = self.config.shards.max(1);
+        let home = shard_of_actor(&self.patients[patient], shards);
+        let payment_share = self.config.mix[2] * PAYMENT_SHARE_OF_CLAIMS;
+        let cross = shards > 1 && self.rng.chance((target / payment_share).clamp(0.0, 1.0));
+        let local_providers: Vec<usize> =
+            (0..self.providers.len()).filter(|&i| self.provider_shard[i] == home).collect();
+        let provider = if cross || local_providers.is_empty() {
+            self.provider()
+        } else {
+            local_providers[self.rng.skewed(local_providers.len(), self.config.skew)]
+        };
+        let payers: Vec<usize> = (0..self.payers.len()).filter(|&i| (self.payer_shard[i] == home) != cross).collect();
+        let payer =
+            if payers.is_empty() { self.rng.below(self.payers.len()) } else { payers[self.rng.below(payers.len())] };
+        (patient, provider, payer)
+    }
+
     fn supply_operation(&mut self) -> Transaction {
         let (m, d, p) = (self.config.manufacturers, self.config.distributors, self.config.pharmacies);
         let roll = self.rng.unit();
-        if roll < 0.002 && !self.lots.is_empty() {
+        // A recall applies on every shard, so a workload with no cross-shard share has none.
+        if roll < 0.002 && !self.lots.is_empty() && self.config.cross_shard != Some(0.0) {
             let (gtin, lot) = self.lots[self.rng.below(self.lots.len())].clone();
             let reason = "Class I recall: particulate matter".to_owned();
             return self.transaction(self.regulator, Operation::RecallLot { gtin, lot, reason });
