@@ -92,6 +92,77 @@ fn a_failing_disk_loses_the_batch_cleanly_and_the_ledger_keeps_serving() {
     assert!(verify_storage(storage.as_ref()).unwrap().is_intact());
 }
 
+/// With writes slower than execution, several groups are executed ahead of storage. A write
+/// that fails then takes every group executed on top of it down too: each batch is either
+/// acknowledged and durable, or refused and absent. Queries meanwhile never report more than
+/// is durable.
+#[test]
+fn a_failed_write_refuses_the_groups_executed_on_top_of_it() {
+    let (workload, batches) = batches();
+    let storage = Arc::new(FaultyStorage::new());
+    let ledger = open(&workload, storage.clone());
+    for batch in &batches[..2] {
+        ledger.submit(batch.clone()).unwrap(); // setup
+    }
+    storage.delay_writes(Duration::from_millis(20));
+    let stored_round = || {
+        let bytes = storage.get(caduceus_engine::layout::META_ROUND).unwrap().unwrap();
+        caduceus_engine::round::decode_round_meta(&bytes).unwrap().0
+    };
+    let mut outcomes: Vec<Option<Vec<TxResult>>> = Vec::new();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let mut checks = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let queried = ledger.round();
+                assert!(stored_round() >= queried, "a query reported round {queried} before it was durable");
+                checks += 1;
+            }
+            checks
+        });
+        let pending: Vec<_> = batches[2..]
+            .iter()
+            .enumerate()
+            .map(|(i, batch)| {
+                if i == 6 {
+                    storage.fail_next_writes(1);
+                }
+                ledger.submit_async(batch.clone()).unwrap()
+            })
+            .collect();
+        for (batch, pending) in batches[2..].iter().zip(pending) {
+            match pending.wait() {
+                Ok(results) => {
+                    for (t, result) in batch.iter().zip(&results) {
+                        assert_eq!(ledger.locate(t.id()).unwrap().map(|l| l.result), Some(*result));
+                    }
+                    outcomes.push(Some(results));
+                }
+                Err(SubmitError::Storage(_)) => {
+                    assert!(batch.iter().all(|t| ledger.locate(t.id()).unwrap().is_none()), "refused means absent");
+                    outcomes.push(None);
+                }
+                Err(other) => panic!("unexpected {other}"),
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(watcher.join().unwrap() > 0);
+    });
+    let refused = outcomes.iter().filter(|o| o.is_none()).count();
+    assert!(refused >= 1 && refused < outcomes.len(), "{refused} of {} batches refused", outcomes.len());
+    assert!(verify_storage(storage.as_ref()).unwrap().is_intact());
+    let reopened = open(&workload, Arc::new(MemoryStorage::from_map(storage.durable())));
+    assert_eq!(reopened.state_hash(), ledger.state_hash(), "memory and storage agree after the failure");
+    // Acknowledged batches keep their results; refused ones can be submitted again.
+    for (batch, outcome) in batches[2..].iter().zip(&outcomes) {
+        let results = ledger.submit(batch.clone()).unwrap();
+        if let Some(acknowledged) = outcome {
+            assert_eq!(&results, acknowledged);
+        }
+    }
+}
+
 /// Reads `ack` lines from a running writer for `run_for`, then kills it with SIGKILL.
 fn run_and_kill(dir: &std::path::Path, seed: u64, run_for: Duration, acknowledged: &mut HashMap<u128, u16>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_crash-writer"))

@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 use caduceus_engine::block::merkle_root;
 use caduceus_engine::codec::Codec;
 use caduceus_engine::round::{execute_round, Genesis};
-use caduceus_engine::signature::{measure_verify_batch_rate, verify_all};
-use caduceus_engine::storage::MemoryStorage;
+use caduceus_engine::routing::participants;
+use caduceus_engine::shard::Shard;
+use caduceus_engine::signature::{measure_verify_batch_rate, sign, signing_key, verify_all};
+use caduceus_engine::storage::{MemoryStorage, RocksStorage, Storage, Write};
 use caduceus_engine::{Ledger, SignedTransaction};
 use caduceus_shards::workload::{Workload, WorkloadConfig};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use ed25519_dalek::{Signature, Signer, VerifyingKey};
 
 const NOW: u64 = 1_800_000_000_000;
 
@@ -24,18 +27,44 @@ fn codec_and_signatures(c: &mut Criterion) {
     let mut workload = workload();
     let batch = workload.signed_batch(256);
     let sample = batch[0].clone();
+    let key = signing_key([9; 32]);
     let mut group = c.benchmark_group("transaction");
     group.throughput(Throughput::Elements(1));
     group.bench_function("encode", |b| b.iter(|| sample.transaction.encode().unwrap()));
     group.bench_function("decode", |b| b.iter(|| SignedTransaction::decode(sample.bytes()).unwrap()));
+    group.bench_function("sign", |b| b.iter(|| sign(sample.transaction.clone(), &key).unwrap()));
     group.bench_function("verify one", |b| b.iter(|| verify_all(std::slice::from_ref(&sample))));
+    group.bench_function("route (participants, 4 shards)", |b| {
+        b.iter(|| batch.iter().map(|t| participants(&t.transaction, 4).len()).sum::<usize>() / batch.len())
+    });
     group.finish();
 
-    let mut group = c.benchmark_group("verify");
-    for size in [64usize, 256, 1024] {
+    // The raw ed25519 batch check, without the engine: the physical ceiling.
+    let mut group = c.benchmark_group("verify_batch (raw ed25519)");
+    for size in [16usize, 64, 256, 1024] {
+        let keys: Vec<_> = (0..size as u64).map(|i| signing_key(*blake3::hash(&i.to_le_bytes()).as_bytes())).collect();
+        let messages: Vec<Vec<u8>> = (0..size as u64).map(|i| i.to_le_bytes().repeat(20)).collect();
+        let signatures: Vec<Signature> = keys.iter().zip(&messages).map(|(k, m)| k.sign(m)).collect();
+        let verifying: Vec<VerifyingKey> = keys.iter().map(|k| k.verifying_key()).collect();
+        let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        for threads in [1usize, 2] {
+            // Each thread checks its own copy of the batch, so the rate is per `threads` cores.
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            group.throughput(Throughput::Elements((size * threads) as u64));
+            group.bench_function(format!("{size} signatures, {threads} thread(s)"), |b| {
+                b.iter(|| {
+                    pool.broadcast(|_| ed25519_dalek::verify_batch(&refs, &signatures, &verifying).unwrap());
+                })
+            });
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("verify (engine, 2 threads)");
+    for size in [64usize, 256, 1024, 4096] {
         let transactions: Vec<SignedTransaction> = workload.signed_batch(size);
         group.throughput(Throughput::Elements(size as u64));
-        group.bench_function(format!("verify_all {size}, 2 threads"), |b| b.iter(|| verify_all(&transactions)));
+        group.bench_function(format!("verify_all {size}"), |b| b.iter(|| verify_all(&transactions)));
     }
     group.finish();
 
@@ -43,7 +72,8 @@ fn codec_and_signatures(c: &mut Criterion) {
     c.bench_function("merkle root of 2048 leaves", |b| b.iter(|| merkle_root(&leaves)));
 }
 
-fn execution(c: &mut Criterion) {
+/// Shards warmed with the default mix (setup and 20,480 transactions), and the workload that did it.
+fn warm_shards() -> (Workload, Vec<Shard>, u64) {
     let mut workload = workload();
     let genesis = Genesis { shards: 4, operators: workload.ledger_config(4).genesis_operators };
     let mut shards = genesis.shards();
@@ -57,24 +87,62 @@ fn execution(c: &mut Criterion) {
         let warm = workload.signed_batch(2_048);
         execute_round(&mut shards, round, [0; 32], NOW, &warm);
     }
+    (workload, shards, round)
+}
+
+fn execution(c: &mut Criterion) {
+    let (mut workload, shards, round) = warm_shards();
     let states: Vec<_> = shards.iter().map(|s| (s.state().clone(), s.height(), s.head(), s.last_time())).collect();
-    let batch = workload.signed_batch(2_048);
-    let mut group = c.benchmark_group("execute");
-    group.throughput(Throughput::Elements(batch.len() as u64));
-    group.bench_function("round of 2048 mixed transactions, 4 shards", |b| {
-        b.iter_batched(
-            || {
-                states
-                    .iter()
-                    .enumerate()
-                    .map(|(id, (state, height, head, time))| {
-                        caduceus_engine::shard::Shard::restore(id as u32, 4, state.clone(), *height, *head, *time)
-                    })
-                    .collect::<Vec<_>>()
-            },
-            |mut shards| execute_round(&mut shards, round + 1, [0; 32], NOW, &batch),
-            BatchSize::LargeInput,
-        )
+    let restore = || -> Vec<Shard> {
+        states
+            .iter()
+            .enumerate()
+            .map(|(id, (state, height, head, time))| Shard::restore(id as u32, 4, state.clone(), *height, *head, *time))
+            .collect()
+    };
+    let families = [
+        ("default mix", [0.50, 0.05, 0.30, 0.15]),
+        ("records and accesses", [1.0, 0.0, 0.0, 0.0]),
+        ("consent changes", [0.0, 1.0, 0.0, 0.0]),
+        ("claims", [0.0, 0.0, 1.0, 0.0]),
+        ("supply chain", [0.0, 0.0, 0.0, 1.0]),
+    ];
+    let mut group = c.benchmark_group("execute round of 2048, 4 shards");
+    for (name, mix) in families {
+        workload.set_mix(mix);
+        let batch = workload.signed_batch(2_048);
+        group.throughput(Throughput::Elements(batch.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                restore,
+                |mut shards| execute_round(&mut shards, round + 1, [0; 32], NOW, &batch),
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+/// One round's writes (blocks, state, history, index, checkpoint) to RocksDB: one WriteBatch, one fsync.
+fn persistence(c: &mut Criterion) {
+    let (mut workload, mut shards, mut round) = warm_shards();
+    let rounds: Vec<(usize, Vec<Write>)> = (0..16)
+        .map(|_| {
+            round += 1;
+            let batch = workload.signed_batch(2_048);
+            (batch.len(), execute_round(&mut shards, round, [0; 32], NOW, &batch).writes())
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let storage = RocksStorage::open(dir.path()).expect("open RocksDB");
+    let mut group = c.benchmark_group("persist");
+    group.throughput(Throughput::Elements(rounds[0].0 as u64));
+    let mut next = 0;
+    group.bench_function("round of 2048 to RocksDB, fsynced", |b| {
+        b.iter(|| {
+            storage.write(&rounds[next % rounds.len()].1).expect("write");
+            next += 1;
+        })
     });
     group.finish();
 }
@@ -83,7 +151,7 @@ fn pipeline(c: &mut Criterion) {
     let reference = measure_verify_batch_rate(2, Duration::from_secs(3));
     let mut group = c.benchmark_group("pipeline");
     group.sample_size(10);
-    for batch_size in [256usize, 2_048] {
+    for batch_size in [256usize, 1_024, 2_048, 8_192] {
         let mut workload = workload();
         let ledger = Ledger::open_with(Arc::new(MemoryStorage::new()), &workload.ledger_config(4), Arc::new(|| NOW))
             .expect("open");
@@ -117,5 +185,5 @@ fn pipeline(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codec_and_signatures, execution, pipeline);
+criterion_group!(benches, codec_and_signatures, execution, persistence, pipeline);
 criterion_main!(benches);

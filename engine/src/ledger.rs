@@ -1,16 +1,20 @@
 //! The `Ledger`: the embeddable facade over shards, pipeline and storage.
 //!
-//! Submitted batches flow through two pipeline stages joined by bounded
-//! channels: a verify stage checks signatures on the rayon pool, and a commit
-//! stage de-duplicates by transaction id, executes each batch as a round over
-//! all shards, writes the rounds in one atomic, fsynced write, and only then
-//! answers. While the commit stage writes, the verify stage checks the next
-//! batch. The rounds of all batches waiting at once share that one write
-//! (group commit); a batch is always its own round, so results depend only on
-//! the order of batches, never on timing.
+//! Submitted batches flow through three pipeline stages joined by bounded
+//! channels: a verify stage checks signatures on the rayon pool; an execute
+//! stage de-duplicates by transaction id and executes each batch as a round
+//! over all shards, in memory; a persist stage writes each executed group in
+//! one atomic, fsynced write and only then answers. So while one group is
+//! written, the next executes and the one after is verified. The rounds of
+//! all batches waiting at once share one write (group commit); a batch is
+//! always its own round, so results depend only on the order of batches,
+//! never on timing.
 //!
-//! Queries read under the same lock the commit stage holds until its write is
-//! durable, so nothing a query returns can be lost by a crash.
+//! The in-memory state can be ahead of storage by the groups being written.
+//! Queries of it return only once what they read is durable, so nothing a
+//! query returns can be lost by a crash. When a write fails, the state goes
+//! back to what is durable and every batch executed on top of the lost write
+//! is refused as well: nothing unacknowledged is kept.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,8 +30,8 @@ use crate::codec::{Codec, DecodeError};
 use crate::history::{AccessEntry, CustodyEvent, TxLocation};
 use crate::layout;
 use crate::limits::{
-    BATCH_TRANSACTIONS_MAX, EXECUTE_QUEUE_DEPTH, HISTORY_ENTRIES_MAX, ROUND_TRANSACTIONS_MAX, SHARDS_MAX,
-    SUBMIT_QUEUE_DEPTH,
+    BATCH_TRANSACTIONS_MAX, EXECUTE_QUEUE_DEPTH, HISTORY_ENTRIES_MAX, PERSIST_QUEUE_DEPTH, ROUND_TRANSACTIONS_MAX,
+    SHARDS_MAX, SUBMIT_QUEUE_DEPTH,
 };
 use crate::model::{ActorKey, Hash, Reason, SignedTransaction, Timestamp, TxId, TxResult, UnitId};
 use crate::round::{decode_round_meta, execute_round, Genesis};
@@ -128,6 +132,15 @@ struct Core {
     shards: Vec<Shard>,
     round: u64,
     checkpoint: Option<Checkpoint>,
+    /// The last executed group (groups are numbered from 1 as they execute).
+    executed: u64,
+    /// Bumped whenever a failed write throws away executed, not yet durable groups.
+    epoch: u64,
+    /// Results of transactions executed in groups not yet durable, so a repeat of one in a
+    /// later group gets the same answer: id -> (group, result).
+    unpersisted: HashMap<TxId, (u64, TxResult)>,
+    /// The ids each not yet durable group executed, oldest first.
+    unpersisted_groups: std::collections::VecDeque<(u64, Vec<TxId>)>,
 }
 
 impl Core {
@@ -201,22 +214,45 @@ impl Core {
             };
             shards.push(Shard::restore(id, genesis.shards, state, height, head, time));
         }
-        Ok(Core { storage, genesis, shards, round, checkpoint })
+        Ok(Core {
+            storage,
+            genesis,
+            shards,
+            round,
+            checkpoint,
+            executed: 0,
+            epoch: 0,
+            unpersisted: HashMap::new(),
+            unpersisted_groups: Default::default(),
+        })
     }
 
-    /// Commits a group of verified batches: each batch is its own round (so
-    /// results depend only on the order of batches, never on how they were
-    /// grouped), and all the group's rounds go to storage in one write.
-    fn commit(&mut self, group: Vec<Verified>, clock: &Clock) {
+    /// Executes a group of verified batches: each batch is its own round (so results depend
+    /// only on the order of batches, never on how they were grouped), and all the group's
+    /// rounds go to storage in one write, which the persist stage makes. `durable` is the last
+    /// group known to be durable. Returns `None` when the group was answered already (a failed
+    /// lookup).
+    fn execute(&mut self, group: Vec<Verified>, clock: &Clock, durable: u64) -> Option<Executed> {
+        while self.unpersisted_groups.front().is_some_and(|(seq, _)| *seq <= durable) {
+            let (seq, ids) = self.unpersisted_groups.pop_front().expect("a durable group");
+            for id in ids {
+                if self.unpersisted.get(&id).is_some_and(|(s, _)| *s == seq) {
+                    self.unpersisted.remove(&id);
+                }
+            }
+        }
         let lookups: Vec<Vec<u8>> =
             group.iter().flat_map(|v| v.transactions.iter().map(|t| layout::transaction(t.id()))).collect();
         let stored = match self.storage.get_many(&lookups) {
             Ok(stored) => stored,
-            Err(error) => return answer_all(group, Err(SubmitError::Storage(error.to_string()))),
+            Err(error) => {
+                answer_all(group, Err(SubmitError::Storage(error.to_string())));
+                return None;
+            }
         };
+        let seq = self.executed + 1;
         let mut stored = stored.into_iter();
-        // Results of ids committed earlier in this group, not yet in storage.
-        let mut earlier_in_group: HashMap<TxId, TxResult> = HashMap::new();
+        let mut executed_ids = Vec::new();
         let mut writes = Vec::new();
         let mut answers: Vec<Vec<TxResult>> = Vec::with_capacity(group.len());
         let now = clock();
@@ -233,7 +269,7 @@ impl Core {
                         Ok(location) => Slot::Done(location.result),
                         Err(_) => Slot::Done(TxResult::Rejected(Reason::Malformed)),
                     }
-                } else if let Some(result) = earlier_in_group.get(&transaction.id()) {
+                } else if let Some((_, result)) = self.unpersisted.get(&transaction.id()) {
                     Slot::Done(*result)
                 } else if let Some(&position) = in_round.get(&transaction.id()) {
                     Slot::Round(position)
@@ -252,7 +288,10 @@ impl Core {
                 let (balances, funded) = crate::shard::fund_totals(&self.shards);
                 assert_eq!(balances, funded, "funds are conserved after every round");
                 writes.extend(outcome.writes());
-                earlier_in_group.extend(round_transactions.iter().map(|t| t.id()).zip(outcome.results.iter().copied()));
+                for (transaction, result) in round_transactions.iter().zip(&outcome.results) {
+                    self.unpersisted.insert(transaction.id(), (seq, *result));
+                    executed_ids.push(transaction.id());
+                }
                 self.round = round;
                 self.checkpoint = Some(outcome.checkpoint);
                 results = outcome.results;
@@ -267,21 +306,62 @@ impl Core {
                     .collect(),
             );
         }
-        if !writes.is_empty() {
-            if let Err(error) = self.storage.write(&writes) {
-                // Nothing of the group is durable: go back to what is.
-                let config = Config { shards: self.genesis.shards, genesis_operators: self.genesis.operators.clone() };
-                match Core::load(self.storage.clone(), &config) {
-                    Ok(reloaded) => *self = reloaded,
-                    Err(reload) => {
-                        panic!("storage failed ({error}) and the durable state cannot be reloaded: {reload}")
-                    }
-                }
-                return answer_all(group, Err(SubmitError::Storage(error.to_string())));
+        self.executed = seq;
+        self.unpersisted_groups.push_back((seq, executed_ids));
+        let replies = group.into_iter().map(|v| v.reply).zip(answers).collect();
+        Some(Executed { seq, epoch: self.epoch, writes, replies })
+    }
+
+    /// Goes back to what is durable, after a failed write: everything executed since is dropped.
+    fn reload(&mut self) {
+        let config = Config { shards: self.genesis.shards, genesis_operators: self.genesis.operators.clone() };
+        match Core::load(self.storage.clone(), &config) {
+            Ok(reloaded) => {
+                let (executed, epoch) = (self.executed, self.epoch + 1);
+                *self = reloaded;
+                self.executed = executed;
+                self.epoch = epoch;
             }
+            Err(reload) => panic!("a write failed and the durable state cannot be reloaded: {reload}"),
         }
-        for (verified, answer) in group.into_iter().zip(answers) {
-            let _ = verified.reply.send(Ok(answer));
+    }
+}
+
+/// A group executed in memory, waiting to be made durable before it is answered.
+struct Executed {
+    seq: u64,
+    epoch: u64,
+    writes: Vec<crate::storage::Write>,
+    replies: Vec<(Sender<Answer>, Vec<TxResult>)>,
+}
+
+/// The last durable group, and the epoch it belongs to; queries wait on it.
+#[derive(Default)]
+struct Durable {
+    state: parking_lot::Mutex<(u64, u64)>,
+    changed: parking_lot::Condvar,
+}
+
+impl Durable {
+    fn set(&self, seq: u64, epoch: u64) {
+        *self.state.lock() = (seq, epoch);
+        self.changed.notify_all();
+    }
+    fn get(&self) -> (u64, u64) {
+        *self.state.lock()
+    }
+    /// Waits until group `seq` of `epoch` is durable (true) or was thrown away (false).
+    fn wait(&self, seq: u64, epoch: u64) -> bool {
+        let mut state = self.state.lock();
+        loop {
+            let (durable, current) = *state;
+            if current != epoch {
+                return false;
+            }
+            if durable >= seq {
+                return true;
+            }
+            self.changed.wait(&mut state);
         }
     }
 }
@@ -359,6 +439,7 @@ impl PendingBatch {
 /// ```
 pub struct Ledger {
     core: Arc<RwLock<Core>>,
+    durable: Arc<Durable>,
     submit: Option<Sender<Submission>>,
     threads: Vec<JoinHandle<()>>,
     clock: Clock,
@@ -412,15 +493,24 @@ impl Ledger {
                 }
             })
             .expect("spawn the verify stage");
-        let committer = {
-            let core = core.clone();
-            let clock = clock.clone();
+        let durable = Arc::new(Durable::default());
+        let (persist_sender, persist_receiver) = bounded::<Executed>(PERSIST_QUEUE_DEPTH);
+        let executor = {
+            let (core, clock, durable) = (core.clone(), clock.clone(), durable.clone());
             std::thread::Builder::new()
-                .name("caduceus-commit".into())
-                .spawn(move || commit_stage(&core, &verified_receiver, &clock))
-                .expect("spawn the commit stage")
+                .name("caduceus-execute".into())
+                .spawn(move || execute_stage(&core, &verified_receiver, &clock, &durable, &persist_sender))
+                .expect("spawn the execute stage")
         };
-        Ok(Self { core, submit: Some(submit_sender), threads: vec![verifier, committer], clock })
+        let persister = {
+            let (core, durable) = (core.clone(), durable.clone());
+            let storage = core.read().storage.clone();
+            std::thread::Builder::new()
+                .name("caduceus-persist".into())
+                .spawn(move || persist_stage(&core, storage.as_ref(), &persist_receiver, &durable))
+                .expect("spawn the persist stage")
+        };
+        Ok(Self { core, durable, submit: Some(submit_sender), threads: vec![verifier, executor, persister], clock })
     }
 
     /// Queues a batch and returns at once; `wait` on the result for the per-transaction outcomes.
@@ -444,14 +534,29 @@ impl Ledger {
         self.core.read().genesis.shards
     }
 
+    /// Reads the in-memory state, and returns once what was read is durable: the executed
+    /// state can be ahead of storage by the groups being written, and nothing a query
+    /// returns may be lost by a crash.
+    fn read_durable<T>(&self, read: impl Fn(&Core) -> T) -> T {
+        loop {
+            let (value, seq, epoch) = {
+                let core = self.core.read();
+                (read(&core), core.executed, core.epoch)
+            };
+            if self.durable.wait(seq, epoch) {
+                return value;
+            }
+        }
+    }
+
     /// The number of the last durable round.
     pub fn round(&self) -> u64 {
-        self.core.read().round
+        self.read_durable(|core| core.round)
     }
 
     /// The latest checkpoint: every shard's head after the last round.
     pub fn checkpoint(&self) -> Option<Checkpoint> {
-        self.core.read().checkpoint.clone()
+        self.read_durable(|core| core.checkpoint.clone())
     }
 
     pub fn checkpoint_at(&self, round: u64) -> Result<Option<Checkpoint>, QueryError> {
@@ -462,48 +567,52 @@ impl Ledger {
 
     /// blake3 over every shard's canonical state: equal hashes, equal states.
     pub fn state_hash(&self) -> Hash {
-        let core = self.core.read();
-        let mut hasher = blake3::Hasher::new();
-        for shard in &core.shards {
-            hasher.update(&shard.state().hash());
-        }
-        *hasher.finalize().as_bytes()
+        self.read_durable(|core| {
+            let mut hasher = blake3::Hasher::new();
+            for shard in &core.shards {
+                hasher.update(&shard.state().hash());
+            }
+            *hasher.finalize().as_bytes()
+        })
     }
 
     /// Every shard's height.
     pub fn heights(&self) -> Vec<u64> {
-        self.core.read().shards.iter().map(Shard::height).collect()
+        self.read_durable(|core| core.shards.iter().map(Shard::height).collect())
     }
 
     /// Total balances and total funding over all accounts; equal whenever the ledger is at rest.
     pub fn fund_totals(&self) -> (u128, u128) {
-        crate::shard::fund_totals(&self.core.read().shards)
+        self.read_durable(|core| crate::shard::fund_totals(&core.shards))
     }
 
     pub fn actor(&self, actor: &ActorKey) -> Option<Actor> {
-        self.core.read().shards[0].state().actors.get(actor).cloned()
+        self.read_durable(|core| core.shards[0].state().actors.get(actor).cloned())
     }
 
     pub fn account(&self, owner: &ActorKey) -> Option<Account> {
-        let core = self.core.read();
-        core.shards[shard_of_actor(owner, core.genesis.shards) as usize].state().accounts.get(owner).copied()
+        self.read_durable(|core| {
+            core.shards[shard_of_actor(owner, core.genesis.shards) as usize].state().accounts.get(owner).copied()
+        })
     }
 
     /// A claim, looked up on its patient's shard.
     pub fn claim(&self, patient: &ActorKey, claim: u128) -> Option<Claim> {
-        let core = self.core.read();
-        let shard = &core.shards[shard_of_actor(patient, core.genesis.shards) as usize];
-        shard.state().claims.get(&(*patient, claim)).cloned()
+        self.read_durable(|core| {
+            let shard = &core.shards[shard_of_actor(patient, core.genesis.shards) as usize];
+            shard.state().claims.get(&(*patient, claim)).cloned()
+        })
     }
 
     /// Whether a unit is genuine, who holds it, whether it is recalled or expired (at the clock's now).
     pub fn verify_unit(&self, unit: &UnitId) -> UnitVerification {
-        let core = self.core.read();
-        let state = core.shards[shard_of_unit(unit, core.genesis.shards) as usize].state();
-        let current = state.units.get(unit).cloned();
-        let recall = current.as_ref().and_then(|u| state.recalls.get(&(unit.gtin, u.lot.clone())).cloned());
-        let expired = current.as_ref().is_some_and(|u| (self.clock)() >= u.expiry);
-        UnitVerification { unit: unit.clone(), state: current, recall, expired }
+        self.read_durable(|core| {
+            let state = core.shards[shard_of_unit(unit, core.genesis.shards) as usize].state();
+            let current = state.units.get(unit).cloned();
+            let recall = current.as_ref().and_then(|u| state.recalls.get(&(unit.gtin, u.lot.clone())).cloned());
+            let expired = current.as_ref().is_some_and(|u| (self.clock)() >= u.expiry);
+            UnitVerification { unit: unit.clone(), state: current, recall, expired }
+        })
     }
 
     fn history<T: Codec>(&self, prefix: &[u8]) -> Result<Vec<T>, QueryError> {
@@ -595,7 +704,15 @@ impl Ledger {
     }
 }
 
-fn commit_stage(core: &RwLock<Core>, verified: &Receiver<Verified>, clock: &Clock) {
+/// Takes verified batches as they come, groups those waiting, and executes each group under
+/// the core's lock; the persist stage makes it durable and answers.
+fn execute_stage(
+    core: &RwLock<Core>,
+    verified: &Receiver<Verified>,
+    clock: &Clock,
+    durable: &Durable,
+    persist: &Sender<Executed>,
+) {
     let mut carried: Option<Verified> = None;
     loop {
         let first = match carried.take() {
@@ -620,7 +737,47 @@ fn commit_stage(core: &RwLock<Core>, verified: &Receiver<Verified>, clock: &Cloc
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        core.write().commit(group, clock);
+        let executed = core.write().execute(group, clock, durable.get().0);
+        if let Some(executed) = executed {
+            if persist.send(executed).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Writes each executed group in one atomic, fsynced write, in order, and only then answers.
+/// When a write fails, the core goes back to what is durable, and every group executed on top
+/// of the lost one is refused too.
+fn persist_stage(core: &RwLock<Core>, storage: &dyn Storage, executed: &Receiver<Executed>, durable: &Durable) {
+    let mut epoch = 0;
+    for group in executed {
+        if group.epoch != epoch {
+            let refused = SubmitError::Storage("an earlier write failed, so nothing in the batch was applied".into());
+            for (reply, _) in group.replies {
+                let _ = reply.send(Err(refused.clone()));
+            }
+            continue;
+        }
+        if group.writes.is_empty() {
+            durable.set(group.seq, epoch);
+        } else if let Err(error) = storage.write(&group.writes) {
+            let mut core = core.write();
+            core.reload();
+            epoch = core.epoch;
+            // The reloaded state is the durable one.
+            durable.set(core.executed, epoch);
+            drop(core);
+            for (reply, _) in group.replies {
+                let _ = reply.send(Err(SubmitError::Storage(error.to_string())));
+            }
+            continue;
+        } else {
+            durable.set(group.seq, epoch);
+        }
+        for (reply, results) in group.replies {
+            let _ = reply.send(Ok(results));
+        }
     }
 }
 

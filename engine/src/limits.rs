@@ -25,6 +25,8 @@ pub const SHARDS_MAX: u32 = 256;
 pub const SUBMIT_QUEUE_DEPTH: usize = 8;
 /// Verified batches waiting for execution.
 pub const EXECUTE_QUEUE_DEPTH: usize = 4;
+/// Executed groups waiting to be written and fsynced.
+pub const PERSIST_QUEUE_DEPTH: usize = 2;
 /// Decompressed signer keys a signature verifier keeps (about 200 bytes each).
 pub const KEY_CACHE_ENTRIES_MAX: usize = 262_144;
 /// Signatures checked together in one `verify_batch` call.

@@ -262,11 +262,13 @@ fn run(options: Run) -> Result<()> {
         None => ProgressBar::new(source.transactions).with_style(report::bar_style("running")),
     };
     let ack_log = options.ack_log.as_ref().map(File::create).transpose().context("create the ack log")?;
+    let cpu_before = report::cpu_seconds();
     let mut tally = Tally::new(ack_log, progress, options.duration);
     match options.rate {
         Some(rate) => drive::open_loop(&ledger, &mut source, rate, &mut tally)?,
         None => drive::closed_loop(&ledger, &mut source, load.in_flight.max(1), &mut tally)?,
     }
+    let cpu_seconds = report::cpu_seconds() - cpu_before;
     tally.finish()?;
     if let Some(duration) = options.duration {
         if tally.elapsed + Duration::from_millis(500) < duration {
@@ -278,7 +280,7 @@ fn run(options: Run) -> Result<()> {
         }
     }
 
-    let figures = report::Figures { tally: &tally, reference, open_seconds };
+    let figures = report::Figures { tally: &tally, reference, open_seconds, cpu_seconds };
     figures.print(&summary, &dir);
     let config = json!({
         "target": "embedded",

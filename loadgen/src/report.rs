@@ -22,11 +22,27 @@ pub fn percentiles(latency: &Histogram<u64>) -> Value {
     json!({ "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "p999": at(0.999), "max": latency.max() })
 }
 
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
 /// Peak resident memory of this process, in bytes (Linux; `None` elsewhere).
 pub fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+}
+
+/// CPU time this process has used so far (user and system), in seconds.
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given and nothing else.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 /// The machine the run was measured on.
@@ -41,7 +57,7 @@ pub fn machine() -> Value {
         .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok())
         .map(|kib| kib * 1024);
     json!({
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cores": cores(),
         "cpu": cpu,
         "memory_bytes": memory,
         "os": std::env::consts::OS,
@@ -54,6 +70,8 @@ pub struct Figures<'a> {
     pub tally: &'a Tally,
     pub reference: Option<f64>,
     pub open_seconds: f64,
+    /// CPU time the process used during the load (engine and load generator).
+    pub cpu_seconds: f64,
 }
 
 impl Figures<'_> {
@@ -63,6 +81,11 @@ impl Figures<'_> {
 
     fn committed(&self) -> u64 {
         self.tally.results.get("committed").copied().unwrap_or(0)
+    }
+
+    /// CPU microseconds per acknowledged transaction, over all threads.
+    fn cpu_us_per_transaction(&self) -> f64 {
+        1e6 * self.cpu_seconds / self.tally.acknowledged.max(1) as f64
     }
 
     fn cross_shard_share(&self) -> f64 {
@@ -92,6 +115,12 @@ impl Figures<'_> {
         for (reason, count) in rejected {
             println!("  {reason:<30} {count}");
         }
+        println!(
+            "cpu          {:.1} us per transaction ({:.0}% of {} cores busy)",
+            self.cpu_us_per_transaction(),
+            100.0 * self.cpu_seconds / tally.elapsed.as_secs_f64().max(1e-9) / cores() as f64,
+            cores()
+        );
         println!("cross-shard  {:.1}% of transactions", 100.0 * self.cross_shard_share());
         let p = percentiles(&tally.latency);
         let ms = |field: &str| p[field].as_u64().unwrap_or(0) as f64 / 1000.0;
@@ -130,6 +159,7 @@ impl Figures<'_> {
             "acknowledged": tally.acknowledged,
             "elapsed_seconds": tally.elapsed.as_secs_f64(),
             "cross_shard_share": self.cross_shard_share(),
+            "cpu_us_per_transaction": self.cpu_us_per_transaction(),
             "latency_us": percentiles(&tally.latency),
             "throughput_per_second": tally.timeline,
             "peak_rss_bytes": peak_rss(),

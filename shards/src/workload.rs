@@ -301,6 +301,11 @@ impl Workload {
         &self.patients
     }
 
+    /// Changes the mix of the transactions generated from now on.
+    pub fn set_mix(&mut self, mix: [f64; 4]) {
+        self.config.mix = mix;
+    }
+
     /// The genesis operator, who registers everyone else.
     pub fn operator(&self) -> ActorKey {
         self.operator
