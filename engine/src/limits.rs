@@ -29,8 +29,13 @@ pub const EXECUTE_QUEUE_DEPTH: usize = 4;
 pub const PERSIST_QUEUE_DEPTH: usize = 2;
 /// Decompressed signer keys a signature verifier keeps (about 200 bytes each).
 pub const KEY_CACHE_ENTRIES_MAX: usize = 262_144;
-/// Signatures checked together in one `verify_batch` call.
-pub const VERIFY_CHUNK_SIZE: usize = 256;
+/// Most signatures checked together in one `verify_batch` call.
+pub const VERIFY_CHUNK_MAX: usize = 1024;
+/// Fewest signatures in one `verify_batch` call, unless the batch is smaller.
+pub const VERIFY_CHUNK_MIN: usize = 64;
+/// Failing chunks of one batch that are searched for their bad signatures; later failing
+/// chunks of the same batch are refused whole.
+pub const BAD_CHUNKS_TOLERATED: usize = 1;
 /// Most active consents one patient may hold for one grantee.
 pub const CONSENTS_PER_GRANTEE_MAX: usize = 32;
 /// Most entries one history query (an access report, a custody trace) returns.

@@ -592,11 +592,12 @@ impl SignedTransaction {
 
 code_enum! {
     /// Why a transaction was rejected. Rejections are business outcomes, recorded in the ledger
-    /// like commits (except the first three, which are refused before the ledger sees the transaction).
+    /// like commits (except the first four, which are refused before the ledger sees the transaction).
     Reason: u16 {
         BadSignature = 1 => "bad-signature",
         WeakKey = 2 => "weak-key",
         Malformed = 3 => "malformed",
+        BatchAbandoned = 4 => "batch-abandoned",
         UnknownSigner = 10 => "unknown-signer",
         RoleNotPermitted = 11 => "role-not-permitted",
         ActorExists = 12 => "actor-exists",

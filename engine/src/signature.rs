@@ -1,9 +1,16 @@
 //! ed25519 signing and batch verification.
 //!
-//! Signatures are checked in chunks of `VERIFY_CHUNK_SIZE` with `verify_batch`
-//! on the rayon pool; a chunk that fails is checked one by one to find the bad
-//! signatures, so one forgery costs its chunk the slower path, never the batch
-//! its verdict. Weak (small-order) keys are refused outright.
+//! A batch is split into chunks (up to `VERIFY_CHUNK_MAX`, enough for every
+//! thread of the rayon pool to get one) checked with `verify_batch`. A chunk
+//! that fails is bisected to find the bad signatures, so a forgery costs its
+//! chunk a few more batch checks, never the batch its verdict. Weak
+//! (small-order) keys are refused outright.
+//!
+//! The defence against a client that puts a bad signature in every chunk, to
+//! make the ledger search every chunk: a batch gets `BAD_CHUNKS_TOLERATED`
+//! failing chunks searched; once a batch has used that budget, its chunks that
+//! fail are refused whole (`batch-abandoned`, resubmit in a good batch), so a
+//! hostile batch costs about what an honest one costs.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -15,7 +22,7 @@ use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
 use rayon::prelude::*;
 
 use crate::codec::EncodeError;
-use crate::limits::{KEY_CACHE_ENTRIES_MAX, VERIFY_CHUNK_SIZE};
+use crate::limits::{BAD_CHUNKS_TOLERATED, KEY_CACHE_ENTRIES_MAX, VERIFY_CHUNK_MAX, VERIFY_CHUNK_MIN};
 use crate::model::{ActorKey, Reason, SignedTransaction, Transaction};
 
 /// A signing key derived from 32 secret bytes.
@@ -82,27 +89,87 @@ impl SignatureVerifier {
         key.verify(transaction.body(), &signature).err().map(|_| Reason::BadSignature)
     }
 
-    fn check_chunk(&self, chunk: &[SignedTransaction]) -> Vec<Option<Reason>> {
+    /// The first, batched check of a chunk: its verdicts, or the parsed keys of a chunk that failed.
+    fn check_chunk(&self, chunk: &[SignedTransaction]) -> Result<Vec<Option<Reason>>, Vec<VerifyingKey>> {
         let mut keys = Vec::with_capacity(chunk.len());
         for transaction in chunk {
             match self.key(&transaction.transaction.signer) {
                 Ok(key) => keys.push(key),
                 // A bad key spoils the batch call: check this chunk one by one.
-                Err(_) => return chunk.iter().map(|t| self.check_one(t)).collect(),
+                Err(_) => return Ok(chunk.iter().map(|t| self.check_one(t)).collect()),
             }
         }
-        let messages: Vec<&[u8]> = chunk.iter().map(SignedTransaction::body).collect();
-        let signatures: Vec<Signature> = chunk.iter().map(|t| Signature::from_bytes(&t.signature())).collect();
-        match ed25519_dalek::verify_batch(&messages, &signatures, &keys) {
-            Ok(()) => vec![None; chunk.len()],
-            Err(_) => chunk.iter().map(|t| self.check_one(t)).collect(),
+        if batch_valid(chunk, &keys) {
+            Ok(vec![None; chunk.len()])
+        } else {
+            Err(keys)
         }
     }
 
-    /// Checks every signature; `None` means valid, otherwise the reason it is refused.
-    pub fn verify(&self, transactions: &[SignedTransaction]) -> Vec<Option<Reason>> {
-        transactions.par_chunks(VERIFY_CHUNK_SIZE).flat_map_iter(|chunk| self.check_chunk(chunk)).collect()
+    /// Finds the bad signatures of a chunk known to hold some: halves that pass
+    /// are done, halves that fail are split again, down to single checks.
+    fn search(&self, chunk: &[SignedTransaction], keys: &[VerifyingKey], verdicts: &mut [Option<Reason>]) {
+        if chunk.len() <= 4 {
+            for (transaction, verdict) in chunk.iter().zip(verdicts) {
+                *verdict = self.check_one(transaction);
+            }
+            return;
+        }
+        let middle = chunk.len() / 2;
+        let (left, right) = chunk.split_at(middle);
+        let (left_keys, right_keys) = keys.split_at(middle);
+        let (left_verdicts, right_verdicts) = verdicts.split_at_mut(middle);
+        let left_valid = batch_valid(left, left_keys);
+        if !left_valid {
+            self.search(left, left_keys, left_verdicts);
+        }
+        // When the left half passed, the right one must hold the bad signature.
+        if !left_valid && batch_valid(right, right_keys) {
+            return;
+        }
+        self.search(right, right_keys, right_verdicts);
     }
+
+    /// Checks every signature of one submitted batch; `None` means valid, otherwise the reason
+    /// it is refused. The verdicts depend only on the batch, never on timing: the first
+    /// `BAD_CHUNKS_TOLERATED` failing chunks in batch order are searched, later ones abandoned.
+    pub fn verify(&self, transactions: &[SignedTransaction]) -> Vec<Option<Reason>> {
+        let size = chunk_size(transactions.len());
+        let checked: Vec<_> = transactions.par_chunks(size).map(|chunk| self.check_chunk(chunk)).collect();
+        let mut failed = 0;
+        let work: Vec<_> = transactions
+            .chunks(size)
+            .zip(checked)
+            .map(|(chunk, check)| {
+                let searched = check.is_err() && failed < BAD_CHUNKS_TOLERATED;
+                failed += usize::from(check.is_err());
+                (chunk, check, searched)
+            })
+            .collect();
+        work.into_par_iter()
+            .flat_map_iter(|(chunk, check, searched)| match check {
+                Ok(verdicts) => verdicts,
+                Err(keys) if searched => {
+                    let mut verdicts = vec![None; chunk.len()];
+                    self.search(chunk, &keys, &mut verdicts);
+                    verdicts
+                }
+                Err(_) => vec![Some(Reason::BatchAbandoned); chunk.len()],
+            })
+            .collect()
+    }
+}
+
+/// Chunks as large as the batch allows while every thread of the pool gets one: a larger
+/// `verify_batch` call checks each signature faster.
+pub fn chunk_size(count: usize) -> usize {
+    count.div_ceil(rayon::current_num_threads().max(1)).clamp(VERIFY_CHUNK_MIN, VERIFY_CHUNK_MAX)
+}
+
+fn batch_valid(chunk: &[SignedTransaction], keys: &[VerifyingKey]) -> bool {
+    let messages: Vec<&[u8]> = chunk.iter().map(SignedTransaction::body).collect();
+    let signatures: Vec<Signature> = chunk.iter().map(|t| Signature::from_bytes(&t.signature())).collect();
+    ed25519_dalek::verify_batch(&messages, &signatures, keys).is_ok()
 }
 
 /// Checks every signature with a fresh verifier; `None` means valid.
@@ -111,39 +178,61 @@ pub fn verify_all(transactions: &[SignedTransaction]) -> Vec<Option<Reason>> {
 }
 
 /// Raw ed25519 `verify_batch` throughput (signatures per second) on `threads`
-/// threads, measured for about `duration` over chunks of `VERIFY_CHUNK_SIZE`.
+/// threads, measured for about `duration` over batches of `VERIFY_CHUNK_MAX`,
+/// the largest (and so fastest per signature) batch the engine uses.
 ///
 /// This is the physical ceiling of a signed ledger on this machine, and the
 /// reference every throughput figure is reported against.
 pub fn measure_verify_batch_rate(threads: usize, duration: Duration) -> f64 {
-    let keys: Vec<SigningKey> = (0..VERIFY_CHUNK_SIZE as u64)
+    measure_verify_rate(threads, duration, |messages, signatures, keys| {
+        ed25519_dalek::verify_batch(messages, signatures, keys).expect("reference signatures verify");
+    })
+}
+
+/// Raw ed25519 one-by-one `verify` throughput (signatures per second) on `threads` threads:
+/// what checking every signature on its own would cost.
+pub fn measure_verify_one_rate(threads: usize, duration: Duration) -> f64 {
+    measure_verify_rate(threads, duration, |messages, signatures, keys| {
+        for ((message, signature), key) in messages.iter().zip(signatures).zip(keys) {
+            key.verify(message, signature).expect("reference signatures verify");
+        }
+    })
+}
+
+/// Runs `check` over `VERIFY_CHUNK_MAX` signed messages on every thread of a new pool for about
+/// `duration`, and returns signatures checked per second.
+fn measure_verify_rate(
+    threads: usize,
+    duration: Duration,
+    check: impl Fn(&[&[u8]], &[Signature], &[VerifyingKey]) + Sync,
+) -> f64 {
+    let keys: Vec<SigningKey> = (0..VERIFY_CHUNK_MAX as u64)
         .map(|i| {
             let mut seed = [7u8; 32];
             seed[..8].copy_from_slice(&i.to_le_bytes());
             signing_key(seed)
         })
         .collect();
-    let messages: Vec<Vec<u8>> = (0..VERIFY_CHUNK_SIZE as u64).map(|i| i.to_le_bytes().repeat(20)).collect();
+    let messages: Vec<Vec<u8>> = (0..VERIFY_CHUNK_MAX as u64).map(|i| i.to_le_bytes().repeat(20)).collect();
     let signatures: Vec<Signature> = keys.iter().zip(&messages).map(|(k, m)| k.sign(m)).collect();
     let verifying: Vec<VerifyingKey> = keys.iter().map(SigningKey::verifying_key).collect();
     let message_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
     let started = Instant::now();
-    let chunks: u64 = pool.install(|| {
+    let rounds: u64 = pool.install(|| {
         (0..threads)
             .into_par_iter()
             .map(|_| {
                 let mut count = 0u64;
                 while started.elapsed() < duration {
-                    ed25519_dalek::verify_batch(&message_refs, &signatures, &verifying)
-                        .expect("reference signatures verify");
+                    check(&message_refs, &signatures, &verifying);
                     count += 1;
                 }
                 count
             })
             .sum()
     });
-    (chunks * VERIFY_CHUNK_SIZE as u64) as f64 / started.elapsed().as_secs_f64()
+    (rounds * VERIFY_CHUNK_MAX as u64) as f64 / started.elapsed().as_secs_f64()
 }
 
 #[cfg(test)]
@@ -161,13 +250,54 @@ mod tests {
     #[test]
     fn finds_the_one_bad_signature_in_a_large_batch() {
         let mut batch: Vec<SignedTransaction> = (0..600).map(|i| signed((i % 7) as u8 + 1, i)).collect();
-        let mut bytes = batch[300].bytes().to_vec();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 1;
-        batch[300] = SignedTransaction::decode(&bytes).unwrap();
+        spoil(&mut batch, 300);
         let verdicts = verify_all(&batch);
         assert_eq!(verdicts.iter().filter(|v| v.is_some()).count(), 1);
         assert_eq!(verdicts[300], Some(Reason::BadSignature));
+    }
+
+    fn spoil(batch: &mut [SignedTransaction], position: usize) {
+        let mut bytes = batch[position].bytes().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        batch[position] = SignedTransaction::decode(&bytes).unwrap();
+    }
+
+    #[test]
+    fn the_search_finds_every_bad_signature_of_a_failing_chunk() {
+        let mut batch: Vec<SignedTransaction> = (0..300).map(|i| signed((i % 5) as u8 + 1, i)).collect();
+        // All in the first chunk, which is searched.
+        let size = chunk_size(batch.len());
+        let bad = [0, 1, size / 2, size / 2 + 1, size - 1];
+        for position in bad {
+            spoil(&mut batch, position);
+        }
+        let verdicts = verify_all(&batch);
+        for (position, verdict) in verdicts.iter().enumerate() {
+            let expected = bad.contains(&position).then_some(Reason::BadSignature);
+            assert_eq!(*verdict, expected, "position {position}");
+        }
+    }
+
+    #[test]
+    fn a_bad_signature_in_every_chunk_abandons_all_but_the_first_failing_chunk() {
+        let count = 4 * VERIFY_CHUNK_MAX;
+        let mut batch: Vec<SignedTransaction> = (0..count as u128).map(|i| signed((i % 7) as u8 + 1, i)).collect();
+        let size = chunk_size(count);
+        let chunks = count.div_ceil(size);
+        assert!(chunks >= 2, "the batch spans several chunks");
+        for chunk in 0..chunks {
+            spoil(&mut batch, chunk * size + 3);
+        }
+        let verdicts = verify_all(&batch);
+        // The first chunk is searched: exactly its bad signature is refused.
+        for (position, verdict) in verdicts[..size].iter().enumerate() {
+            assert_eq!(*verdict, (position == 3).then_some(Reason::BadSignature));
+        }
+        // Every later chunk failed after the budget was spent: refused whole, unsearched.
+        assert!(verdicts[size..].iter().all(|v| *v == Some(Reason::BatchAbandoned)));
+        // The same batch gets the same verdicts every time.
+        assert_eq!(verify_all(&batch), verdicts);
     }
 
     #[test]

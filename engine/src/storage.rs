@@ -68,7 +68,14 @@ mod rocks {
             options.set_paranoid_checks(true);
             // Stop at the first damaged WAL record: a torn tail is dropped, never half-applied.
             options.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
-            options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            // Fresh data (L0, L1) is written uncompressed: flushes are on the commit path's CPU
+            // budget, and most of it is rewritten by compaction soon anyway.
+            use rocksdb::DBCompressionType::{Lz4, None as Uncompressed};
+            options.set_compression_per_level(&[Uncompressed, Uncompressed, Lz4, Lz4, Lz4, Lz4, Lz4]);
+            // A bloom filter over the memtable's keys: most transaction-index lookups are for
+            // new ids, and the filter answers "absent" without searching the skiplist.
+            options.set_memtable_prefix_bloom_ratio(0.05);
+            options.set_memtable_whole_key_filtering(true);
             options.increase_parallelism(2);
             let mut table = rocksdb::BlockBasedOptions::default();
             table.set_bloom_filter(10.0, false);

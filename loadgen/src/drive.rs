@@ -10,12 +10,13 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use caduceus_engine::ledger::PendingBatch;
 use caduceus_engine::model::TxId;
-use caduceus_engine::{Ledger, TxResult};
+use caduceus_engine::{Ledger, SignedTransaction, TxResult};
 use caduceus_shards::workload;
 use crossbeam_channel::bounded;
 use hdrhistogram::Histogram;
@@ -98,6 +99,32 @@ impl Tally {
         }
         Ok(())
     }
+}
+
+/// What the hostile client sent and got back.
+#[derive(Default)]
+pub struct Attack {
+    pub batches: u64,
+    pub results: BTreeMap<&'static str, u64>,
+}
+
+/// A hostile client: keeps `in_flight` of its batches pending, cycling through them, until
+/// `stop` is set.
+pub fn attack(
+    ledger: &Ledger,
+    batches: &[Vec<SignedTransaction>],
+    in_flight: usize,
+    stop: &AtomicBool,
+) -> Result<Attack> {
+    let mut attack = Attack::default();
+    let endless = batches.iter().cycle().take_while(|_| !stop.load(Ordering::Relaxed)).cloned();
+    workload::drive(ledger, endless, in_flight, |_, _, results| {
+        attack.batches += 1;
+        for result in results {
+            *attack.results.entry(result.as_str()).or_default() += 1;
+        }
+    })?;
+    Ok(attack)
 }
 
 /// Keeps `in_flight` batches pending until the source is used up or the duration is over.

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use caduceus_engine::limits::BATCH_TRANSACTIONS_MAX;
-use caduceus_engine::signature::measure_verify_batch_rate;
-use caduceus_engine::{Config, Ledger, TxResult};
+use caduceus_engine::signature::{chunk_size, measure_verify_batch_rate, measure_verify_one_rate};
+use caduceus_engine::{Config, Ledger, SignedTransaction, TxResult};
 use caduceus_shards::workload::{LoadArgs, Workload};
 use caduceus_shards::workload_file::write_workload;
 use clap::{Parser, Subcommand};
@@ -102,6 +102,30 @@ struct Run {
     /// List every acknowledged transaction id with its result, for `loadgen verify`.
     #[arg(long)]
     ack_log: Option<PathBuf>,
+    /// Run a hostile client alongside, keeping this many batches in flight, each with one bad
+    /// signature in every verify chunk (the report then gives the one-by-one verify rate too).
+    #[arg(long, default_value_t = 0)]
+    attack_in_flight: usize,
+}
+
+/// Batches from another population (so their transactions are new), with one bad signature
+/// at the start of every verify chunk.
+fn hostile_batches(load: &LoadArgs, count: usize) -> Vec<Vec<SignedTransaction>> {
+    let config = caduceus_shards::workload::WorkloadConfig { seed: load.seed ^ 0x4a77_ac4e, ..load.workload() };
+    let mut workload = Workload::new(config, now_ms());
+    (0..count)
+        .map(|_| {
+            let mut batch = workload.signed_batch(load.batch_size());
+            let size = chunk_size(batch.len());
+            for start in (0..batch.len()).step_by(size) {
+                let mut bytes = batch[start].bytes().to_vec();
+                let last = bytes.len() - 1;
+                bytes[last] ^= 1;
+                batch[start] = SignedTransaction::decode(&bytes).expect("only the signature changed");
+            }
+            batch
+        })
+        .collect()
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -191,6 +215,11 @@ fn run(options: Run) -> Result<()> {
         eprintln!("measuring the reference: raw ed25519 verify_batch on 2 threads for 3 s ...");
         measure_verify_batch_rate(2, Duration::from_secs(3))
     });
+    let one_by_one = (!options.no_reference && options.attack_in_flight > 0).then(|| {
+        eprintln!("measuring one-by-one ed25519 verify on 2 threads for 2 s ...");
+        measure_verify_one_rate(2, Duration::from_secs(2))
+    });
+    let hostile = hostile_batches(load, options.attack_in_flight * 4);
 
     let mut source = match &options.workload {
         Some(path) => {
@@ -264,10 +293,19 @@ fn run(options: Run) -> Result<()> {
     let ack_log = options.ack_log.as_ref().map(File::create).transpose().context("create the ack log")?;
     let cpu_before = report::cpu_seconds();
     let mut tally = Tally::new(ack_log, progress, options.duration);
-    match options.rate {
-        Some(rate) => drive::open_loop(&ledger, &mut source, rate, &mut tally)?,
-        None => drive::closed_loop(&ledger, &mut source, load.in_flight.max(1), &mut tally)?,
-    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let attack = std::thread::scope(|scope| -> Result<Option<drive::Attack>> {
+        let attacker = (!hostile.is_empty())
+            .then(|| scope.spawn(|| drive::attack(&ledger, &hostile, options.attack_in_flight, &stop)));
+        let honest = match options.rate {
+            Some(rate) => drive::open_loop(&ledger, &mut source, rate, &mut tally),
+            None => drive::closed_loop(&ledger, &mut source, load.in_flight.max(1), &mut tally),
+        };
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let attack = attacker.map(|a| a.join().expect("the hostile client does not panic")).transpose();
+        honest?;
+        attack
+    })?;
     let cpu_seconds = report::cpu_seconds() - cpu_before;
     tally.finish()?;
     if let Some(duration) = options.duration {
@@ -282,6 +320,23 @@ fn run(options: Run) -> Result<()> {
 
     let figures = report::Figures { tally: &tally, reference, open_seconds, cpu_seconds };
     figures.print(&summary, &dir);
+    if let Some(attack) = &attack {
+        println!(
+            "attack       a hostile client kept {} batches in flight: {} batches, {} transactions",
+            options.attack_in_flight,
+            attack.batches,
+            attack.results.values().sum::<u64>()
+        );
+        for (result, count) in &attack.results {
+            println!("  {result:<30} {count}");
+        }
+        if let Some(rate) = one_by_one {
+            println!(
+                "one-by-one   {rate:.0} signatures/s (ed25519 verify, 2 threads, this run); honest throughput is {:.2} of it",
+                figures.throughput() / rate
+            );
+        }
+    }
     let config = json!({
         "target": "embedded",
         "dir": dir,
@@ -292,6 +347,7 @@ fn run(options: Run) -> Result<()> {
             None => json!({ "shape": "closed loop", "in_flight": load.in_flight.max(1) }),
         },
         "duration_seconds": options.duration.map(|d| d.as_secs_f64()),
+        "attack_in_flight": options.attack_in_flight,
         "transactions_available": source.transactions,
         "workload": {
             "source": source.kind,
@@ -301,7 +357,10 @@ fn run(options: Run) -> Result<()> {
         },
     });
     if let Some(path) = &options.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&figures.json(config))?)
+        let mut report = figures.json(config);
+        report["reference_verify_one_tps"] = json!(one_by_one);
+        report["attack"] = json!(attack.as_ref().map(|a| json!({ "batches": a.batches, "results": a.results })));
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("write {}", path.display()))?;
     }
     if let Some(path) = &options.plot {
@@ -317,13 +376,15 @@ fn verify(target: &Target, ack_log: &std::path::Path) -> Result<ExitCode> {
     let ledger = Ledger::open_existing(dir).context("open the ledger")?;
     let log = BufReader::new(File::open(ack_log).with_context(|| format!("open {}", ack_log.display()))?);
     let (mut checked, mut missing, mut different) = (0u64, 0u64, 0u64);
-    let results: std::collections::HashMap<&str, TxResult> =
-        (0..=u16::MAX).filter_map(TxResult::from_code).map(|r| (r.as_str(), r)).collect();
     for (number, line) in log.lines().enumerate() {
         let line = line?;
         let parsed = line.split_once(' ').and_then(|(id, result)| {
             let id = u128::from_str_radix(id, 16).ok()?;
-            Some((id, *results.get(result)?))
+            let result = match result {
+                "committed" => TxResult::Committed,
+                reason => TxResult::Rejected(caduceus_engine::Reason::parse(reason)?),
+            };
+            Some((id, result))
         });
         let Some((id, acknowledged)) = parsed else {
             bail!("{}:{}: not an ack-log line: {line:?}", ack_log.display(), number + 1);
