@@ -157,3 +157,56 @@ proptest! {
         }
     }
 }
+
+/// A client that puts a bad signature in every verify chunk has those chunks refused unsearched,
+/// while another client's batches, submitted at the same time, are served as usual; once the
+/// hostile client sends good batches again, they are served too.
+#[test]
+fn a_client_sending_forgeries_is_refused_and_others_are_served() {
+    use caduceus_engine::signature::chunk_size;
+    use caduceus_shards::workload::{Workload, WorkloadConfig};
+
+    let config = WorkloadConfig { seed: 5, patients: 200, providers: 20, ..WorkloadConfig::default() };
+    let mut workload = Workload::new(config, 1_800_000_000_000);
+    let ledger = caduceus_engine::Ledger::open_in_memory(&workload.ledger_config(2)).unwrap();
+    for phase in workload.signed_setup() {
+        assert!(ledger.submit(phase).unwrap().iter().all(|r| r.is_committed()));
+    }
+    let hostile: Vec<Vec<SignedTransaction>> = (0..6)
+        .map(|_| {
+            let mut batch = workload.signed_batch(2_048);
+            for start in (0..batch.len()).step_by(chunk_size(batch.len())) {
+                let mut bytes = batch[start].bytes().to_vec();
+                let last = bytes.len() - 1;
+                bytes[last] ^= 1;
+                batch[start] = SignedTransaction::decode(&bytes).unwrap();
+            }
+            batch
+        })
+        .collect();
+    let honest: Vec<Vec<SignedTransaction>> = (0..6).map(|_| workload.signed_batch(512)).collect();
+    let (hostile_pending, honest_pending): (Vec<_>, Vec<_>) = hostile
+        .iter()
+        .zip(&honest)
+        .map(|(h, g)| {
+            (ledger.submit_async_from(7, h.clone()).unwrap(), ledger.submit_async_from(1, g.clone()).unwrap())
+        })
+        .unzip();
+    for pending in hostile_pending {
+        let results = pending.wait().unwrap();
+        assert!(results.iter().all(|r| *r == rejected(Reason::BatchAbandoned)), "every failing chunk is refused");
+    }
+    for (batch, pending) in honest.iter().zip(honest_pending) {
+        let results = pending.wait().unwrap();
+        assert!(results
+            .iter()
+            .all(|r| !matches!(r, TxResult::Rejected(Reason::BadSignature | Reason::BatchAbandoned))));
+        assert_eq!(ledger.locate(batch[0].id()).unwrap().map(|l| l.result), Some(results[0]));
+    }
+    // The hostile transactions reached nothing: none was recorded.
+    assert!(hostile.iter().flatten().all(|t| ledger.locate(t.id()).unwrap().is_none()));
+    // A good batch from the same client, while it is still penalized, is served once nothing else waits.
+    let good = workload.signed_batch(64);
+    let results = ledger.submit_async_from(7, good).unwrap().wait().unwrap();
+    assert!(results.iter().any(|r| *r == committed()));
+}

@@ -19,9 +19,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use parking_lot::RwLock;
 use thiserror::Error;
 
@@ -30,8 +30,9 @@ use crate::codec::{Codec, DecodeError};
 use crate::history::{AccessEntry, CustodyEvent, TxLocation};
 use crate::layout;
 use crate::limits::{
-    BATCH_TRANSACTIONS_MAX, EXECUTE_QUEUE_DEPTH, HISTORY_ENTRIES_MAX, PERSIST_QUEUE_DEPTH, ROUND_TRANSACTIONS_MAX,
-    SHARDS_MAX, SUBMIT_QUEUE_DEPTH,
+    BATCH_TRANSACTIONS_MAX, EXECUTE_QUEUE_DEPTH, HISTORY_ENTRIES_MAX, PENALIZED_CLIENTS_MAX, PENALIZED_QUEUE_DEPTH,
+    PENALIZED_VERIFY_PERCENT, PENALTY_BATCHES, PERSIST_QUEUE_DEPTH, ROUND_TRANSACTIONS_MAX, SHARDS_MAX,
+    SUBMIT_QUEUE_DEPTH,
 };
 use crate::model::{ActorKey, Hash, Reason, SignedTransaction, Timestamp, TxId, TxResult, UnitId};
 use crate::round::{decode_round_meta, execute_round, Genesis};
@@ -374,8 +375,61 @@ enum Slot {
 type Answer = Result<Vec<TxResult>, SubmitError>;
 
 struct Submission {
+    client: ClientId,
+    /// Queued behind other clients' batches because this client sent bad signatures.
+    penalized: bool,
     transactions: Vec<SignedTransaction>,
     reply: Sender<Answer>,
+}
+
+/// Who submitted a batch, as the embedding application (or the cluster's coordinator, per
+/// connection) tells it; `Ledger::submit_async` uses client 0.
+pub type ClientId = u64;
+
+/// A client's standing with the verify stage.
+#[derive(Default)]
+struct Standing {
+    /// This client's next batches still go to the penalized queue.
+    penalty_left: u32,
+    /// Its batches waiting in the penalized queue (while any wait, its later ones queue behind
+    /// them there, so one client's batches keep their order).
+    queued: usize,
+}
+
+/// Clients that sent bad signatures, and how their batches queue.
+#[derive(Default)]
+struct Standings(parking_lot::Mutex<HashMap<ClientId, Standing>>);
+
+impl Standings {
+    /// Whether the client's next batch goes to the penalized queue (and counts it there).
+    fn route(&self, client: ClientId) -> bool {
+        let mut standings = self.0.lock();
+        let Some(standing) = standings.get_mut(&client) else { return false };
+        if standing.penalty_left == 0 && standing.queued == 0 {
+            standings.remove(&client);
+            return false;
+        }
+        standing.penalty_left = standing.penalty_left.saturating_sub(1);
+        standing.queued += 1;
+        true
+    }
+
+    /// After a batch is verified: a bad signature (re)starts the client's penalty.
+    fn verified(&self, client: ClientId, penalized: bool, bad: bool) {
+        let mut standings = self.0.lock();
+        if bad {
+            if standings.len() >= PENALIZED_CLIENTS_MAX {
+                // Forget the penalties of clients with nothing queued rather than grow without bound.
+                standings.retain(|_, standing| standing.queued > 0);
+            }
+            standings.entry(client).or_default().penalty_left = PENALTY_BATCHES;
+        }
+        if penalized {
+            if let Some(standing) = standings.get_mut(&client) {
+                standing.queued -= 1;
+            }
+        }
+    }
 }
 
 struct Verified {
@@ -440,7 +494,10 @@ impl PendingBatch {
 pub struct Ledger {
     core: Arc<RwLock<Core>>,
     durable: Arc<Durable>,
-    submit: Option<Sender<Submission>>,
+    /// Batches of clients in good standing, and of clients that recently sent bad signatures;
+    /// the verify stage takes from the second only when the first is empty.
+    submit: Option<(Sender<Submission>, Sender<Submission>)>,
+    standings: Arc<Standings>,
     threads: Vec<JoinHandle<()>>,
     clock: Clock,
 }
@@ -478,21 +535,16 @@ impl Ledger {
     pub fn open_with(storage: Arc<dyn Storage>, config: &Config, clock: Clock) -> Result<Self, OpenError> {
         let core = Arc::new(RwLock::new(Core::load(storage, config)?));
         let (submit_sender, submit_receiver) = bounded::<Submission>(SUBMIT_QUEUE_DEPTH);
+        let (penalized_sender, penalized_receiver) = bounded::<Submission>(PENALIZED_QUEUE_DEPTH);
         let (verified_sender, verified_receiver) = bounded::<Verified>(EXECUTE_QUEUE_DEPTH);
-        let verifier = std::thread::Builder::new()
-            .name("caduceus-verify".into())
-            .spawn(move || {
-                let verifier = SignatureVerifier::new();
-                for submission in submit_receiver {
-                    let verdicts = verifier.verify(&submission.transactions);
-                    let verified =
-                        Verified { transactions: submission.transactions, verdicts, reply: submission.reply };
-                    if verified_sender.send(verified).is_err() {
-                        break;
-                    }
-                }
-            })
-            .expect("spawn the verify stage");
+        let standings = Arc::new(Standings::default());
+        let verifier = {
+            let standings = standings.clone();
+            std::thread::Builder::new()
+                .name("caduceus-verify".into())
+                .spawn(move || verify_stage(&submit_receiver, &penalized_receiver, &standings, &verified_sender))
+                .expect("spawn the verify stage")
+        };
         let durable = Arc::new(Durable::default());
         let (persist_sender, persist_receiver) = bounded::<Executed>(PERSIST_QUEUE_DEPTH);
         let executor = {
@@ -510,18 +562,38 @@ impl Ledger {
                 .spawn(move || persist_stage(&core, storage.as_ref(), &persist_receiver, &durable))
                 .expect("spawn the persist stage")
         };
-        Ok(Self { core, durable, submit: Some(submit_sender), threads: vec![verifier, executor, persister], clock })
+        Ok(Self {
+            core,
+            durable,
+            submit: Some((submit_sender, penalized_sender)),
+            standings,
+            threads: vec![verifier, executor, persister],
+            clock,
+        })
     }
 
     /// Queues a batch and returns at once; `wait` on the result for the per-transaction outcomes.
     /// Blocks while the pipeline's queues are full.
     pub fn submit_async(&self, transactions: Vec<SignedTransaction>) -> Result<PendingBatch, SubmitError> {
+        self.submit_async_from(0, transactions)
+    }
+
+    /// `submit_async` for one of several clients. A client whose batch held bad signatures has
+    /// its next `PENALTY_BATCHES` batches verified only when no other client's batch is
+    /// waiting, so a client that sends forgeries slows itself, not the others.
+    pub fn submit_async_from(
+        &self,
+        client: ClientId,
+        transactions: Vec<SignedTransaction>,
+    ) -> Result<PendingBatch, SubmitError> {
         if transactions.len() > BATCH_TRANSACTIONS_MAX {
             return Err(SubmitError::BatchTooLarge { count: transactions.len(), limit: BATCH_TRANSACTIONS_MAX });
         }
         let (reply, receiver) = bounded(1);
-        let submit = self.submit.as_ref().ok_or(SubmitError::Closed)?;
-        submit.send(Submission { transactions, reply }).map_err(|_| SubmitError::Closed)?;
+        let (clean, penalized) = self.submit.as_ref().ok_or(SubmitError::Closed)?;
+        let penalize = self.standings.route(client);
+        let queue = if penalize { penalized } else { clean };
+        queue.send(Submission { client, penalized: penalize, transactions, reply }).map_err(|_| SubmitError::Closed)?;
         Ok(PendingBatch { reply: receiver })
     }
 
@@ -704,6 +776,46 @@ impl Ledger {
     }
 }
 
+/// Checks the signatures of each submitted batch. A penalized client's batch is taken only when
+/// no batch of a client in good standing is waiting, and penalized batches get at most
+/// `PENALIZED_VERIFY_PERCENT` of the stage's time.
+fn verify_stage(
+    clean: &Receiver<Submission>,
+    penalized: &Receiver<Submission>,
+    standings: &Standings,
+    verified: &Sender<Verified>,
+) {
+    let verifier = SignatureVerifier::new();
+    let mut penalized_from = Instant::now();
+    loop {
+        let submission = match clean.try_recv() {
+            Ok(submission) => Ok(submission),
+            Err(_) if Instant::now() >= penalized_from => crossbeam_channel::select_biased! {
+                recv(clean) -> submission => submission,
+                recv(penalized) -> submission => submission,
+            },
+            Err(_) => match clean.recv_deadline(penalized_from) {
+                Ok(submission) => Ok(submission),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            },
+        };
+        let Ok(submission) = submission else { return };
+        let started = Instant::now();
+        let verdicts = verifier.verify(&submission.transactions);
+        if submission.penalized {
+            let took = started.elapsed();
+            penalized_from = Instant::now() + took * (100 / PENALIZED_VERIFY_PERCENT - 1);
+        }
+        let bad = verdicts.iter().any(|v| matches!(v, Some(Reason::BadSignature | Reason::BatchAbandoned)));
+        standings.verified(submission.client, submission.penalized, bad);
+        let batch = Verified { transactions: submission.transactions, verdicts, reply: submission.reply };
+        if verified.send(batch).is_err() {
+            return;
+        }
+    }
+}
+
 /// Takes verified batches as they come, groups those waiting, and executes each group under
 /// the core's lock; the persist stage makes it durable and answers.
 fn execute_stage(
@@ -787,5 +899,26 @@ impl Drop for Ledger {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_stays_penalized_for_its_next_batches_and_while_any_wait_in_the_penalized_queue() {
+        let standings = Standings::default();
+        assert!(!standings.route(3), "a client in good standing");
+        standings.verified(3, false, true); // a batch with bad signatures
+        let routed: Vec<bool> = (0..PENALTY_BATCHES).map(|_| standings.route(3)).collect();
+        assert!(routed.iter().all(|&penalized| penalized));
+        // The penalty is used up, but its batches still wait there: the next one queues behind them.
+        assert!(standings.route(3));
+        for _ in 0..=PENALTY_BATCHES {
+            standings.verified(3, true, false);
+        }
+        assert!(!standings.route(3), "back in good standing once its queued batches are verified");
+        assert!(!standings.route(4), "other clients were never penalized");
     }
 }

@@ -23,6 +23,14 @@ pub const ROUND_TRANSACTIONS_MAX: usize = 32_768;
 pub const SHARDS_MAX: u32 = 256;
 /// Submitted batches waiting for signature checks.
 pub const SUBMIT_QUEUE_DEPTH: usize = 8;
+/// Batches of clients that sent bad signatures, waiting behind everyone else's.
+pub const PENALIZED_QUEUE_DEPTH: usize = 2;
+/// Penalized clients remembered at once.
+pub const PENALIZED_CLIENTS_MAX: usize = 65_536;
+/// Most of the verify stage's time that penalized clients' batches get, in percent.
+pub const PENALIZED_VERIFY_PERCENT: u32 = 10;
+/// A client's batches queued behind everyone else's after one of its batches held a bad signature.
+pub const PENALTY_BATCHES: u32 = 16;
 /// Verified batches waiting for execution.
 pub const EXECUTE_QUEUE_DEPTH: usize = 4;
 /// Executed groups waiting to be written and fsynced.
@@ -33,8 +41,8 @@ pub const KEY_CACHE_ENTRIES_MAX: usize = 262_144;
 pub const VERIFY_CHUNK_MAX: usize = 1024;
 /// Fewest signatures in one `verify_batch` call, unless the batch is smaller.
 pub const VERIFY_CHUNK_MIN: usize = 64;
-/// Failing chunks of one batch that are searched for their bad signatures; later failing
-/// chunks of the same batch are refused whole.
+/// Failing chunks of one batch that are still searched for their bad signatures; a batch with
+/// more has its failing chunks refused whole.
 pub const BAD_CHUNKS_TOLERATED: usize = 1;
 /// Most active consents one patient may hold for one grantee.
 pub const CONSENTS_PER_GRANTEE_MAX: usize = 32;

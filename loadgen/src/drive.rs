@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use caduceus_engine::ledger::PendingBatch;
+use caduceus_engine::ledger::{ClientId, PendingBatch};
 use caduceus_engine::model::TxId;
 use caduceus_engine::{Ledger, SignedTransaction, TxResult};
 use caduceus_shards::workload;
@@ -27,6 +27,10 @@ use crate::source::Source;
 /// Batches sent but not yet acknowledged that the open loop tracks; past this the sender waits
 /// (the ledger's own queues are smaller, so this is never the limit in practice).
 const OPEN_LOOP_PENDING_MAX: usize = 4_096;
+
+/// The client ids the load and the hostile client submit as.
+const HONEST_CLIENT: ClientId = 0;
+const HOSTILE_CLIENT: ClientId = 1;
 
 /// Everything a run records.
 pub struct Tally {
@@ -118,7 +122,7 @@ pub fn attack(
 ) -> Result<Attack> {
     let mut attack = Attack::default();
     let endless = batches.iter().cycle().take_while(|_| !stop.load(Ordering::Relaxed)).cloned();
-    workload::drive(ledger, endless, in_flight, |_, _, results| {
+    workload::drive(ledger, HOSTILE_CLIENT, endless, in_flight, |_, _, results| {
         attack.batches += 1;
         for result in results {
             *attack.results.entry(result.as_str()).or_default() += 1;
@@ -148,7 +152,7 @@ pub fn closed_loop(ledger: &Ledger, source: &mut Source, in_flight: usize, tally
         }
     });
     let mut settle_error = None;
-    workload::drive(ledger, batches, in_flight, |sent, ids, results| {
+    workload::drive(ledger, HONEST_CLIENT, batches, in_flight, |sent, ids, results| {
         if let Err(error) = tally.settle(sent, &ids, &results) {
             settle_error.get_or_insert(error);
         }
@@ -187,7 +191,7 @@ pub fn open_loop(ledger: &Ledger, source: &mut Source, rate: f64, tally: &mut Ta
                 sent += batch.transactions.len() as u64;
                 cross_shard += batch.cross_shard as u64;
                 let ids = batch.transactions.iter().map(|t| t.id()).collect();
-                let pending = ledger.submit_async(batch.transactions)?;
+                let pending = ledger.submit_async_from(HONEST_CLIENT, batch.transactions)?;
                 if sender.send((intended, ids, pending)).is_err() {
                     break; // the collector failed; its error is reported below
                 }

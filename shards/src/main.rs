@@ -199,7 +199,7 @@ fn drive(
     progress: &ProgressBar,
 ) -> Result<Vec<TxResult>> {
     let mut results = Vec::new();
-    workload::drive(ledger, batches, in_flight, |_, _, answer| {
+    workload::drive(ledger, 0, batches, in_flight, |_, _, answer| {
         progress.inc(answer.len() as u64);
         results.extend(answer);
     })?;

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
-use caduceus_engine::ledger::PendingBatch;
+use caduceus_engine::ledger::{ClientId, PendingBatch};
 use caduceus_engine::model::{
     ActorKey, Adjudication, ClaimLine, Operation, Purpose, Purposes, Role, Transaction, UnitId,
 };
@@ -57,11 +57,12 @@ impl Rng {
     }
 }
 
-/// Submits batches in a closed loop, keeping up to `in_flight` of them pending,
-/// and hands each batch's transaction ids and results, with the moment it was
-/// sent, to `settled` in submission order. Stops when `batches` ends.
+/// Submits batches as `client` in a closed loop, keeping up to `in_flight` of
+/// them pending, and hands each batch's transaction ids and results, with the
+/// moment it was sent, to `settled` in submission order. Stops when `batches` ends.
 pub fn drive(
     ledger: &Ledger,
+    client: ClientId,
     batches: impl IntoIterator<Item = Vec<SignedTransaction>>,
     in_flight: usize,
     mut settled: impl FnMut(Instant, Vec<TxId>, Vec<TxResult>),
@@ -73,7 +74,7 @@ pub fn drive(
             settled(sent, ids, batch.wait()?);
         }
         let ids = batch.iter().map(SignedTransaction::id).collect();
-        pending.push_back((Instant::now(), ids, ledger.submit_async(batch)?));
+        pending.push_back((Instant::now(), ids, ledger.submit_async_from(client, batch)?));
     }
     for (sent, ids, batch) in pending {
         settled(sent, ids, batch.wait()?);
