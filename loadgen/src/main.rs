@@ -111,6 +111,9 @@ struct Run {
 /// Batches from another population (so their transactions are new), with one bad signature
 /// at the start of every verify chunk.
 fn hostile_batches(load: &LoadArgs, count: usize) -> Vec<Vec<SignedTransaction>> {
+    if count == 0 {
+        return Vec::new();
+    }
     let config = caduceus_shards::workload::WorkloadConfig { seed: load.seed ^ 0x4a77_ac4e, ..load.workload() };
     let mut workload = Workload::new(config, now_ms());
     (0..count)

@@ -115,12 +115,14 @@ impl Figures<'_> {
         for (reason, count) in rejected {
             println!("  {reason:<30} {count}");
         }
-        println!(
-            "cpu          {:.1} us per transaction ({:.0}% of {} cores busy)",
-            self.cpu_us_per_transaction(),
-            100.0 * self.cpu_seconds / tally.elapsed.as_secs_f64().max(1e-9) / cores() as f64,
-            cores()
-        );
+        if tally.acknowledged > 0 {
+            println!(
+                "cpu          {:.1} us per transaction ({:.0}% of {} cores busy)",
+                self.cpu_us_per_transaction(),
+                100.0 * self.cpu_seconds / tally.elapsed.as_secs_f64().max(1e-9) / cores() as f64,
+                cores()
+            );
+        }
         println!("cross-shard  {:.1}% of transactions", 100.0 * self.cross_shard_share());
         let p = percentiles(&tally.latency);
         let ms = |field: &str| p[field].as_u64().unwrap_or(0) as f64 / 1000.0;

@@ -13,8 +13,9 @@ use caduceus_shards::workload::Workload;
 use caduceus_shards::workload_file::WorkloadReader;
 use indicatif::ProgressBar;
 
-/// Workloads up to this many transactions are read into memory before the run.
-const PRELOAD_TRANSACTIONS_MAX: u64 = 2_000_000;
+/// Workloads up to this many transactions are read into memory before the run; larger ones are
+/// streamed, so a long run's memory is the engine's, not the workload's.
+const PRELOAD_TRANSACTIONS_MAX: u64 = 500_000;
 
 /// A batch, and how many of its transactions span shards.
 pub struct Batch {
