@@ -195,6 +195,11 @@ impl Shard {
     pub fn state(&self) -> &State {
         &self.state
     }
+    /// For the ledger's state cache, between rounds only: loads and evictions never change
+    /// what the state machine would read.
+    pub(crate) fn state_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
     /// Transactions prepared and not yet finished.
     pub fn in_doubt(&self) -> usize {
         self.prepared.len()

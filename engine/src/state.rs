@@ -4,7 +4,7 @@
 //! This module owns the data and its encoding; the rules that change it live
 //! in `shard`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::codec::{Codec, DecodeError, Decoder, EncodeError, Encoder};
 use crate::limits::{CODE_LENGTH_MAX, CONSENT_SCOPE_COUNT_MAX, TEXT_LENGTH_MAX};
@@ -446,6 +446,36 @@ impl State {
             StateKey::Recall(gtin, lot) => self.recalls.get(&(*gtin, lot.clone())).map(Codec::encode),
         };
         encoded.map(|result| result.expect("state entries are validated before they are stored"))
+    }
+
+    /// Whether an entry is in memory (present; its absence is only known for resident families).
+    pub fn holds(&self, key: &StateKey) -> bool {
+        match key {
+            StateKey::Actor(k) => self.actors.contains_key(k),
+            StateKey::Record(p, k) => self.records.contains_key(&(*p, *k)),
+            StateKey::Consent(p, k) => self.consents.contains_key(&(*p, *k)),
+            StateKey::Claim(p, k) => self.claims.contains_key(&(*p, *k)),
+            StateKey::ClaimKey(k) => self.claim_keys.contains_key(k),
+            StateKey::Account(k) => self.accounts.contains_key(k),
+            StateKey::Unit(k) => self.units.contains_key(k),
+            StateKey::Recall(gtin, lot) => self.recalls.contains_key(&(*gtin, lot.clone())),
+        }
+    }
+
+    /// Entries of the families that grow with history (see `cache`).
+    pub fn cached_len(&self) -> usize {
+        self.records.len() + self.consents.len() + self.claims.len() + self.claim_keys.len() + self.units.len()
+    }
+
+    /// Keeps, of the families that grow with history, only the entries in `keep` and every
+    /// consent of the patients in `patients`.
+    pub fn retain_cached(&mut self, keep: &HashSet<StateKey>, patients: &HashSet<ActorKey>) {
+        self.records.retain(|(p, k), _| keep.contains(&StateKey::Record(*p, *k)));
+        self.claims.retain(|(p, k), _| keep.contains(&StateKey::Claim(*p, *k)));
+        self.claim_keys.retain(|k, _| keep.contains(&StateKey::ClaimKey(*k)));
+        self.units.retain(|k, _| keep.contains(&StateKey::Unit(k.clone())));
+        self.consents.retain(|(p, _), _| patients.contains(p));
+        self.consent_index.retain(|(p, _), _| patients.contains(p));
     }
 
     /// Adds one stored entry (on load).
