@@ -11,6 +11,7 @@
 //!
 //! An entry written by a group that is not yet durable is never evicted
 //! (storage does not have it yet), so whatever is not resident is in storage.
+//! A resident consent index always has every consent it lists resident.
 
 use std::collections::{HashMap, HashSet};
 
@@ -23,13 +24,12 @@ use crate::storage::{Storage, StorageError};
 
 /// Tags of the state families that are always resident (see `StateKey::to_bytes`).
 pub const RESIDENT_TAGS: [u8; 3] = [1, 6, 8];
-const CONSENT_TAG: u8 = 3;
 
 /// What one transaction reads beyond the resident families.
 enum Need {
     Entry(u32, StateKey),
-    /// Every consent of a patient (the consent check looks them up by grantee).
-    Consents(u32, ActorKey),
+    /// The consents a patient gave a grantee: the index, then every consent it lists.
+    Consents(u32, ActorKey, ActorKey),
 }
 
 fn needs(transaction: &SignedTransaction, shards: u32, out: &mut Vec<Need>) {
@@ -39,11 +39,17 @@ fn needs(transaction: &SignedTransaction, shards: u32, out: &mut Vec<Need>) {
             out.push(Need::Entry(patient_shard(patient), StateKey::Record(*patient, *record)));
         }
         Operation::AccessRecord { record, patient, .. } | Operation::EmergencyAccess { record, patient, .. } => {
-            out.push(Need::Entry(patient_shard(patient), StateKey::Record(*patient, *record)));
-            out.push(Need::Consents(patient_shard(patient), *patient));
+            let shard = patient_shard(patient);
+            out.push(Need::Entry(shard, StateKey::Record(*patient, *record)));
+            out.push(Need::Consents(shard, *patient, transaction.transaction.signer));
         }
-        Operation::GrantConsent { patient, .. } | Operation::RevokeConsent { patient, .. } => {
-            out.push(Need::Consents(patient_shard(patient), *patient));
+        Operation::GrantConsent { consent, patient, grantee, .. } => {
+            let shard = patient_shard(patient);
+            out.push(Need::Entry(shard, StateKey::Consent(*patient, *consent)));
+            out.push(Need::Consents(shard, *patient, *grantee));
+        }
+        Operation::RevokeConsent { consent, patient } => {
+            out.push(Need::Entry(patient_shard(patient), StateKey::Consent(*patient, *consent)));
         }
         Operation::SubmitClaim { claim, patient, service_date, lines, .. } => {
             let shard = patient_shard(patient);
@@ -67,23 +73,15 @@ fn needs(transaction: &SignedTransaction, shards: u32, out: &mut Vec<Need>) {
 
 /// The cached families' residency, per shard.
 pub struct StateCache {
-    /// Patients whose consents are all resident, per shard.
-    consents_loaded: Vec<HashSet<ActorKey>>,
     /// What the groups since the last eviction read, per shard: it survives the next one.
     recent: Vec<HashSet<StateKey>>,
-    recent_patients: Vec<HashSet<ActorKey>>,
     /// Most cached entries a shard keeps once a group is durable.
     limit: usize,
 }
 
 impl StateCache {
     pub fn new(shards: usize, limit: usize) -> Self {
-        Self {
-            consents_loaded: vec![HashSet::new(); shards],
-            recent: vec![HashSet::new(); shards],
-            recent_patients: vec![HashSet::new(); shards],
-            limit,
-        }
+        Self { recent: vec![HashSet::new(); shards], limit }
     }
 
     pub fn set_limit(&mut self, limit: usize) {
@@ -111,61 +109,49 @@ impl StateCache {
         for transaction in transactions {
             needs(transaction, shard_count, &mut wanted);
         }
-        let mut points: Vec<(u32, StateKey)> = Vec::new();
-        let mut seen: HashSet<(u32, &StateKey)> = HashSet::new();
-        let mut patients: Vec<(u32, ActorKey)> = Vec::new();
-        for need in &wanted {
+        // First the entries and consent indexes, then the consents those indexes list.
+        let mut first = Vec::new();
+        let mut pairs = Vec::new();
+        for need in wanted {
             match need {
-                Need::Entry(shard, key) => {
-                    self.recent[*shard as usize].insert(key.clone());
-                    if !shards[*shard as usize].state().holds(key) && seen.insert((*shard, key)) {
-                        points.push((*shard, key.clone()));
-                    }
-                }
-                Need::Consents(shard, patient) => {
-                    self.recent_patients[*shard as usize].insert(*patient);
-                    if self.consents_loaded[*shard as usize].insert(*patient) {
-                        patients.push((*shard, *patient));
-                    }
+                Need::Entry(shard, key) => first.push((shard, key)),
+                Need::Consents(shard, patient, grantee) => {
+                    first.push((shard, StateKey::ConsentIndex(patient, grantee)));
+                    pairs.push((shard, patient, grantee));
                 }
             }
         }
-        let keys: Vec<Vec<u8>> = points.iter().map(|(shard, key)| layout::state(*shard, &key.to_bytes())).collect();
-        for ((shard, key), value) in points.iter().zip(storage.get_many(&keys)?) {
+        self.fetch(shards, storage, first)?;
+        let listed: Vec<(u32, StateKey)> = pairs
+            .into_iter()
+            .flat_map(|(shard, patient, grantee)| {
+                let ids = shards[shard as usize].state().consent_index.get(&(patient, grantee));
+                ids.into_iter().flatten().map(move |id| (shard, StateKey::Consent(patient, *id))).collect::<Vec<_>>()
+            })
+            .collect();
+        self.fetch(shards, storage, listed)
+    }
+
+    /// Reads the entries that are not resident from storage (absent ones stay absent).
+    fn fetch(
+        &mut self,
+        shards: &mut [Shard],
+        storage: &dyn Storage,
+        wanted: Vec<(u32, StateKey)>,
+    ) -> Result<(), StorageError> {
+        let mut missing: Vec<(u32, StateKey)> = Vec::new();
+        let mut seen: HashSet<(u32, StateKey)> = HashSet::new();
+        for (shard, key) in wanted {
+            self.recent[shard as usize].insert(key.clone());
+            if !shards[shard as usize].state().holds(&key) && seen.insert((shard, key.clone())) {
+                missing.push((shard, key));
+            }
+        }
+        let keys: Vec<Vec<u8>> = missing.iter().map(|(shard, key)| layout::state(*shard, &key.to_bytes())).collect();
+        for ((shard, key), (full, value)) in missing.iter().zip(keys.iter().zip(storage.get_many(&keys)?)) {
             if let Some(value) = value {
                 let state = shards[*shard as usize].state_mut();
-                state
-                    .insert_encoded(&key.to_bytes(), &value)
-                    .map_err(|e| damaged(&layout::state(*shard, &key.to_bytes()), e))?;
-            }
-        }
-        for (shard, patient) in patients {
-            let mut prefix = vec![CONSENT_TAG];
-            prefix.extend_from_slice(&patient.0);
-            let full = layout::state(shard, &prefix);
-            let state = shards[shard as usize].state_mut();
-            let skip = layout::state_prefix(shard).len();
-            let mut failure = None;
-            storage.scan(&full, &mut |key, value| {
-                let state_key = &key[skip..];
-                match StateKey::from_bytes(state_key) {
-                    // A consent granted by a group not yet durable is resident already, and newer.
-                    Ok(parsed) if state.holds(&parsed) => true,
-                    Ok(_) => match state.insert_encoded(state_key, value) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            failure = Some(damaged(key, e));
-                            false
-                        }
-                    },
-                    Err(e) => {
-                        failure = Some(damaged(key, e));
-                        false
-                    }
-                }
-            })?;
-            if let Some(failure) = failure {
-                return Err(failure);
+                state.insert_encoded(&key.to_bytes(), &value).map_err(|e| damaged(full, e))?;
             }
         }
         Ok(())
@@ -180,32 +166,15 @@ impl StateCache {
             if shard.state().cached_len() <= self.limit {
                 continue;
             }
-            let keep = keep.get(&(index as u32)).unwrap_or(&nothing);
-            let mut retained: HashSet<StateKey> = keep.clone();
-            let mut patients: HashSet<ActorKey> = keep
-                .iter()
-                .filter_map(|key| match key {
-                    StateKey::Consent(patient, _) => Some(*patient),
-                    _ => None,
-                })
-                .collect();
-            if self.recent[index].len() + self.recent_patients[index].len() <= self.limit / 2 {
+            let mut retained: HashSet<StateKey> = keep.get(&(index as u32)).unwrap_or(&nothing).clone();
+            if self.recent[index].len() <= self.limit / 2 {
                 retained.extend(self.recent[index].drain());
-                patients.extend(self.recent_patients[index].drain());
             }
             self.recent[index].clear();
-            self.recent_patients[index].clear();
-            shard.state_mut().retain_cached(&retained, &patients);
-            self.consents_loaded[index].retain(|patient| patients.contains(patient));
+            shard.state_mut().retain_cached(&retained);
         }
     }
 
-    /// After a failed write: nothing cached is known any more.
-    pub fn forget(&mut self) {
-        for loaded in &mut self.consents_loaded {
-            loaded.clear();
-        }
-    }
 }
 
 fn damaged(key: &[u8], error: crate::codec::DecodeError) -> StorageError {

@@ -270,7 +270,6 @@ impl Core {
         let stored = match stored {
             Ok(stored) => stored,
             Err(error) => {
-                self.cache.forget();
                 answer_all(group, Err(SubmitError::Storage(error.to_string())));
                 return None;
             }
