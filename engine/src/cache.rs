@@ -11,7 +11,10 @@
 //!
 //! An entry written by a group that is not yet durable is never evicted
 //! (storage does not have it yet), so whatever is not resident is in storage.
-//! A resident consent index always has every consent it lists resident.
+//! Whoever reads a patient's consent index for a grantee loads every consent
+//! it lists in the same load, and eviction keeps the consents a kept index
+//! lists. What the groups since the last eviction read survives the next
+//! eviction, unless it alone is over half the limit.
 
 use std::collections::{HashMap, HashSet};
 
@@ -174,7 +177,6 @@ impl StateCache {
             shard.state_mut().retain_cached(&retained);
         }
     }
-
 }
 
 fn damaged(key: &[u8], error: crate::codec::DecodeError) -> StorageError {
