@@ -35,7 +35,7 @@ fn a_crash_after_any_write_loses_nothing_acknowledged() {
     // The crash-free run, one batch per round.
     let reference = open(&workload, Arc::new(MemoryStorage::new()));
     let expected: Vec<Vec<TxResult>> = batches.iter().map(|b| reference.submit(b.clone()).unwrap()).collect();
-    let final_hash = reference.state_hash().unwrap();
+    let final_hash = reference.state_hash();
 
     for crash_point in 0..=batches.len() as u64 {
         let storage = Arc::new(FaultyStorage::new());
@@ -49,7 +49,7 @@ fn a_crash_after_any_write_loses_nothing_acknowledged() {
                 Err(other) => panic!("unexpected {other}"),
             }
         }
-        let hash_at_crash = ledger.state_hash().unwrap();
+        let hash_at_crash = ledger.state_hash();
         drop(ledger);
 
         let durable = Arc::new(MemoryStorage::from_map(storage.durable()));
@@ -57,7 +57,7 @@ fn a_crash_after_any_write_loses_nothing_acknowledged() {
         assert!(report.is_intact(), "crash point {crash_point}: {:?}", report.problems);
         let reopened = open(&workload, durable.clone());
         assert_eq!(
-            reopened.state_hash().unwrap(),
+            reopened.state_hash(),
             hash_at_crash,
             "crash point {crash_point}: reopening restores the durable state"
         );
@@ -72,7 +72,7 @@ fn a_crash_after_any_write_loses_nothing_acknowledged() {
         for (batch, expected) in batches.iter().zip(&expected) {
             assert_eq!(&reopened.submit(batch.clone()).unwrap(), expected, "crash point {crash_point}");
         }
-        assert_eq!(reopened.state_hash().unwrap(), final_hash, "crash point {crash_point}");
+        assert_eq!(reopened.state_hash(), final_hash, "crash point {crash_point}");
     }
 }
 
@@ -82,10 +82,10 @@ fn a_failing_disk_loses_the_batch_cleanly_and_the_ledger_keeps_serving() {
     let storage = Arc::new(FaultyStorage::new());
     let ledger = open(&workload, storage.clone());
     ledger.submit(batches[0].clone()).unwrap();
-    let before = ledger.state_hash().unwrap();
+    let before = ledger.state_hash();
     storage.fail_next_writes(1);
     assert!(matches!(ledger.submit(batches[1].clone()), Err(SubmitError::Storage(_))));
-    assert_eq!(ledger.state_hash().unwrap(), before, "nothing of the failed round is applied");
+    assert_eq!(ledger.state_hash(), before, "nothing of the failed round is applied");
     assert!(ledger.locate(batches[1][0].id()).unwrap().is_none());
     let results = ledger.submit(batches[1].clone()).unwrap();
     assert_eq!(results.len(), batches[1].len());
@@ -153,11 +153,7 @@ fn a_failed_write_refuses_the_groups_executed_on_top_of_it() {
     assert!(refused >= 1 && refused < outcomes.len(), "{refused} of {} batches refused", outcomes.len());
     assert!(verify_storage(storage.as_ref()).unwrap().is_intact());
     let reopened = open(&workload, Arc::new(MemoryStorage::from_map(storage.durable())));
-    assert_eq!(
-        reopened.state_hash().unwrap(),
-        ledger.state_hash().unwrap(),
-        "memory and storage agree after the failure"
-    );
+    assert_eq!(reopened.state_hash(), ledger.state_hash(), "memory and storage agree after the failure");
     // Acknowledged batches keep their results; refused ones can be submitted again.
     for (batch, outcome) in batches[2..].iter().zip(&outcomes) {
         let results = ledger.submit(batch.clone()).unwrap();
@@ -278,16 +274,16 @@ fn a_clean_stop_and_reopen_restores_the_same_state() {
         for batch in &batches {
             ledger.submit(batch.clone()).unwrap();
         }
-        (ledger.state_hash().unwrap(), ledger.round(), ledger.checkpoint(), ledger.heights())
+        (ledger.state_hash(), ledger.round(), ledger.checkpoint(), ledger.heights())
     };
     let reopened = open(&workload, Arc::new(RocksStorage::open(dir.path()).unwrap()));
     assert_eq!(
-        (reopened.state_hash().unwrap(), reopened.round(), reopened.checkpoint(), reopened.heights()),
+        (reopened.state_hash(), reopened.round(), reopened.checkpoint(), reopened.heights()),
         (hash, round, checkpoint, heights)
     );
     // And it carries on: resubmitting is idempotent, new work commits.
     assert_eq!(reopened.submit(batches[3].clone()).unwrap().len(), batches[3].len());
-    assert_eq!(reopened.state_hash().unwrap(), hash);
+    assert_eq!(reopened.state_hash(), hash);
     drop(reopened);
     let wrong = Ledger::open_with(
         Arc::new(RocksStorage::open(dir.path()).unwrap()),

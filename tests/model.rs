@@ -279,11 +279,7 @@ proptest! {
     #[test]
     fn random_sequences_follow_the_model_on_one_and_four_shards(steps in proptest::collection::vec(step(), 1..60)) {
         let world = World::new();
-        // World's ledgers keep nothing of records, consents, claims and units in memory between
-        // batches (everything comes back from storage); the third keeps everything.
-        let ledgers = [world.ledger(1), world.ledger(4), world.ledger(4)];
-        ledgers[2].set_state_cache_entries(usize::MAX);
+        let ledgers = [world.ledger(1), world.ledger(4)];
         run(&world, &ledgers, &steps)?;
-        prop_assert_eq!(ledgers[1].state_hash().unwrap(), ledgers[2].state_hash().unwrap());
     }
 }

@@ -77,9 +77,6 @@ impl World {
     /// A ledger on the given storage with every actor but the stranger registered.
     pub fn ledger_on(&self, storage: Arc<dyn Storage>, shards: u32) -> Ledger {
         let ledger = Ledger::open_with(storage, &self.config(shards), self.clock()).expect("open");
-        // Nothing of the state that grows with history stays in memory between batches, so every
-        // rule is checked on state read back from storage.
-        ledger.set_state_cache_entries(0);
         let registrations = [
             (&self.patient, Role::Patient),
             (&self.other_patient, Role::Patient),

@@ -16,7 +16,7 @@
 //! back to what is durable and every batch executed on top of the lost write
 //! is refused as well: nothing unacknowledged is kept.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -26,21 +26,20 @@ use parking_lot::RwLock;
 use thiserror::Error;
 
 use crate::block::{merkle_path, BlockBody, BlockHeader, Checkpoint, Proof};
-use crate::cache::{StateCache, RESIDENT_TAGS};
 use crate::codec::{Codec, DecodeError};
 use crate::history::{AccessEntry, CustodyEvent, TxLocation};
 use crate::layout;
 use crate::limits::{
     BATCH_TRANSACTIONS_MAX, EXECUTE_QUEUE_DEPTH, HISTORY_ENTRIES_MAX, PENALIZED_CLIENTS_MAX, PENALIZED_QUEUE_DEPTH,
     PENALIZED_VERIFY_PERCENT, PENALTY_BATCHES, PERSIST_QUEUE_DEPTH, ROUND_TRANSACTIONS_MAX, SHARDS_MAX,
-    STATE_CACHE_ENTRIES, SUBMIT_QUEUE_DEPTH,
+    SUBMIT_QUEUE_DEPTH,
 };
 use crate::model::{ActorKey, Hash, Reason, SignedTransaction, Timestamp, TxId, TxResult, UnitId};
 use crate::round::{decode_round_meta, execute_round, Genesis};
 use crate::routing::{shard_of_actor, shard_of_unit};
 use crate::shard::Shard;
 use crate::signature::SignatureVerifier;
-use crate::state::{Account, Actor, Claim, Recall, State, StateKey, Unit};
+use crate::state::{Account, Actor, Claim, Recall, State, Unit};
 #[cfg(feature = "rocksdb")]
 use crate::storage::RocksStorage;
 use crate::storage::{MemoryStorage, Storage, StorageError};
@@ -141,10 +140,8 @@ struct Core {
     /// Results of transactions executed in groups not yet durable, so a repeat of one in a
     /// later group gets the same answer: id -> (group, result).
     unpersisted: HashMap<TxId, (u64, TxResult)>,
-    /// The ids each not yet durable group executed, and the state entries it wrote, oldest first.
-    unpersisted_groups: std::collections::VecDeque<UnpersistedGroup>,
-    /// Which state entries of the families that grow with history are in memory.
-    cache: StateCache,
+    /// The ids each not yet durable group executed, oldest first.
+    unpersisted_groups: std::collections::VecDeque<(u64, Vec<TxId>)>,
 }
 
 impl Core {
@@ -191,21 +188,16 @@ impl Core {
         };
         let mut shards = Vec::with_capacity(genesis.shards as usize);
         for id in 0..genesis.shards {
-            // Only the families that grow with the population; the rest is loaded as needed.
             let mut state = State::default();
-            let skip = layout::state_prefix(id).len();
+            let prefix = layout::state_prefix(id);
             let mut failure = None;
-            for tag in RESIDENT_TAGS {
-                storage.scan(&layout::state(id, &[tag]), &mut |key, value| match state
-                    .insert_encoded(&key[skip..], value)
-                {
-                    Ok(()) => true,
-                    Err(e) => {
-                        failure = Some(damaged(key, e.to_string()));
-                        false
-                    }
-                })?;
-            }
+            storage.scan(&prefix, &mut |key, value| match state.insert_encoded(&key[prefix.len()..], value) {
+                Ok(()) => true,
+                Err(e) => {
+                    failure = Some(damaged(key, e.to_string()));
+                    false
+                }
+            })?;
             if let Some(failure) = failure {
                 return Err(failure);
             }
@@ -223,7 +215,6 @@ impl Core {
             };
             shards.push(Shard::restore(id, genesis.shards, state, height, head, time));
         }
-        let cache = StateCache::new(shards.len(), STATE_CACHE_ENTRIES);
         Ok(Core {
             storage,
             genesis,
@@ -234,7 +225,6 @@ impl Core {
             epoch: 0,
             unpersisted: HashMap::new(),
             unpersisted_groups: Default::default(),
-            cache,
         })
     }
 
@@ -244,30 +234,17 @@ impl Core {
     /// group known to be durable. Returns `None` when the group was answered already (a failed
     /// lookup).
     fn execute(&mut self, group: Vec<Verified>, clock: &Clock, durable: u64) -> Option<Executed> {
-        while self.unpersisted_groups.front().is_some_and(|group| group.seq <= durable) {
-            let UnpersistedGroup { seq, ids, .. } = self.unpersisted_groups.pop_front().expect("a durable group");
+        while self.unpersisted_groups.front().is_some_and(|(seq, _)| *seq <= durable) {
+            let (seq, ids) = self.unpersisted_groups.pop_front().expect("a durable group");
             for id in ids {
                 if self.unpersisted.get(&id).is_some_and(|(s, _)| *s == seq) {
                     self.unpersisted.remove(&id);
                 }
             }
         }
-        let mut keep: HashMap<u32, HashSet<StateKey>> = HashMap::new();
-        for (shard, key) in self.unpersisted_groups.iter().flat_map(|group| &group.written) {
-            keep.entry(*shard).or_default().insert(key.clone());
-        }
-        self.cache.evict(&mut self.shards, &keep);
         let lookups: Vec<Vec<u8>> =
             group.iter().flat_map(|v| v.transactions.iter().map(|t| layout::transaction(t.id()))).collect();
-        let to_run: Vec<&SignedTransaction> = group
-            .iter()
-            .flat_map(|v| v.transactions.iter().zip(&v.verdicts).filter(|(_, v)| v.is_none()).map(|(t, _)| t))
-            .collect();
-        let stored = self
-            .storage
-            .get_many(&lookups)
-            .and_then(|stored| self.cache.load(&mut self.shards, self.storage.as_ref(), &to_run).map(|()| stored));
-        let stored = match stored {
+        let stored = match self.storage.get_many(&lookups) {
             Ok(stored) => stored,
             Err(error) => {
                 answer_all(group, Err(SubmitError::Storage(error.to_string())));
@@ -277,7 +254,6 @@ impl Core {
         let seq = self.executed + 1;
         let mut stored = stored.into_iter();
         let mut executed_ids = Vec::new();
-        let mut written = Vec::new();
         let mut writes = Vec::new();
         let mut answers: Vec<Vec<TxResult>> = Vec::with_capacity(group.len());
         let now = clock();
@@ -312,13 +288,6 @@ impl Core {
                 let outcome = execute_round(&mut self.shards, round, previous, now, &round_transactions);
                 let (balances, funded) = crate::shard::fund_totals(&self.shards);
                 assert_eq!(balances, funded, "funds are conserved after every round");
-                for block in &outcome.blocks {
-                    let skip = layout::state_prefix(block.header.shard).len();
-                    for (key, _) in &block.state_writes {
-                        let key = StateKey::from_bytes(&key[skip..]).expect("the shard wrote a valid state key");
-                        written.push((block.header.shard, key));
-                    }
-                }
                 writes.extend(outcome.writes());
                 for (transaction, result) in round_transactions.iter().zip(&outcome.results) {
                     self.unpersisted.insert(transaction.id(), (seq, *result));
@@ -339,15 +308,9 @@ impl Core {
             );
         }
         self.executed = seq;
-        self.unpersisted_groups.push_back(UnpersistedGroup { seq, ids: executed_ids, written });
+        self.unpersisted_groups.push_back((seq, executed_ids));
         let replies = group.into_iter().map(|v| v.reply).zip(answers).collect();
         Some(Executed { seq, epoch: self.epoch, writes, replies })
-    }
-
-    /// A state entry that is not resident, read from storage (so durable).
-    fn stored<T: Codec>(&self, shard: u32, key: &StateKey) -> Result<Option<T>, QueryError> {
-        let key = layout::state(shard, &key.to_bytes());
-        self.storage.get(&key)?.map(|bytes| T::decode(&bytes).map_err(corrupt(&key))).transpose()
     }
 
     /// Goes back to what is durable, after a failed write: everything executed since is dropped.
@@ -355,24 +318,14 @@ impl Core {
         let config = Config { shards: self.genesis.shards, genesis_operators: self.genesis.operators.clone() };
         match Core::load(self.storage.clone(), &config) {
             Ok(reloaded) => {
-                let (executed, epoch, limit) = (self.executed, self.epoch + 1, self.cache.limit());
+                let (executed, epoch) = (self.executed, self.epoch + 1);
                 *self = reloaded;
                 self.executed = executed;
                 self.epoch = epoch;
-                self.cache.set_limit(limit);
             }
             Err(reload) => panic!("a write failed and the durable state cannot be reloaded: {reload}"),
         }
     }
-}
-
-/// What the execute stage remembers of a group until it is durable.
-struct UnpersistedGroup {
-    seq: u64,
-    /// The transactions it executed.
-    ids: Vec<TxId>,
-    /// The state entries it wrote, by shard: kept in memory until storage has them.
-    written: Vec<(u32, StateKey)>,
 }
 
 /// A group executed in memory, waiting to be made durable before it is answered.
@@ -684,33 +637,15 @@ impl Ledger {
         storage.get(&key)?.map(|bytes| Checkpoint::decode(&bytes).map_err(corrupt(&key))).transpose()
     }
 
-    /// blake3 over every shard's canonical state: equal hashes, equal states. Read from storage
-    /// in one consistent scan, since the in-memory state is only partly resident.
-    pub fn state_hash(&self) -> Result<Hash, QueryError> {
-        let (storage, shards) = self.read_durable(|core| (core.storage.clone(), core.genesis.shards));
-        let mut hashers: Vec<blake3::Hasher> = (0..shards).map(|_| blake3::Hasher::new()).collect();
-        let prefix = layout::state_prefix(0);
-        let shard_at = prefix.len() - 4;
-        storage.scan(&prefix[..shard_at], &mut |key, value| {
-            let shard = u32::from_be_bytes(key[shard_at..shard_at + 4].try_into().expect("4 bytes"));
-            let (key, hasher) = (&key[shard_at + 4..], &mut hashers[shard as usize]);
-            hasher.update(&(key.len() as u32).to_le_bytes());
-            hasher.update(key);
-            hasher.update(&(value.len() as u32).to_le_bytes());
-            hasher.update(value);
-            true
-        })?;
-        let mut hasher = blake3::Hasher::new();
-        for shard in hashers {
-            hasher.update(shard.finalize().as_bytes());
-        }
-        Ok(*hasher.finalize().as_bytes())
-    }
-
-    /// Sets how many entries of the families that grow with history each shard keeps in memory
-    /// (see `cache`; the default is `STATE_CACHE_ENTRIES`).
-    pub fn set_state_cache_entries(&self, limit: usize) {
-        self.core.write().cache.set_limit(limit);
+    /// blake3 over every shard's canonical state: equal hashes, equal states.
+    pub fn state_hash(&self) -> Hash {
+        self.read_durable(|core| {
+            let mut hasher = blake3::Hasher::new();
+            for shard in &core.shards {
+                hasher.update(&shard.state().hash());
+            }
+            *hasher.finalize().as_bytes()
+        })
     }
 
     /// Every shard's height.
@@ -734,28 +669,21 @@ impl Ledger {
     }
 
     /// A claim, looked up on its patient's shard.
-    pub fn claim(&self, patient: &ActorKey, claim: u128) -> Result<Option<Claim>, QueryError> {
+    pub fn claim(&self, patient: &ActorKey, claim: u128) -> Option<Claim> {
         self.read_durable(|core| {
-            let shard = shard_of_actor(patient, core.genesis.shards);
-            match core.shards[shard as usize].state().claims.get(&(*patient, claim)) {
-                Some(claim) => Ok(Some(claim.clone())),
-                None => core.stored(shard, &StateKey::Claim(*patient, claim)),
-            }
+            let shard = &core.shards[shard_of_actor(patient, core.genesis.shards) as usize];
+            shard.state().claims.get(&(*patient, claim)).cloned()
         })
     }
 
     /// Whether a unit is genuine, who holds it, whether it is recalled or expired (at the clock's now).
-    pub fn verify_unit(&self, unit: &UnitId) -> Result<UnitVerification, QueryError> {
+    pub fn verify_unit(&self, unit: &UnitId) -> UnitVerification {
         self.read_durable(|core| {
-            let shard = shard_of_unit(unit, core.genesis.shards);
-            let state = core.shards[shard as usize].state();
-            let current = match state.units.get(unit) {
-                Some(current) => Some(current.clone()),
-                None => core.stored::<Unit>(shard, &StateKey::Unit(unit.clone()))?,
-            };
+            let state = core.shards[shard_of_unit(unit, core.genesis.shards) as usize].state();
+            let current = state.units.get(unit).cloned();
             let recall = current.as_ref().and_then(|u| state.recalls.get(&(unit.gtin, u.lot.clone())).cloned());
             let expired = current.as_ref().is_some_and(|u| (self.clock)() >= u.expiry);
-            Ok(UnitVerification { unit: unit.clone(), state: current, recall, expired })
+            UnitVerification { unit: unit.clone(), state: current, recall, expired }
         })
     }
 

@@ -10,7 +10,6 @@
 //! `caduceus-shards`. See ARCHITECTURE.md for the map.
 
 pub mod block;
-pub mod cache;
 pub mod codec;
 pub mod coordinator;
 pub mod history;

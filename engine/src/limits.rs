@@ -35,12 +35,6 @@ pub const PENALTY_BATCHES: u32 = 16;
 pub const EXECUTE_QUEUE_DEPTH: usize = 4;
 /// Executed groups waiting to be written and fsynced.
 pub const PERSIST_QUEUE_DEPTH: usize = 2;
-/// Entries of the state families that grow with history (records, consents, claims, units)
-/// a shard keeps in memory; beyond it, entries already durable are dropped and read again from
-/// storage when needed.
-pub const STATE_CACHE_ENTRIES: usize = 100_000;
-/// RocksDB's block cache: data blocks, indexes and filters of every table.
-pub const BLOCK_CACHE_BYTES: usize = 256 << 20;
 /// Decompressed signer keys a signature verifier keeps (about 200 bytes each).
 pub const KEY_CACHE_ENTRIES_MAX: usize = 262_144;
 /// Most signatures checked together in one `verify_batch` call.

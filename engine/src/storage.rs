@@ -28,8 +28,6 @@ pub enum StorageError {
     Rocks(#[from] rocksdb::Error),
     #[error("injected fault: {0}")]
     Injected(&'static str),
-    #[error("stored data is damaged at {place}: {detail} (run `caduceus verify`)")]
-    Damaged { place: String, detail: String },
 }
 
 /// An ordered, durable key-value store.
@@ -57,7 +55,6 @@ mod rocks {
     use std::path::Path;
 
     use super::{Storage, StorageError, Write};
-    use crate::limits::BLOCK_CACHE_BYTES;
 
     /// RocksDB on a local directory.
     pub struct RocksStorage {
@@ -82,12 +79,6 @@ mod rocks {
             options.increase_parallelism(2);
             let mut table = rocksdb::BlockBasedOptions::default();
             table.set_bloom_filter(10.0, false);
-            // One bounded cache holds data blocks and every table's index and filter, so memory
-            // stays the same however much history the ledger holds.
-            table.set_block_cache(&rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES));
-            table.set_cache_index_and_filter_blocks(true);
-            table.set_cache_index_and_filter_blocks_with_high_priority(true);
-            table.set_pin_l0_filter_and_index_blocks_in_cache(true);
             options.set_block_based_table_factory(&table);
             Ok(Self { db: rocksdb::DB::open(&options, path)? })
         }
