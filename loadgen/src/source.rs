@@ -78,6 +78,12 @@ impl Source {
     pub fn file(path: &Path, shards: u32, batch: usize, skip: u64, limit: Option<u64>) -> Result<Self> {
         let mut reader = WorkloadReader::open(path)?;
         let header = reader.header().clone();
+        if header.shards != shards && !header.description["cross_shard"].is_null() {
+            eprintln!(
+                "note: the workload's cross-shard share was set for {} shards; on {shards} it will differ",
+                header.shards
+            );
+        }
         let setup = reader.setup()?;
         if reader.skip(skip)? < skip {
             bail!("the workload has only {} load transactions; cannot skip {skip}", header.transactions);
