@@ -163,8 +163,7 @@ proptest! {
 /// hostile client sends good batches again, they are served too.
 #[test]
 fn a_client_sending_forgeries_is_refused_and_others_are_served() {
-    use caduceus_engine::signature::chunk_size;
-    use caduceus_shards::workload::{Workload, WorkloadConfig};
+    use caduceus_shards::workload::{forge_every_chunk, Workload, WorkloadConfig};
 
     let config = WorkloadConfig { seed: 5, patients: 200, providers: 20, ..WorkloadConfig::default() };
     let mut workload = Workload::new(config, 1_800_000_000_000);
@@ -175,12 +174,7 @@ fn a_client_sending_forgeries_is_refused_and_others_are_served() {
     let hostile: Vec<Vec<SignedTransaction>> = (0..6)
         .map(|_| {
             let mut batch = workload.signed_batch(2_048);
-            for start in (0..batch.len()).step_by(chunk_size(batch.len())) {
-                let mut bytes = batch[start].bytes().to_vec();
-                let last = bytes.len() - 1;
-                bytes[last] ^= 1;
-                batch[start] = SignedTransaction::decode(&bytes).unwrap();
-            }
+            forge_every_chunk(&mut batch);
             batch
         })
         .collect();

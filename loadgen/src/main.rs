@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use caduceus_engine::limits::BATCH_TRANSACTIONS_MAX;
-use caduceus_engine::signature::{chunk_size, measure_verify_batch_rate, measure_verify_one_rate};
+use caduceus_engine::signature::{measure_verify_batch_rate, measure_verify_one_rate};
 use caduceus_engine::{Config, Ledger, SignedTransaction, TxResult};
-use caduceus_shards::workload::{LoadArgs, Workload};
+use caduceus_shards::workload::{forge_every_chunk, LoadArgs, Workload};
 use caduceus_shards::workload_file::write_workload;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -119,13 +119,7 @@ fn hostile_batches(load: &LoadArgs, count: usize) -> Vec<Vec<SignedTransaction>>
     (0..count)
         .map(|_| {
             let mut batch = workload.signed_batch(load.batch_size());
-            let size = chunk_size(batch.len());
-            for start in (0..batch.len()).step_by(size) {
-                let mut bytes = batch[start].bytes().to_vec();
-                let last = bytes.len() - 1;
-                bytes[last] ^= 1;
-                batch[start] = SignedTransaction::decode(&bytes).expect("only the signature changed");
-            }
+            forge_every_chunk(&mut batch);
             batch
         })
         .collect()
@@ -159,7 +153,7 @@ fn main() -> ExitCode {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    caduceus_engine::ledger::system_clock()()
 }
 
 fn check_batch(load: &LoadArgs) -> Result<()> {

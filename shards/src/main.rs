@@ -177,7 +177,7 @@ fn when(ms: u64) -> String {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    caduceus_engine::ledger::system_clock()()
 }
 
 fn bar(length: u64, label: &'static str) -> ProgressBar {

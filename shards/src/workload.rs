@@ -57,6 +57,18 @@ impl Rng {
     }
 }
 
+/// Spoils one signature at the start of every verify chunk of a batch: what a client trying to
+/// make the ledger search every chunk sends (for the forgery tests and loadgen's hostile client).
+pub fn forge_every_chunk(batch: &mut [SignedTransaction]) {
+    let size = caduceus_engine::signature::chunk_size(batch.len());
+    for start in (0..batch.len()).step_by(size) {
+        let mut bytes = batch[start].bytes().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        batch[start] = SignedTransaction::decode(&bytes).expect("only the signature changed");
+    }
+}
+
 /// Submits batches as `client` in a closed loop, keeping up to `in_flight` of
 /// them pending, and hands each batch's transaction ids and results, with the
 /// moment it was sent, to `settled` in submission order. Stops when `batches` ends.
