@@ -2,7 +2,7 @@
 //!
 //! | prefix | key after the prefix                          | value                         |
 //! |--------|-----------------------------------------------|-------------------------------|
-//! | `M`    | name (`config`, `round`)                      | ledger config; last round     |
+//! | `M`    | name (`config`, `round`; in a cluster shard's store also `shard`, `head`, `pending`) | ledger config; last round; a participant's shard, head and prepared round |
 //! | `H`    | shard u32 BE, height u64 BE                    | block header                  |
 //! | `B`    | shard u32 BE, height u64 BE                    | block body (txs and results)  |
 //! | `C`    | round u64 BE                                   | checkpoint                    |
@@ -29,6 +29,13 @@ pub const CUSTODY: u8 = b'U';
 
 pub const META_CONFIG: &[u8] = b"Mconfig";
 pub const META_ROUND: &[u8] = b"Mround";
+/// A cluster participant's shard id, and its last block and round (`participant::Head`).
+pub const META_SHARD: &[u8] = b"Mshard";
+pub const META_HEAD: &[u8] = b"Mhead";
+/// A cluster participant's prepared round, until the coordinator's decision seals it.
+pub const META_PENDING: &[u8] = b"Mpending";
+/// A cluster coordinator's highest reserved round number: round numbers are never reused.
+pub const META_RESERVED: &[u8] = b"Mreserved";
 
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut out = vec![prefix];

@@ -25,16 +25,17 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvErro
 use parking_lot::RwLock;
 use thiserror::Error;
 
-use crate::block::{merkle_path, BlockBody, BlockHeader, Checkpoint, Proof};
+use crate::block::{BlockHeader, Checkpoint, Proof};
 use crate::codec::{Codec, DecodeError};
 use crate::history::{AccessEntry, CustodyEvent, TxLocation};
 use crate::layout;
 use crate::limits::{
-    BATCH_TRANSACTIONS_MAX, EXECUTE_QUEUE_DEPTH, HISTORY_ENTRIES_MAX, PENALIZED_CLIENTS_MAX, PENALIZED_QUEUE_DEPTH,
+    BATCH_TRANSACTIONS_MAX, EXECUTE_QUEUE_DEPTH, PENALIZED_CLIENTS_MAX, PENALIZED_QUEUE_DEPTH,
     PENALIZED_VERIFY_PERCENT, PENALTY_BATCHES, PERSIST_QUEUE_DEPTH, ROUND_TRANSACTIONS_MAX, SHARDS_MAX,
     SUBMIT_QUEUE_DEPTH,
 };
 use crate::model::{ActorKey, Hash, Reason, SignedTransaction, Timestamp, TxId, TxResult, UnitId};
+use crate::reads;
 use crate::round::{decode_round_meta, execute_round, Genesis};
 use crate::routing::{shard_of_actor, shard_of_unit};
 use crate::shard::Shard;
@@ -101,10 +102,6 @@ pub enum QueryError {
     Inconsistent { place: String, detail: &'static str },
 }
 
-fn corrupt(key: &[u8]) -> impl FnOnce(DecodeError) -> QueryError + '_ {
-    move |source| QueryError::Corrupt { place: layout::describe(key), source }
-}
-
 /// What the ledger says about a serialized unit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnitVerification {
@@ -125,6 +122,21 @@ impl UnitVerification {
             && self.recall.is_none()
             && !self.expired
     }
+}
+
+/// Loads one shard's stored state entries.
+pub(crate) fn load_state(storage: &dyn Storage, id: u32) -> Result<State, OpenError> {
+    let mut state = State::default();
+    let prefix = layout::state_prefix(id);
+    let mut failure = None;
+    storage.scan(&prefix, &mut |key, value| match state.insert_encoded(&key[prefix.len()..], value) {
+        Ok(()) => true,
+        Err(e) => {
+            failure = Some(OpenError::Corrupt { place: layout::describe(key), detail: e.to_string() });
+            false
+        }
+    })?;
+    failure.map_or(Ok(state), Err)
 }
 
 struct Core {
@@ -188,19 +200,7 @@ impl Core {
         };
         let mut shards = Vec::with_capacity(genesis.shards as usize);
         for id in 0..genesis.shards {
-            let mut state = State::default();
-            let prefix = layout::state_prefix(id);
-            let mut failure = None;
-            storage.scan(&prefix, &mut |key, value| match state.insert_encoded(&key[prefix.len()..], value) {
-                Ok(()) => true,
-                Err(e) => {
-                    failure = Some(damaged(key, e.to_string()));
-                    false
-                }
-            })?;
-            if let Some(failure) = failure {
-                return Err(failure);
-            }
+            let state = load_state(storage.as_ref(), id)?;
             let (height, head, time) = match checkpoint.as_ref().map(|c| c.heads[id as usize]) {
                 Some(head) if head.height > 0 => {
                     let key = layout::header(id, head.height);
@@ -632,9 +632,7 @@ impl Ledger {
     }
 
     pub fn checkpoint_at(&self, round: u64) -> Result<Option<Checkpoint>, QueryError> {
-        let key = layout::checkpoint(round);
-        let storage = self.core.read().storage.clone();
-        storage.get(&key)?.map(|bytes| Checkpoint::decode(&bytes).map_err(corrupt(&key))).transpose()
+        reads::checkpoint_at(self.storage().as_ref(), round)
     }
 
     /// blake3 over every shard's canonical state: equal hashes, equal states.
@@ -687,92 +685,41 @@ impl Ledger {
         })
     }
 
-    fn history<T: Codec>(&self, prefix: &[u8]) -> Result<Vec<T>, QueryError> {
-        let storage = self.core.read().storage.clone();
-        let mut entries = Vec::new();
-        let mut failure = None;
-        storage.scan(prefix, &mut |key, value| match T::decode(value) {
-            Ok(entry) => {
-                entries.push(entry);
-                entries.len() < HISTORY_ENTRIES_MAX
-            }
-            Err(source) => {
-                failure = Some(QueryError::Corrupt { place: layout::describe(key), source });
-                false
-            }
-        })?;
-        failure.map_or(Ok(entries), Err)
-    }
-
     /// Who accessed the patient's records, when, why, and whether it was permitted; oldest first.
     pub fn access_report(&self, patient: &ActorKey) -> Result<Vec<AccessEntry>, QueryError> {
-        self.history(&layout::access_prefix(patient))
+        reads::access_report(self.storage().as_ref(), patient)
     }
 
     /// Every custody event of a unit, accepted or refused; oldest first.
     pub fn custody_trace(&self, unit: &UnitId) -> Result<Vec<CustodyEvent>, QueryError> {
-        self.history(&layout::custody_prefix(unit))
+        reads::custody_trace(self.storage().as_ref(), unit)
     }
 
     /// Where a transaction is recorded and its result, if it reached the ledger.
     pub fn locate(&self, id: TxId) -> Result<Option<TxLocation>, QueryError> {
-        let key = layout::transaction(id);
-        let storage = self.core.read().storage.clone();
-        storage.get(&key)?.map(|bytes| TxLocation::decode(&bytes).map_err(corrupt(&key))).transpose()
-    }
-
-    fn block(&self, shard: u32, height: u64) -> Result<(BlockHeader, BlockBody), QueryError> {
-        let storage = self.core.read().storage.clone();
-        let read = |key: Vec<u8>| -> Result<Vec<u8>, QueryError> {
-            storage.get(&key)?.ok_or_else(|| QueryError::Inconsistent {
-                place: layout::describe(&key),
-                detail: "indexed but missing",
-            })
-        };
-        let header_key = layout::header(shard, height);
-        let body_key = layout::body(shard, height);
-        let header = BlockHeader::decode(&read(header_key.clone())?).map_err(corrupt(&header_key))?;
-        let body = BlockBody::decode(&read(body_key.clone())?).map_err(corrupt(&body_key))?;
-        Ok((header, body))
+        reads::locate(self.storage().as_ref(), id)
     }
 
     /// A transaction as recorded, with its result.
     pub fn transaction(&self, id: TxId) -> Result<Option<(SignedTransaction, TxResult)>, QueryError> {
-        let Some(location) = self.locate(id)? else { return Ok(None) };
-        let (_, body) = self.block(location.shard, location.height)?;
-        Ok(body.entries.get(location.index as usize).cloned())
+        reads::transaction(self.storage().as_ref(), id)
     }
 
     /// An inclusion proof of a transaction and its result, up to the checkpoint of the round that sealed it.
     pub fn prove(&self, id: TxId) -> Result<Option<Proof>, QueryError> {
-        let Some(location) = self.locate(id)? else { return Ok(None) };
-        let (header, body) = self.block(location.shard, location.height)?;
-        let index = location.index as usize;
-        let damaged = |key: Vec<u8>, detail| QueryError::Inconsistent { place: layout::describe(&key), detail };
-        let (transaction, result) = body
-            .entries
-            .get(index)
-            .cloned()
-            .ok_or_else(|| damaged(layout::body(header.shard, header.height), "the index points past the block"))?;
-        let checkpoint = self
-            .checkpoint_at(header.round)?
-            .ok_or_else(|| damaged(layout::checkpoint(header.round), "the block's checkpoint is missing"))?;
-        let heads: Vec<Hash> = checkpoint.heads.iter().map(|h| h.leaf()).collect();
-        let position = checkpoint
-            .heads
-            .iter()
-            .position(|h| h.shard == header.shard && h.height == header.height)
-            .ok_or_else(|| damaged(layout::checkpoint(header.round), "does not hold the block"))?;
-        Ok(Some(Proof {
-            transaction,
-            result,
-            transaction_path: merkle_path(&body.transaction_leaves(), index),
-            result_path: merkle_path(&body.result_leaves(), index),
-            header,
-            head_path: merkle_path(&heads, position),
-            checkpoint_round: checkpoint.round,
-            checkpoint_previous: checkpoint.previous,
-        }))
+        let storage = self.storage();
+        let Some(mut proof) = reads::prove_in_block(storage.as_ref(), id)? else { return Ok(None) };
+        let round = proof.header.round;
+        let checkpoint = reads::checkpoint_at(storage.as_ref(), round)?.ok_or_else(|| QueryError::Inconsistent {
+            place: layout::describe(&layout::checkpoint(round)),
+            detail: "the block's checkpoint is missing",
+        })?;
+        reads::complete_proof(&mut proof, &checkpoint)?;
+        Ok(Some(proof))
+    }
+
+    fn storage(&self) -> Arc<dyn Storage> {
+        self.core.read().storage.clone()
     }
 }
 

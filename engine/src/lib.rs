@@ -12,11 +12,14 @@
 pub mod block;
 pub mod codec;
 pub mod coordinator;
+pub mod coordinator_store;
 pub mod history;
 pub mod layout;
 pub mod ledger;
 pub mod limits;
 pub mod model;
+pub mod participant;
+pub mod reads;
 pub mod round;
 pub mod routing;
 pub mod shard;

@@ -604,6 +604,9 @@ code_enum! {
         UnknownActor = 13 => "unknown-actor",
         InvalidField = 14 => "invalid-field",
         KeyLocked = 15 => "key-locked",
+        // A cluster's coordinator could not reach a participant shard, or restarted before
+        // deciding: the cross-shard transaction is aborted everywhere.
+        ParticipantUnavailable = 16 => "participant-unavailable",
         UnknownPatient = 20 => "unknown-patient",
         RecordExists = 21 => "record-exists",
         UnknownRecord = 22 => "unknown-record",
@@ -672,4 +675,28 @@ impl fmt::Display for TxResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Encodes a list of signed transactions (at most a round's worth) by their wire bytes.
+pub fn encode_transactions(e: &mut Encoder, transactions: &[SignedTransaction]) -> Result<(), EncodeError> {
+    e.count("transactions", transactions.len(), crate::limits::ROUND_TRANSACTIONS_MAX)?;
+    for transaction in transactions {
+        e.bytes("transaction", transaction.bytes(), TRANSACTION_SIZE_MAX)?;
+    }
+    Ok(())
+}
+
+/// Decodes what `encode_transactions` wrote; signatures are not checked here.
+pub fn decode_transactions(d: &mut Decoder<'_>) -> Result<Vec<SignedTransaction>, DecodeError> {
+    let count = d.count("transactions", crate::limits::ROUND_TRANSACTIONS_MAX)?;
+    (0..count).map(|_| SignedTransaction::decode(d.bytes("transaction", TRANSACTION_SIZE_MAX)?)).collect()
+}
+
+/// Encodes a result as its code.
+pub fn encode_result(e: &mut Encoder, result: TxResult) {
+    e.u16(result.code());
+}
+
+pub fn decode_result(d: &mut Decoder<'_>) -> Result<TxResult, DecodeError> {
+    TxResult::from_code(d.u16()?).ok_or(DecodeError::Invalid("result"))
 }

@@ -148,6 +148,23 @@ fn deliver(shards: &mut [Shard], messages: Vec<Message>) -> Vec<Reply> {
         .collect()
 }
 
+/// Splits a round's transactions: per shard, the positions of those that touch only it; and
+/// the cross-shard ones, each with its participants (ascending).
+#[allow(clippy::type_complexity)]
+pub fn split(transactions: &[SignedTransaction], shard_count: u32) -> (Vec<Vec<usize>>, Vec<(usize, Vec<u32>)>) {
+    let mut singles: Vec<Vec<usize>> = vec![Vec::new(); shard_count as usize];
+    let mut cross: Vec<(usize, Vec<u32>)> = Vec::new();
+    for (position, transaction) in transactions.iter().enumerate() {
+        let touched = participants(&transaction.transaction, shard_count);
+        if touched.len() == 1 {
+            singles[touched[0] as usize].push(position);
+        } else {
+            cross.push((position, touched));
+        }
+    }
+    (singles, cross)
+}
+
 /// Runs one round of already-verified, de-duplicated transactions at commit time `now`.
 pub fn execute_round(
     shards: &mut [Shard],
@@ -159,17 +176,7 @@ pub fn execute_round(
     assert!(transactions.len() <= ROUND_TRANSACTIONS_MAX, "rounds are bounded");
     // One commit time for the whole round, never before any shard's last block.
     let now = shards.iter().map(Shard::last_time).fold(now, u64::max);
-    let shard_count = shards.len() as u32;
-    let mut singles: Vec<Vec<usize>> = vec![Vec::new(); shards.len()];
-    let mut cross: Vec<(usize, Vec<u32>)> = Vec::new();
-    for (position, transaction) in transactions.iter().enumerate() {
-        let touched = participants(&transaction.transaction, shard_count);
-        if touched.len() == 1 {
-            singles[touched[0] as usize].push(position);
-        } else {
-            cross.push((position, touched));
-        }
-    }
+    let (singles, cross) = split(transactions, shards.len() as u32);
 
     let mut results = vec![TxResult::Committed; transactions.len()];
     let single_results: Vec<Vec<(usize, TxResult)>> = shards
