@@ -1,7 +1,8 @@
-//! Caduceus shards: the `caduceus` command line and what it is built from.
-//! The cluster servers and the coordinator over QUIC will live here; for now
-//! it holds the realistic workload generator the demo (and `loadgen`) drive,
-//! and the pre-signed workload files `loadgen` writes and replays.
+//! Caduceus shards: the cluster (shard servers, the coordinator, the client
+//! library, all over QUIC), the `caduceus` command line, the realistic
+//! workload generator the demo and `loadgen` drive, and the pre-signed
+//! workload files `loadgen` writes and replays.
 
+pub mod cluster;
 pub mod workload;
 pub mod workload_file;

@@ -7,11 +7,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use caduceus_engine::codec::Codec;
+use caduceus_engine::history::{AccessEntry, CustodyEvent};
 use caduceus_engine::model::{hex, unhex, ActorKey, Operation, TxResult, UnitId};
 use caduceus_engine::signature::{actor_key, measure_verify_batch_rate, signing_key};
 use caduceus_engine::storage::RocksStorage;
 use caduceus_engine::verify::verify_storage;
-use caduceus_engine::{Ledger, SignedTransaction};
+use caduceus_engine::{Ledger, SignedTransaction, UnitVerification};
+use caduceus_shards::cluster;
+use caduceus_shards::cluster::client::Client;
+use caduceus_shards::cluster::config::NodeConfig;
+use caduceus_shards::cluster::wire::{Answer, Outcome, Query as WireQuery};
 use caduceus_shards::workload::{self, LoadArgs, Workload};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -41,12 +46,36 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
     },
-    /// Ask an embedded ledger a question.
+    /// Ask an embedded ledger (`--dir`) or a cluster (`--target`) a question.
     Query {
-        #[arg(long)]
-        dir: PathBuf,
+        #[arg(long, required_unless_present_any = ["target", "cluster_dir"], conflicts_with_all = ["target", "cluster_dir"])]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: ClusterTarget,
         #[command(subcommand)]
         question: Question,
+    },
+    /// Serve one or more shards of a cluster (a config written by `caduceus cluster init`).
+    Shard {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a cluster's coordinator (a config written by `caduceus cluster init`).
+    Coordinator {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Create, start, inspect or stop a cluster on this machine.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+    /// Submit the seeded workload to a cluster and report its results.
+    Submit {
+        #[command(flatten)]
+        cluster: ClusterTarget,
+        #[command(flatten)]
+        load: LoadArgs,
     },
     /// Check an inclusion proof offline, against a checkpoint hash you trust.
     CheckProof {
@@ -59,6 +88,73 @@ enum Command {
     },
     /// Print a new ed25519 key pair (secret seed and actor key), hex.
     Keygen,
+}
+
+/// Where a cluster's coordinator takes clients.
+#[derive(clap::Args)]
+struct ClusterTarget {
+    /// The coordinator's client address (printed by `caduceus cluster up`).
+    #[arg(long)]
+    target: Option<std::net::SocketAddr>,
+    /// The cluster CA certificate (default: `ca.pem` in `--cluster-dir`).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// A cluster directory made by `caduceus cluster init`: gives the target and the CA.
+    #[arg(long)]
+    cluster_dir: Option<PathBuf>,
+}
+
+impl ClusterTarget {
+    fn resolve(&self) -> Result<(std::net::SocketAddr, PathBuf)> {
+        let from_dir = self.cluster_dir.as_deref().map(cluster::local::client_target).transpose()?;
+        let target =
+            self.target.or(from_dir.as_ref().map(|t| t.0)).context("give --target ADDR or --cluster-dir DIR")?;
+        let ca = self.ca.clone().or(from_dir.map(|t| t.1)).context("give --ca FILE or --cluster-dir DIR")?;
+        Ok((target, ca))
+    }
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Create a cluster: CA, node certificates and keys, one config per node (ports on 127.0.0.1).
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        shards: u32,
+        /// Shard server processes (shards are dealt to them in turn; default one per shard).
+        #[arg(long)]
+        servers: Option<u32>,
+        /// The coordinator's client port; shard servers take the next ones. 0 picks free ports.
+        #[arg(long, default_value_t = 7400)]
+        base_port: u16,
+        /// A genesis operator's actor key (hex); repeat for several. Default: the operator of
+        /// the seeded demo workload with `--seed`, so `caduceus submit` works at once. A real
+        /// deployment names its own.
+        #[arg(long)]
+        operator: Vec<String>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Commit every round at this time (ms since the epoch) instead of the clock, for
+        /// reproducible runs.
+        #[arg(long)]
+        fixed_time: Option<u64>,
+    },
+    /// Start every node, wait until healthy, print the client address; stop on Ctrl-C or SIGTERM.
+    Up {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Each node's role, pid, address and health.
+    Status {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Stop a running cluster.
+    Down {
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -126,8 +222,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { data } => verify(&data),
-        Command::Query { dir, question } => {
+        Command::Query { dir: Some(dir), question, .. } => {
             query(&dir, question)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Query { dir: None, cluster: target, question } => {
+            let (target, ca) = target.resolve()?;
+            runtime()?.block_on(cluster_query(target, &ca, question))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Shard { config } => {
+            let config = NodeConfig::load(&config)?;
+            runtime()?.block_on(cluster::shard_server::serve(config, stop_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Coordinator { config } => {
+            let config = NodeConfig::load(&config)?;
+            runtime()?.block_on(cluster::coordinator::serve(config, stop_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cluster { action } => cluster_command(action),
+        Command::Submit { cluster: target, load } => {
+            let (target, ca) = target.resolve()?;
+            runtime()?.block_on(submit(target, &ca, &load))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckProof { proof, checkpoint } => check_proof(&proof, &checkpoint),
@@ -353,7 +470,12 @@ fn samples(
 }
 
 fn print_unit(ledger: &Ledger, unit: &UnitId) -> Result<()> {
-    let verification = ledger.verify_unit(unit);
+    print_unit_report(&ledger.verify_unit(unit), &ledger.custody_trace(unit)?);
+    Ok(())
+}
+
+fn print_unit_report(verification: &UnitVerification, events: &[CustodyEvent]) {
+    let unit = &verification.unit;
     println!();
     match &verification.state {
         None => println!("unit {unit}: NOT GENUINE (never commissioned on this ledger)"),
@@ -366,11 +488,23 @@ fn print_unit(ledger: &Ledger, unit: &UnitId) -> Result<()> {
             if verification.expired { "yes" } else { "no" }
         ),
     }
-    for event in ledger.custody_trace(unit)? {
+    for event in events {
         let to = event.counterparty.map(|c| format!(" -> {}", &c.to_hex()[..16])).unwrap_or_default();
         println!("  {} {:<18} by {}{to}: {}", when(event.time), event.event, &event.actor.to_hex()[..16], event.result);
     }
-    Ok(())
+}
+
+fn print_access(entry: &AccessEntry) {
+    let purpose = entry.purpose.map_or("emergency", |p| p.as_str());
+    println!(
+        "{} record={} accessor={} purpose={purpose} result={} break_glass={} tx={}",
+        when(entry.time),
+        id_hex(entry.record),
+        entry.accessor,
+        entry.result,
+        entry.break_glass,
+        id_hex(entry.transaction)
+    );
 }
 
 fn print_proof(ledger: &Ledger, id: u128) -> Result<()> {
@@ -459,16 +593,7 @@ fn query(dir: &Path, question: Question) -> Result<()> {
         Question::AccessReport { patient } => {
             let patient = parse_actor(&patient)?;
             for entry in ledger.access_report(&patient)? {
-                let purpose = entry.purpose.map_or("emergency", |p| p.as_str());
-                println!(
-                    "{} record={} accessor={} purpose={purpose} result={} break_glass={} tx={}",
-                    when(entry.time),
-                    id_hex(entry.record),
-                    entry.accessor,
-                    entry.result,
-                    entry.break_glass,
-                    id_hex(entry.transaction)
-                );
+                print_access(&entry);
             }
         }
         Question::Unit { gtin, serial } => print_unit(&ledger, &UnitId { gtin, serial })?,
@@ -499,5 +624,181 @@ fn query(dir: &Path, question: Question) -> Result<()> {
             println!("state hash {}", hex(&ledger.state_hash()));
         }
     }
+    Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+fn cluster_command(action: ClusterAction) -> Result<ExitCode> {
+    match action {
+        ClusterAction::Init { dir, shards, servers, base_port, operator, seed, fixed_time } => {
+            let operators = if operator.is_empty() {
+                #[derive(Parser)]
+                struct Seeded {
+                    #[command(flatten)]
+                    load: LoadArgs,
+                }
+                let load = Seeded::parse_from(["caduceus", "--seed", &seed.to_string()]).load;
+                let workload = Workload::new(load.workload(), now_ms());
+                println!("genesis operator: the demo workload's (seed {seed}); name your own with --operator");
+                vec![workload.operator()]
+            } else {
+                operator.iter().map(|o| parse_actor(o)).collect::<Result<_>>()?
+            };
+            let options = cluster::local::InitOptions {
+                dir,
+                shards,
+                servers: servers.unwrap_or(shards),
+                base_port,
+                operators,
+                fixed_time,
+            };
+            cluster::local::init(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterAction::Up { dir } => {
+            runtime()?.block_on(cluster::local::up(&dir))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterAction::Status { dir } => {
+            let healthy = runtime()?.block_on(cluster::local::status(&dir))?;
+            Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::from(3) })
+        }
+        ClusterAction::Down { dir } => {
+            cluster::local::down(&dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Submits the seeded workload (setup, then load) to a cluster and prints results by reason.
+async fn submit(target: std::net::SocketAddr, ca: &Path, load: &LoadArgs) -> Result<()> {
+    let client = Client::connect(target, ca).await?;
+    let mut workload = Workload::new(load.workload(), now_ms());
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    let started = Instant::now();
+    let mut total = 0;
+    let mut record = |outcomes: Vec<Outcome>| {
+        for outcome in outcomes {
+            let name = match outcome {
+                Outcome::Done(result) => result.as_str().to_string(),
+                Outcome::Unavailable => "unavailable (not acknowledged)".to_string(),
+            };
+            *counts.entry(name).or_default() += 1;
+        }
+    };
+    for phase in workload.signed_setup() {
+        for batch in phase.chunks(load.batch_size()) {
+            total += batch.len();
+            record(client.submit(batch.to_vec()).await?);
+        }
+    }
+    let mut left = load.transactions();
+    while left > 0 {
+        let batch = workload.signed_batch(left.min(load.batch_size()));
+        left -= batch.len();
+        total += batch.len();
+        record(client.submit(batch).await?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "{total} transactions to {target} in {elapsed:.1} s ({:.0} tx/s, one batch at a time)",
+        total as f64 / elapsed
+    );
+    for (name, count) in counts {
+        println!("  {name:<32} {count}");
+    }
+    if let Some(checkpoint) = client.checkpoint().await? {
+        println!("checkpoint round {} {}", checkpoint.round, hex(&checkpoint.hash()));
+    }
+    client.close().await;
+    Ok(())
+}
+
+async fn cluster_query(target: std::net::SocketAddr, ca: &Path, question: Question) -> Result<()> {
+    let client = Client::connect(target, ca).await?;
+    match question {
+        Question::AccessReport { patient } => {
+            let Answer::AccessReport(entries) = client.query(WireQuery::AccessReport(parse_actor(&patient)?)).await?
+            else {
+                bail!("unexpected answer")
+            };
+            for entry in entries {
+                print_access(&entry);
+            }
+        }
+        Question::Unit { gtin, serial } => {
+            let unit = UnitId { gtin, serial };
+            let Answer::Unit(state, recall) = client.query(WireQuery::Unit(unit.clone())).await? else {
+                bail!("unexpected answer")
+            };
+            let Answer::Custody(events) = client.query(WireQuery::Custody(unit.clone())).await? else {
+                bail!("unexpected answer")
+            };
+            let expired = state.as_ref().is_some_and(|u| now_ms() >= u.expiry);
+            print_unit_report(&UnitVerification { unit, state, recall, expired }, &events);
+        }
+        Question::Claim { patient, claim } => {
+            let Answer::Claim(found) =
+                client.query(WireQuery::Claim(parse_actor(&patient)?, parse_id(&claim)?)).await?
+            else {
+                bail!("unexpected answer")
+            };
+            println!("{:#?}", found.context("no such claim for that patient")?);
+        }
+        Question::Balance { account } => {
+            let Answer::Account(found) = client.query(WireQuery::Account(parse_actor(&account)?)).await? else {
+                bail!("unexpected answer")
+            };
+            let account = found.context("no such account")?;
+            println!("balance {} cents (funded {} cents)", account.balance, account.funded);
+        }
+        Question::Transaction { id } => {
+            let id = parse_id(&id)?;
+            let proof =
+                client.prove(id).await?.with_context(|| format!("no transaction {} in the cluster", id_hex(id)))?;
+            println!(
+                "transaction {}: {} in shard {} block {}; its proof leads to checkpoint {} (round {})",
+                id_hex(id),
+                proof.result,
+                proof.header.shard,
+                proof.header.height,
+                hex(&proof.checkpoint_hash()),
+                proof.checkpoint_round
+            );
+        }
+        Question::Proof { id, out } => {
+            let id = parse_id(&id)?;
+            let proof =
+                client.prove(id).await?.with_context(|| format!("no transaction {} in the cluster", id_hex(id)))?;
+            std::fs::write(&out, proof.encode()?)?;
+            println!("wrote the proof of {} to {}", id_hex(id), out.display());
+            println!("it leads to checkpoint {} (round {})", hex(&proof.checkpoint_hash()), proof.checkpoint_round);
+        }
+        Question::Checkpoint => {
+            let checkpoint = client.checkpoint().await?.context("the cluster has no rounds yet")?;
+            println!("round {} checkpoint {}", checkpoint.round, hex(&checkpoint.hash()));
+            for head in &checkpoint.heads {
+                println!("  shard {} height {} head {}", head.shard, head.height, hex(&head.hash));
+            }
+            if let Answer::Totals(hash, balances, funded) = client.query(WireQuery::Totals).await? {
+                println!("state hash {}", hex(&hash));
+                println!("balances {balances} cents, funded {funded} cents");
+            }
+        }
+    }
+    client.close().await;
     Ok(())
 }

@@ -1,0 +1,128 @@
+//! The client library: submits batches to a cluster's coordinator and asks it
+//! questions, over QUIC with TLS (the coordinator is authenticated by the
+//! cluster CA; transactions by their own signatures).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use caduceus_engine::{Checkpoint, Proof, SignedTransaction, TxId};
+use thiserror::Error;
+
+use super::rpc::{call, CallError};
+use super::wire::{Answer, Outcome, Query, Request, Response};
+
+/// How long a call may take before the client gives up on it.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many times a "busy" answer is retried (with doubling waits from 5 ms) before giving up.
+pub const BUSY_RETRIES: u32 = 12;
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("TLS setup: {0}")]
+    Setup(String),
+    #[error("connecting to {address}: {detail}")]
+    Connect { address: SocketAddr, detail: String },
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error("the server refused the request ({code}): {message}")]
+    Refused { code: u16, message: String },
+    #[error("the server stayed busy")]
+    Busy,
+    #[error("unexpected response: {0}")]
+    Unexpected(String),
+}
+
+/// A connection to a coordinator.
+pub struct Client {
+    endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+}
+
+impl Client {
+    /// Connects to the coordinator at `address`, trusting the cluster CA certificate in `ca`.
+    pub async fn connect(address: SocketAddr, ca: &Path) -> Result<Self, ClientError> {
+        let roots = super::tls::roots(ca).map_err(|e| ClientError::Setup(format!("{e:#}")))?;
+        let config = super::tls::client(roots, None).map_err(|e| ClientError::Setup(format!("{e:#}")))?;
+        Self::connect_with(address, config).await
+    }
+
+    /// Connects with a prepared QUIC client configuration.
+    pub async fn connect_with(address: SocketAddr, config: quinn::ClientConfig) -> Result<Self, ClientError> {
+        let connect_error = |detail: String| ClientError::Connect { address, detail };
+        let bind: SocketAddr = if address.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("an address");
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_error(e.to_string()))?;
+        endpoint.set_default_client_config(config);
+        let connecting = endpoint.connect(address, "localhost").map_err(|e| connect_error(e.to_string()))?;
+        let connection = tokio::time::timeout(Duration::from_secs(5), connecting)
+            .await
+            .map_err(|_| connect_error("no answer within 5 s".into()))?
+            .map_err(|e| connect_error(e.to_string()))?;
+        Ok(Self { endpoint, connection })
+    }
+
+    /// Sends any request and returns the raw response (an error frame is a response too).
+    pub async fn request(&self, request: &Request) -> Result<Response, ClientError> {
+        Ok(call(&self.connection, request, CALL_TIMEOUT).await?)
+    }
+
+    async fn expect(&self, request: &Request) -> Result<Response, ClientError> {
+        let mut wait = Duration::from_millis(5);
+        for _ in 0..=BUSY_RETRIES {
+            match self.request(request).await? {
+                Response::Busy => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+                Response::Error { code, message } => return Err(ClientError::Refused { code, message }),
+                response => return Ok(response),
+            }
+        }
+        Err(ClientError::Busy)
+    }
+
+    /// Submits a batch and waits for its outcomes, one per transaction, in order. "Busy"
+    /// answers are retried with backoff.
+    pub async fn submit(&self, transactions: Vec<SignedTransaction>) -> Result<Vec<Outcome>, ClientError> {
+        match self.expect(&Request::Submit(transactions)).await? {
+            Response::Results(outcomes) => Ok(outcomes),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    pub async fn query(&self, query: Query) -> Result<Answer, ClientError> {
+        match self.expect(&Request::Query(query)).await? {
+            Response::Answer(answer) => Ok(answer),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// An inclusion proof up to the cluster checkpoint of the round that sealed it.
+    pub async fn prove(&self, id: TxId) -> Result<Option<Proof>, ClientError> {
+        match self.expect(&Request::Prove(id)).await? {
+            Response::Proof(proof) => Ok(proof.map(|p| *p)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The cluster's latest checkpoint: every shard's head folded into one hash.
+    pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, ClientError> {
+        match self.expect(&Request::Checkpoint).await? {
+            Response::Checkpoint(checkpoint) => Ok(checkpoint),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The node's role and a one-line description of its health.
+    pub async fn health(&self) -> Result<(String, String), ClientError> {
+        match self.expect(&Request::Health).await? {
+            Response::Health { role, detail } => Ok((role, detail)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    pub async fn close(self) {
+        self.connection.close(0u32.into(), b"done");
+        self.endpoint.wait_idle().await;
+    }
+}

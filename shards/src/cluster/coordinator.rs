@@ -1,0 +1,609 @@
+//! `caduceus coordinator`: takes client batches, verifies their signatures,
+//! and runs each batch as one round over the shard servers: single-shard
+//! transactions go straight to their shard, cross-shard ones through batched
+//! two-phase commit (the engine's `Coordinator` state machine), with every
+//! decision logged durably before any participant hears it.
+//!
+//! Rounds run one at a time, in arrival order, so a cluster gives the same
+//! results as the embedded engine on the same batches. A shard that does not
+//! answer is marked down: transactions that need it are answered
+//! `Unavailable` (not acknowledged) while it is down, cross-shard ones already
+//! prepared are aborted, and nothing else waits for it. Before a shard takes
+//! part in a round again (and for every shard at start), the coordinator asks
+//! for its status and settles its prepared round from the log: re-sending the
+//! logged decisions, or aborting a round that was never decided.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use caduceus_engine::block::{Checkpoint, ShardHead};
+use caduceus_engine::coordinator::{Action, Coordinator, Message};
+use caduceus_engine::coordinator_store::CoordinatorStore;
+use caduceus_engine::limits::SUBMIT_QUEUE_DEPTH;
+use caduceus_engine::participant::RoundRequest;
+use caduceus_engine::reads::complete_proof;
+use caduceus_engine::round::{split, Genesis};
+use caduceus_engine::routing::{participants, shard_of_actor, shard_of_unit};
+use caduceus_engine::signature::verify_all;
+use caduceus_engine::storage::RocksStorage;
+use caduceus_engine::{Reason, SignedTransaction, TxId, TxResult};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+use super::config::NodeConfig;
+use super::rpc::{self, call};
+use super::tls;
+use super::wire::{error_code, Answer, Outcome, Query, Request, Response};
+
+/// How long a shard may take to answer one request.
+pub const SHARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a shard that failed is left alone before it is tried again.
+pub const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// Round numbers reserved per durable write of the reservation.
+const ROUND_RESERVATION: u64 = 1 << 16;
+
+/// A shard server as the coordinator sees it.
+struct Link {
+    name: String,
+    address: SocketAddr,
+    connection: tokio::sync::Mutex<Option<quinn::Connection>>,
+    down_until: Mutex<Option<Instant>>,
+}
+
+impl Link {
+    async fn call(&self, endpoint: &quinn::Endpoint, request: &Request) -> Result<Response, String> {
+        if self.down_until.lock().is_some_and(|until| Instant::now() < until) {
+            return Err(format!("{} is down", self.name));
+        }
+        let connection = {
+            let mut slot = self.connection.lock().await;
+            match slot.as_ref().filter(|c| c.close_reason().is_none()) {
+                Some(connection) => connection.clone(),
+                None => {
+                    let connecting = endpoint.connect(self.address, "localhost").map_err(|e| e.to_string());
+                    let connected = match connecting {
+                        Ok(connecting) => tokio::time::timeout(Duration::from_secs(2), connecting)
+                            .await
+                            .map_err(|_| "connect timed out".to_string())
+                            .and_then(|r| r.map_err(|e| e.to_string())),
+                        Err(e) => Err(e),
+                    };
+                    match connected {
+                        Ok(connection) => {
+                            *slot = Some(connection.clone());
+                            connection
+                        }
+                        Err(error) => {
+                            *self.down_until.lock() = Some(Instant::now() + RETRY_AFTER);
+                            return Err(format!("{}: {error}", self.name));
+                        }
+                    }
+                }
+            }
+        };
+        match call(&connection, request, SHARD_TIMEOUT).await {
+            Ok(response) => {
+                *self.down_until.lock() = None;
+                Ok(response)
+            }
+            Err(error) => {
+                *self.down_until.lock() = Some(Instant::now() + RETRY_AFTER);
+                *self.connection.lock().await = None;
+                Err(format!("{}: {error}", self.name))
+            }
+        }
+    }
+}
+
+struct Shared {
+    genesis: Genesis,
+    store: Mutex<CoordinatorStore>,
+    endpoint: quinn::Endpoint,
+    links: Vec<Arc<Link>>,
+    /// Index into `links` of each shard's server.
+    link_of: Vec<usize>,
+    /// The last known head of every shard.
+    heads: Mutex<Vec<ShardHead>>,
+    /// Shards whose prepared round must be settled before they take part again.
+    unresolved: Mutex<BTreeSet<u32>>,
+    fixed_time: Option<u64>,
+}
+
+impl Shared {
+    async fn at_shard(&self, shard: u32, request: Request) -> Result<Response, String> {
+        let link = &self.links[self.link_of[shard as usize]];
+        let result = link.call(&self.endpoint, &Request::AtShard { shard, request: Box::new(request) }).await;
+        if result.is_err() {
+            self.unresolved.lock().insert(shard);
+        }
+        result
+    }
+
+    /// Asks every shard in parallel.
+    async fn all_shards(self: &Arc<Self>, request: Request) -> Vec<Result<Response, String>> {
+        let mut calls = tokio::task::JoinSet::new();
+        for shard in 0..self.genesis.shards {
+            let shared = self.clone();
+            let request = request.clone();
+            calls.spawn(async move { (shard, shared.at_shard(shard, request).await) });
+        }
+        let mut answers: Vec<Option<Result<Response, String>>> = (0..self.genesis.shards).map(|_| None).collect();
+        while let Some(joined) = calls.join_next().await {
+            let (shard, answer) = joined.expect("a shard call does not panic");
+            answers[shard as usize] = Some(answer);
+        }
+        answers.into_iter().map(|a| a.expect("every shard answered")).collect()
+    }
+
+    fn down(&self, shard: u32) -> bool {
+        let link = &self.links[self.link_of[shard as usize]];
+        link.down_until.lock().is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Settles a shard's prepared round from the log, and learns its head.
+    async fn resolve(&self, shard: u32) -> Result<(), String> {
+        let status = match self.at_shard(shard, Request::Status).await? {
+            Response::Status(status) if status.shard == shard && status.shards == self.genesis.shards => status,
+            other => return Err(format!("shard {shard}: unexpected status answer {other:?}")),
+        };
+        let mut head = ShardHead { shard, height: status.head.height, hash: status.head.hash };
+        if let Some((round, ids)) = status.pending {
+            let logged = self.store.lock().decisions(round).map_err(|e| e.to_string())?;
+            let decisions = match logged {
+                Some(decisions) => decisions,
+                None => {
+                    // Never decided: abort (presumed abort), and log it so every participant hears the same.
+                    let abort: Vec<(TxId, TxResult)> =
+                        ids.iter().map(|id| (*id, TxResult::Rejected(Reason::ParticipantUnavailable))).collect();
+                    let store = &self.store;
+                    tokio::task::block_in_place(|| store.lock().log_decisions(round, &abort))
+                        .map_err(|e| e.to_string())?;
+                    abort
+                }
+            };
+            match self.at_shard(shard, Request::Decide { round, decisions }).await? {
+                Response::Decided(decided) => head = decided,
+                other => return Err(format!("shard {shard}: unexpected decide answer {other:?}")),
+            }
+        }
+        self.heads.lock()[shard as usize] = head;
+        self.unresolved.lock().remove(&shard);
+        Ok(())
+    }
+
+    /// Settles every shard that needs it and is not known to be down.
+    async fn resolve_pending(&self) {
+        let shards: Vec<u32> = self.unresolved.lock().iter().copied().collect();
+        for shard in shards {
+            if !self.down(shard) {
+                if let Err(error) = self.resolve(shard).await {
+                    eprintln!("shard {shard} not settled yet: {error}");
+                }
+            }
+        }
+    }
+}
+
+/// The round driver's own state.
+struct Rounds {
+    shared: Arc<Shared>,
+    next: u64,
+    reserved: u64,
+    last_now: u64,
+}
+
+impl Rounds {
+    fn now(&mut self) -> u64 {
+        let clock = self.shared.fixed_time.unwrap_or_else(|| (caduceus_engine::ledger::system_clock())());
+        self.last_now = self.last_now.max(clock);
+        self.last_now
+    }
+
+    fn next_round(&mut self) -> Result<u64, String> {
+        if self.next > self.reserved {
+            let reserved = self.next + ROUND_RESERVATION;
+            let store = &self.shared.store;
+            tokio::task::block_in_place(|| store.lock().reserve(reserved)).map_err(|e| e.to_string())?;
+            self.reserved = reserved;
+        }
+        self.next += 1;
+        Ok(self.next - 1)
+    }
+
+    /// Runs one batch as one round; returns one outcome per transaction.
+    async fn run(&mut self, transactions: Vec<SignedTransaction>) -> Vec<Outcome> {
+        let shared = self.shared.clone();
+        let shard_count = shared.genesis.shards;
+        let verdicts = {
+            let transactions = transactions.clone();
+            tokio::task::spawn_blocking(move || verify_all(&transactions)).await.expect("verification does not panic")
+        };
+        let mut outcomes: Vec<Option<Outcome>> =
+            verdicts.iter().map(|v| v.map(|reason| Outcome::Done(TxResult::Rejected(reason)))).collect();
+        // A repeated id within the batch gets the first occurrence's outcome.
+        let mut first: HashMap<TxId, usize> = HashMap::new();
+        let mut repeat_of: Vec<(usize, usize)> = Vec::new();
+        for (position, transaction) in transactions.iter().enumerate() {
+            if outcomes[position].is_some() {
+                continue;
+            }
+            match first.get(&transaction.id()) {
+                Some(&earlier) => repeat_of.push((position, earlier)),
+                None => {
+                    first.insert(transaction.id(), position);
+                }
+            }
+        }
+        shared.resolve_pending().await;
+        let unavailable = |shard: u32| shared.down(shard) || shared.unresolved.lock().contains(&shard);
+
+        // Candidates: verified, first of their id, and every participant reachable.
+        let mut candidates: Vec<usize> = Vec::new();
+        for &position in first.values() {
+            let touched = participants(&transactions[position].transaction, shard_count);
+            if touched.iter().any(|&s| unavailable(s)) {
+                outcomes[position] = Some(Outcome::Unavailable);
+            } else {
+                candidates.push(position);
+            }
+        }
+        candidates.sort_unstable();
+
+        // A cross-shard transaction seen before keeps its first result: ask its first participant,
+        // where its index entry lives. (Single-shard repeats are caught by their shard.)
+        let mut lookups: HashMap<u32, Vec<usize>> = HashMap::new();
+        for &position in &candidates {
+            let touched = participants(&transactions[position].transaction, shard_count);
+            if touched.len() > 1 {
+                lookups.entry(touched[0]).or_default().push(position);
+            }
+        }
+        for (shard, positions) in lookups {
+            let ids = positions.iter().map(|&p| transactions[p].id()).collect();
+            match shared.at_shard(shard, Request::Lookup(ids)).await {
+                Ok(Response::Lookup(found)) if found.len() == positions.len() => {
+                    for (&position, known) in positions.iter().zip(found) {
+                        if let Some(result) = known {
+                            outcomes[position] = Some(Outcome::Done(result));
+                        }
+                    }
+                }
+                _ => positions.iter().for_each(|&p| outcomes[p] = Some(Outcome::Unavailable)),
+            }
+        }
+        candidates.retain(|&p| outcomes[p].is_none());
+
+        if !candidates.is_empty() {
+            if let Err(error) = self.round(&transactions, &candidates, &mut outcomes).await {
+                eprintln!("round failed: {error}");
+                for &p in &candidates {
+                    if outcomes[p].is_none() {
+                        outcomes[p] = Some(Outcome::Unavailable);
+                    }
+                }
+            }
+        }
+        for (position, earlier) in repeat_of {
+            outcomes[position] = outcomes[earlier];
+        }
+        outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Unavailable)).collect()
+    }
+
+    async fn round(
+        &mut self,
+        transactions: &[SignedTransaction],
+        candidates: &[usize],
+        outcomes: &mut [Option<Outcome>],
+    ) -> Result<(), String> {
+        let shared = self.shared.clone();
+        let shard_count = shared.genesis.shards;
+        let round_transactions: Vec<SignedTransaction> = candidates.iter().map(|&p| transactions[p].clone()).collect();
+        let round = self.next_round()?;
+        let now = self.now();
+        let (singles, cross) = split(&round_transactions, shard_count);
+        let mut coordinator = Coordinator::new(
+            round,
+            cross.iter().map(|(p, touched)| (round_transactions[*p].clone(), touched.clone())).collect(),
+        );
+        let mut requests: Vec<RoundRequest> = (0..shard_count)
+            .map(|shard| RoundRequest {
+                round,
+                now,
+                singles: singles[shard as usize].iter().map(|&p| round_transactions[p].clone()).collect(),
+                prepares: Vec::new(),
+            })
+            .collect();
+        for action in coordinator.start() {
+            if let Action::Send(Message::Prepare { shard, transactions, .. }) = action {
+                requests[shard as usize].prepares = transactions;
+            }
+        }
+        let mut calls = tokio::task::JoinSet::new();
+        for (shard, request) in requests.into_iter().enumerate() {
+            if request.singles.is_empty() && request.prepares.is_empty() {
+                continue;
+            }
+            let shared = shared.clone();
+            calls.spawn(async move {
+                let expected = (request.singles.len(), request.prepares.len());
+                let answer = shared.at_shard(shard as u32, Request::Round(request)).await;
+                (shard as u32, expected, answer)
+            });
+        }
+        let mut actions = Vec::new();
+        while let Some(joined) = calls.join_next().await {
+            let (shard, (single_count, prepare_count), answer) = joined.expect("a shard call does not panic");
+            match answer {
+                Ok(Response::RoundReply(reply))
+                    if reply.round == round
+                        && reply.results.len() == single_count
+                        && reply.votes.len() == prepare_count =>
+                {
+                    for (&p, result) in singles[shard as usize].iter().zip(&reply.results) {
+                        outcomes[candidates[p]] = Some(Outcome::Done(*result));
+                    }
+                    if let Some(head) = reply.sealed {
+                        shared.heads.lock()[shard as usize] = head;
+                    }
+                    if prepare_count > 0 {
+                        actions.extend(coordinator.on_votes(round, shard, reply.votes));
+                    }
+                }
+                other => {
+                    if let Ok(response) = other {
+                        eprintln!("shard {shard} refused round {round}: {response:?}");
+                    }
+                    shared.unresolved.lock().insert(shard);
+                    for &p in &singles[shard as usize] {
+                        outcomes[candidates[p]] = Some(Outcome::Unavailable);
+                    }
+                    if prepare_count > 0 {
+                        let votes = vec![Err(Reason::ParticipantUnavailable); prepare_count];
+                        actions.extend(coordinator.on_votes(round, shard, votes));
+                    }
+                }
+            }
+        }
+        failpoint("after-votes", round);
+        // Log the decisions, then tell the participants.
+        while !actions.is_empty() {
+            let mut decides = Vec::new();
+            let mut next = Vec::new();
+            for action in actions {
+                match action {
+                    Action::LogDecisions { round, decisions } => {
+                        let store = &shared.store;
+                        tokio::task::block_in_place(|| store.lock().log_decisions(round, &decisions))
+                            .map_err(|e| format!("logging the decisions of round {round}: {e}"))?;
+                        failpoint("after-log", round);
+                        next.extend(coordinator.decisions_logged(round));
+                    }
+                    Action::Send(Message::Decide { shard, decisions, .. }) => decides.push((shard, decisions)),
+                    Action::Send(Message::Prepare { .. }) => unreachable!("every prepare went out with the round"),
+                }
+            }
+            let mut calls = tokio::task::JoinSet::new();
+            for (shard, decisions) in decides {
+                let shared = shared.clone();
+                calls.spawn(async move { (shard, shared.at_shard(shard, Request::Decide { round, decisions }).await) });
+            }
+            while let Some(joined) = calls.join_next().await {
+                let (shard, answer) = joined.expect("a shard call does not panic");
+                match answer {
+                    Ok(Response::Decided(head)) => {
+                        shared.heads.lock()[shard as usize] = head;
+                        coordinator.on_acknowledged(round, shard);
+                    }
+                    // The decision is logged: the shard hears it again when it is settled.
+                    _ => {
+                        shared.unresolved.lock().insert(shard);
+                    }
+                }
+            }
+            actions = next;
+        }
+        if let Some(results) = coordinator.results() {
+            for ((p, _), result) in cross.iter().zip(results) {
+                outcomes[candidates[*p]] = Some(Outcome::Done(*result));
+            }
+        }
+        let checkpoint = {
+            let store = shared.store.lock();
+            Checkpoint {
+                round,
+                previous: store.checkpoint().map_or([0; 32], Checkpoint::hash),
+                heads: shared.heads.lock().clone(),
+            }
+        };
+        let store = &shared.store;
+        tokio::task::block_in_place(|| store.lock().record_checkpoint(checkpoint))
+            .map_err(|e| format!("recording the checkpoint of round {round}: {e}"))?;
+        Ok(())
+    }
+}
+
+/// Crash tests stop the process at a chosen point: `CADUCEUS_FAILPOINT=after-votes:ROUND` (all
+/// votes in, nothing decided) or `after-log:ROUND` (decisions logged, none sent).
+fn failpoint(name: &str, round: u64) {
+    if std::env::var("CADUCEUS_FAILPOINT").is_ok_and(|spec| spec == format!("{name}:{round}")) {
+        eprintln!("failpoint {name}:{round}: stopping the process");
+        std::process::abort();
+    }
+}
+
+struct Job {
+    transactions: Vec<SignedTransaction>,
+    reply: oneshot::Sender<Vec<Outcome>>,
+}
+
+/// Opens the coordinator's log, connects to the shard servers, and serves clients until
+/// `shutdown` resolves.
+pub async fn serve(config: NodeConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    let genesis = config.genesis()?;
+    std::fs::create_dir_all(&config.data).with_context(|| format!("creating {}", config.data.display()))?;
+    let storage =
+        Arc::new(RocksStorage::open(&config.data).with_context(|| format!("opening {}", config.data.display()))?);
+    let store = CoordinatorStore::open(storage, &genesis).context("opening the coordinator's log")?;
+    let reserved = store.reserved().context("reading the reserved rounds")?;
+    let heads = match store.checkpoint() {
+        Some(checkpoint) => checkpoint.heads.clone(),
+        None => (0..genesis.shards).map(|shard| ShardHead { shard, height: 0, hash: [0; 32] }).collect(),
+    };
+    let mut link_of = vec![0; genesis.shards as usize];
+    let links = config
+        .shard_servers
+        .iter()
+        .enumerate()
+        .map(|(index, server)| {
+            server.ids.iter().for_each(|&id| link_of[id as usize] = index);
+            Arc::new(Link {
+                name: server.name.clone(),
+                address: server.address,
+                connection: tokio::sync::Mutex::new(None),
+                down_until: Mutex::new(None),
+            })
+        })
+        .collect();
+    let mut endpoint = quinn::Endpoint::client("0.0.0.0:0".parse().expect("an address"))?;
+    endpoint.set_default_client_config(tls::client(tls::roots(&config.ca)?, Some(config.identity()?))?);
+    let shared = Arc::new(Shared {
+        genesis: genesis.clone(),
+        store: Mutex::new(store),
+        endpoint,
+        links,
+        link_of,
+        heads: Mutex::new(heads),
+        unresolved: Mutex::new((0..genesis.shards).collect()),
+        fixed_time: config.fixed_time,
+    });
+    shared.resolve_pending().await;
+    let last_now = shared.fixed_time.unwrap_or(0);
+    let mut rounds = Rounds { shared: shared.clone(), next: reserved + 1, reserved, last_now };
+
+    let (jobs, mut queue) = mpsc::channel::<Job>(SUBMIT_QUEUE_DEPTH);
+    let driver = tokio::spawn(async move {
+        loop {
+            match tokio::time::timeout(RETRY_AFTER, queue.recv()).await {
+                Ok(Some(job)) => {
+                    let outcomes = rounds.run(job.transactions).await;
+                    let _ = job.reply.send(outcomes);
+                }
+                Ok(None) => break,
+                // Idle: settle shards that came back. Only this task settles shards, so a
+                // settlement never races a round in flight.
+                Err(_) => rounds.shared.resolve_pending().await,
+            }
+        }
+    });
+
+    let server = tls::server(config.identity()?, None)?;
+    let client_endpoint =
+        quinn::Endpoint::server(server, config.listen).with_context(|| format!("binding {}", config.listen))?;
+    let handle = {
+        let shared = shared.clone();
+        Arc::new(move |request: Request| {
+            let shared = shared.clone();
+            let jobs = jobs.clone();
+            async move { handle(&shared, &jobs, request).await }
+        })
+    };
+    rpc::serve_endpoint(&client_endpoint, handle, shutdown).await;
+    driver.abort();
+    Ok(())
+}
+
+async fn handle(shared: &Arc<Shared>, jobs: &mpsc::Sender<Job>, request: Request) -> Response {
+    match request {
+        Request::Submit(transactions) => {
+            if transactions.is_empty() {
+                return Response::Results(Vec::new());
+            }
+            let (reply, answer) = oneshot::channel();
+            match jobs.try_send(Job { transactions, reply }) {
+                Ok(()) => match answer.await {
+                    Ok(outcomes) => Response::Results(outcomes),
+                    Err(_) => Response::error(error_code::UNAVAILABLE, "the coordinator is shutting down"),
+                },
+                Err(mpsc::error::TrySendError::Full(_)) => Response::Busy,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    Response::error(error_code::UNAVAILABLE, "the coordinator is shutting down")
+                }
+            }
+        }
+        Request::Query(query) => query_cluster(shared, query).await,
+        Request::Prove(id) => {
+            for answer in shared.all_shards(Request::Prove(id)).await {
+                if let Ok(Response::Proof(Some(mut proof))) = answer {
+                    let round = proof.header.round;
+                    let checkpoint = shared.store.lock().checkpoint_at(round);
+                    return match checkpoint {
+                        Ok(Some(checkpoint)) => match complete_proof(&mut proof, &checkpoint) {
+                            Ok(()) => Response::Proof(Some(proof)),
+                            Err(e) => Response::error(error_code::STORAGE, e),
+                        },
+                        Ok(None) => Response::error(error_code::STORAGE, format!("checkpoint {round} is missing")),
+                        Err(e) => Response::error(error_code::STORAGE, e),
+                    };
+                }
+            }
+            Response::Proof(None)
+        }
+        Request::Checkpoint => Response::Checkpoint(shared.store.lock().checkpoint().cloned()),
+        Request::Health => {
+            let down: Vec<u32> = (0..shared.genesis.shards).filter(|&s| shared.down(s)).collect();
+            let unresolved = shared.unresolved.lock().len();
+            let round = shared.store.lock().checkpoint().map_or(0, |c| c.round);
+            let state = if down.is_empty() && unresolved == 0 { "healthy" } else { "degraded" };
+            Response::Health {
+                role: "coordinator".into(),
+                detail: format!(
+                    "{state}: {} shards, down {down:?}, {unresolved} to settle, last round {round}",
+                    shared.genesis.shards
+                ),
+            }
+        }
+        _ => Response::error(error_code::NOT_HERE, "not a client request"),
+    }
+}
+
+async fn query_cluster(shared: &Arc<Shared>, query: Query) -> Response {
+    let shards = shared.genesis.shards;
+    let shard = match &query {
+        Query::Actor(_) => Some(0),
+        Query::Account(owner) => Some(shard_of_actor(owner, shards)),
+        Query::Claim(patient, _) | Query::AccessReport(patient) => Some(shard_of_actor(patient, shards)),
+        Query::Unit(unit) | Query::Custody(unit) => Some(shard_of_unit(unit, shards)),
+        Query::Transaction(_) | Query::Totals => None,
+    };
+    if let Some(shard) = shard {
+        return shared
+            .at_shard(shard, Request::Query(query))
+            .await
+            .unwrap_or_else(|e| Response::error(error_code::UNAVAILABLE, e));
+    }
+    let answers = shared.all_shards(Request::Query(query.clone())).await;
+    let mut hasher = blake3::Hasher::new();
+    let (mut balances, mut funded) = (0u128, 0u128);
+    for answer in answers {
+        match answer {
+            Ok(Response::Answer(Answer::Transaction(Some(found)))) => {
+                return Response::Answer(Answer::Transaction(Some(found)))
+            }
+            Ok(Response::Answer(Answer::Transaction(None))) => {}
+            Ok(Response::Answer(Answer::Totals(hash, b, f))) => {
+                hasher.update(&hash);
+                balances += b;
+                funded += f;
+            }
+            Ok(other) => return other,
+            Err(e) => return Response::error(error_code::UNAVAILABLE, e),
+        }
+    }
+    match query {
+        Query::Totals => Response::Answer(Answer::Totals(*hasher.finalize().as_bytes(), balances, funded)),
+        _ => Response::Answer(Answer::Transaction(None)),
+    }
+}

@@ -1,0 +1,92 @@
+//! One request, one response, one stream: both sides of a call.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use super::wire::{read_frame, write_frame, Request, Response, WireError};
+
+/// How long a peer may take to send a whole request.
+pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a call got no response.
+#[derive(Debug, Error)]
+pub enum CallError {
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Sends a request on a new stream and waits (at most `timeout`) for its response.
+pub async fn call(connection: &quinn::Connection, request: &Request, timeout: Duration) -> Result<Response, CallError> {
+    let body = request.encode().map_err(WireError::from)?;
+    let exchange = async {
+        let (mut send, mut recv) = connection.open_bi().await?;
+        write_frame(&mut send, &body).await?;
+        send.finish().map_err(WireError::from)?;
+        let (kind, payload) = read_frame(&mut recv).await?;
+        Ok::<_, CallError>(Response::decode(kind, &payload)?)
+    };
+    tokio::time::timeout(timeout, exchange).await.map_err(|_| CallError::Timeout(timeout))?
+}
+
+/// Serves every stream of a connection until it closes: each stream carries one request,
+/// answered by `handle`. A request that cannot be read gets an error frame and its stream
+/// is closed; the others go on.
+pub async fn serve_connection<H, F>(connection: quinn::Connection, handle: Arc<H>)
+where
+    H: Fn(Request) -> F + Send + Sync + 'static,
+    F: Future<Output = Response> + Send + 'static,
+{
+    while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let response = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read_frame(&mut recv)).await {
+                Err(_) => Response::error(super::wire::error_code::MALFORMED, "the request was not sent in time"),
+                Ok(Err(WireError::Read(_))) => return, // the peer went away
+                Ok(Err(error)) => error.response(),
+                Ok(Ok((kind, payload))) => match Request::decode(kind, &payload) {
+                    Ok(request) => handle(request).await,
+                    Err(error) => error.response(),
+                },
+            };
+            let _ = recv.stop(0u32.into());
+            let body = response.encode().unwrap_or_else(|error| {
+                Response::error(super::wire::error_code::PROTOCOL, error).encode().expect("a short error frame")
+            });
+            if write_frame(&mut send, &body).await.is_ok() {
+                let _ = send.finish();
+                let _ = send.stopped().await;
+            }
+        });
+    }
+}
+
+/// Accepts connections on `endpoint` and serves each with `handle` until `shutdown` resolves;
+/// then closes the endpoint.
+pub async fn serve_endpoint<H, F>(endpoint: &quinn::Endpoint, handle: Arc<H>, shutdown: impl Future<Output = ()>)
+where
+    H: Fn(Request) -> F + Send + Sync + 'static,
+    F: Future<Output = Response> + Send + 'static,
+{
+    let accept = async {
+        while let Some(incoming) = endpoint.accept().await {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                if let Ok(connection) = incoming.await {
+                    serve_connection(connection, handle).await;
+                }
+            });
+        }
+    };
+    tokio::select! {
+        () = accept => {}
+        () = shutdown => {}
+    }
+    endpoint.close(0u32.into(), b"shutting down");
+}

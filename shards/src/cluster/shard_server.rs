@@ -1,0 +1,135 @@
+//! `caduceus shard`: serves one or more shards to the coordinator over QUIC.
+//!
+//! Each shard is a `Participant` on its own RocksDB store. Only peers with a
+//! certificate from the cluster CA are accepted (the coordinator); they are
+//! trusted to have verified signatures, so nothing is verified again here.
+//! A participant's work (execution, fsync) runs on blocking threads, one
+//! request at a time per shard.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use caduceus_engine::participant::{Participant, ParticipantError};
+use caduceus_engine::reads;
+use caduceus_engine::storage::RocksStorage;
+use parking_lot::Mutex;
+
+use super::config::NodeConfig;
+use super::wire::{error_code, Answer, Query, Request, Response};
+use super::{rpc, tls};
+
+type Shards = BTreeMap<u32, Arc<Mutex<Participant>>>;
+
+/// Opens every shard's store (recovering prepared rounds) and serves until `shutdown` resolves.
+pub async fn serve(config: NodeConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    let genesis = config.genesis()?;
+    let mut shards = Shards::new();
+    for &id in &config.ids {
+        let path = config.data.join(format!("shard-{id}"));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        let storage = Arc::new(RocksStorage::open(&path).with_context(|| format!("opening {}", path.display()))?);
+        let participant = Participant::open(storage, &genesis, id).with_context(|| format!("opening shard {id}"))?;
+        if let Some((round, ids)) = participant.status().pending {
+            let count = ids.len();
+            eprintln!("shard {id}: round {round} is prepared ({count} transactions) and waits for its decision");
+        }
+        shards.insert(id, Arc::new(Mutex::new(participant)));
+    }
+    let server = tls::server(config.identity()?, Some(tls::roots(&config.ca)?))?;
+    let endpoint =
+        quinn::Endpoint::server(server, config.listen).with_context(|| format!("binding {}", config.listen))?;
+    let shards = Arc::new(shards);
+    let name = config.name.clone();
+    let handle = Arc::new(move |request: Request| {
+        let shards = shards.clone();
+        let name = name.clone();
+        async move { handle(&shards, &name, request).await }
+    });
+    // A peer without a certificate from the cluster CA fails the handshake.
+    rpc::serve_endpoint(&endpoint, handle, shutdown).await;
+    Ok(())
+}
+
+async fn handle(shards: &Shards, name: &str, request: Request) -> Response {
+    let (shard, request) = match request {
+        Request::Health => {
+            let detail = shards
+                .iter()
+                .map(|(id, p)| {
+                    let status = p.lock().status();
+                    format!("shard {id} height {} round {}", status.head.height, status.head.round)
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Response::Health { role: format!("shard server {name}"), detail };
+        }
+        Request::AtShard { shard, request } => (shard, *request),
+        _ => return Response::error(error_code::NOT_HERE, "a shard server takes shard requests from the coordinator"),
+    };
+    let Some(participant) = shards.get(&shard).cloned() else {
+        return Response::error(error_code::NOT_HERE, format!("shard {shard} is not served here"));
+    };
+    tokio::task::spawn_blocking(move || {
+        let mut participant = participant.lock();
+        serve_one(&mut participant, request)
+    })
+    .await
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
+}
+
+fn participant_error(error: ParticipantError) -> Response {
+    let code = match error {
+        ParticipantError::Storage(_) => error_code::STORAGE,
+        _ => error_code::PROTOCOL,
+    };
+    Response::error(code, error)
+}
+
+fn serve_one(participant: &mut Participant, request: Request) -> Response {
+    let query_error = |e: caduceus_engine::QueryError| Response::error(error_code::STORAGE, e);
+    match request {
+        Request::Round(request) => participant.round(request).map_or_else(participant_error, Response::RoundReply),
+        Request::Decide { round, decisions } => {
+            participant.decide(round, &decisions).map_or_else(participant_error, Response::Decided)
+        }
+        Request::Status => Response::Status(participant.status()),
+        Request::Lookup(ids) => {
+            participant.lookup(&ids).map_or_else(|e| Response::error(error_code::STORAGE, e), Response::Lookup)
+        }
+        Request::Prove(id) => reads::prove_in_block(participant.storage().as_ref(), id)
+            .map_or_else(query_error, |p| Response::Proof(p.map(Box::new))),
+        Request::Query(query) => {
+            let state = participant.shard().state();
+            let storage = participant.storage().as_ref();
+            let answer = match query {
+                Query::Actor(key) => Answer::Actor(state.actors.get(&key).cloned()),
+                Query::Account(owner) => Answer::Account(state.accounts.get(&owner).copied()),
+                Query::Claim(patient, claim) => Answer::Claim(state.claims.get(&(patient, claim)).cloned()),
+                Query::Unit(unit) => {
+                    let current = state.units.get(&unit).cloned();
+                    let recall = current.as_ref().and_then(|u| state.recalls.get(&(unit.gtin, u.lot.clone())).cloned());
+                    Answer::Unit(current, recall)
+                }
+                Query::AccessReport(patient) => match reads::access_report(storage, &patient) {
+                    Ok(entries) => Answer::AccessReport(entries),
+                    Err(e) => return query_error(e),
+                },
+                Query::Custody(unit) => match reads::custody_trace(storage, &unit) {
+                    Ok(events) => Answer::Custody(events),
+                    Err(e) => return query_error(e),
+                },
+                Query::Transaction(id) => match reads::transaction(storage, id) {
+                    Ok(found) => Answer::Transaction(found),
+                    Err(e) => return query_error(e),
+                },
+                Query::Totals => {
+                    let (balances, funded) = participant.shard().fund_totals();
+                    Answer::Totals(state.hash(), balances, funded)
+                }
+            };
+            Response::Answer(answer)
+        }
+        _ => Response::error(error_code::NOT_HERE, "not a shard request"),
+    }
+}

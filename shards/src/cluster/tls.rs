@@ -1,0 +1,123 @@
+//! The cluster's certificates and the TLS configurations of its endpoints.
+//!
+//! `cluster init` creates a CA and, per node, a certificate signed by it.
+//! Shard servers require a client certificate from that CA (node-to-node
+//! traffic is mutual TLS); the coordinator's client port is TLS with the
+//! server authenticated only, since clients authenticate every transaction
+//! with its ed25519 signature.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The application protocol name both sides must agree on.
+pub const ALPN: &[u8] = b"caduceus/1";
+
+/// A PEM certificate and its PEM private key.
+pub struct Issued {
+    pub cert: String,
+    pub key: String,
+}
+
+/// A new cluster CA.
+pub fn new_ca(name: &str) -> Result<(Issued, Issuer<'static, KeyPair>)> {
+    let mut params = CertificateParams::new(Vec::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let key = KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    let issued = Issued { cert: cert.pem(), key: key.serialize_pem() };
+    Ok((issued, Issuer::new(params, key)))
+}
+
+/// A node certificate for `name` (also valid for `localhost` and 127.0.0.1), for both
+/// server and client authentication.
+pub fn new_node(name: &str, issuer: &Issuer<'static, KeyPair>) -> Result<Issued> {
+    let mut params = CertificateParams::new(vec![name.to_string(), "localhost".into(), "127.0.0.1".into()])?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.use_authority_key_identifier_extension = true;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages =
+        vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, issuer)?;
+    Ok(Issued { cert: cert.pem(), key: key.serialize_pem() })
+}
+
+/// A node's identity read from its files: certificate chain and private key.
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Identity {
+    pub fn load(cert: &Path, key: &Path) -> Result<Self> {
+        let chain = CertificateDer::pem_file_iter(cert)
+            .with_context(|| format!("reading {}", cert.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("reading {}", cert.display()))?;
+        let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
+        Ok(Self { chain, key })
+    }
+}
+
+/// The trusted roots: the cluster CA certificate.
+pub fn roots(ca: &Path) -> Result<Arc<rustls::RootCertStore>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))? {
+        roots.add(cert.with_context(|| format!("reading {}", ca.display()))?)?;
+    }
+    Ok(Arc::new(roots))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn transport(idle: std::time::Duration) -> Arc<quinn::TransportConfig> {
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_concurrent_bidi_streams(crate::cluster::wire::STREAMS_PER_CONNECTION.into());
+    transport.max_concurrent_uni_streams(0u8.into());
+    transport.max_idle_timeout(Some(idle.try_into().expect("a small timeout")));
+    transport.keep_alive_interval(Some(idle / 3));
+    Arc::new(transport)
+}
+
+/// A server: with `clients_from` set, every client must present a certificate from that CA.
+pub fn server(identity: Identity, clients_from: Option<Arc<rustls::RootCertStore>>) -> Result<quinn::ServerConfig> {
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider()).with_protocol_versions(&[&rustls::version::TLS13])?;
+    let builder = match clients_from {
+        Some(roots) => builder.with_client_cert_verifier(
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider()).build()?,
+        ),
+        None => builder.with_no_client_auth(),
+    };
+    let mut tls = builder.with_single_cert(identity.chain, identity.key)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| anyhow!("{e}"))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(transport(std::time::Duration::from_secs(10)));
+    Ok(config)
+}
+
+/// A client trusting `roots`, presenting `identity` when given (node-to-node traffic).
+pub fn client(roots: Arc<rustls::RootCertStore>, identity: Option<Identity>) -> Result<quinn::ClientConfig> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots);
+    let mut tls = match identity {
+        Some(identity) => builder.with_client_auth_cert(identity.chain, identity.key)?,
+        None => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| anyhow!("{e}"))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(transport(std::time::Duration::from_secs(10)));
+    Ok(config)
+}

@@ -1,0 +1,550 @@
+//! The wire protocol: versioned, length-prefixed frames over QUIC streams.
+//!
+//! A frame is `length: u32 BE | version: u8 | kind: u8 | payload`, where
+//! `length` counts version, kind and payload and may not exceed `FRAME_MAX`.
+//! Every request opens its own bidirectional stream and gets exactly one
+//! response frame on it. A malformed, oversized or unknown frame is answered
+//! with an `Error` frame and that stream is closed; the connection and every
+//! other stream go on. Payloads use the engine's binary codec, which checks
+//! every length before it allocates.
+
+use caduceus_engine::block::{Checkpoint, ShardHead};
+use caduceus_engine::codec::{Codec, DecodeError, Decoder, EncodeError, Encoder};
+use caduceus_engine::history::{AccessEntry, CustodyEvent};
+use caduceus_engine::limits::{BATCH_TRANSACTIONS_MAX, ROUND_TRANSACTIONS_MAX, TRANSACTION_SIZE_MAX};
+use caduceus_engine::model::{decode_result, decode_transactions, encode_result, encode_transactions, Hash};
+use caduceus_engine::participant::{RoundReply, RoundRequest, Status};
+use caduceus_engine::state::{Account, Actor, Claim, Recall, Unit};
+use caduceus_engine::{ActorKey, Proof, SignedTransaction, TxId, TxResult, UnitId};
+use thiserror::Error;
+
+pub const VERSION: u8 = 1;
+/// The largest frame: a full batch of the largest transactions, with room for framing.
+pub const FRAME_MAX: usize = BATCH_TRANSACTIONS_MAX * (TRANSACTION_SIZE_MAX + 8) + 4096;
+/// Requests one connection may have open at once (QUIC enforces it).
+pub const STREAMS_PER_CONNECTION: u32 = 64;
+
+/// Why a frame could not be read or understood.
+#[derive(Debug, Error)]
+pub enum WireError {
+    #[error("frame of {0} bytes is over the limit of {FRAME_MAX}")]
+    TooLarge(usize),
+    #[error("frame is too short")]
+    Short,
+    #[error("protocol version {0} is not spoken here (this side speaks {VERSION})")]
+    Version(u8),
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] DecodeError),
+    #[error("frame too large to encode: {0}")]
+    Encode(#[from] EncodeError),
+    #[error("stream: {0}")]
+    Read(#[from] quinn::ReadExactError),
+    #[error("stream: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("stream closed: {0}")]
+    Closed(#[from] quinn::ClosedStream),
+}
+
+/// A question routed to the shard that holds the answer (or to every shard).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Query {
+    Actor(ActorKey),
+    Account(ActorKey),
+    Claim(ActorKey, u128),
+    /// The unit and the recall of its lot, if any.
+    Unit(UnitId),
+    AccessReport(ActorKey),
+    Custody(UnitId),
+    /// The transaction as recorded and its result (asked of every shard).
+    Transaction(TxId),
+    /// Each shard's state hash and fund totals (asked of every shard).
+    Totals,
+}
+
+/// Every request, from clients to the coordinator and from the coordinator to shards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Submit(Vec<SignedTransaction>),
+    Query(Query),
+    Prove(TxId),
+    Checkpoint,
+    Health,
+    // Coordinator to shard:
+    Round(RoundRequest),
+    Decide {
+        round: u64,
+        decisions: Vec<(TxId, TxResult)>,
+    },
+    Status,
+    Lookup(Vec<TxId>),
+    /// A request for one shard of a shard server (which may serve several).
+    AtShard {
+        shard: u32,
+        request: Box<Request>,
+    },
+}
+
+/// A transaction's outcome as a client sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Durable, with this result.
+    Done(TxResult),
+    /// Not acknowledged: a shard it needs was unreachable. Submit it again later; if it was
+    /// applied after all, the repeat returns the first result.
+    Unavailable,
+}
+
+const UNAVAILABLE: u16 = u16::MAX;
+
+/// Answers to `Query`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Actor(Option<Actor>),
+    Account(Option<Account>),
+    Claim(Option<Claim>),
+    Unit(Option<Unit>, Option<Recall>),
+    AccessReport(Vec<AccessEntry>),
+    Custody(Vec<CustodyEvent>),
+    Transaction(Option<(SignedTransaction, TxResult)>),
+    /// State hash, total balances and total funding.
+    Totals(Hash, u128, u128),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// The request was refused; `code` says why (see `ErrorCode`).
+    Error {
+        code: u16,
+        message: String,
+    },
+    /// A queue is full: back off and try again.
+    Busy,
+    Results(Vec<Outcome>),
+    Answer(Answer),
+    Proof(Option<Box<Proof>>),
+    Checkpoint(Option<Checkpoint>),
+    Health {
+        role: String,
+        detail: String,
+    },
+    RoundReply(RoundReply),
+    Decided(ShardHead),
+    Status(Status),
+    Lookup(Vec<Option<TxResult>>),
+}
+
+/// Codes of `Response::Error`.
+pub mod error_code {
+    pub const MALFORMED: u16 = 1;
+    pub const TOO_LARGE: u16 = 2;
+    pub const VERSION: u16 = 3;
+    pub const UNKNOWN_KIND: u16 = 4;
+    pub const NOT_HERE: u16 = 5;
+    pub const STORAGE: u16 = 6;
+    pub const PROTOCOL: u16 = 7;
+    pub const UNAVAILABLE: u16 = 8;
+    pub const BATCH_TOO_LARGE: u16 = 9;
+}
+
+fn option<T>(
+    e: &mut Encoder,
+    value: &Option<T>,
+    f: impl FnOnce(&mut Encoder, &T) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
+    e.bool(value.is_some());
+    value.as_ref().map_or(Ok(()), |v| f(e, v))
+}
+
+fn read_option<T>(
+    d: &mut Decoder<'_>,
+    f: impl FnOnce(&mut Decoder<'_>) -> Result<T, DecodeError>,
+) -> Result<Option<T>, DecodeError> {
+    if d.bool("present")? {
+        Ok(Some(f(d)?))
+    } else {
+        Ok(None)
+    }
+}
+
+fn unit_id(e: &mut Encoder, unit: &UnitId) -> Result<(), EncodeError> {
+    e.u64(unit.gtin);
+    e.text("serial", &unit.serial, caduceus_engine::limits::CODE_LENGTH_MAX)
+}
+
+fn read_unit_id(d: &mut Decoder<'_>) -> Result<UnitId, DecodeError> {
+    Ok(UnitId { gtin: d.u64()?, serial: d.text("serial", caduceus_engine::limits::CODE_LENGTH_MAX)? })
+}
+
+fn list<T: Codec>(e: &mut Encoder, items: &[T]) -> Result<(), EncodeError> {
+    e.count("entries", items.len(), caduceus_engine::limits::HISTORY_ENTRIES_MAX)?;
+    items.iter().try_for_each(|item| item.encode_into(e))
+}
+
+fn read_list<T: Codec>(d: &mut Decoder<'_>) -> Result<Vec<T>, DecodeError> {
+    let count = d.count("entries", caduceus_engine::limits::HISTORY_ENTRIES_MAX)?;
+    (0..count).map(|_| T::decode_from(d)).collect()
+}
+
+fn decisions(e: &mut Encoder, decisions: &[(TxId, TxResult)]) -> Result<(), EncodeError> {
+    e.count("decisions", decisions.len(), ROUND_TRANSACTIONS_MAX)?;
+    for (id, result) in decisions {
+        e.u128(*id);
+        encode_result(e, *result);
+    }
+    Ok(())
+}
+
+fn read_decisions(d: &mut Decoder<'_>) -> Result<Vec<(TxId, TxResult)>, DecodeError> {
+    let count = d.count("decisions", ROUND_TRANSACTIONS_MAX)?;
+    (0..count).map(|_| Ok((d.u128()?, decode_result(d)?))).collect()
+}
+
+impl Query {
+    fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
+        match self {
+            Query::Actor(key) => {
+                e.u8(1);
+                e.array(&key.0);
+            }
+            Query::Account(key) => {
+                e.u8(2);
+                e.array(&key.0);
+            }
+            Query::Claim(patient, claim) => {
+                e.u8(3);
+                e.array(&patient.0);
+                e.u128(*claim);
+            }
+            Query::Unit(unit) => {
+                e.u8(4);
+                unit_id(e, unit)?;
+            }
+            Query::AccessReport(patient) => {
+                e.u8(5);
+                e.array(&patient.0);
+            }
+            Query::Custody(unit) => {
+                e.u8(6);
+                unit_id(e, unit)?;
+            }
+            Query::Transaction(id) => {
+                e.u8(7);
+                e.u128(*id);
+            }
+            Query::Totals => e.u8(8),
+        }
+        Ok(())
+    }
+    fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(match d.u8()? {
+            1 => Query::Actor(ActorKey(d.array()?)),
+            2 => Query::Account(ActorKey(d.array()?)),
+            3 => Query::Claim(ActorKey(d.array()?), d.u128()?),
+            4 => Query::Unit(read_unit_id(d)?),
+            5 => Query::AccessReport(ActorKey(d.array()?)),
+            6 => Query::Custody(read_unit_id(d)?),
+            7 => Query::Transaction(d.u128()?),
+            8 => Query::Totals,
+            _ => return Err(DecodeError::Invalid("query kind")),
+        })
+    }
+}
+
+impl Answer {
+    fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
+        match self {
+            Answer::Actor(actor) => {
+                e.u8(1);
+                option(e, actor, |e, a| a.encode_into(e))
+            }
+            Answer::Account(account) => {
+                e.u8(2);
+                option(e, account, |e, a| a.encode_into(e))
+            }
+            Answer::Claim(claim) => {
+                e.u8(3);
+                option(e, claim, |e, c| c.encode_into(e))
+            }
+            Answer::Unit(unit, recall) => {
+                e.u8(4);
+                option(e, unit, |e, u| u.encode_into(e))?;
+                option(e, recall, |e, r| r.encode_into(e))
+            }
+            Answer::AccessReport(entries) => {
+                e.u8(5);
+                list(e, entries)
+            }
+            Answer::Custody(events) => {
+                e.u8(6);
+                list(e, events)
+            }
+            Answer::Transaction(found) => {
+                e.u8(7);
+                option(e, found, |e, (t, r)| {
+                    e.bytes("transaction", t.bytes(), TRANSACTION_SIZE_MAX)?;
+                    encode_result(e, *r);
+                    Ok(())
+                })
+            }
+            Answer::Totals(hash, balances, funded) => {
+                e.u8(8);
+                e.array(hash);
+                e.u128(*balances);
+                e.u128(*funded);
+                Ok(())
+            }
+        }
+    }
+    fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(match d.u8()? {
+            1 => Answer::Actor(read_option(d, Actor::decode_from)?),
+            2 => Answer::Account(read_option(d, Account::decode_from)?),
+            3 => Answer::Claim(read_option(d, Claim::decode_from)?),
+            4 => Answer::Unit(read_option(d, Unit::decode_from)?, read_option(d, Recall::decode_from)?),
+            5 => Answer::AccessReport(read_list(d)?),
+            6 => Answer::Custody(read_list(d)?),
+            7 => Answer::Transaction(read_option(d, |d| {
+                Ok((SignedTransaction::decode(d.bytes("transaction", TRANSACTION_SIZE_MAX)?)?, decode_result(d)?))
+            })?),
+            8 => Answer::Totals(d.array()?, d.u128()?, d.u128()?),
+            _ => return Err(DecodeError::Invalid("answer kind")),
+        })
+    }
+}
+
+impl Request {
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut e = Encoder::new();
+        match self {
+            Request::Submit(transactions) => {
+                e.u8(1);
+                e.count("batch", transactions.len(), BATCH_TRANSACTIONS_MAX)?;
+                encode_transactions(&mut e, transactions)?;
+            }
+            Request::Query(query) => {
+                e.u8(2);
+                query.encode_into(&mut e)?;
+            }
+            Request::Prove(id) => {
+                e.u8(3);
+                e.u128(*id);
+            }
+            Request::Checkpoint => e.u8(4),
+            Request::Health => e.u8(5),
+            Request::Round(request) => {
+                e.u8(10);
+                request.encode_into(&mut e)?;
+            }
+            Request::Decide { round, decisions: list } => {
+                e.u8(11);
+                e.u64(*round);
+                decisions(&mut e, list)?;
+            }
+            Request::Status => e.u8(12),
+            Request::Lookup(ids) => {
+                e.u8(13);
+                e.count("ids", ids.len(), ROUND_TRANSACTIONS_MAX)?;
+                ids.iter().for_each(|id| e.u128(*id));
+            }
+            Request::AtShard { shard, request } => {
+                e.u8(20);
+                e.u32(*shard);
+                e.bytes.extend_from_slice(&request.encode()?);
+            }
+        }
+        Ok(e.bytes)
+    }
+
+    pub fn decode(kind: u8, payload: &[u8]) -> Result<Self, WireError> {
+        let mut d = Decoder::new(payload);
+        let request = match kind {
+            1 => {
+                d.count("batch", BATCH_TRANSACTIONS_MAX)?;
+                Request::Submit(decode_transactions(&mut d)?)
+            }
+            2 => Request::Query(Query::decode_from(&mut d)?),
+            3 => Request::Prove(d.u128()?),
+            4 => Request::Checkpoint,
+            5 => Request::Health,
+            10 => Request::Round(RoundRequest::decode_from(&mut d)?),
+            11 => Request::Decide { round: d.u64()?, decisions: read_decisions(&mut d)? },
+            12 => Request::Status,
+            13 => {
+                let count = d.count("ids", ROUND_TRANSACTIONS_MAX)?;
+                Request::Lookup((0..count).map(|_| d.u128()).collect::<Result<_, _>>()?)
+            }
+            20 => {
+                let shard = d.u32()?;
+                let rest = d.take(d.remaining())?;
+                let (&inner, payload) = rest.split_first().ok_or(DecodeError::Invalid("empty shard request"))?;
+                if inner == 20 {
+                    return Err(WireError::Malformed(DecodeError::Invalid("nested shard request")));
+                }
+                Request::AtShard { shard, request: Box::new(Request::decode(inner, payload)?) }
+            }
+            other => return Err(WireError::UnknownKind(other)),
+        };
+        d.finish()?;
+        Ok(request)
+    }
+}
+
+impl Response {
+    pub fn error(code: u16, message: impl ToString) -> Self {
+        Response::Error { code, message: message.to_string() }
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut e = Encoder::new();
+        match self {
+            Response::Error { code, message } => {
+                e.u8(0);
+                e.u16(*code);
+                let mut end = message.len().min(1024);
+                while !message.is_char_boundary(end) {
+                    end -= 1;
+                }
+                e.text("message", &message[..end], 1024)?;
+            }
+            Response::Busy => e.u8(1),
+            Response::Results(outcomes) => {
+                e.u8(2);
+                e.count("results", outcomes.len(), BATCH_TRANSACTIONS_MAX)?;
+                for outcome in outcomes {
+                    match outcome {
+                        Outcome::Done(result) => encode_result(&mut e, *result),
+                        Outcome::Unavailable => e.u16(UNAVAILABLE),
+                    }
+                }
+            }
+            Response::Answer(answer) => {
+                e.u8(3);
+                answer.encode_into(&mut e)?;
+            }
+            Response::Proof(proof) => {
+                e.u8(4);
+                option(&mut e, proof, |e, p| p.encode_into(e))?;
+            }
+            Response::Checkpoint(checkpoint) => {
+                e.u8(5);
+                option(&mut e, checkpoint, |e, c| c.encode_into(e))?;
+            }
+            Response::Health { role, detail } => {
+                e.u8(6);
+                e.text("role", role, 64)?;
+                e.text("detail", detail, 4096)?;
+            }
+            Response::RoundReply(reply) => {
+                e.u8(10);
+                reply.encode_into(&mut e)?;
+            }
+            Response::Decided(head) => {
+                e.u8(11);
+                e.u32(head.shard);
+                e.u64(head.height);
+                e.array(&head.hash);
+            }
+            Response::Status(status) => {
+                e.u8(12);
+                status.encode_into(&mut e)?;
+            }
+            Response::Lookup(found) => {
+                e.u8(13);
+                e.count("found", found.len(), ROUND_TRANSACTIONS_MAX)?;
+                for result in found {
+                    e.u16(result.map_or(UNAVAILABLE, TxResult::code));
+                }
+            }
+        }
+        Ok(e.bytes)
+    }
+
+    pub fn decode(kind: u8, payload: &[u8]) -> Result<Self, WireError> {
+        let mut d = Decoder::new(payload);
+        let response = match kind {
+            0 => Response::Error { code: d.u16()?, message: d.text("message", 1024)? },
+            1 => Response::Busy,
+            2 => {
+                let count = d.count("results", BATCH_TRANSACTIONS_MAX)?;
+                Response::Results(
+                    (0..count)
+                        .map(|_| match d.u16()? {
+                            UNAVAILABLE => Ok(Outcome::Unavailable),
+                            code => TxResult::from_code(code).map(Outcome::Done).ok_or(DecodeError::Invalid("result")),
+                        })
+                        .collect::<Result<_, DecodeError>>()?,
+                )
+            }
+            3 => Response::Answer(Answer::decode_from(&mut d)?),
+            4 => Response::Proof(read_option(&mut d, Proof::decode_from)?.map(Box::new)),
+            5 => Response::Checkpoint(read_option(&mut d, Checkpoint::decode_from)?),
+            6 => Response::Health { role: d.text("role", 64)?, detail: d.text("detail", 4096)? },
+            10 => Response::RoundReply(RoundReply::decode_from(&mut d)?),
+            11 => Response::Decided(ShardHead { shard: d.u32()?, height: d.u64()?, hash: d.array()? }),
+            12 => Response::Status(Status::decode_from(&mut d)?),
+            13 => {
+                let count = d.count("found", ROUND_TRANSACTIONS_MAX)?;
+                Response::Lookup(
+                    (0..count)
+                        .map(|_| match d.u16()? {
+                            UNAVAILABLE => Ok(None),
+                            code => TxResult::from_code(code).map(Some).ok_or(DecodeError::Invalid("result")),
+                        })
+                        .collect::<Result<_, DecodeError>>()?,
+                )
+            }
+            other => return Err(WireError::UnknownKind(other)),
+        };
+        d.finish()?;
+        Ok(response)
+    }
+}
+
+/// Writes one frame whose body (kind byte first) is `body`.
+pub async fn write_frame(send: &mut quinn::SendStream, body: &[u8]) -> Result<(), WireError> {
+    let length = body.len() + 1;
+    if length > FRAME_MAX {
+        return Err(WireError::TooLarge(length));
+    }
+    let mut frame = Vec::with_capacity(length + 4);
+    frame.extend_from_slice(&(length as u32).to_be_bytes());
+    frame.push(VERSION);
+    frame.extend_from_slice(body);
+    send.write_all(&frame).await?;
+    Ok(())
+}
+
+/// Reads one frame and returns its kind and payload. The length is checked before anything
+/// is allocated, and the version before the payload is read.
+pub async fn read_frame(recv: &mut quinn::RecvStream) -> Result<(u8, Vec<u8>), WireError> {
+    let mut head = [0u8; 6];
+    recv.read_exact(&mut head).await?;
+    let length = u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+    if length > FRAME_MAX {
+        return Err(WireError::TooLarge(length));
+    }
+    if length < 2 {
+        return Err(WireError::Short);
+    }
+    if head[4] != VERSION {
+        return Err(WireError::Version(head[4]));
+    }
+    let mut payload = vec![0u8; length - 2];
+    recv.read_exact(&mut payload).await?;
+    Ok((head[5], payload))
+}
+
+impl WireError {
+    /// The error frame that answers a request this error spoiled.
+    pub fn response(&self) -> Response {
+        let code = match self {
+            WireError::TooLarge(_) => error_code::TOO_LARGE,
+            WireError::Version(_) => error_code::VERSION,
+            WireError::UnknownKind(_) => error_code::UNKNOWN_KIND,
+            _ => error_code::MALFORMED,
+        };
+        Response::error(code, self)
+    }
+}

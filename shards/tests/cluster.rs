@@ -1,0 +1,489 @@
+//! A real multi-process cluster on loopback: the `caduceus` binary as shard
+//! servers and coordinator, on free ports, each test bounded in time.
+//!
+//! - the same batches give the same results, state hash and checkpoint as the
+//!   embedded engine (`cluster up`, `status` and `down` included);
+//! - a shard server killed with SIGKILL during load comes back by itself and
+//!   nothing acknowledged is lost; funds stay conserved;
+//! - a coordinator killed after the votes (nothing decided) or after logging
+//!   its decisions (none sent) settles every prepared transaction on restart;
+//! - garbage, oversized and unknown frames get error frames while a
+//!   well-behaved client keeps being served; replays get their first result;
+//! - a node certificate from another CA is refused.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use caduceus_engine::ledger::Clock;
+use caduceus_engine::routing::participants;
+use caduceus_engine::storage::MemoryStorage;
+use caduceus_engine::{Ledger, SignedTransaction, TxResult};
+use caduceus_shards::cluster::client::Client;
+use caduceus_shards::cluster::config::NodeConfig;
+use caduceus_shards::cluster::rpc::call;
+use caduceus_shards::cluster::tls;
+use caduceus_shards::cluster::wire::{self, Answer, Outcome, Query, Request, Response};
+use caduceus_shards::workload::{Workload, WorkloadConfig};
+
+const FIXED_TIME: u64 = 1_790_000_000_000;
+
+fn caduceus() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_caduceus"))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn workload(seed: u64) -> Workload {
+    let config = WorkloadConfig { seed, patients: 400, providers: 40, pharmacies: 30, ..WorkloadConfig::default() };
+    Workload::new(config, FIXED_TIME)
+}
+
+/// Every batch of a small workload: the setup phases, then `load` transactions in batches of 200.
+fn batches(workload: &mut Workload, load: usize) -> Vec<Vec<SignedTransaction>> {
+    let mut batches: Vec<Vec<SignedTransaction>> = workload
+        .signed_setup()
+        .into_iter()
+        .flat_map(|phase| phase.chunks(500).map(<[_]>::to_vec).collect::<Vec<_>>())
+        .collect();
+    let mut left = load;
+    while left > 0 {
+        let batch = workload.signed_batch(left.min(200));
+        left -= batch.len();
+        batches.push(batch);
+    }
+    batches
+}
+
+/// A cluster directory made by `caduceus cluster init`, with its node processes.
+struct Cluster {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    nodes: Vec<(String, Option<Child>)>,
+}
+
+impl Cluster {
+    fn init(shards: u32, servers: u32, operator: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster");
+        let output = caduceus()
+            .args(["cluster", "init", "--dir", path.to_str().unwrap(), "--base-port", "0"])
+            .args(["--shards", &shards.to_string(), "--servers", &servers.to_string(), "--operator", operator])
+            .args(["--fixed-time", &FIXED_TIME.to_string()])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let mut nodes: Vec<(String, Option<Child>)> = (0..servers).map(|s| (format!("shard-{s}"), None)).collect();
+        nodes.push(("coordinator".into(), None));
+        Cluster { _dir: dir, path, nodes }
+    }
+
+    fn config(&self, name: &str) -> NodeConfig {
+        NodeConfig::load(&self.path.join(format!("{name}.toml"))).unwrap()
+    }
+
+    fn address(&self) -> SocketAddr {
+        self.config("coordinator").listen
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.path.join("ca.pem")
+    }
+
+    fn start(&mut self, name: &str, failpoint: Option<&str>) {
+        let index = self.nodes.iter().position(|(n, _)| n == name).unwrap();
+        let role = if name == "coordinator" { "coordinator" } else { "shard" };
+        let mut command = caduceus();
+        command.args([role, "--config", self.path.join(format!("{name}.toml")).to_str().unwrap()]);
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        if let Some(failpoint) = failpoint {
+            command.env("CADUCEUS_FAILPOINT", failpoint);
+        }
+        self.nodes[index].1 = Some(command.spawn().unwrap());
+    }
+
+    fn start_all(&mut self) {
+        let names: Vec<String> = self.nodes.iter().map(|(n, _)| n.clone()).collect();
+        for name in names {
+            self.start(&name, None);
+        }
+    }
+
+    fn pid(&self, name: &str) -> u32 {
+        self.nodes.iter().find(|(n, _)| n == name).and_then(|(_, c)| c.as_ref()).unwrap().id()
+    }
+
+    /// Waits for a process killed from elsewhere.
+    fn reap(&mut self, name: &str) {
+        let index = self.nodes.iter().position(|(n, _)| n == name).unwrap();
+        let mut child = self.nodes[index].1.take().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Waits until the process exits by itself (a failpoint), at most `limit`.
+    fn wait_exit(&mut self, name: &str, limit: Duration) {
+        let index = self.nodes.iter().position(|(n, _)| n == name).unwrap();
+        let child = self.nodes[index].1.as_mut().unwrap();
+        let deadline = Instant::now() + limit;
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{name} did not stop at its failpoint");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.nodes[index].1 = None;
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.nodes {
+            if let Some(child) = child {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Connects and waits until the coordinator reports every shard healthy (at most 30 s).
+async fn healthy_client(address: SocketAddr, ca: &Path) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(client) = Client::connect(address, ca).await {
+            match client.health().await {
+                Ok((_, detail)) if detail.starts_with("healthy") => return client,
+                _ => client.close().await,
+            }
+        }
+        assert!(Instant::now() < deadline, "the cluster did not become healthy in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn is_cross(transaction: &SignedTransaction, shards: u32) -> bool {
+    participants(&transaction.transaction, shards).len() > 1
+}
+
+/// Asks the cluster for every acknowledged transaction: each must be recorded with its result.
+async fn assert_acknowledged_present(client: &Client, acknowledged: &[(SignedTransaction, TxResult)]) {
+    for (transaction, result) in acknowledged {
+        match client.query(Query::Transaction(transaction.id())).await.unwrap() {
+            Answer::Transaction(Some((stored, stored_result))) => {
+                assert_eq!(stored.id(), transaction.id());
+                assert_eq!(stored_result, *result, "transaction {:032x} changed its result", transaction.id());
+            }
+            other => panic!("acknowledged transaction {:032x} is missing: {other:?}", transaction.id()),
+        }
+    }
+}
+
+async fn assert_conserved(client: &Client) {
+    let Answer::Totals(_, balances, funded) = client.query(Query::Totals).await.unwrap() else { panic!("totals") };
+    assert_eq!(balances, funded, "funds are conserved across the cluster");
+}
+
+#[test]
+fn a_cluster_gives_the_embedded_engine_s_results_state_and_checkpoint() {
+    let mut work = workload(11);
+    let operator = work.operator().to_string();
+    let batches = batches(&mut work, 6_000);
+    let shards = 4;
+
+    let clock: Clock = Arc::new(|| FIXED_TIME);
+    let ledger = Ledger::open_with(Arc::new(MemoryStorage::default()), &work.ledger_config(shards), clock).unwrap();
+    let embedded: Vec<Vec<TxResult>> = batches.iter().map(|b| ledger.submit(b.clone()).unwrap()).collect();
+
+    let cluster = Cluster::init(shards, 2, &operator);
+    // `cluster up` prints the client address on its first line once every node is healthy.
+    let mut up = caduceus()
+        .args(["cluster", "up", "--dir", cluster.path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(up.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert_eq!(first.trim(), format!("client address: {}", cluster.address()));
+
+    let status = caduceus().args(["cluster", "status", "--dir", cluster.path.to_str().unwrap()]).output().unwrap();
+    let status_text = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(status.status.success(), "{status_text}");
+    assert_eq!(status_text.lines().filter(|l| l.contains("127.0.0.1")).count(), 3, "{status_text}");
+
+    runtime().block_on(async {
+        let client = healthy_client(cluster.address(), &cluster.ca()).await;
+        let mut cross = 0;
+        for (batch, expected) in batches.iter().zip(&embedded) {
+            cross += batch.iter().filter(|t| is_cross(t, shards)).count();
+            let outcomes = client.submit(batch.clone()).await.unwrap();
+            let results: Vec<TxResult> = outcomes
+                .iter()
+                .map(|o| match o {
+                    Outcome::Done(result) => *result,
+                    Outcome::Unavailable => panic!("every shard is up"),
+                })
+                .collect();
+            assert_eq!(&results, expected);
+        }
+        assert!(cross > 100, "the workload crosses shards ({cross} transactions)");
+        let Answer::Totals(hash, balances, funded) = client.query(Query::Totals).await.unwrap() else { panic!() };
+        assert_eq!(hash, ledger.state_hash(), "same state");
+        assert_eq!((balances, funded), ledger.fund_totals());
+        let checkpoint = client.checkpoint().await.unwrap().unwrap();
+        assert_eq!(checkpoint, ledger.checkpoint().unwrap(), "same blocks, same checkpoint");
+        // A proof from the cluster checks against the cluster's checkpoint.
+        let last = batches.last().unwrap().last().unwrap().id();
+        let proof = client.prove(last).await.unwrap().unwrap();
+        proof.verify(&client.checkpoint().await.unwrap().unwrap().hash()).unwrap();
+        client.close().await;
+    });
+
+    let down = caduceus().args(["cluster", "down", "--dir", cluster.path.to_str().unwrap()]).output().unwrap();
+    assert!(down.status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while up.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "`cluster up` returns once its nodes are down");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_shard_server_killed_during_load_rejoins_and_nothing_acknowledged_is_lost() {
+    let mut work = workload(12);
+    let operator = work.operator().to_string();
+    let batches = batches(&mut work, 8_000);
+    let mut cluster = Cluster::init(4, 2, &operator);
+    cluster.start_all();
+    let runtime = runtime();
+    let client = runtime.block_on(healthy_client(cluster.address(), &cluster.ca()));
+
+    let mut acknowledged = Vec::new();
+    let mut unavailable = Vec::new();
+    let kill_at = batches.len() / 2;
+    for (number, batch) in batches.iter().enumerate() {
+        if number == kill_at {
+            // SIGKILL while this batch is in flight.
+            let pid = cluster.pid("shard-1");
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(15));
+                Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+            });
+        }
+        if number == kill_at + 5 {
+            cluster.reap("shard-1");
+            cluster.start("shard-1", None);
+        }
+        let outcomes = runtime.block_on(client.submit(batch.clone())).unwrap();
+        for (transaction, outcome) in batch.iter().zip(outcomes) {
+            match outcome {
+                Outcome::Done(result) => acknowledged.push((transaction.clone(), result)),
+                Outcome::Unavailable => unavailable.push(transaction.clone()),
+            }
+        }
+    }
+    assert!(!unavailable.is_empty(), "transactions that needed the killed server waited");
+    runtime.block_on(async {
+        let client = healthy_client(cluster.address(), &cluster.ca()).await;
+        assert_acknowledged_present(&client, &acknowledged).await;
+        assert_conserved(&client).await;
+        // What was not acknowledged can be sent again, and now gets a result.
+        for chunk in unavailable.chunks(200) {
+            let outcomes = client.submit(chunk.to_vec()).await.unwrap();
+            assert!(outcomes.iter().all(|o| matches!(o, Outcome::Done(_))), "{outcomes:?}");
+        }
+        // A replay of acknowledged transactions gets the first results and applies nothing.
+        let replay: Vec<SignedTransaction> = acknowledged.iter().take(500).map(|(t, _)| t.clone()).collect();
+        let outcomes = client.submit(replay).await.unwrap();
+        for ((_, result), outcome) in acknowledged.iter().zip(outcomes) {
+            assert_eq!(outcome, Outcome::Done(*result));
+        }
+        assert_conserved(&client).await;
+        client.close().await;
+    });
+}
+
+/// Kills the coordinator at a failpoint in the round that holds the first cross-shard
+/// payment after setup, restarts it, and checks what became of that round.
+fn coordinator_crash(failpoint: &str, expect_committed: bool) {
+    let mut work = workload(13);
+    let operator = work.operator().to_string();
+    let batches = batches(&mut work, 4_000);
+    let shards = 4;
+    let mut cluster = Cluster::init(shards, 2, &operator);
+    let runtime = runtime();
+    // Rounds are numbered from 1, one per batch with anything new: the crash comes in the
+    // round of this batch.
+    let crash_batch = batches.len() - 3;
+    assert!(batches[crash_batch].iter().any(|t| is_cross(t, shards)));
+    cluster.start("shard-0", None);
+    cluster.start("shard-1", None);
+    cluster.start("coordinator", Some(&format!("{failpoint}:{}", crash_batch + 1)));
+    let client = runtime.block_on(healthy_client(cluster.address(), &cluster.ca()));
+    let mut acknowledged = Vec::new();
+    for batch in &batches[..crash_batch] {
+        let outcomes = runtime.block_on(client.submit(batch.clone())).unwrap();
+        for (transaction, outcome) in batch.iter().zip(outcomes) {
+            let Outcome::Done(result) = outcome else { panic!("every shard is up") };
+            acknowledged.push((transaction.clone(), result));
+        }
+    }
+    assert!(runtime.block_on(client.submit(batches[crash_batch].clone())).is_err(), "the coordinator stopped");
+    cluster.wait_exit("coordinator", Duration::from_secs(10));
+    // A shard server holding prepared transactions dies too: they come back from its store.
+    let pid = cluster.pid("shard-0");
+    Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    cluster.reap("shard-0");
+    cluster.start("shard-0", None);
+    cluster.start("coordinator", None);
+    runtime.block_on(async {
+        let client = healthy_client(cluster.address(), &cluster.ca()).await;
+        assert_acknowledged_present(&client, &acknowledged).await;
+        assert_conserved(&client).await;
+        // The crashed batch again: single-shard transactions were sealed with the round;
+        // cross-shard ones got the logged decision, or were aborted if none was logged.
+        let batch = &batches[crash_batch];
+        let outcomes = client.submit(batch.clone()).await.unwrap();
+        let mut cross_committed = 0;
+        for (transaction, outcome) in batch.iter().zip(&outcomes) {
+            let Outcome::Done(result) = outcome else { panic!("every shard is up") };
+            if is_cross(transaction, shards) {
+                if expect_committed {
+                    assert_ne!(*result, TxResult::Rejected(caduceus_engine::Reason::ParticipantUnavailable));
+                    cross_committed += usize::from(result.is_committed());
+                } else {
+                    assert_eq!(*result, TxResult::Rejected(caduceus_engine::Reason::ParticipantUnavailable));
+                }
+            }
+        }
+        if expect_committed {
+            assert!(cross_committed > 0, "logged commits were applied");
+        }
+        assert_conserved(&client).await;
+        // And the rest of the load goes on.
+        for batch in &batches[crash_batch + 1..] {
+            let outcomes = client.submit(batch.clone()).await.unwrap();
+            assert!(outcomes.iter().all(|o| matches!(o, Outcome::Done(_))));
+        }
+        assert_conserved(&client).await;
+        client.close().await;
+    });
+}
+
+#[test]
+fn a_coordinator_killed_before_deciding_aborts_the_prepared_round_on_restart() {
+    coordinator_crash("after-votes", false);
+}
+
+#[test]
+fn a_coordinator_killed_after_logging_its_decisions_sends_them_on_restart() {
+    coordinator_crash("after-log", true);
+}
+
+/// Sends raw bytes as one request on a new stream and reads the response frame.
+async fn raw(connection: &quinn::Connection, bytes: &[u8]) -> Response {
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let _ = send.write_all(bytes).await;
+    let _ = send.finish();
+    let (kind, payload) = tokio::time::timeout(Duration::from_secs(15), wire::read_frame(&mut recv))
+        .await
+        .expect("an answer in time")
+        .expect("an error frame, not a dropped stream");
+    Response::decode(kind, &payload).unwrap()
+}
+
+fn frame(version: u8, kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = ((payload.len() + 2) as u32).to_be_bytes().to_vec();
+    out.push(version);
+    out.push(kind);
+    out.extend_from_slice(payload);
+    out
+}
+
+#[test]
+fn garbage_oversized_and_unknown_frames_get_errors_while_others_are_served() {
+    let mut work = workload(14);
+    let operator = work.operator().to_string();
+    let batches = batches(&mut work, 2_000);
+    let mut cluster = Cluster::init(2, 1, &operator);
+    cluster.start_all();
+    let runtime = runtime();
+    runtime.block_on(async {
+        let client = healthy_client(cluster.address(), &cluster.ca()).await;
+        let config = tls::client(tls::roots(&cluster.ca()).unwrap(), None).unwrap();
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(config);
+        let hostile = endpoint.connect(cluster.address(), "localhost").unwrap().await.unwrap();
+
+        let good = tokio::spawn(async move {
+            let mut served = 0;
+            for batch in batches {
+                let outcomes = client.submit(batch.clone()).await.unwrap();
+                assert!(outcomes.iter().all(|o| matches!(o, Outcome::Done(_))));
+                served += outcomes.len();
+            }
+            (client, served)
+        });
+        let error_code = |response: Response| match response {
+            Response::Error { code, .. } => code,
+            other => panic!("expected an error frame, got {other:?}"),
+        };
+        for _ in 0..20 {
+            assert_eq!(
+                error_code(raw(&hostile, &frame(1, 1, b"not a batch at all")).await),
+                wire::error_code::MALFORMED
+            );
+            assert_eq!(error_code(raw(&hostile, &frame(1, 99, b"")).await), wire::error_code::UNKNOWN_KIND);
+            assert_eq!(error_code(raw(&hostile, &frame(7, 1, b"")).await), wire::error_code::VERSION);
+            let mut oversized = ((wire::FRAME_MAX + 1) as u32).to_be_bytes().to_vec();
+            oversized.extend_from_slice(&[1, 1]);
+            assert_eq!(error_code(raw(&hostile, &oversized).await), wire::error_code::TOO_LARGE);
+            // A shard request from a client is refused: clients do not speak for the coordinator.
+            let body = Request::AtShard { shard: 0, request: Box::new(Request::Status) }.encode().unwrap();
+            assert_eq!(error_code(raw(&hostile, &frame(1, body[0], &body[1..])).await), wire::error_code::NOT_HERE);
+        }
+        // The hostile connection itself still works for a proper request.
+        let health = call(&hostile, &Request::Health, Duration::from_secs(10)).await.unwrap();
+        assert!(matches!(health, Response::Health { .. }));
+        let (client, served) = good.await.unwrap();
+        assert!(served > 2_000);
+        client.close().await;
+    });
+}
+
+#[test]
+fn a_node_certificate_from_another_ca_is_refused() {
+    let work = workload(15);
+    let operator = work.operator().to_string();
+    let mut cluster = Cluster::init(2, 1, &operator);
+    let stranger = Cluster::init(2, 1, &operator);
+    cluster.start_all();
+    let runtime = runtime();
+    runtime.block_on(async {
+        let shard = cluster.config("shard-0").listen;
+        let roots = tls::roots(&cluster.ca()).unwrap();
+        // The coordinator's own certificate is accepted.
+        let own = tls::client(roots.clone(), Some(cluster.config("coordinator").identity().unwrap())).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let accepted = loop {
+            match Client::connect_with(shard, own.clone()).await {
+                Ok(client) => break client,
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(error) => panic!("{error}"),
+            }
+        };
+        assert!(accepted.health().await.is_ok());
+        // Another cluster's coordinator certificate, and no certificate at all, are not.
+        for identity in [Some(stranger.config("coordinator").identity().unwrap()), None] {
+            let config = tls::client(roots.clone(), identity).unwrap();
+            let refused = match Client::connect_with(shard, config).await {
+                Err(_) => true,
+                Ok(client) => client.health().await.is_err(),
+            };
+            assert!(refused, "a shard server serves only nodes of its own cluster");
+        }
+    });
+}
