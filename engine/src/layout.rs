@@ -11,6 +11,7 @@
 //! | `T`    | tx id u128 BE                                  | where the tx is, its result   |
 //! | `A`    | patient (32), height u64 BE, index u32 BE      | access log entry              |
 //! | `U`    | gtin u64 BE, serial length u8, serial, height u64 BE, index u32 BE | custody event |
+//! | `P`    | tx id u128 BE (cluster participants only)      | result code of a cross-shard tx held here but indexed by its first participant |
 //!
 //! Every key and value here is a function of the block chain, which is what
 //! lets `verify` rebuild the whole store from the blocks and compare.
@@ -26,6 +27,8 @@ pub const STATE: u8 = b'S';
 pub const TRANSACTION: u8 = b'T';
 pub const ACCESS: u8 = b'A';
 pub const CUSTODY: u8 = b'U';
+/// A cluster participant's record of a cross-shard transaction it holds but does not index.
+pub const PARTICIPATION: u8 = b'P';
 
 pub const META_CONFIG: &[u8] = b"Mconfig";
 pub const META_ROUND: &[u8] = b"Mround";
@@ -65,6 +68,9 @@ pub fn state(shard: u32, state_key: &[u8]) -> Vec<u8> {
 }
 pub fn transaction(id: TxId) -> Vec<u8> {
     key(TRANSACTION, &[&id.to_be_bytes()])
+}
+pub fn participation(id: TxId) -> Vec<u8> {
+    key(PARTICIPATION, &[&id.to_be_bytes()])
 }
 pub fn access_prefix(patient: &ActorKey) -> Vec<u8> {
     key(ACCESS, &[&patient.0])
@@ -108,6 +114,7 @@ pub fn describe(key: &[u8]) -> String {
             None => "malformed state key".into(),
         },
         Some(&TRANSACTION) => format!("transaction index {}", crate::model::hex(rest)),
+        Some(&PARTICIPATION) => format!("participation {}", crate::model::hex(rest)),
         Some(&ACCESS) => format!("access log entry {}", crate::model::hex(rest)),
         Some(&CUSTODY) => format!("custody event {}", crate::model::hex(rest)),
         Some(&META) => format!("metadata {}", String::from_utf8_lossy(rest)),

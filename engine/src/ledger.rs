@@ -125,7 +125,7 @@ impl UnitVerification {
 }
 
 /// Loads one shard's stored state entries.
-pub(crate) fn load_state(storage: &dyn Storage, id: u32) -> Result<State, OpenError> {
+pub fn load_state(storage: &dyn Storage, id: u32) -> Result<State, OpenError> {
     let mut state = State::default();
     let prefix = layout::state_prefix(id);
     let mut failure = None;

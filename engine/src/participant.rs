@@ -291,10 +291,12 @@ impl Participant {
         }
     }
 
-    /// The transaction index entries of these ids, where this shard keeps them.
+    /// The result this shard recorded for each id, if it holds it: from the transaction index,
+    /// or, for a cross-shard transaction indexed by another participant, from its
+    /// participation record.
     pub fn lookup(&self, ids: &[TxId]) -> Result<Vec<Option<TxResult>>, StorageError> {
         let keys: Vec<Vec<u8>> = ids.iter().map(|id| layout::transaction(*id)).collect();
-        Ok(self
+        let mut found: Vec<Option<TxResult>> = self
             .storage
             .get_many(&keys)?
             .into_iter()
@@ -305,7 +307,18 @@ impl Participant {
                     Err(error) => panic!("transaction index entry of {id:032x} is damaged: {error}"),
                 })
             })
-            .collect())
+            .collect();
+        let missing: Vec<usize> = (0..ids.len()).filter(|&i| found[i].is_none()).collect();
+        if !missing.is_empty() {
+            let keys: Vec<Vec<u8>> = missing.iter().map(|&i| layout::participation(ids[i])).collect();
+            for (&i, stored) in missing.iter().zip(self.storage.get_many(&keys)?) {
+                found[i] = stored.map(|bytes| {
+                    let code = u16::from_le_bytes(bytes.as_slice().try_into().expect("a result code"));
+                    TxResult::from_code(code).expect("a stored result code")
+                });
+            }
+        }
+        Ok(found)
     }
 
     /// Runs a round request; see the module documentation. A repeated request gets the same reply.
@@ -449,6 +462,13 @@ impl Participant {
             writes.push((layout::body(header.shard, header.height), Some(block.body.encode().expect("bounded block"))));
             writes.extend(block.state_writes.iter().cloned());
             writes.extend(block.index_writes.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
+            // Cross-shard transactions indexed elsewhere: remembered here too, so a repeat is
+            // recognised even when their first participant never saw them.
+            for (transaction, result) in &block.body.entries {
+                if participants(&transaction.transaction, self.genesis.shards)[0] != self.shard.id() {
+                    writes.push((layout::participation(transaction.id()), Some(result.code().to_le_bytes().to_vec())));
+                }
+            }
         }
         writes.push((layout::META_HEAD.to_vec(), Some(head.encode().expect("fixed size"))));
         if let Err(error) = self.storage.write(&writes) {

@@ -13,8 +13,10 @@
 //! for its status and settles its prepared round from the log: re-sending the
 //! logged decisions, or aborting a round that was never decided.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,12 +47,47 @@ pub const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// Round numbers reserved per durable write of the reservation.
 const ROUND_RESERVATION: u64 = 1 << 16;
 
+/// How the coordinator reaches shards: QUIC in a cluster, direct calls in the protocol
+/// simulation. A failed call is an `Err`: the request may or may not have been applied.
+pub trait Transport: Send + Sync + 'static {
+    fn call(&self, shard: u32, request: Request)
+        -> Pin<Box<dyn Future<Output = Result<Response, String>> + Send + '_>>;
+    /// Known to be down: not worth calling now.
+    fn is_down(&self, shard: u32) -> bool;
+}
+
 /// A shard server as the coordinator sees it.
 struct Link {
     name: String,
     address: SocketAddr,
     connection: tokio::sync::Mutex<Option<quinn::Connection>>,
     down_until: Mutex<Option<Instant>>,
+}
+
+/// Shard servers over QUIC, with mutual TLS.
+struct QuicTransport {
+    endpoint: quinn::Endpoint,
+    links: Vec<Link>,
+    /// Index into `links` of each shard's server.
+    link_of: Vec<usize>,
+}
+
+impl Transport for QuicTransport {
+    fn call(
+        &self,
+        shard: u32,
+        request: Request,
+    ) -> Pin<Box<dyn Future<Output = Result<Response, String>> + Send + '_>> {
+        Box::pin(async move {
+            let link = &self.links[self.link_of[shard as usize]];
+            link.call(&self.endpoint, &Request::AtShard { shard, request: Box::new(request) }).await
+        })
+    }
+
+    fn is_down(&self, shard: u32) -> bool {
+        let link = &self.links[self.link_of[shard as usize]];
+        link.down_until.lock().is_some_and(|until| Instant::now() < until)
+    }
 }
 
 impl Link {
@@ -101,10 +138,7 @@ impl Link {
 struct Shared {
     genesis: Genesis,
     store: Mutex<CoordinatorStore>,
-    endpoint: quinn::Endpoint,
-    links: Vec<Arc<Link>>,
-    /// Index into `links` of each shard's server.
-    link_of: Vec<usize>,
+    transport: Box<dyn Transport>,
     /// The last known head of every shard.
     heads: Mutex<Vec<ShardHead>>,
     /// Shards whose prepared round must be settled before they take part again.
@@ -114,8 +148,7 @@ struct Shared {
 
 impl Shared {
     async fn at_shard(&self, shard: u32, request: Request) -> Result<Response, String> {
-        let link = &self.links[self.link_of[shard as usize]];
-        let result = link.call(&self.endpoint, &Request::AtShard { shard, request: Box::new(request) }).await;
+        let result = self.transport.call(shard, request).await;
         if result.is_err() {
             self.unresolved.lock().insert(shard);
         }
@@ -139,8 +172,7 @@ impl Shared {
     }
 
     fn down(&self, shard: u32) -> bool {
-        let link = &self.links[self.link_of[shard as usize]];
-        link.down_until.lock().is_some_and(|until| Instant::now() < until)
+        self.transport.is_down(shard)
     }
 
     /// Settles a shard's prepared round from the log, and learns its head.
@@ -158,9 +190,7 @@ impl Shared {
                     // Never decided: abort (presumed abort), and log it so every participant hears the same.
                     let abort: Vec<(TxId, TxResult)> =
                         ids.iter().map(|id| (*id, TxResult::Rejected(Reason::ParticipantUnavailable))).collect();
-                    let store = &self.store;
-                    tokio::task::block_in_place(|| store.lock().log_decisions(round, &abort))
-                        .map_err(|e| e.to_string())?;
+                    self.store.lock().log_decisions(round, &abort).map_err(|e| e.to_string())?;
                     abort
                 }
             };
@@ -187,15 +217,51 @@ impl Shared {
     }
 }
 
-/// The round driver's own state.
-struct Rounds {
+/// The round driver: runs batches as rounds, one at a time, and settles shards that need it.
+/// It writes the coordinator's store on the async thread (a few fsyncs per round); nothing
+/// else runs on that task.
+pub struct RoundDriver {
     shared: Arc<Shared>,
     next: u64,
     reserved: u64,
     last_now: u64,
 }
 
-impl Rounds {
+impl RoundDriver {
+    /// Opens a driver on the coordinator's store; settles every shard it can reach.
+    pub async fn open(
+        store: CoordinatorStore,
+        transport: Box<dyn Transport>,
+        fixed_time: Option<u64>,
+    ) -> Result<Self, String> {
+        let genesis = store.genesis().clone();
+        let reserved = store.reserved().map_err(|e| e.to_string())?;
+        let heads = match store.checkpoint() {
+            Some(checkpoint) => checkpoint.heads.clone(),
+            None => (0..genesis.shards).map(|shard| ShardHead { shard, height: 0, hash: [0; 32] }).collect(),
+        };
+        let shared = Arc::new(Shared {
+            unresolved: Mutex::new((0..genesis.shards).collect()),
+            genesis,
+            store: Mutex::new(store),
+            transport,
+            heads: Mutex::new(heads),
+            fixed_time,
+        });
+        shared.resolve_pending().await;
+        Ok(Self { shared, next: reserved + 1, reserved, last_now: fixed_time.unwrap_or(0) })
+    }
+
+    /// Settles every shard that needs it and is not known to be down.
+    pub async fn settle(&self) {
+        self.shared.resolve_pending().await;
+    }
+
+    /// Shards still to settle.
+    pub fn unsettled(&self) -> Vec<u32> {
+        self.shared.unresolved.lock().iter().copied().collect()
+    }
+
     fn now(&mut self) -> u64 {
         let clock = self.shared.fixed_time.unwrap_or_else(|| (caduceus_engine::ledger::system_clock())());
         self.last_now = self.last_now.max(clock);
@@ -205,8 +271,7 @@ impl Rounds {
     fn next_round(&mut self) -> Result<u64, String> {
         if self.next > self.reserved {
             let reserved = self.next + ROUND_RESERVATION;
-            let store = &self.shared.store;
-            tokio::task::block_in_place(|| store.lock().reserve(reserved)).map_err(|e| e.to_string())?;
+            self.shared.store.lock().reserve(reserved).map_err(|e| e.to_string())?;
             self.reserved = reserved;
         }
         self.next += 1;
@@ -214,7 +279,7 @@ impl Rounds {
     }
 
     /// Runs one batch as one round; returns one outcome per transaction.
-    async fn run(&mut self, transactions: Vec<SignedTransaction>) -> Vec<Outcome> {
+    pub async fn run(&mut self, transactions: Vec<SignedTransaction>) -> Vec<Outcome> {
         let shared = self.shared.clone();
         let shard_count = shared.genesis.shards;
         let verdicts = {
@@ -252,15 +317,17 @@ impl Rounds {
         }
         candidates.sort_unstable();
 
-        // A cross-shard transaction seen before keeps its first result: ask its first participant,
-        // where its index entry lives. (Single-shard repeats are caught by their shard.)
-        let mut lookups: HashMap<u32, Vec<usize>> = HashMap::new();
+        // A cross-shard transaction seen before keeps its first result: ask every participant
+        // (one that never saw it may be the one that indexes it). Single-shard repeats are
+        // caught by their shard.
+        let mut lookups: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
         for &position in &candidates {
             let touched = participants(&transactions[position].transaction, shard_count);
             if touched.len() > 1 {
-                lookups.entry(touched[0]).or_default().push(position);
+                touched.into_iter().for_each(|shard| lookups.entry(shard).or_default().push(position));
             }
         }
+        let mut unasked = Vec::new();
         for (shard, positions) in lookups {
             let ids = positions.iter().map(|&p| transactions[p].id()).collect();
             match shared.at_shard(shard, Request::Lookup(ids)).await {
@@ -271,8 +338,12 @@ impl Rounds {
                         }
                     }
                 }
-                _ => positions.iter().for_each(|&p| outcomes[p] = Some(Outcome::Unavailable)),
+                _ => unasked.extend(positions),
             }
+        }
+        // Not known to be new: wait for the shard that could not say.
+        for position in unasked {
+            outcomes[position].get_or_insert(Outcome::Unavailable);
         }
         candidates.retain(|&p| outcomes[p].is_none());
 
@@ -334,6 +405,7 @@ impl Rounds {
             });
         }
         let mut actions = Vec::new();
+        let mut silent = BTreeSet::new();
         while let Some(joined) = calls.join_next().await {
             let (shard, (single_count, prepare_count), answer) = joined.expect("a shard call does not panic");
             match answer {
@@ -357,6 +429,7 @@ impl Rounds {
                         eprintln!("shard {shard} refused round {round}: {response:?}");
                     }
                     shared.unresolved.lock().insert(shard);
+                    silent.insert(shard);
                     for &p in &singles[shard as usize] {
                         outcomes[candidates[p]] = Some(Outcome::Unavailable);
                     }
@@ -375,8 +448,10 @@ impl Rounds {
             for action in actions {
                 match action {
                     Action::LogDecisions { round, decisions } => {
-                        let store = &shared.store;
-                        tokio::task::block_in_place(|| store.lock().log_decisions(round, &decisions))
+                        shared
+                            .store
+                            .lock()
+                            .log_decisions(round, &decisions)
                             .map_err(|e| format!("logging the decisions of round {round}: {e}"))?;
                         failpoint("after-log", round);
                         next.extend(coordinator.decisions_logged(round));
@@ -406,8 +481,16 @@ impl Rounds {
             actions = next;
         }
         if let Some(results) = coordinator.results() {
-            for ((p, _), result) in cross.iter().zip(results) {
-                outcomes[candidates[*p]] = Some(Outcome::Done(*result));
+            for ((p, touched), result) in cross.iter().zip(results) {
+                // Aborted for a participant that did not answer: that one may never have heard
+                // of it, so only a repeat (which asks every participant) can give the durable
+                // answer. Everything else is decided and logged.
+                let outcome = if touched.iter().any(|s| silent.contains(s)) {
+                    Outcome::Unavailable
+                } else {
+                    Outcome::Done(*result)
+                };
+                outcomes[candidates[*p]] = Some(outcome);
             }
         }
         let checkpoint = {
@@ -418,8 +501,10 @@ impl Rounds {
                 heads: shared.heads.lock().clone(),
             }
         };
-        let store = &shared.store;
-        tokio::task::block_in_place(|| store.lock().record_checkpoint(checkpoint))
+        shared
+            .store
+            .lock()
+            .record_checkpoint(checkpoint)
             .map_err(|e| format!("recording the checkpoint of round {round}: {e}"))?;
         Ok(())
     }
@@ -447,11 +532,6 @@ pub async fn serve(config: NodeConfig, shutdown: impl std::future::Future<Output
     let storage =
         Arc::new(RocksStorage::open(&config.data).with_context(|| format!("opening {}", config.data.display()))?);
     let store = CoordinatorStore::open(storage, &genesis).context("opening the coordinator's log")?;
-    let reserved = store.reserved().context("reading the reserved rounds")?;
-    let heads = match store.checkpoint() {
-        Some(checkpoint) => checkpoint.heads.clone(),
-        None => (0..genesis.shards).map(|shard| ShardHead { shard, height: 0, hash: [0; 32] }).collect(),
-    };
     let mut link_of = vec![0; genesis.shards as usize];
     let links = config
         .shard_servers
@@ -459,30 +539,19 @@ pub async fn serve(config: NodeConfig, shutdown: impl std::future::Future<Output
         .enumerate()
         .map(|(index, server)| {
             server.ids.iter().for_each(|&id| link_of[id as usize] = index);
-            Arc::new(Link {
+            Link {
                 name: server.name.clone(),
                 address: server.address,
                 connection: tokio::sync::Mutex::new(None),
                 down_until: Mutex::new(None),
-            })
+            }
         })
         .collect();
     let mut endpoint = quinn::Endpoint::client("0.0.0.0:0".parse().expect("an address"))?;
     endpoint.set_default_client_config(tls::client(tls::roots(&config.ca)?, Some(config.identity()?))?);
-    let shared = Arc::new(Shared {
-        genesis: genesis.clone(),
-        store: Mutex::new(store),
-        endpoint,
-        links,
-        link_of,
-        heads: Mutex::new(heads),
-        unresolved: Mutex::new((0..genesis.shards).collect()),
-        fixed_time: config.fixed_time,
-    });
-    shared.resolve_pending().await;
-    let last_now = shared.fixed_time.unwrap_or(0);
-    let mut rounds = Rounds { shared: shared.clone(), next: reserved + 1, reserved, last_now };
-
+    let transport = Box::new(QuicTransport { endpoint, links, link_of });
+    let mut rounds = RoundDriver::open(store, transport, config.fixed_time).await.map_err(anyhow::Error::msg)?;
+    let shared = rounds.shared.clone();
     let (jobs, mut queue) = mpsc::channel::<Job>(SUBMIT_QUEUE_DEPTH);
     let driver = tokio::spawn(async move {
         loop {
@@ -552,6 +621,22 @@ async fn handle(shared: &Arc<Shared>, jobs: &mpsc::Sender<Job>, request: Request
             Response::Proof(None)
         }
         Request::Checkpoint => Response::Checkpoint(shared.store.lock().checkpoint().cloned()),
+        // Where each id is recorded, from every shard's transaction index.
+        Request::Lookup(ids) => {
+            let mut found: Vec<Option<TxResult>> = vec![None; ids.len()];
+            for answer in shared.all_shards(Request::Lookup(ids)).await {
+                match answer {
+                    Ok(Response::Lookup(results)) if results.len() == found.len() => {
+                        for (slot, result) in found.iter_mut().zip(results) {
+                            *slot = slot.or(result);
+                        }
+                    }
+                    Ok(other) => return other,
+                    Err(e) => return Response::error(error_code::UNAVAILABLE, e),
+                }
+            }
+            Response::Lookup(found)
+        }
         Request::Health => {
             let down: Vec<u32> = (0..shared.genesis.shards).filter(|&s| shared.down(s)).collect();
             let unresolved = shared.unresolved.lock().len();

@@ -86,7 +86,8 @@ fn participant_error(error: ParticipantError) -> Response {
     Response::error(code, error)
 }
 
-fn serve_one(participant: &mut Participant, request: Request) -> Response {
+/// Answers one request for one participant: what a shard server does with each stream.
+pub fn serve_one(participant: &mut Participant, request: Request) -> Response {
     let query_error = |e: caduceus_engine::QueryError| Response::error(error_code::STORAGE, e);
     match request {
         Request::Round(request) => participant.round(request).map_or_else(participant_error, Response::RoundReply),
