@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use caduceus_engine::ledger::{ClientId, PendingBatch};
+use std::collections::VecDeque;
+
+use caduceus_engine::ledger::ClientId;
 use caduceus_engine::model::TxId;
 use caduceus_engine::{Ledger, SignedTransaction, TxResult};
 use caduceus_shards::workload;
@@ -22,6 +24,7 @@ use crossbeam_channel::bounded;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 
+use crate::sink::{Pending, Sink};
 use crate::source::Source;
 
 /// Batches sent but not yet acknowledged that the open loop tracks; past this the sender waits
@@ -68,12 +71,19 @@ impl Tally {
         }
     }
 
-    /// Records an acknowledged batch sent (or meant to be sent) at `intended`.
-    fn settle(&mut self, intended: Instant, ids: &[TxId], results: &[TxResult]) -> Result<()> {
+    /// Records a batch sent (or meant to be sent) at `intended`; `None` results were not
+    /// acknowledged (a cluster shard they needed was unreachable).
+    fn settle(&mut self, intended: Instant, ids: &[TxId], answered: &[Option<TxResult>]) -> Result<()> {
         let now = Instant::now();
+        let unavailable = answered.iter().filter(|r| r.is_none()).count() as u64;
+        if unavailable > 0 {
+            *self.results.entry("unavailable (not acknowledged)").or_default() += unavailable;
+        }
+        let (ids, results): (Vec<TxId>, Vec<TxResult>) =
+            ids.iter().zip(answered).filter_map(|(id, r)| r.map(|r| (*id, r))).unzip();
         let count = results.len() as u64;
         self.latency.saturating_record_n(now.saturating_duration_since(intended).as_micros().max(1) as u64, count);
-        for result in results {
+        for result in &results {
             *self.results.entry(result.as_str()).or_default() += 1;
         }
         let second = now.duration_since(self.started).as_secs() as usize;
@@ -132,39 +142,31 @@ pub fn attack(
 }
 
 /// Keeps `in_flight` batches pending until the source is used up or the duration is over.
-pub fn closed_loop(ledger: &Ledger, source: &mut Source, in_flight: usize, tally: &mut Tally) -> Result<()> {
-    let mut source_error = None;
-    let mut cross_shard = 0;
-    let deadline = tally.deadline;
-    let batches = std::iter::from_fn(|| {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return None;
+pub fn closed_loop(sink: &Sink, source: &mut Source, in_flight: usize, tally: &mut Tally) -> Result<()> {
+    let mut pending: VecDeque<(Instant, Vec<TxId>, Pending)> = VecDeque::new();
+    loop {
+        if tally.deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
         }
-        match source.next_batch() {
-            Ok(batch) => batch.map(|b| {
-                cross_shard += b.cross_shard as u64;
-                b.transactions
-            }),
-            Err(error) => {
-                source_error = Some(error);
-                None
-            }
+        let Some(batch) = source.next_batch()? else { break };
+        if pending.len() >= in_flight.max(1) {
+            let (sent, ids, answer) = pending.pop_front().expect("a pending batch");
+            tally.settle(sent, &ids, &answer.wait()?)?;
         }
-    });
-    let mut settle_error = None;
-    workload::drive(ledger, HONEST_CLIENT, batches, in_flight, |sent, ids, results| {
-        if let Err(error) = tally.settle(sent, &ids, &results) {
-            settle_error.get_or_insert(error);
-        }
-    })?;
-    tally.cross_shard += cross_shard;
-    source_error.or(settle_error).map_or(Ok(()), Err)
+        tally.cross_shard += batch.cross_shard as u64;
+        let ids = batch.transactions.iter().map(|t| t.id()).collect();
+        pending.push_back((Instant::now(), ids, sink.submit(HONEST_CLIENT, batch.transactions)?));
+    }
+    for (sent, ids, answer) in pending {
+        tally.settle(sent, &ids, &answer.wait()?)?;
+    }
+    Ok(())
 }
 
 /// Sends at `rate` transactions per second, on schedule, until the source is used up or the
 /// duration is over; waits for everything sent.
-pub fn open_loop(ledger: &Ledger, source: &mut Source, rate: f64, tally: &mut Tally) -> Result<()> {
-    let (sender, receiver) = bounded::<(Instant, Vec<TxId>, PendingBatch)>(OPEN_LOOP_PENDING_MAX);
+pub fn open_loop(sink: &Sink, source: &mut Source, rate: f64, tally: &mut Tally) -> Result<()> {
+    let (sender, receiver) = bounded::<(Instant, Vec<TxId>, Pending)>(OPEN_LOOP_PENDING_MAX);
     let (started, deadline) = (tally.started, tally.deadline);
     let mut cross_shard = 0;
     std::thread::scope(|scope| -> Result<()> {
@@ -191,7 +193,7 @@ pub fn open_loop(ledger: &Ledger, source: &mut Source, rate: f64, tally: &mut Ta
                 sent += batch.transactions.len() as u64;
                 cross_shard += batch.cross_shard as u64;
                 let ids = batch.transactions.iter().map(|t| t.id()).collect();
-                let pending = ledger.submit_async_from(HONEST_CLIENT, batch.transactions)?;
+                let pending = sink.submit(HONEST_CLIENT, batch.transactions)?;
                 if sender.send((intended, ids, pending)).is_err() {
                     break; // the collector failed; its error is reported below
                 }

@@ -10,6 +10,7 @@
 
 mod drive;
 mod report;
+mod sink;
 mod source;
 
 use std::fs::File;
@@ -29,7 +30,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::drive::Tally;
+use crate::sink::Sink;
 use crate::source::Source;
+use caduceus_shards::cluster::client::Client;
 
 #[derive(Parser)]
 #[command(name = "loadgen", version, about = "Load generator for Caduceus")]
@@ -58,16 +61,46 @@ enum Command {
     },
 }
 
-/// Where the load goes.
+/// Where the load goes: the embedded engine, or a cluster's coordinator.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false, id = "where")]
+struct TargetChoice {
+    /// The embedded engine in this process.
+    #[arg(long)]
+    embedded: bool,
+    /// A cluster's coordinator (its client address, as `caduceus cluster up` prints it).
+    #[arg(long)]
+    target: Option<std::net::SocketAddr>,
+    /// A cluster made by `caduceus cluster init`: its coordinator and CA.
+    #[arg(long)]
+    cluster_dir: Option<PathBuf>,
+}
+
 #[derive(clap::Args)]
 struct Target {
-    /// The embedded engine (the cluster target arrives with the cluster).
-    #[arg(long, required = true)]
-    embedded: bool,
+    #[command(flatten)]
+    choice: TargetChoice,
     /// The embedded engine's data directory: an existing ledger is continued, a new one created
     /// (default for `run`: a new temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// The cluster CA certificate, with `--target` (default: the cluster directory's).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+}
+
+impl Target {
+    /// The cluster's address and CA file, or `None` for the embedded engine.
+    fn cluster(&self) -> Result<Option<(std::net::SocketAddr, PathBuf)>> {
+        if self.choice.embedded {
+            return Ok(None);
+        }
+        let from_dir =
+            self.choice.cluster_dir.as_deref().map(caduceus_shards::cluster::local::client_target).transpose()?;
+        let address = self.choice.target.or(from_dir.as_ref().map(|t| t.0)).context("no cluster address")?;
+        let ca = self.ca.clone().or(from_dir.map(|t| t.1)).context("--target needs --ca FILE (the cluster CA)")?;
+        Ok(Some((address, ca)))
+    }
 }
 
 #[derive(clap::Args)]
@@ -241,30 +274,45 @@ fn run(options: Run) -> Result<()> {
         }
     };
 
-    let dir = match &options.target.dir {
-        Some(dir) => dir.clone(),
-        None => tempfile::Builder::new().prefix("caduceus-loadgen-").tempdir()?.keep(),
-    };
+    let cluster = options.target.cluster()?;
+    if cluster.is_some() && options.attack_in_flight > 0 {
+        bail!("--attack-in-flight drives the embedded engine only");
+    }
     let opening = Instant::now();
-    let ledger = if dir.join("CURRENT").exists() {
-        let ledger = Ledger::open_existing(&dir).context("open the ledger")?;
-        eprintln!("continuing the ledger in {} at round {}", dir.display(), ledger.round());
-        if ledger.shard_count() != load.shards {
-            bail!("the ledger in {} has {} shards, not {}", dir.display(), ledger.shard_count(), load.shards);
+    let (sink, place) = match &cluster {
+        Some((address, ca)) => (Sink::connect(*address, ca)?, format!("cluster at {address}")),
+        None => {
+            let dir = match &options.target.dir {
+                Some(dir) => dir.clone(),
+                None => tempfile::Builder::new().prefix("caduceus-loadgen-").tempdir()?.keep(),
+            };
+            let ledger = if dir.join("CURRENT").exists() {
+                let ledger = Ledger::open_existing(&dir).context("open the ledger")?;
+                eprintln!("continuing the ledger in {} at round {}", dir.display(), ledger.round());
+                if ledger.shard_count() != load.shards {
+                    bail!("the ledger in {} has {} shards, not {}", dir.display(), ledger.shard_count(), load.shards);
+                }
+                ledger
+            } else {
+                Ledger::open(&dir, &Config { shards: load.shards, genesis_operators: vec![source.operator] })
+                    .context("create the ledger")?
+            };
+            (Sink::Embedded(ledger), dir.display().to_string())
         }
-        ledger
-    } else {
-        Ledger::open(&dir, &Config { shards: load.shards, genesis_operators: vec![source.operator] })
-            .context("create the ledger")?
     };
     let open_seconds = opening.elapsed().as_secs_f64();
 
     // Setup: registrations, then funding, each phase durable before the next.
     for phase in std::mem::take(&mut source.setup) {
         for chunk in phase.chunks(load.batch_size()) {
-            let results = ledger.submit(chunk.to_vec())?;
-            if let Some(bad) = results.iter().find(|r| !r.is_committed()) {
-                bail!("a setup transaction was rejected ({bad}): is this ledger from another workload?");
+            for result in sink.submit(0, chunk.to_vec())?.wait()? {
+                match result {
+                    Some(TxResult::Committed) => {}
+                    Some(bad) => {
+                        bail!("a setup transaction was rejected ({bad}): is this ledger from another workload?")
+                    }
+                    None => bail!("a setup transaction was not acknowledged: a cluster shard is unreachable"),
+                }
             }
         }
     }
@@ -292,11 +340,15 @@ fn run(options: Run) -> Result<()> {
     let mut tally = Tally::new(ack_log, progress, options.duration);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let attack = std::thread::scope(|scope| -> Result<Option<drive::Attack>> {
-        let attacker = (!hostile.is_empty())
-            .then(|| scope.spawn(|| drive::attack(&ledger, &hostile, options.attack_in_flight, &stop)));
+        let attacker = match &sink {
+            Sink::Embedded(ledger) if !hostile.is_empty() => {
+                Some(scope.spawn(|| drive::attack(ledger, &hostile, options.attack_in_flight, &stop)))
+            }
+            _ => None,
+        };
         let honest = match options.rate {
-            Some(rate) => drive::open_loop(&ledger, &mut source, rate, &mut tally),
-            None => drive::closed_loop(&ledger, &mut source, load.in_flight.max(1), &mut tally),
+            Some(rate) => drive::open_loop(&sink, &mut source, rate, &mut tally),
+            None => drive::closed_loop(&sink, &mut source, load.in_flight.max(1), &mut tally),
         };
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let attack = attacker.map(|a| a.join().expect("the hostile client does not panic")).transpose();
@@ -316,7 +368,7 @@ fn run(options: Run) -> Result<()> {
     }
 
     let figures = report::Figures { tally: &tally, reference, open_seconds, cpu_seconds };
-    figures.print(&summary, &dir);
+    figures.print(&summary, &place);
     if let Some(attack) = &attack {
         println!(
             "attack       a hostile client kept {} batches in flight: {} batches, {} transactions",
@@ -335,8 +387,8 @@ fn run(options: Run) -> Result<()> {
         }
     }
     let config = json!({
-        "target": "embedded",
-        "dir": dir,
+        "target": if cluster.is_some() { "cluster" } else { "embedded" },
+        "place": place,
         "shards": load.shards,
         "batch": load.batch_size(),
         "load": match options.rate {
@@ -361,7 +413,11 @@ fn run(options: Run) -> Result<()> {
             .with_context(|| format!("write {}", path.display()))?;
     }
     if let Some(path) = &options.plot {
-        let title = format!("Caduceus embedded: {summary}; {:.0} tx/s", figures.throughput());
+        let title = format!(
+            "Caduceus {}: {summary}; {:.0} tx/s",
+            if cluster.is_some() { "cluster" } else { "embedded" },
+            figures.throughput()
+        );
         report::plot(path, &tally, &title)?;
     }
     Ok(())
@@ -369,10 +425,8 @@ fn run(options: Run) -> Result<()> {
 
 /// Checks an ack log against the ledger; fails if any acknowledged transaction is missing or different.
 fn verify(target: &Target, ack_log: &std::path::Path) -> Result<ExitCode> {
-    let dir = target.dir.as_ref().context("loadgen verify --embedded needs --dir")?;
-    let ledger = Ledger::open_existing(dir).context("open the ledger")?;
     let log = BufReader::new(File::open(ack_log).with_context(|| format!("open {}", ack_log.display()))?);
-    let (mut checked, mut missing, mut different) = (0u64, 0u64, 0u64);
+    let mut entries = Vec::new();
     for (number, line) in log.lines().enumerate() {
         let line = line?;
         let parsed = line.split_once(' ').and_then(|(id, result)| {
@@ -383,24 +437,48 @@ fn verify(target: &Target, ack_log: &std::path::Path) -> Result<ExitCode> {
             };
             Some((id, result))
         });
-        let Some((id, acknowledged)) = parsed else {
+        let Some(entry) = parsed else {
             bail!("{}:{}: not an ack-log line: {line:?}", ack_log.display(), number + 1);
         };
+        entries.push(entry);
+    }
+    // What the target recorded for each id.
+    let recorded: Vec<Option<TxResult>> = match target.cluster()? {
+        Some((address, ca)) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+            runtime.block_on(async {
+                let client = Client::connect(address, &ca).await?;
+                let mut recorded = Vec::with_capacity(entries.len());
+                for chunk in entries.chunks(8192) {
+                    recorded.extend(client.lookup(chunk.iter().map(|(id, _)| *id).collect()).await?);
+                }
+                client.close().await;
+                anyhow::Ok(recorded)
+            })?
+        }
+        None => {
+            let dir = target.dir.as_ref().context("loadgen verify --embedded needs --dir")?;
+            let ledger = Ledger::open_existing(dir).context("open the ledger")?;
+            entries
+                .iter()
+                .map(|(id, _)| Ok(ledger.locate(*id)?.map(|location| location.result)))
+                .collect::<Result<_>>()?
+        }
+    };
+    let (mut checked, mut missing, mut different) = (0u64, 0u64, 0u64);
+    for ((id, acknowledged), recorded) in entries.into_iter().zip(recorded) {
         checked += 1;
-        match ledger.locate(id)? {
+        match recorded {
             None => {
                 missing += 1;
                 if missing <= 10 {
                     eprintln!("missing: {id:032x} was acknowledged as {acknowledged}");
                 }
             }
-            Some(location) if location.result != acknowledged => {
+            Some(result) if result != acknowledged => {
                 different += 1;
                 if different <= 10 {
-                    eprintln!(
-                        "different: {id:032x} was acknowledged as {acknowledged}, the ledger says {}",
-                        location.result
-                    );
+                    eprintln!("different: {id:032x} was acknowledged as {acknowledged}, the ledger says {result}");
                 }
             }
             Some(_) => {}

@@ -92,7 +92,7 @@ impl Figures<'_> {
         self.tally.cross_shard as f64 / self.tally.acknowledged.max(1) as f64
     }
 
-    pub fn print(&self, shape: &str, dir: &Path) {
+    pub fn print(&self, shape: &str, place: &str) {
         let tally = self.tally;
         let throughput = self.throughput();
         println!("load         {shape}");
@@ -138,7 +138,7 @@ impl Figures<'_> {
             println!("peak RSS     {:.0} MiB (this process: engine and load generator)", rss as f64 / 1048576.0);
         }
         println!("ledger open  {:.2} s", self.open_seconds);
-        println!("data         {}", dir.display());
+        println!("data         {place}");
     }
 
     /// The JSON report: the figures, the configuration and the machine.

@@ -97,6 +97,14 @@ impl Client {
         }
     }
 
+    /// The recorded result of each id (`None`: not in the ledger), from every shard's index.
+    pub async fn lookup(&self, ids: Vec<TxId>) -> Result<Vec<Option<caduceus_engine::TxResult>>, ClientError> {
+        match self.expect(&Request::Lookup(ids)).await? {
+            Response::Lookup(found) => Ok(found),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// An inclusion proof up to the cluster checkpoint of the round that sealed it.
     pub async fn prove(&self, id: TxId) -> Result<Option<Proof>, ClientError> {
         match self.expect(&Request::Prove(id)).await? {
