@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::wire::{read_frame, write_frame, Request, Response, WireError};
+use super::wire::{byte_budget, read_frame, read_frame_within, write_frame, ByteBudget, Request, Response, WireError};
+
+/// Connections a server holds at once; more are refused.
+pub const CONNECTIONS_MAX: usize = 4096;
 
 /// How long a peer may take to send a whole request.
 pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,23 +41,32 @@ pub async fn call(connection: &quinn::Connection, request: &Request, timeout: Du
 /// Serves every stream of a connection until it closes: each stream carries one request,
 /// answered by `handle`. A request that cannot be read gets an error frame and its stream
 /// is closed; the others go on.
-pub async fn serve_connection<H, F>(connection: quinn::Connection, handle: Arc<H>)
+pub async fn serve_connection<H, F>(connection: quinn::Connection, handle: Arc<H>, budget: ByteBudget)
 where
     H: Fn(Request) -> F + Send + Sync + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
     while let Ok((mut send, mut recv)) = connection.accept_bi().await {
         let handle = handle.clone();
+        let budget = budget.clone();
         tokio::spawn(async move {
-            let response = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read_frame(&mut recv)).await {
+            let mut held = None;
+            let response = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read_frame_within(&mut recv, &budget)).await
+            {
                 Err(_) => Response::error(super::wire::error_code::MALFORMED, "the request was not sent in time"),
                 Ok(Err(WireError::Read(_))) => return, // the peer went away
                 Ok(Err(error)) => error.response(),
-                Ok(Ok((kind, payload))) => match Request::decode(kind, &payload) {
-                    Ok(request) => handle(request).await,
-                    Err(error) => error.response(),
-                },
+                Ok(Ok((kind, payload, permit))) => {
+                    held = Some(permit);
+                    let request = Request::decode(kind, &payload);
+                    drop(payload);
+                    match request {
+                        Ok(request) => handle(request).await,
+                        Err(error) => error.response(),
+                    }
+                }
             };
+            drop(held);
             let _ = recv.stop(0u32.into());
             let body = response.encode().unwrap_or_else(|error| {
                 Response::error(super::wire::error_code::PROTOCOL, error).encode().expect("a short error frame")
@@ -74,13 +86,20 @@ where
     H: Fn(Request) -> F + Send + Sync + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
+    let budget = byte_budget();
+    let connections = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     let accept = async {
         while let Some(incoming) = endpoint.accept().await {
-            let handle = handle.clone();
+            let Ok(slot) = connections.clone().try_acquire_owned() else {
+                incoming.refuse(); // as many connections as it serves
+                continue;
+            };
+            let (handle, budget) = (handle.clone(), budget.clone());
             tokio::spawn(async move {
                 if let Ok(connection) = incoming.await {
-                    serve_connection(connection, handle).await;
+                    serve_connection(connection, handle, budget).await;
                 }
+                drop(slot);
             });
         }
     };

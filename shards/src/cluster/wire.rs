@@ -45,6 +45,8 @@ pub enum WireError {
     Write(#[from] quinn::WriteError),
     #[error("stream closed: {0}")]
     Closed(#[from] quinn::ClosedStream),
+    #[error("the server holds as many request bytes as it takes: try again later")]
+    Busy,
 }
 
 /// A question routed to the shard that holds the answer (or to every shard).
@@ -516,9 +518,31 @@ pub async fn write_frame(send: &mut quinn::SendStream, body: &[u8]) -> Result<()
     Ok(())
 }
 
-/// Reads one frame and returns its kind and payload. The length is checked before anything
-/// is allocated, and the version before the payload is read.
-pub async fn read_frame(recv: &mut quinn::RecvStream) -> Result<(u8, Vec<u8>), WireError> {
+/// Request bytes a server holds at once, over all connections and streams.
+pub const REQUEST_BYTES_MAX: usize = 256 << 20;
+
+/// A server's budget of request bytes: a frame's payload is read only once its size is taken
+/// from the budget, and given back when the request is answered.
+pub type ByteBudget = std::sync::Arc<tokio::sync::Semaphore>;
+
+pub fn byte_budget() -> ByteBudget {
+    std::sync::Arc::new(tokio::sync::Semaphore::new(REQUEST_BYTES_MAX >> 10))
+}
+
+/// Reads one frame within `budget` (see `read_frame`); the permit holds its bytes.
+pub async fn read_frame_within(
+    recv: &mut quinn::RecvStream,
+    budget: &ByteBudget,
+) -> Result<(u8, Vec<u8>, tokio::sync::OwnedSemaphorePermit), WireError> {
+    let (length, kind) = read_head(recv).await?;
+    let permit = budget.clone().try_acquire_many_owned((length >> 10) as u32 + 1).map_err(|_| WireError::Busy)?;
+    let mut payload = vec![0u8; length - 2];
+    recv.read_exact(&mut payload).await?;
+    Ok((kind, payload, permit))
+}
+
+/// Reads a frame's length, version and kind, and checks them.
+async fn read_head(recv: &mut quinn::RecvStream) -> Result<(usize, u8), WireError> {
     let mut head = [0u8; 6];
     recv.read_exact(&mut head).await?;
     let length = u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) as usize;
@@ -531,15 +555,23 @@ pub async fn read_frame(recv: &mut quinn::RecvStream) -> Result<(u8, Vec<u8>), W
     if head[4] != VERSION {
         return Err(WireError::Version(head[4]));
     }
+    Ok((length, head[5]))
+}
+
+/// Reads one frame and returns its kind and payload. The length is checked before anything
+/// is allocated, and the version before the payload is read.
+pub async fn read_frame(recv: &mut quinn::RecvStream) -> Result<(u8, Vec<u8>), WireError> {
+    let (length, kind) = read_head(recv).await?;
     let mut payload = vec![0u8; length - 2];
     recv.read_exact(&mut payload).await?;
-    Ok((head[5], payload))
+    Ok((kind, payload))
 }
 
 impl WireError {
     /// The error frame that answers a request this error spoiled.
     pub fn response(&self) -> Response {
         let code = match self {
+            WireError::Busy => return Response::Busy,
             WireError::TooLarge(_) => error_code::TOO_LARGE,
             WireError::Version(_) => error_code::VERSION,
             WireError::UnknownKind(_) => error_code::UNKNOWN_KIND,
