@@ -418,11 +418,15 @@ fn garbage_oversized_and_unknown_frames_get_errors_while_others_are_served() {
         endpoint.set_default_client_config(config);
         let hostile = endpoint.connect(cluster.address(), "localhost").unwrap().await.unwrap();
 
+        let replayed = batches[0].clone();
         let good = tokio::spawn(async move {
             let mut served = 0;
             for batch in batches {
                 let outcomes = client.submit(batch.clone()).await.unwrap();
                 assert!(outcomes.iter().all(|o| matches!(o, Outcome::Done(_))));
+                if served == 0 {
+                    assert!(outcomes.iter().all(|o| *o == Outcome::Done(TxResult::Committed)));
+                }
                 served += outcomes.len();
             }
             (client, served)
@@ -444,6 +448,15 @@ fn garbage_oversized_and_unknown_frames_get_errors_while_others_are_served() {
             // A shard request from a client is refused: clients do not speak for the coordinator.
             let body = Request::AtShard { shard: 0, request: Box::new(Request::Status) }.encode().unwrap();
             assert_eq!(error_code(raw(&hostile, &frame(1, body[0], &body[1..])).await), wire::error_code::NOT_HERE);
+            // Replays of the well-behaved client's registrations apply once: whoever is first,
+            // every copy gets the same result.
+            match call(&hostile, &Request::Submit(replayed.clone()), Duration::from_secs(30)).await.unwrap() {
+                Response::Results(outcomes) => {
+                    assert!(outcomes.iter().all(|o| *o == Outcome::Done(TxResult::Committed)), "{outcomes:?}")
+                }
+                Response::Busy => {}
+                other => panic!("{other:?}"),
+            }
         }
         // The hostile connection itself still works for a proper request.
         let health = call(&hostile, &Request::Health, Duration::from_secs(10)).await.unwrap();

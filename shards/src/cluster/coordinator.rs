@@ -18,7 +18,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use caduceus_engine::block::{Checkpoint, ShardHead};
@@ -42,8 +42,8 @@ use super::wire::{error_code, Answer, Outcome, Query, Request, Response};
 
 /// How long a shard may take to answer one request.
 pub const SHARD_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a shard that failed is left alone before it is tried again.
-pub const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// How often a lost shard server is dialled again, and an idle coordinator settles shards.
+pub const RETRY_AFTER: Duration = Duration::from_millis(300);
 /// Round numbers reserved per durable write of the reservation.
 const ROUND_RESERVATION: u64 = 1 << 16;
 
@@ -56,18 +56,18 @@ pub trait Transport: Send + Sync + 'static {
     fn is_down(&self, shard: u32) -> bool;
 }
 
-/// A shard server as the coordinator sees it.
+/// A shard server as the coordinator sees it. Calls never wait for a connection: while a
+/// server is down they fail at once, and its prober reconnects in the background, so a dead
+/// server costs the rounds nothing but the transactions that need it.
 struct Link {
     name: String,
     address: SocketAddr,
-    connection: tokio::sync::Mutex<Option<quinn::Connection>>,
-    down_until: Mutex<Option<Instant>>,
+    connection: Mutex<Option<quinn::Connection>>,
 }
 
 /// Shard servers over QUIC, with mutual TLS.
 struct QuicTransport {
-    endpoint: quinn::Endpoint,
-    links: Vec<Link>,
+    links: Vec<Arc<Link>>,
     /// Index into `links` of each shard's server.
     link_of: Vec<usize>,
 }
@@ -80,57 +80,46 @@ impl Transport for QuicTransport {
     ) -> Pin<Box<dyn Future<Output = Result<Response, String>> + Send + '_>> {
         Box::pin(async move {
             let link = &self.links[self.link_of[shard as usize]];
-            link.call(&self.endpoint, &Request::AtShard { shard, request: Box::new(request) }).await
+            link.call(&Request::AtShard { shard, request: Box::new(request) }).await
         })
     }
 
     fn is_down(&self, shard: u32) -> bool {
-        let link = &self.links[self.link_of[shard as usize]];
-        link.down_until.lock().is_some_and(|until| Instant::now() < until)
+        self.links[self.link_of[shard as usize]].connection.lock().is_none()
     }
 }
 
 impl Link {
-    async fn call(&self, endpoint: &quinn::Endpoint, request: &Request) -> Result<Response, String> {
-        if self.down_until.lock().is_some_and(|until| Instant::now() < until) {
-            return Err(format!("{} is down", self.name));
-        }
-        let connection = {
-            let mut slot = self.connection.lock().await;
-            match slot.as_ref().filter(|c| c.close_reason().is_none()) {
-                Some(connection) => connection.clone(),
-                None => {
-                    let connecting = endpoint.connect(self.address, "localhost").map_err(|e| e.to_string());
-                    let connected = match connecting {
-                        Ok(connecting) => tokio::time::timeout(Duration::from_secs(2), connecting)
-                            .await
-                            .map_err(|_| "connect timed out".to_string())
-                            .and_then(|r| r.map_err(|e| e.to_string())),
-                        Err(e) => Err(e),
-                    };
-                    match connected {
-                        Ok(connection) => {
-                            *slot = Some(connection.clone());
-                            connection
-                        }
-                        Err(error) => {
-                            *self.down_until.lock() = Some(Instant::now() + RETRY_AFTER);
-                            return Err(format!("{}: {error}", self.name));
-                        }
+    async fn call(&self, request: &Request) -> Result<Response, String> {
+        let connection = self.connection.lock().clone().ok_or_else(|| format!("{} is down", self.name))?;
+        call(&connection, request, SHARD_TIMEOUT).await.map_err(|error| {
+            // Down until the prober reconnects.
+            let mut slot = self.connection.lock();
+            if slot.as_ref().is_some_and(|c| c.stable_id() == connection.stable_id()) {
+                *slot = None;
+            }
+            format!("{}: {error}", self.name)
+        })
+    }
+
+    /// Keeps a connection to the server: reconnects whenever it is missing or closed.
+    async fn probe(self: Arc<Self>, endpoint: quinn::Endpoint) {
+        loop {
+            let missing = {
+                let mut slot = self.connection.lock();
+                if slot.as_ref().is_some_and(|c| c.close_reason().is_some()) {
+                    *slot = None;
+                }
+                slot.is_none()
+            };
+            if missing {
+                if let Ok(connecting) = endpoint.connect(self.address, "localhost") {
+                    if let Ok(Ok(connection)) = tokio::time::timeout(Duration::from_secs(2), connecting).await {
+                        *self.connection.lock() = Some(connection);
                     }
                 }
             }
-        };
-        match call(&connection, request, SHARD_TIMEOUT).await {
-            Ok(response) => {
-                *self.down_until.lock() = None;
-                Ok(response)
-            }
-            Err(error) => {
-                *self.down_until.lock() = Some(Instant::now() + RETRY_AFTER);
-                *self.connection.lock().await = None;
-                Err(format!("{}: {error}", self.name))
-            }
+            tokio::time::sleep(RETRY_AFTER).await;
         }
     }
 }
@@ -533,23 +522,27 @@ pub async fn serve(config: NodeConfig, shutdown: impl std::future::Future<Output
         Arc::new(RocksStorage::open(&config.data).with_context(|| format!("opening {}", config.data.display()))?);
     let store = CoordinatorStore::open(storage, &genesis).context("opening the coordinator's log")?;
     let mut link_of = vec![0; genesis.shards as usize];
-    let links = config
+    let links: Vec<Arc<Link>> = config
         .shard_servers
         .iter()
         .enumerate()
         .map(|(index, server)| {
             server.ids.iter().for_each(|&id| link_of[id as usize] = index);
-            Link {
-                name: server.name.clone(),
-                address: server.address,
-                connection: tokio::sync::Mutex::new(None),
-                down_until: Mutex::new(None),
-            }
+            Arc::new(Link { name: server.name.clone(), address: server.address, connection: Mutex::new(None) })
         })
         .collect();
     let mut endpoint = quinn::Endpoint::client("0.0.0.0:0".parse().expect("an address"))?;
     endpoint.set_default_client_config(tls::client(tls::roots(&config.ca)?, Some(config.identity()?))?);
-    let transport = Box::new(QuicTransport { endpoint, links, link_of });
+    let probers: Vec<_> = links.iter().map(|link| tokio::spawn(link.clone().probe(endpoint.clone()))).collect();
+    // Give the first connections a moment, so the first settlement finds the servers that are up.
+    for _ in 0..20 {
+        if links.iter().all(|l| l.connection.lock().is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The probers' handles keep the endpoint open.
+    let transport = Box::new(QuicTransport { links, link_of });
     let mut rounds = RoundDriver::open(store, transport, config.fixed_time).await.map_err(anyhow::Error::msg)?;
     let shared = rounds.shared.clone();
     let (jobs, mut queue) = mpsc::channel::<Job>(SUBMIT_QUEUE_DEPTH);
@@ -581,6 +574,7 @@ pub async fn serve(config: NodeConfig, shutdown: impl std::future::Future<Output
     };
     rpc::serve_endpoint(&client_endpoint, handle, shutdown).await;
     driver.abort();
+    probers.iter().for_each(tokio::task::JoinHandle::abort);
     Ok(())
 }
 
