@@ -41,7 +41,7 @@ use super::tls;
 use super::wire::{error_code, Answer, Outcome, Query, Request, Response};
 
 /// How long a shard may take to answer one request.
-pub const SHARD_TIMEOUT: Duration = Duration::from_secs(5);
+pub const SHARD_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a lost shard server is dialled again, and an idle coordinator settles shards.
 pub const RETRY_AFTER: Duration = Duration::from_millis(300);
 /// Round numbers reserved per durable write of the reservation.
