@@ -269,12 +269,19 @@ impl RoundDriver {
 
     /// Runs one batch as one round; returns one outcome per transaction.
     pub async fn run(&mut self, transactions: Vec<SignedTransaction>) -> Vec<Outcome> {
+        let verdicts = verify(transactions.clone()).await;
+        self.run_verified(transactions, verdicts).await
+    }
+
+    /// Runs a batch whose signatures were checked already (`verdicts` from `verify_all`).
+    pub async fn run_verified(
+        &mut self,
+        transactions: Vec<SignedTransaction>,
+        verdicts: Vec<Option<Reason>>,
+    ) -> Vec<Outcome> {
+        assert_eq!(transactions.len(), verdicts.len(), "one verdict per transaction");
         let shared = self.shared.clone();
         let shard_count = shared.genesis.shards;
-        let verdicts = {
-            let transactions = transactions.clone();
-            tokio::task::spawn_blocking(move || verify_all(&transactions)).await.expect("verification does not panic")
-        };
         let mut outcomes: Vec<Option<Outcome>> =
             verdicts.iter().map(|v| v.map(|reason| Outcome::Done(TxResult::Rejected(reason)))).collect();
         // A repeated id within the batch gets the first occurrence's outcome.
@@ -499,6 +506,11 @@ impl RoundDriver {
     }
 }
 
+/// Checks a batch's signatures on the blocking pool (rayon inside).
+async fn verify(transactions: Vec<SignedTransaction>) -> Vec<Option<Reason>> {
+    tokio::task::spawn_blocking(move || verify_all(&transactions)).await.expect("verification does not panic")
+}
+
 /// Crash tests stop the process at a chosen point: `CADUCEUS_FAILPOINT=after-votes:ROUND` (all
 /// votes in, nothing decided) or `after-log:ROUND` (decisions logged, none sent).
 fn failpoint(name: &str, round: u64) {
@@ -545,12 +557,23 @@ pub async fn serve(config: NodeConfig, shutdown: impl std::future::Future<Output
     let transport = Box::new(QuicTransport { links, link_of });
     let mut rounds = RoundDriver::open(store, transport, config.fixed_time).await.map_err(anyhow::Error::msg)?;
     let shared = rounds.shared.clone();
+    // Submitted batches are verified while the round before them runs: a bounded queue in,
+    // one verified batch waiting at most.
     let (jobs, mut queue) = mpsc::channel::<Job>(SUBMIT_QUEUE_DEPTH);
+    let (verified_sender, mut verified) = mpsc::channel::<(Job, Vec<Option<Reason>>)>(1);
+    let verifier = tokio::spawn(async move {
+        while let Some(job) = queue.recv().await {
+            let verdicts = verify(job.transactions.clone()).await;
+            if verified_sender.send((job, verdicts)).await.is_err() {
+                break;
+            }
+        }
+    });
     let driver = tokio::spawn(async move {
         loop {
-            match tokio::time::timeout(RETRY_AFTER, queue.recv()).await {
-                Ok(Some(job)) => {
-                    let outcomes = rounds.run(job.transactions).await;
+            match tokio::time::timeout(RETRY_AFTER, verified.recv()).await {
+                Ok(Some((job, verdicts))) => {
+                    let outcomes = rounds.run_verified(job.transactions, verdicts).await;
                     let _ = job.reply.send(outcomes);
                 }
                 Ok(None) => break,
@@ -574,6 +597,7 @@ pub async fn serve(config: NodeConfig, shutdown: impl std::future::Future<Output
     };
     rpc::serve_endpoint(&client_endpoint, handle, shutdown).await;
     driver.abort();
+    verifier.abort();
     probers.iter().for_each(tokio::task::JoinHandle::abort);
     Ok(())
 }
