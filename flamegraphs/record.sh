@@ -2,20 +2,43 @@
 # Records a flamegraph of the embedded engine under loadgen, from a fresh
 # clone, with this machine's own tools: perf (software sampling, so it works
 # without hardware counters) and inferno. Installs what is missing.
-#   flamegraphs/record.sh [loadgen run options]   -> flamegraphs/loadgen-embedded.svg
+#   flamegraphs/record.sh [loadgen run options]             -> flamegraphs/loadgen-embedded.svg
+#   flamegraphs/record.sh --cluster [loadgen run options]   -> flamegraphs/loadgen-cluster.svg
 # The workload is generated and signed first, outside the recording, so the
 # graph shows the engine: verify, execute, persist and RocksDB's own threads.
+# With --cluster, a local cluster (coordinator and 2 shard servers) is
+# recorded instead, every process of it, while loadgen drives it from outside.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v perf >/dev/null || { [ "$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq linux-perf >/dev/null; }
 command -v perf >/dev/null || { echo "perf is missing: install linux-perf" >&2; exit 1; }
 command -v inferno-flamegraph >/dev/null || cargo install inferno --locked
+cluster=false
+if [ "${1:-}" = --cluster ]; then cluster=true; shift; fi
 ./run demo --transactions 1 --reference-seconds 0 >/dev/null # builds, checks system packages
-cargo build --release -p caduceus-loadgen
+cargo build --release -p caduceus-loadgen -p caduceus-shards
 loadgen="${CARGO_TARGET_DIR:-target}/release/loadgen"
+caduceus="${CARGO_TARGET_DIR:-target}/release/caduceus"
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap '"$caduceus" cluster down --dir "$work/cluster" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 "$loadgen" generate --out "$work/workload.cw" --transactions 300000 >/dev/null
+if $cluster; then
+    "$caduceus" cluster init --dir "$work/cluster" --shards 4 --servers 2 --base-port 0 >/dev/null
+    # perf follows `cluster up` into every node process it starts.
+    perf record -e cpu-clock -F 499 --call-graph dwarf,32768 -o "$work/perf.data" \
+        "$caduceus" cluster up --dir "$work/cluster" >"$work/up.txt" 2>&1 &
+    for _ in $(seq 300); do grep -q "client address" "$work/up.txt" && break; sleep 0.2; done
+    "$loadgen" run --cluster-dir "$work/cluster" --workload "$work/workload.cw" --no-reference "$@" >"$work/run.txt"
+    "$caduceus" cluster down --dir "$work/cluster" >/dev/null
+    wait
+    grep -E '^(load|throughput)' "$work/run.txt"
+    perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf > "$work/stacks.folded"
+    inferno-flamegraph --title "caduceus cluster (coordinator + 2 shard servers, 4 shards) under loadgen" \
+        < "$work/stacks.folded" > flamegraphs/loadgen-cluster.svg
+    cp "$work/stacks.folded" "${FOLDED_OUT:-/dev/null}"
+    echo "wrote flamegraphs/loadgen-cluster.svg"
+    exit 0
+fi
 # DWARF unwinding: release builds keep no frame pointers.
 perf record -e cpu-clock -F 499 --call-graph dwarf,32768 -o "$work/perf.data" \
     "$loadgen" run --embedded --dir "$work/ledger" --workload "$work/workload.cw" --no-reference "$@" >"$work/run.txt"
