@@ -89,12 +89,49 @@ impl CoordinatorStore {
         self.storage.get(&key)?.map(|bytes| decode_decisions(&bytes).map_err(corrupt(&key))).transpose()
     }
 
+    /// The checkpoint that holds block `height` of `shard`, sealed in `round`: that round's, or
+    /// the late one recorded when the coordinator learned of the block afterwards.
+    pub fn checkpoint_holding(&self, shard: u32, height: u64, round: u64) -> Result<Option<Checkpoint>, QueryError> {
+        let holds = |c: &Checkpoint| c.heads.iter().any(|h| h.shard == shard && h.height == height);
+        if let Some(checkpoint) = self.checkpoint_at(round)?.filter(holds) {
+            return Ok(Some(checkpoint));
+        }
+        let key = layout::late_checkpoint(shard, height);
+        let Some(bytes) = self.storage.get(&key)? else { return Ok(None) };
+        let late =
+            u64::from_le_bytes(bytes.as_slice().try_into().map_err(|_| QueryError::Inconsistent {
+                place: layout::describe(&key),
+                detail: "not a round number",
+            })?);
+        Ok(self.checkpoint_at(late)?.filter(holds))
+    }
+
+    /// Records a checkpoint for a block of `shard` that the checkpoint of its own round does not
+    /// hold (the shard did not answer in time), and notes it for proofs.
+    pub fn record_late_checkpoint(
+        &mut self,
+        checkpoint: Checkpoint,
+        shard: u32,
+        height: u64,
+    ) -> Result<(), StorageError> {
+        let note = (layout::late_checkpoint(shard, height), Some(checkpoint.round.to_le_bytes().to_vec()));
+        self.record_with(checkpoint, vec![note])
+    }
+
     /// Records a finished round's checkpoint (the next round's `previous`).
     pub fn record_checkpoint(&mut self, checkpoint: Checkpoint) -> Result<(), StorageError> {
-        let writes = vec![
+        self.record_with(checkpoint, Vec::new())
+    }
+
+    fn record_with(
+        &mut self,
+        checkpoint: Checkpoint,
+        mut writes: Vec<crate::round::Write>,
+    ) -> Result<(), StorageError> {
+        writes.extend([
             (layout::checkpoint(checkpoint.round), Some(checkpoint.encode().expect("bounded checkpoint"))),
             (layout::META_ROUND.to_vec(), Some(encode_round_meta(checkpoint.round, &checkpoint.hash()))),
-        ];
+        ]);
         self.storage.write(&writes)?;
         self.checkpoint = Some(checkpoint);
         Ok(())

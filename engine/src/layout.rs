@@ -12,6 +12,7 @@
 //! | `A`    | patient (32), height u64 BE, index u32 BE      | access log entry              |
 //! | `U`    | gtin u64 BE, serial length u8, serial, height u64 BE, index u32 BE | custody event |
 //! | `P`    | tx id u128 BE (cluster participants only)      | result code of a cross-shard tx held here but indexed by its first participant |
+//! | `L`    | shard u32 BE, height u64 BE (cluster coordinator only) | round (u64 LE) of the checkpoint that holds a block its own round's does not |
 //!
 //! Every key and value here is a function of the block chain, which is what
 //! lets `verify` rebuild the whole store from the blocks and compare.
@@ -29,6 +30,9 @@ pub const ACCESS: u8 = b'A';
 pub const CUSTODY: u8 = b'U';
 /// A cluster participant's record of a cross-shard transaction it holds but does not index.
 pub const PARTICIPATION: u8 = b'P';
+/// A cluster coordinator's note of the checkpoint that holds a block no checkpoint of its own
+/// round holds (its shard did not answer in that round).
+pub const LATE_CHECKPOINT: u8 = b'L';
 
 pub const META_CONFIG: &[u8] = b"Mconfig";
 pub const META_ROUND: &[u8] = b"Mround";
@@ -68,6 +72,9 @@ pub fn state(shard: u32, state_key: &[u8]) -> Vec<u8> {
 }
 pub fn transaction(id: TxId) -> Vec<u8> {
     key(TRANSACTION, &[&id.to_be_bytes()])
+}
+pub fn late_checkpoint(shard: u32, height: u64) -> Vec<u8> {
+    key(LATE_CHECKPOINT, &[&shard.to_be_bytes(), &height.to_be_bytes()])
 }
 pub fn participation(id: TxId) -> Vec<u8> {
     key(PARTICIPATION, &[&id.to_be_bytes()])
@@ -115,6 +122,7 @@ pub fn describe(key: &[u8]) -> String {
         },
         Some(&TRANSACTION) => format!("transaction index {}", crate::model::hex(rest)),
         Some(&PARTICIPATION) => format!("participation {}", crate::model::hex(rest)),
+        Some(&LATE_CHECKPOINT) => format!("late checkpoint of block {}", crate::model::hex(rest)),
         Some(&ACCESS) => format!("access log entry {}", crate::model::hex(rest)),
         Some(&CUSTODY) => format!("custody event {}", crate::model::hex(rest)),
         Some(&META) => format!("metadata {}", String::from_utf8_lossy(rest)),

@@ -769,13 +769,18 @@ async fn cluster_query(target: std::net::SocketAddr, ca: &Path, question: Questi
             let id = parse_id(&id)?;
             let proof =
                 client.prove(id).await?.with_context(|| format!("no transaction {} in the cluster", id_hex(id)))?;
+            let checkpoint = client.checkpoint_at(proof.checkpoint_round).await?.context("its checkpoint is stored")?;
+            let verdict = match proof.verify(&checkpoint.hash()) {
+                Ok(()) => "VERIFIED".to_owned(),
+                Err(error) => format!("FAILED: {error}"),
+            };
             println!(
-                "transaction {}: {} in shard {} block {}; its proof leads to checkpoint {} (round {})",
+                "transaction {}: {} in shard {} block {}; proof against checkpoint {} (round {}): {verdict}",
                 id_hex(id),
                 proof.result,
                 proof.header.shard,
                 proof.header.height,
-                hex(&proof.checkpoint_hash()),
+                &hex(&checkpoint.hash())[..16],
                 proof.checkpoint_round
             );
         }

@@ -295,6 +295,15 @@ fn a_shard_server_killed_during_load_rejoins_and_nothing_acknowledged_is_lost() 
             let outcomes = client.submit(chunk.to_vec()).await.unwrap();
             assert!(outcomes.iter().all(|o| matches!(o, Outcome::Done(_))), "{outcomes:?}");
         }
+        // Every transaction of the batches around the kill (those in flight when the server died
+        // included) has a proof that checks against the checkpoint it names.
+        for batch in &batches[kill_at - 1..=kill_at + 1] {
+            for transaction in batch {
+                let proof = client.prove(transaction.id()).await.unwrap().expect("recorded, so provable");
+                let checkpoint = client.checkpoint_at(proof.checkpoint_round).await.unwrap().unwrap();
+                proof.verify(&checkpoint.hash()).unwrap();
+            }
+        }
         // A replay of acknowledged transactions gets the first results and applies nothing.
         let replay: Vec<SignedTransaction> = acknowledged.iter().take(500).map(|(t, _)| t.clone()).collect();
         let outcomes = client.submit(replay).await.unwrap();

@@ -121,6 +121,14 @@ impl Client {
         }
     }
 
+    /// The checkpoint of one round, as the coordinator stored it.
+    pub async fn checkpoint_at(&self, round: u64) -> Result<Option<Checkpoint>, ClientError> {
+        match self.expect(&Request::CheckpointAt(round)).await? {
+            Response::Checkpoint(checkpoint) => Ok(checkpoint),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// The node's role and a one-line description of its health.
     pub async fn health(&self) -> Result<(String, String), ClientError> {
         match self.expect(&Request::Health).await? {

@@ -133,9 +133,24 @@ struct Shared {
     /// Shards whose prepared round must be settled before they take part again.
     unresolved: Mutex<BTreeSet<u32>>,
     fixed_time: Option<u64>,
+    /// The next round number, and the highest one reserved durably.
+    rounds: Mutex<(u64, u64)>,
 }
 
 impl Shared {
+    /// A new round number, never used before, even across restarts.
+    fn next_round(&self) -> Result<u64, String> {
+        let mut rounds = self.rounds.lock();
+        let (next, reserved) = *rounds;
+        if next > reserved {
+            let reserved = next + ROUND_RESERVATION;
+            self.store.lock().reserve(reserved).map_err(|e| e.to_string())?;
+            rounds.1 = reserved;
+        }
+        rounds.0 = next + 1;
+        Ok(next)
+    }
+
     async fn at_shard(&self, shard: u32, request: Request) -> Result<Response, String> {
         let result = self.transport.call(shard, request).await;
         if result.is_err() {
@@ -171,7 +186,8 @@ impl Shared {
             other => return Err(format!("shard {shard}: unexpected status answer {other:?}")),
         };
         let mut head = ShardHead { shard, height: status.head.height, hash: status.head.hash };
-        if let Some((round, ids)) = status.pending {
+        if let Some((round, ids)) = &status.pending {
+            let round = *round;
             let logged = self.store.lock().decisions(round).map_err(|e| e.to_string())?;
             let decisions = match logged {
                 Some(decisions) => decisions,
@@ -189,6 +205,23 @@ impl Shared {
             }
         }
         self.heads.lock()[shard as usize] = head;
+        // A block sealed while the coordinator did not hear from its shard is in no checkpoint
+        // yet: record one now, so it can be proved.
+        let block_round = status.pending.as_ref().map_or(status.head.round, |(round, _)| *round);
+        if head.height > 0 {
+            let held =
+                self.store.lock().checkpoint_holding(shard, head.height, block_round).map_err(|e| e.to_string())?;
+            if held.is_none() {
+                let round = self.next_round()?;
+                let mut store = self.store.lock();
+                let checkpoint = Checkpoint {
+                    round,
+                    previous: store.checkpoint().map_or([0; 32], Checkpoint::hash),
+                    heads: self.heads.lock().clone(),
+                };
+                store.record_late_checkpoint(checkpoint, shard, head.height).map_err(|e| e.to_string())?;
+            }
+        }
         self.unresolved.lock().remove(&shard);
         Ok(())
     }
@@ -211,8 +244,6 @@ impl Shared {
 /// else runs on that task.
 pub struct RoundDriver {
     shared: Arc<Shared>,
-    next: u64,
-    reserved: u64,
     last_now: u64,
 }
 
@@ -236,9 +267,10 @@ impl RoundDriver {
             transport,
             heads: Mutex::new(heads),
             fixed_time,
+            rounds: Mutex::new((reserved + 1, reserved)),
         });
         shared.resolve_pending().await;
-        Ok(Self { shared, next: reserved + 1, reserved, last_now: fixed_time.unwrap_or(0) })
+        Ok(Self { shared, last_now: fixed_time.unwrap_or(0) })
     }
 
     /// Settles every shard that needs it and is not known to be down.
@@ -255,16 +287,6 @@ impl RoundDriver {
         let clock = self.shared.fixed_time.unwrap_or_else(|| (caduceus_engine::ledger::system_clock())());
         self.last_now = self.last_now.max(clock);
         self.last_now
-    }
-
-    fn next_round(&mut self) -> Result<u64, String> {
-        if self.next > self.reserved {
-            let reserved = self.next + ROUND_RESERVATION;
-            self.shared.store.lock().reserve(reserved).map_err(|e| e.to_string())?;
-            self.reserved = reserved;
-        }
-        self.next += 1;
-        Ok(self.next - 1)
     }
 
     /// Runs one batch as one round; returns one outcome per transaction.
@@ -368,7 +390,7 @@ impl RoundDriver {
         let shared = self.shared.clone();
         let shard_count = shared.genesis.shards;
         let round_transactions: Vec<SignedTransaction> = candidates.iter().map(|&p| transactions[p].clone()).collect();
-        let round = self.next_round()?;
+        let round = shared.next_round()?;
         let now = self.now();
         let (singles, cross) = split(&round_transactions, shard_count);
         let mut coordinator = Coordinator::new(
@@ -624,14 +646,17 @@ async fn handle(shared: &Arc<Shared>, jobs: &mpsc::Sender<Job>, request: Request
         Request::Prove(id) => {
             for answer in shared.all_shards(Request::Prove(id)).await {
                 if let Ok(Response::Proof(Some(mut proof))) = answer {
-                    let round = proof.header.round;
-                    let checkpoint = shared.store.lock().checkpoint_at(round);
+                    let (shard, height, round) = (proof.header.shard, proof.header.height, proof.header.round);
+                    let checkpoint = shared.store.lock().checkpoint_holding(shard, height, round);
                     return match checkpoint {
                         Ok(Some(checkpoint)) => match complete_proof(&mut proof, &checkpoint) {
                             Ok(()) => Response::Proof(Some(proof)),
                             Err(e) => Response::error(error_code::STORAGE, e),
                         },
-                        Ok(None) => Response::error(error_code::STORAGE, format!("checkpoint {round} is missing")),
+                        Ok(None) => Response::error(
+                            error_code::STORAGE,
+                            format!("no checkpoint holds block {height} of shard {shard} yet"),
+                        ),
                         Err(e) => Response::error(error_code::STORAGE, e),
                     };
                 }
@@ -639,6 +664,10 @@ async fn handle(shared: &Arc<Shared>, jobs: &mpsc::Sender<Job>, request: Request
             Response::Proof(None)
         }
         Request::Checkpoint => Response::Checkpoint(shared.store.lock().checkpoint().cloned()),
+        Request::CheckpointAt(round) => match shared.store.lock().checkpoint_at(round) {
+            Ok(checkpoint) => Response::Checkpoint(checkpoint),
+            Err(e) => Response::error(error_code::STORAGE, e),
+        },
         // Where each id is recorded, from every shard's transaction index.
         Request::Lookup(ids) => {
             let mut found: Vec<Option<TxResult>> = vec![None; ids.len()];

@@ -72,6 +72,8 @@ pub enum Request {
     Query(Query),
     Prove(TxId),
     Checkpoint,
+    /// The checkpoint of one round (for checking a proof against it).
+    CheckpointAt(u64),
     Health,
     // Coordinator to shard:
     Round(RoundRequest),
@@ -335,6 +337,10 @@ impl Request {
             }
             Request::Checkpoint => e.u8(4),
             Request::Health => e.u8(5),
+            Request::CheckpointAt(round) => {
+                e.u8(6);
+                e.u64(*round);
+            }
             Request::Round(request) => {
                 e.u8(10);
                 request.encode_into(&mut e)?;
@@ -370,6 +376,7 @@ impl Request {
             3 => Request::Prove(d.u128()?),
             4 => Request::Checkpoint,
             5 => Request::Health,
+            6 => Request::CheckpointAt(d.u64()?),
             10 => Request::Round(RoundRequest::decode_from(&mut d)?),
             11 => Request::Decide { round: d.u64()?, decisions: read_decisions(&mut d)? },
             12 => Request::Status,
