@@ -467,7 +467,18 @@ fn garbage_oversized_and_unknown_frames_get_errors_while_others_are_served() {
                 other => panic!("{other:?}"),
             }
         }
-        // The hostile connection itself still works for a proper request.
+        // A stream that declares the largest frame and then sends nothing holds its
+        // connection's whole byte budget: the next large request on that connection is told
+        // "busy" at once (the server never buffers more than it allows), and others are served.
+        let (mut held_send, _held_recv) = hostile.open_bi().await.unwrap();
+        let mut declared = ((wire::FRAME_MAX) as u32).to_be_bytes().to_vec();
+        declared.extend_from_slice(&[1, 1]);
+        held_send.write_all(&declared).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut large = ((wire::FRAME_MAX / 2) as u32).to_be_bytes().to_vec();
+        large.extend_from_slice(&[1, 1]);
+        assert_eq!(raw(&hostile, &large).await, Response::Busy);
+        // The hostile connection itself still works for a proper (small) request.
         let health = call(&hostile, &Request::Health, Duration::from_secs(10)).await.unwrap();
         assert!(matches!(health, Response::Health { .. }));
         let (client, served) = good.await.unwrap();

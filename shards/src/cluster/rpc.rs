@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::wire::{byte_budget, read_frame, read_frame_within, write_frame, ByteBudget, Request, Response, WireError};
+use super::wire::{
+    byte_budget, connection_budget, read_frame, read_frame_within, write_frame, ByteBudget, Request, Response,
+    WireError,
+};
 
 /// Connections a server holds at once; more are refused.
 pub const CONNECTIONS_MAX: usize = 4096;
@@ -46,12 +49,17 @@ where
     H: Fn(Request) -> F + Send + Sync + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
+    let own = connection_budget();
     while let Ok((mut send, mut recv)) = connection.accept_bi().await {
         let handle = handle.clone();
-        let budget = budget.clone();
+        let (budget, own) = (budget.clone(), own.clone());
         tokio::spawn(async move {
             let mut held = None;
-            let response = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read_frame_within(&mut recv, &budget)).await
+            let response = match tokio::time::timeout(
+                REQUEST_READ_TIMEOUT,
+                read_frame_within(&mut recv, &[&own, &budget]),
+            )
+            .await
             {
                 Err(_) => Response::error(super::wire::error_code::MALFORMED, "the request was not sent in time"),
                 Ok(Err(WireError::Read(_))) => return, // the peer went away

@@ -536,16 +536,27 @@ pub fn byte_budget() -> ByteBudget {
     std::sync::Arc::new(tokio::sync::Semaphore::new(REQUEST_BYTES_MAX >> 10))
 }
 
-/// Reads one frame within `budget` (see `read_frame`); the permit holds its bytes.
+/// Request bytes one connection may hold at once: one frame of the largest size.
+pub const CONNECTION_BYTES_MAX: usize = FRAME_MAX + (1 << 20);
+
+/// A connection's own budget, inside the server's.
+pub fn connection_budget() -> ByteBudget {
+    std::sync::Arc::new(tokio::sync::Semaphore::new(CONNECTION_BYTES_MAX >> 10))
+}
+
+/// Reads one frame within every one of `budgets` (see `read_frame`); the permits hold its bytes.
 pub async fn read_frame_within(
     recv: &mut quinn::RecvStream,
-    budget: &ByteBudget,
-) -> Result<(u8, Vec<u8>, tokio::sync::OwnedSemaphorePermit), WireError> {
+    budgets: &[&ByteBudget],
+) -> Result<(u8, Vec<u8>, Vec<tokio::sync::OwnedSemaphorePermit>), WireError> {
     let (length, kind) = read_head(recv).await?;
-    let permit = budget.clone().try_acquire_many_owned((length >> 10) as u32 + 1).map_err(|_| WireError::Busy)?;
+    let permits = budgets
+        .iter()
+        .map(|budget| (*budget).clone().try_acquire_many_owned((length >> 10) as u32 + 1).map_err(|_| WireError::Busy))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut payload = vec![0u8; length - 2];
     recv.read_exact(&mut payload).await?;
-    Ok((kind, payload, permit))
+    Ok((kind, payload, permits))
 }
 
 /// Reads a frame's length, version and kind, and checks them.
