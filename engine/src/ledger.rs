@@ -198,23 +198,28 @@ impl Core {
                 (round, Some(checkpoint))
             }
         };
-        let mut shards = Vec::with_capacity(genesis.shards as usize);
-        for id in 0..genesis.shards {
-            let state = load_state(storage.as_ref(), id)?;
-            let (height, head, time) = match checkpoint.as_ref().map(|c| c.heads[id as usize]) {
-                Some(head) if head.height > 0 => {
-                    let key = layout::header(id, head.height);
-                    let bytes = storage.get(&key)?.ok_or_else(|| damaged(&key, "missing".into()))?;
-                    let header = BlockHeader::decode(&bytes).map_err(|e| damaged(&key, e.to_string()))?;
-                    if header.hash() != head.hash || head.shard != id {
-                        return Err(damaged(&key, "does not match the checkpoint".into()));
+        // Every shard's state loads on its own thread: reopening is a scan and a decode of
+        // every state entry, which divides over the cores.
+        use rayon::prelude::*;
+        let shards = (0..genesis.shards)
+            .into_par_iter()
+            .map(|id| {
+                let state = load_state(storage.as_ref(), id)?;
+                let (height, head, time) = match checkpoint.as_ref().map(|c| c.heads[id as usize]) {
+                    Some(head) if head.height > 0 => {
+                        let key = layout::header(id, head.height);
+                        let bytes = storage.get(&key)?.ok_or_else(|| damaged(&key, "missing".into()))?;
+                        let header = BlockHeader::decode(&bytes).map_err(|e| damaged(&key, e.to_string()))?;
+                        if header.hash() != head.hash || head.shard != id {
+                            return Err(damaged(&key, "does not match the checkpoint".into()));
+                        }
+                        (head.height, head.hash, header.time)
                     }
-                    (head.height, head.hash, header.time)
-                }
-                _ => (0, [0; 32], 0),
-            };
-            shards.push(Shard::restore(id, genesis.shards, state, height, head, time));
-        }
+                    _ => (0, [0; 32], 0),
+                };
+                Ok(Shard::restore(id, genesis.shards, state, height, head, time))
+            })
+            .collect::<Result<Vec<Shard>, OpenError>>()?;
         Ok(Core {
             storage,
             genesis,
