@@ -5,6 +5,7 @@
 
 use caduceus_engine::block::{BlockBody, BlockHeader, Checkpoint, Proof};
 use caduceus_engine::codec::Codec;
+use caduceus_engine::participant::{Head, RoundReply, RoundRequest, Status};
 use caduceus_engine::round::{decode_decisions, encode_decisions, Genesis};
 use caduceus_engine::state::StateKey;
 use caduceus_engine::SignedTransaction;
@@ -18,7 +19,7 @@ fn canonical<T: Codec>(bytes: &[u8]) {
 
 fuzz_target!(|input: &[u8]| {
     let Some((&which, bytes)) = input.split_first() else { return };
-    match which % 8 {
+    match which % 12 {
         0 => {
             if let Ok(transaction) = SignedTransaction::decode(bytes) {
                 let again = SignedTransaction::from_parts(transaction.transaction.clone(), transaction.signature());
@@ -35,6 +36,10 @@ fuzz_target!(|input: &[u8]| {
                 assert_eq!(key.to_bytes(), bytes);
             }
         }
+        8 => canonical::<RoundRequest>(bytes),
+        9 => canonical::<RoundReply>(bytes),
+        10 => canonical::<Status>(bytes),
+        11 => canonical::<Head>(bytes),
         _ => {
             if let Ok(decisions) = decode_decisions(bytes) {
                 assert_eq!(encode_decisions(&decisions), bytes);
