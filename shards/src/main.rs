@@ -12,7 +12,7 @@ use caduceus_engine::model::{hex, unhex, ActorKey, Operation, TxResult, UnitId};
 use caduceus_engine::signature::{actor_key, measure_verify_batch_rate, signing_key};
 use caduceus_engine::storage::RocksStorage;
 use caduceus_engine::verify::verify_storage;
-use caduceus_engine::{Ledger, SignedTransaction, UnitVerification};
+use caduceus_engine::{Checkpoint, Ledger, Proof, SignedTransaction, UnitVerification};
 use caduceus_shards::cluster;
 use caduceus_shards::cluster::client::Client;
 use caduceus_shards::cluster::config::NodeConfig;
@@ -510,6 +510,12 @@ fn print_access(entry: &AccessEntry) {
 fn print_proof(ledger: &Ledger, id: u128) -> Result<()> {
     let proof = ledger.prove(id)?.with_context(|| format!("no transaction {} on this ledger", id_hex(id)))?;
     let checkpoint = ledger.checkpoint_at(proof.checkpoint_round)?.context("its checkpoint is stored")?;
+    report_proof(id, &proof, &checkpoint);
+    Ok(())
+}
+
+/// Prints a transaction's result and whether its proof checks against `checkpoint`.
+fn report_proof(id: u128, proof: &Proof, checkpoint: &Checkpoint) {
     let verdict = match proof.verify(&checkpoint.hash()) {
         Ok(()) => "VERIFIED".to_owned(),
         Err(error) => format!("FAILED: {error}"),
@@ -526,6 +532,27 @@ fn print_proof(ledger: &Ledger, id: u128) -> Result<()> {
         proof.checkpoint_round,
         &hex(&checkpoint.hash())[..16],
     );
+}
+
+fn print_checkpoint(checkpoint: &Checkpoint) {
+    println!("round {} checkpoint {}", checkpoint.round, hex(&checkpoint.hash()));
+    for head in &checkpoint.heads {
+        println!("  shard {} height {} head {}", head.shard, head.height, hex(&head.hash));
+    }
+}
+
+/// A transaction's proof from a cluster, with the checkpoint it leads to.
+async fn cluster_proof(client: &Client, id: u128) -> Result<(Proof, Checkpoint)> {
+    let proof = client.prove(id).await?.with_context(|| format!("no transaction {} in the cluster", id_hex(id)))?;
+    let checkpoint = client.checkpoint_at(proof.checkpoint_round).await?.context("its checkpoint is stored")?;
+    Ok((proof, checkpoint))
+}
+
+/// Writes a proof for `caduceus check-proof` and says which checkpoint it leads to.
+fn write_proof(out: &Path, id: u128, proof: &Proof, checkpoint: &Checkpoint) -> Result<()> {
+    std::fs::write(out, proof.encode()?)?;
+    println!("wrote the proof of {} to {}", id_hex(id), out.display());
+    println!("it leads to checkpoint {} (round {})", hex(&checkpoint.hash()), checkpoint.round);
     Ok(())
 }
 
@@ -610,17 +637,11 @@ fn query(dir: &Path, question: Question) -> Result<()> {
         Question::Proof { id, out } => {
             let id = parse_id(&id)?;
             let proof = ledger.prove(id)?.with_context(|| format!("no transaction {} on this ledger", id_hex(id)))?;
-            std::fs::write(&out, proof.encode()?)?;
             let checkpoint = ledger.checkpoint_at(proof.checkpoint_round)?.context("its checkpoint is stored")?;
-            println!("wrote the proof of {} to {}", id_hex(id), out.display());
-            println!("it leads to checkpoint {} (round {})", hex(&checkpoint.hash()), checkpoint.round);
+            write_proof(&out, id, &proof, &checkpoint)?;
         }
         Question::Checkpoint => {
-            let checkpoint = ledger.checkpoint().context("the ledger has no rounds yet")?;
-            println!("round {} checkpoint {}", checkpoint.round, hex(&checkpoint.hash()));
-            for head in &checkpoint.heads {
-                println!("  shard {} height {} head {}", head.shard, head.height, hex(&head.hash));
-            }
+            print_checkpoint(&ledger.checkpoint().context("the ledger has no rounds yet")?);
             println!("state hash {}", hex(&ledger.state_hash()));
         }
     }
@@ -767,37 +788,16 @@ async fn cluster_query(target: std::net::SocketAddr, ca: &Path, question: Questi
         }
         Question::Transaction { id } => {
             let id = parse_id(&id)?;
-            let proof =
-                client.prove(id).await?.with_context(|| format!("no transaction {} in the cluster", id_hex(id)))?;
-            let checkpoint = client.checkpoint_at(proof.checkpoint_round).await?.context("its checkpoint is stored")?;
-            let verdict = match proof.verify(&checkpoint.hash()) {
-                Ok(()) => "VERIFIED".to_owned(),
-                Err(error) => format!("FAILED: {error}"),
-            };
-            println!(
-                "transaction {}: {} in shard {} block {}; proof against checkpoint {} (round {}): {verdict}",
-                id_hex(id),
-                proof.result,
-                proof.header.shard,
-                proof.header.height,
-                &hex(&checkpoint.hash())[..16],
-                proof.checkpoint_round
-            );
+            let (proof, checkpoint) = cluster_proof(&client, id).await?;
+            report_proof(id, &proof, &checkpoint);
         }
         Question::Proof { id, out } => {
             let id = parse_id(&id)?;
-            let proof =
-                client.prove(id).await?.with_context(|| format!("no transaction {} in the cluster", id_hex(id)))?;
-            std::fs::write(&out, proof.encode()?)?;
-            println!("wrote the proof of {} to {}", id_hex(id), out.display());
-            println!("it leads to checkpoint {} (round {})", hex(&proof.checkpoint_hash()), proof.checkpoint_round);
+            let (proof, checkpoint) = cluster_proof(&client, id).await?;
+            write_proof(&out, id, &proof, &checkpoint)?;
         }
         Question::Checkpoint => {
-            let checkpoint = client.checkpoint().await?.context("the cluster has no rounds yet")?;
-            println!("round {} checkpoint {}", checkpoint.round, hex(&checkpoint.hash()));
-            for head in &checkpoint.heads {
-                println!("  shard {} height {} head {}", head.shard, head.height, hex(&head.hash));
-            }
+            print_checkpoint(&client.checkpoint().await?.context("the cluster has no rounds yet")?);
             if let Answer::Totals(hash, balances, funded) = client.query(WireQuery::Totals).await? {
                 println!("state hash {}", hex(&hash));
                 println!("balances {balances} cents, funded {funded} cents");

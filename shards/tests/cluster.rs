@@ -60,6 +60,15 @@ fn batches(workload: &mut Workload, load: usize) -> Vec<Vec<SignedTransaction>> 
     batches
 }
 
+/// A seeded workload's batches (`load` transactions after setup) and a cluster of `shards`
+/// on `servers` shard servers whose genesis operator is the workload's, not started yet.
+fn prepared(seed: u64, load: usize, shards: u32, servers: u32) -> (Vec<Vec<SignedTransaction>>, Cluster) {
+    let mut work = workload(seed);
+    let operator = work.operator().to_string();
+    let batches = batches(&mut work, load);
+    (batches, Cluster::init(shards, servers, &operator))
+}
+
 /// A cluster directory made by `caduceus cluster init`, with its node processes.
 struct Cluster {
     _dir: tempfile::TempDir,
@@ -253,10 +262,7 @@ fn a_cluster_gives_the_embedded_engine_s_results_state_and_checkpoint() {
 
 #[test]
 fn a_shard_server_killed_during_load_rejoins_and_nothing_acknowledged_is_lost() {
-    let mut work = workload(12);
-    let operator = work.operator().to_string();
-    let batches = batches(&mut work, 8_000);
-    let mut cluster = Cluster::init(4, 2, &operator);
+    let (batches, mut cluster) = prepared(12, 8_000, 4, 2);
     cluster.start_all();
     let runtime = runtime();
     let client = runtime.block_on(healthy_client(cluster.address(), &cluster.ca()));
@@ -318,11 +324,8 @@ fn a_shard_server_killed_during_load_rejoins_and_nothing_acknowledged_is_lost() 
 /// Kills the coordinator at a failpoint in the round that holds the first cross-shard
 /// payment after setup, restarts it, and checks what became of that round.
 fn coordinator_crash(failpoint: &str, expect_committed: bool) {
-    let mut work = workload(13);
-    let operator = work.operator().to_string();
-    let batches = batches(&mut work, 4_000);
     let shards = 4;
-    let mut cluster = Cluster::init(shards, 2, &operator);
+    let (batches, mut cluster) = prepared(13, 4_000, shards, 2);
     let runtime = runtime();
     // Rounds are numbered from 1, one per batch with anything new: the crash comes in the
     // round of this batch.
@@ -404,6 +407,13 @@ async fn raw(connection: &quinn::Connection, bytes: &[u8]) -> Response {
     Response::decode(kind, &payload).unwrap()
 }
 
+/// A frame's head alone: it declares `length` bytes (version and kind included).
+fn head(length: usize) -> Vec<u8> {
+    let mut out = (length as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&[wire::VERSION, 1]);
+    out
+}
+
 fn frame(version: u8, kind: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = ((payload.len() + 2) as u32).to_be_bytes().to_vec();
     out.push(version);
@@ -414,10 +424,7 @@ fn frame(version: u8, kind: u8, payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn garbage_oversized_and_unknown_frames_get_errors_while_others_are_served() {
-    let mut work = workload(14);
-    let operator = work.operator().to_string();
-    let batches = batches(&mut work, 2_000);
-    let mut cluster = Cluster::init(2, 1, &operator);
+    let (batches, mut cluster) = prepared(14, 2_000, 2, 1);
     cluster.start_all();
     let runtime = runtime();
     runtime.block_on(async {
@@ -451,9 +458,7 @@ fn garbage_oversized_and_unknown_frames_get_errors_while_others_are_served() {
             );
             assert_eq!(error_code(raw(&hostile, &frame(1, 99, b"")).await), wire::error_code::UNKNOWN_KIND);
             assert_eq!(error_code(raw(&hostile, &frame(7, 1, b"")).await), wire::error_code::VERSION);
-            let mut oversized = ((wire::FRAME_MAX + 1) as u32).to_be_bytes().to_vec();
-            oversized.extend_from_slice(&[1, 1]);
-            assert_eq!(error_code(raw(&hostile, &oversized).await), wire::error_code::TOO_LARGE);
+            assert_eq!(error_code(raw(&hostile, &head(wire::FRAME_MAX + 1)).await), wire::error_code::TOO_LARGE);
             // A shard request from a client is refused: clients do not speak for the coordinator.
             let body = Request::AtShard { shard: 0, request: Box::new(Request::Status) }.encode().unwrap();
             assert_eq!(error_code(raw(&hostile, &frame(1, body[0], &body[1..])).await), wire::error_code::NOT_HERE);
@@ -471,13 +476,9 @@ fn garbage_oversized_and_unknown_frames_get_errors_while_others_are_served() {
         // connection's whole byte budget: the next large request on that connection is told
         // "busy" at once (the server never buffers more than it allows), and others are served.
         let (mut held_send, _held_recv) = hostile.open_bi().await.unwrap();
-        let mut declared = ((wire::FRAME_MAX) as u32).to_be_bytes().to_vec();
-        declared.extend_from_slice(&[1, 1]);
-        held_send.write_all(&declared).await.unwrap();
+        held_send.write_all(&head(wire::FRAME_MAX)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut large = ((wire::FRAME_MAX / 2) as u32).to_be_bytes().to_vec();
-        large.extend_from_slice(&[1, 1]);
-        assert_eq!(raw(&hostile, &large).await, Response::Busy);
+        assert_eq!(raw(&hostile, &head(wire::FRAME_MAX / 2)).await, Response::Busy);
         // The hostile connection itself still works for a proper (small) request.
         let health = call(&hostile, &Request::Health, Duration::from_secs(10)).await.unwrap();
         assert!(matches!(health, Response::Health { .. }));

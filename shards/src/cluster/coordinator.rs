@@ -321,30 +321,28 @@ impl RoundDriver {
             }
         }
         shared.resolve_pending().await;
-        let unavailable = |shard: u32| shared.down(shard) || shared.unresolved.lock().contains(&shard);
+        let unavailable: Vec<bool> = {
+            let unresolved = shared.unresolved.lock();
+            (0..shard_count).map(|shard| shared.down(shard) || unresolved.contains(&shard)).collect()
+        };
 
-        // Candidates: verified, first of their id, and every participant reachable.
+        // Candidates: verified, first of their id, and every participant reachable. A cross-shard
+        // one seen before keeps its first result: ask every participant (one that never saw it
+        // may be the one that indexes it). Single-shard repeats are caught by their shard.
         let mut candidates: Vec<usize> = Vec::new();
+        let mut lookups: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
         for &position in first.values() {
             let touched = participants(&transactions[position].transaction, shard_count);
-            if touched.iter().any(|&s| unavailable(s)) {
+            if touched.iter().any(|&s| unavailable[s as usize]) {
                 outcomes[position] = Some(Outcome::Unavailable);
-            } else {
-                candidates.push(position);
+                continue;
             }
-        }
-        candidates.sort_unstable();
-
-        // A cross-shard transaction seen before keeps its first result: ask every participant
-        // (one that never saw it may be the one that indexes it). Single-shard repeats are
-        // caught by their shard.
-        let mut lookups: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-        for &position in &candidates {
-            let touched = participants(&transactions[position].transaction, shard_count);
+            candidates.push(position);
             if touched.len() > 1 {
                 touched.into_iter().for_each(|shard| lookups.entry(shard).or_default().push(position));
             }
         }
+        candidates.sort_unstable();
         let mut unasked = Vec::new();
         for (shard, positions) in lookups {
             let ids = positions.iter().map(|&p| transactions[p].id()).collect();
