@@ -1,9 +1,9 @@
 //! The `Ledger`: the embeddable facade over shards, pipeline and storage.
 //!
 //! Submitted batches flow through three pipeline stages joined by bounded
-//! channels: a verify stage checks signatures on the rayon pool; an execute
-//! stage de-duplicates by transaction id and executes each batch as a round
-//! over all shards, in memory; a persist stage writes each executed group in
+//! channels: a verify stage checks signatures on the global rayon pool; an
+//! execute stage, on a rayon pool of its own, de-duplicates by transaction id
+//! and executes each batch as a round over all shards, in memory; a persist stage writes each executed group in
 //! one atomic, fsynced write and only then answers. So while one group is
 //! written, the next executes and the one after is verified. The rounds of
 //! all batches waiting at once share one write (group commit); a batch is
@@ -554,9 +554,20 @@ impl Ledger {
         let (persist_sender, persist_receiver) = bounded::<Executed>(PERSIST_QUEUE_DEPTH);
         let executor = {
             let (core, clock, durable) = (core.clone(), clock.clone(), durable.clone());
+            // The execute stage runs on rayon threads of its own, one per core: on the pool
+            // the verify stage uses, a round's shards would wait behind whole signature chunks
+            // (closed-loop throughput went from 59-62k to 66-69k tx/s, cores from 85% to 94%
+            // busy).
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .thread_name(|i| format!("caduceus-exec-{i}"))
+                .build()
+                .expect("start the execution threads");
             std::thread::Builder::new()
                 .name("caduceus-execute".into())
-                .spawn(move || execute_stage(&core, &verified_receiver, &clock, &durable, &persist_sender))
+                .spawn(move || {
+                    pool.install(|| execute_stage(&core, &verified_receiver, &clock, &durable, &persist_sender))
+                })
                 .expect("spawn the execute stage")
         };
         let persister = {
