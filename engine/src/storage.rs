@@ -56,6 +56,10 @@ mod rocks {
 
     use super::{Storage, StorageError, Write};
 
+    /// Values this large or larger are kept in blob files rather than in the sorted tables: block
+    /// bodies, which are large and written once.
+    const BLOB_MIN_BYTES: u64 = 4096;
+
     /// RocksDB on a local directory.
     pub struct RocksStorage {
         db: rocksdb::DB,
@@ -92,6 +96,12 @@ mod rocks {
             env.lower_high_priority_thread_pool_cpu_priority();
             options.set_env(&env);
             options.set_max_write_buffer_number(4);
+            // Block bodies (tens of kilobytes, never changed, 60% of the bytes) go to blob files:
+            // compaction then moves a pointer instead of rewriting the body at every level. A
+            // 10M-transaction build went from 52.2k to 56.2k tx/s (34.6 instead of 36.7 us of
+            // CPU per transaction), with no write stall where it had had some.
+            options.set_enable_blob_files(true);
+            options.set_min_blob_size(BLOB_MIN_BYTES);
             Ok(Self { db: rocksdb::DB::open(&options, path)? })
         }
     }
