@@ -46,4 +46,5 @@ grep -E '^(load|throughput|cpu)' "$work/run.txt"
 perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf > "$work/stacks.folded"
 inferno-flamegraph --title "caduceus embedded engine under loadgen (4 shards, RocksDB, closed loop)" \
     < "$work/stacks.folded" > flamegraphs/loadgen-embedded.svg
+cp "$work/stacks.folded" "${FOLDED_OUT:-/dev/null}"
 echo "wrote flamegraphs/loadgen-embedded.svg"
