@@ -90,7 +90,9 @@ mod rocks {
             // Flushes and compactions run at the lowest CPU priority: on a machine the commit
             // path keeps busy they take the spare time instead of a core from a waiting batch
             // (a flush at normal priority held open-loop p99 at 30-200 ms). Four write buffers
-            // give a slow flush room; past that RocksDB's own stall bounds the backlog.
+            // give a slow flush room; past that RocksDB's own stall bounds the backlog. The
+            // priority is set on RocksDB's default environment, so it holds for every RocksDB
+            // store in the process, an embedding application's own included.
             let mut env = rocksdb::Env::new()?;
             env.lower_thread_pool_cpu_priority();
             env.lower_high_priority_thread_pool_cpu_priority();
