@@ -22,6 +22,14 @@ caduceus="${CARGO_TARGET_DIR:-target}/release/caduceus"
 work=$(mktemp -d)
 trap '"$caduceus" cluster down --dir "$work/cluster" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 "$loadgen" generate --out "$work/workload.cw" --transactions 300000 >/dev/null
+# Folds the recording's stacks and draws them as flamegraphs/$2 titled $1; FOLDED_OUT=FILE
+# keeps the folded stacks.
+draw() {
+    perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf > "$work/stacks.folded"
+    inferno-flamegraph --title "$1" < "$work/stacks.folded" > "flamegraphs/$2"
+    cp "$work/stacks.folded" "${FOLDED_OUT:-/dev/null}"
+    echo "wrote flamegraphs/$2"
+}
 if $cluster; then
     "$caduceus" cluster init --dir "$work/cluster" --shards 4 --servers 2 --base-port 0 >/dev/null
     # perf follows `cluster up` into every node process it starts.
@@ -32,19 +40,11 @@ if $cluster; then
     "$caduceus" cluster down --dir "$work/cluster" >/dev/null
     wait
     grep -E '^(load|throughput)' "$work/run.txt"
-    perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf > "$work/stacks.folded"
-    inferno-flamegraph --title "caduceus cluster (coordinator + 2 shard servers, 4 shards) under loadgen" \
-        < "$work/stacks.folded" > flamegraphs/loadgen-cluster.svg
-    cp "$work/stacks.folded" "${FOLDED_OUT:-/dev/null}"
-    echo "wrote flamegraphs/loadgen-cluster.svg"
+    draw "caduceus cluster (coordinator + 2 shard servers, 4 shards) under loadgen" loadgen-cluster.svg
     exit 0
 fi
 # DWARF unwinding: release builds keep no frame pointers.
 perf record -e cpu-clock -F 499 --call-graph dwarf,32768 -o "$work/perf.data" \
     "$loadgen" run --embedded --dir "$work/ledger" --workload "$work/workload.cw" --no-reference "$@" >"$work/run.txt"
 grep -E '^(load|throughput|cpu)' "$work/run.txt"
-perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf > "$work/stacks.folded"
-inferno-flamegraph --title "caduceus embedded engine under loadgen (4 shards, RocksDB, closed loop)" \
-    < "$work/stacks.folded" > flamegraphs/loadgen-embedded.svg
-cp "$work/stacks.folded" "${FOLDED_OUT:-/dev/null}"
-echo "wrote flamegraphs/loadgen-embedded.svg"
+draw "caduceus embedded engine under loadgen (4 shards, RocksDB, closed loop)" loadgen-embedded.svg

@@ -3,9 +3,10 @@
 //! Submitted batches flow through three pipeline stages joined by bounded
 //! channels: a verify stage checks signatures on the global rayon pool; an
 //! execute stage, on a rayon pool of its own, de-duplicates by transaction id
-//! and executes each batch as a round over all shards, in memory; a persist stage writes each executed group in
-//! one atomic, fsynced write and only then answers. So while one group is
-//! written, the next executes and the one after is verified. The rounds of
+//! and executes each batch as a round over all shards, in memory; a persist
+//! stage writes each executed group in one atomic, fsynced write and only then
+//! answers. So while one group is written, the next executes and the one after
+//! is verified. The rounds of
 //! all batches waiting at once share one write (group commit); a batch is
 //! always its own round, so results depend only on the order of batches,
 //! never on timing.

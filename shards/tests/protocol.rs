@@ -11,8 +11,6 @@
 //! acknowledged result; nothing is in doubt; funds are conserved.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use caduceus_engine::codec::Codec;
@@ -25,7 +23,7 @@ use caduceus_engine::routing::participants;
 use caduceus_engine::state::State;
 use caduceus_engine::storage::{MemoryStorage, Storage};
 use caduceus_engine::{SignedTransaction, TxId, TxResult};
-use caduceus_shards::cluster::coordinator::{RoundDriver, Transport};
+use caduceus_shards::cluster::coordinator::{Call, RoundDriver, Transport};
 use caduceus_shards::cluster::shard_server::serve_one;
 use caduceus_shards::cluster::wire::{Outcome, Request, Response};
 use caduceus_shards::workload::{Rng, Workload, WorkloadConfig};
@@ -134,11 +132,7 @@ impl Sim {
 struct SimTransport(Arc<Sim>);
 
 impl Transport for SimTransport {
-    fn call(
-        &self,
-        shard: u32,
-        request: Request,
-    ) -> Pin<Box<dyn Future<Output = Result<Response, String>> + Send + '_>> {
+    fn call(&self, shard: u32, request: Request) -> Call<'_> {
         Box::pin(async move {
             let crash = if self.0.chance(0.01) { self.0.crash.lock().take() } else { None };
             if let Some(crash) = crash {

@@ -47,11 +47,13 @@ pub const RETRY_AFTER: Duration = Duration::from_millis(300);
 /// Round numbers reserved per durable write of the reservation.
 const ROUND_RESERVATION: u64 = 1 << 16;
 
+/// A call in progress: the shard's response, or why there is none.
+pub type Call<'a> = Pin<Box<dyn Future<Output = Result<Response, String>> + Send + 'a>>;
+
 /// How the coordinator reaches shards: QUIC in a cluster, direct calls in the protocol
 /// simulation. A failed call is an `Err`: the request may or may not have been applied.
 pub trait Transport: Send + Sync + 'static {
-    fn call(&self, shard: u32, request: Request)
-        -> Pin<Box<dyn Future<Output = Result<Response, String>> + Send + '_>>;
+    fn call(&self, shard: u32, request: Request) -> Call<'_>;
     /// Known to be down: not worth calling now.
     fn is_down(&self, shard: u32) -> bool;
 }
@@ -73,11 +75,7 @@ struct QuicTransport {
 }
 
 impl Transport for QuicTransport {
-    fn call(
-        &self,
-        shard: u32,
-        request: Request,
-    ) -> Pin<Box<dyn Future<Output = Result<Response, String>> + Send + '_>> {
+    fn call(&self, shard: u32, request: Request) -> Call<'_> {
         Box::pin(async move {
             let link = &self.links[self.link_of[shard as usize]];
             link.call(&Request::AtShard { shard, request: Box::new(request) }).await
