@@ -17,6 +17,10 @@ use caduceus_shards::workload::{Workload, WorkloadConfig};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ed25519_dalek::{Signature, Signer, VerifyingKey};
 
+/// The allocator the binaries use (see loadgen/src/main.rs), so the pipeline runs as measured there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const NOW: u64 = 1_800_000_000_000;
 
 fn workload() -> Workload {

@@ -21,6 +21,10 @@ use caduceus_shards::workload::{self, LoadArgs, Workload};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// The same allocator as `loadgen` (see there), so a shard server or the demo runs as measured.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "caduceus", version, about = "Caduceus: a sharded ledger for health data exchange")]
 struct Cli {
