@@ -41,7 +41,7 @@ use crate::round::{decode_round_meta, execute_round, Genesis};
 use crate::routing::{shard_of_actor, shard_of_unit};
 use crate::shard::Shard;
 use crate::signature::SignatureVerifier;
-use crate::state::{Account, Actor, Claim, Recall, State, Unit};
+use crate::state::{Account, Actor, Claim, Recall, State, StateLoader, Unit};
 #[cfg(feature = "rocksdb")]
 use crate::storage::RocksStorage;
 use crate::storage::{MemoryStorage, Storage, StorageError};
@@ -127,17 +127,17 @@ impl UnitVerification {
 
 /// Loads one shard's stored state entries.
 pub fn load_state(storage: &dyn Storage, id: u32) -> Result<State, OpenError> {
-    let mut state = State::default();
+    let mut loader = StateLoader::new();
     let prefix = layout::state_prefix(id);
     let mut failure = None;
-    storage.scan(&prefix, &mut |key, value| match state.insert_encoded(&key[prefix.len()..], value) {
+    storage.scan(&prefix, &mut |key, value| match loader.insert(&key[prefix.len()..], value) {
         Ok(()) => true,
         Err(e) => {
             failure = Some(OpenError::Corrupt { place: layout::describe(key), detail: e.to_string() });
             false
         }
     })?;
-    failure.map_or(Ok(state), Err)
+    failure.map_or_else(|| Ok(loader.finish()), Err)
 }
 
 struct Core {

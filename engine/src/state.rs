@@ -416,20 +416,26 @@ impl Codec for Recall {
     }
 }
 
+/// The maps of a shard's state: hashed with foldhash, seeded at random per process. Their keys
+/// are chosen by clients (record and claim ids, unit serials), so the seed keeps collisions
+/// from being planned; SipHash, the standard map's hasher, was a fifth of the time it took to
+/// reopen a ledger with 10 million transactions.
+pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// A shard's entities. Every map is keyed as in `StateKey`; `consent_index`
 /// is derived from `consents` and rebuilt on load, never stored.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
-    pub actors: HashMap<ActorKey, Actor>,
-    pub records: HashMap<(ActorKey, u128), Record>,
-    pub consents: HashMap<(ActorKey, u128), Consent>,
+    pub actors: Map<ActorKey, Actor>,
+    pub records: Map<(ActorKey, u128), Record>,
+    pub consents: Map<(ActorKey, u128), Consent>,
     /// Consent ids by patient and grantee.
-    pub consent_index: HashMap<(ActorKey, ActorKey), Vec<u128>>,
-    pub claims: HashMap<(ActorKey, u128), Claim>,
-    pub claim_keys: HashMap<Hash, u128>,
-    pub accounts: HashMap<ActorKey, Account>,
-    pub units: HashMap<UnitId, Unit>,
-    pub recalls: HashMap<(u64, String), Recall>,
+    pub consent_index: Map<(ActorKey, ActorKey), Vec<u128>>,
+    pub claims: Map<(ActorKey, u128), Claim>,
+    pub claim_keys: Map<Hash, u128>,
+    pub accounts: Map<ActorKey, Account>,
+    pub units: Map<UnitId, Unit>,
+    pub recalls: Map<(u64, String), Recall>,
 }
 
 impl State {
@@ -446,43 +452,6 @@ impl State {
             StateKey::Recall(gtin, lot) => self.recalls.get(&(*gtin, lot.clone())).map(Codec::encode),
         };
         encoded.map(|result| result.expect("state entries are validated before they are stored"))
-    }
-
-    /// Adds one stored entry (on load).
-    pub fn insert_encoded(&mut self, key: &[u8], value: &[u8]) -> Result<(), DecodeError> {
-        match StateKey::from_bytes(key)? {
-            StateKey::Actor(k) => {
-                self.actors.insert(k, Actor::decode(value)?);
-            }
-            StateKey::Record(p, k) => {
-                self.records.insert((p, k), Record::decode(value)?);
-            }
-            StateKey::Consent(p, k) => {
-                let consent = Consent::decode(value)?;
-                if consent.patient != p {
-                    return Err(DecodeError::Invalid("consent patient"));
-                }
-                self.consent_index.entry((consent.patient, consent.grantee)).or_default().push(k);
-                self.consents.insert((p, k), consent);
-            }
-            StateKey::Claim(p, k) => {
-                self.claims.insert((p, k), Claim::decode(value)?);
-            }
-            StateKey::ClaimKey(k) => {
-                let id: [u8; 16] = value.try_into().map_err(|_| DecodeError::Invalid("claim key value"))?;
-                self.claim_keys.insert(k, u128::from_le_bytes(id));
-            }
-            StateKey::Account(k) => {
-                self.accounts.insert(k, Account::decode(value)?);
-            }
-            StateKey::Unit(k) => {
-                self.units.insert(k, Unit::decode(value)?);
-            }
-            StateKey::Recall(gtin, lot) => {
-                self.recalls.insert((gtin, lot), Recall::decode(value)?);
-            }
-        }
-        Ok(())
     }
 
     /// Orders each consent index list canonically (after a load in arbitrary order).
@@ -520,4 +489,115 @@ impl State {
         }
         *hasher.finalize().as_bytes()
     }
+}
+
+/// Builds a shard's state from its stored entries (on open).
+///
+/// Storage hands the entries over in key order, so each family's arrive together. The large
+/// families are gathered and put in their map at once, sized for all of them: inserted one by
+/// one, a map doubled again and again and moved every entry each time, which was half of the
+/// time it took to reopen a ledger with 10 million transactions.
+#[derive(Default)]
+pub struct StateLoader {
+    state: State,
+    /// The family (leading key byte) of the last entry.
+    family: Option<u8>,
+    records: Pending<(ActorKey, u128), Record>,
+    consents: Pending<(ActorKey, u128), Consent>,
+    claims: Pending<(ActorKey, u128), Claim>,
+    claim_keys: Pending<Hash, u128>,
+    units: Pending<UnitId, Unit>,
+}
+
+impl StateLoader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one stored entry.
+    pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<(), DecodeError> {
+        if self.family != key.first().copied() {
+            self.flush();
+            self.family = key.first().copied();
+        }
+        match StateKey::from_bytes(key)? {
+            StateKey::Actor(k) => {
+                self.state.actors.insert(k, Actor::decode(value)?);
+            }
+            StateKey::Record(p, k) => self.records.push(((p, k), Record::decode(value)?)),
+            StateKey::Consent(p, k) => {
+                let consent = Consent::decode(value)?;
+                if consent.patient != p {
+                    return Err(DecodeError::Invalid("consent patient"));
+                }
+                self.state.consent_index.entry((consent.patient, consent.grantee)).or_default().push(k);
+                self.consents.push(((p, k), consent));
+            }
+            StateKey::Claim(p, k) => self.claims.push(((p, k), Claim::decode(value)?)),
+            StateKey::ClaimKey(k) => {
+                let id: [u8; 16] = value.try_into().map_err(|_| DecodeError::Invalid("claim key value"))?;
+                self.claim_keys.push((k, u128::from_le_bytes(id)));
+            }
+            StateKey::Account(k) => {
+                self.state.accounts.insert(k, Account::decode(value)?);
+            }
+            StateKey::Unit(k) => self.units.push((k, Unit::decode(value)?)),
+            StateKey::Recall(gtin, lot) => {
+                self.state.recalls.insert((gtin, lot), Recall::decode(value)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        fill(&mut self.state.records, &mut self.records);
+        fill(&mut self.state.consents, &mut self.consents);
+        fill(&mut self.state.claims, &mut self.claims);
+        fill(&mut self.state.claim_keys, &mut self.claim_keys);
+        fill(&mut self.state.units, &mut self.units);
+    }
+
+    /// The state of every entry added.
+    pub fn finish(mut self) -> State {
+        self.flush();
+        self.state
+    }
+}
+
+/// Entries gathered for one map, in fixed-size chunks: a single growing vector would copy them
+/// all at every doubling.
+struct Pending<K, V> {
+    chunks: Vec<Vec<(K, V)>>,
+    len: usize,
+}
+
+impl<K, V> Default for Pending<K, V> {
+    fn default() -> Self {
+        Self { chunks: Vec::new(), len: 0 }
+    }
+}
+
+impl<K, V> Pending<K, V> {
+    const CHUNK: usize = 4096;
+
+    fn push(&mut self, entry: (K, V)) {
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < Self::CHUNK => chunk.push(entry),
+            _ => {
+                let mut chunk = Vec::with_capacity(Self::CHUNK);
+                chunk.push(entry);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
+    }
+}
+
+/// Moves gathered entries into a map grown once for all of them.
+fn fill<K: Eq + std::hash::Hash, V>(map: &mut Map<K, V>, pending: &mut Pending<K, V>) {
+    map.reserve(pending.len);
+    for chunk in std::mem::take(&mut pending.chunks) {
+        map.extend(chunk);
+    }
+    pending.len = 0;
 }
