@@ -550,11 +550,11 @@ impl StateLoader {
     }
 
     fn flush(&mut self) {
-        fill(&mut self.state.records, &mut self.records);
-        fill(&mut self.state.consents, &mut self.consents);
-        fill(&mut self.state.claims, &mut self.claims);
-        fill(&mut self.state.claim_keys, &mut self.claim_keys);
-        fill(&mut self.state.units, &mut self.units);
+        self.records.drain_into(&mut self.state.records);
+        self.consents.drain_into(&mut self.state.consents);
+        self.claims.drain_into(&mut self.state.claims);
+        self.claim_keys.drain_into(&mut self.state.claim_keys);
+        self.units.drain_into(&mut self.state.units);
     }
 
     /// The state of every entry added.
@@ -568,16 +568,15 @@ impl StateLoader {
 /// all at every doubling.
 struct Pending<K, V> {
     chunks: Vec<Vec<(K, V)>>,
-    len: usize,
 }
 
 impl<K, V> Default for Pending<K, V> {
     fn default() -> Self {
-        Self { chunks: Vec::new(), len: 0 }
+        Self { chunks: Vec::new() }
     }
 }
 
-impl<K, V> Pending<K, V> {
+impl<K: Eq + std::hash::Hash, V> Pending<K, V> {
     const CHUNK: usize = 4096;
 
     fn push(&mut self, entry: (K, V)) {
@@ -589,15 +588,13 @@ impl<K, V> Pending<K, V> {
                 self.chunks.push(chunk);
             }
         }
-        self.len += 1;
     }
-}
 
-/// Moves gathered entries into a map grown once for all of them.
-fn fill<K: Eq + std::hash::Hash, V>(map: &mut Map<K, V>, pending: &mut Pending<K, V>) {
-    map.reserve(pending.len);
-    for chunk in std::mem::take(&mut pending.chunks) {
-        map.extend(chunk);
+    /// Moves the gathered entries into `map`, grown once for all of them.
+    fn drain_into(&mut self, map: &mut Map<K, V>) {
+        map.reserve(self.chunks.iter().map(Vec::len).sum());
+        for chunk in self.chunks.drain(..) {
+            map.extend(chunk);
+        }
     }
-    pending.len = 0;
 }

@@ -249,7 +249,7 @@ fn run(options: Run) -> Result<()> {
     }
     let reference = (!options.no_reference).then(|| {
         eprintln!("measuring the reference: raw ed25519 verify_batch on 2 threads for 3 s (again after the load) ...");
-        measure_verify_batch_rate(2, Duration::from_secs(3))
+        reference_rate()
     });
     let one_by_one = (!options.no_reference && options.attack_in_flight > 0).then(|| {
         eprintln!("measuring one-by-one ed25519 verify on 2 threads for 2 s ...");
@@ -370,7 +370,7 @@ fn run(options: Run) -> Result<()> {
     // the mean of the two.
     let reference = reference.map(|before| {
         eprintln!("measuring the reference again after the load for 3 s ...");
-        report::Reference { before, after: measure_verify_batch_rate(2, Duration::from_secs(3)) }
+        report::Reference { before, after: reference_rate() }
     });
     if let Some(duration) = options.duration {
         if tally.elapsed + Duration::from_millis(500) < duration {
@@ -436,6 +436,11 @@ fn run(options: Run) -> Result<()> {
         report::plot(path, &tally, &title)?;
     }
     Ok(())
+}
+
+/// The reference: the raw two-thread `verify_batch` rate over 3 s.
+fn reference_rate() -> f64 {
+    measure_verify_batch_rate(2, Duration::from_secs(3))
 }
 
 /// Checks an ack log against the ledger; fails if any acknowledged transaction is missing or different.
