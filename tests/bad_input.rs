@@ -91,7 +91,7 @@ fn bad_signatures_unknown_actors_and_replays_change_nothing() {
     // Replayed: alone, twice in one batch, and with a changed body under the same id.
     assert_eq!(ledger.submit(vec![fund.clone(), fund.clone()]).unwrap(), vec![committed(), committed()]);
     let same_id = caduceus_engine::signature::sign(
-        caduceus_engine::Transaction { operation: Operation::FundAccount { amount: 1 }, ..fund.transaction.clone() },
+        caduceus_engine::Transaction { operation: Operation::FundAccount { amount: 1 }, ..(*fund.transaction).clone() },
         &world.payer.key,
     )
     .unwrap();

@@ -36,7 +36,7 @@ fn codec_and_signatures(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("encode", |b| b.iter(|| sample.transaction.encode().unwrap()));
     group.bench_function("decode", |b| b.iter(|| SignedTransaction::decode(sample.bytes()).unwrap()));
-    group.bench_function("sign", |b| b.iter(|| sign(sample.transaction.clone(), &key).unwrap()));
+    group.bench_function("sign", |b| b.iter(|| sign((*sample.transaction).clone(), &key).unwrap()));
     group.bench_function("verify one", |b| b.iter(|| verify_all(std::slice::from_ref(&sample))));
     group.bench_function("route (participants, 4 shards)", |b| {
         b.iter(|| batch.iter().map(|t| participants(&t.transaction, 4).len()).sum::<usize>() / batch.len())
@@ -134,7 +134,7 @@ fn persistence(c: &mut Criterion) {
         .map(|_| {
             round += 1;
             let batch = workload.signed_batch(2_048);
-            (batch.len(), execute_round(&mut shards, round, [0; 32], NOW, &batch).writes())
+            (batch.len(), execute_round(&mut shards, round, [0; 32], NOW, &batch).into_writes())
         })
         .collect();
     let dir = tempfile::tempdir().expect("temporary directory");

@@ -167,6 +167,9 @@ impl Codec for BlockBody {
         }
         Ok(())
     }
+    fn encoded_size_hint(&self) -> usize {
+        4 + self.entries.iter().map(|(transaction, _)| 2 + transaction.bytes().len() + 2).sum::<usize>()
+    }
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
         let count = d.u32()? as usize;
         if count > ROUND_TRANSACTIONS_MAX {

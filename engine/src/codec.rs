@@ -177,8 +177,15 @@ pub trait Codec: Sized {
     fn encode_into(&self, encoder: &mut Encoder) -> Result<(), EncodeError>;
     fn decode_from(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError>;
 
+    /// Bytes to reserve before encoding: most values (state entries, index entries,
+    /// headers) fit in the default, so encoding them allocates once instead of growing
+    /// the buffer push by push; large values give their own estimate.
+    fn encoded_size_hint(&self) -> usize {
+        128
+    }
+
     fn encode(&self) -> Result<Vec<u8>, EncodeError> {
-        let mut encoder = Encoder::new();
+        let mut encoder = Encoder { bytes: Vec::with_capacity(self.encoded_size_hint()) };
         self.encode_into(&mut encoder)?;
         Ok(encoder.bytes)
     }

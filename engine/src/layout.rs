@@ -18,6 +18,7 @@
 //! lets `verify` rebuild the whole store from the blocks and compare.
 
 use crate::model::{ActorKey, TxId, UnitId};
+use crate::state::StateKey;
 
 pub const META: u8 = b'M';
 pub const HEADER: u8 = b'H';
@@ -45,7 +46,8 @@ pub const META_PENDING: &[u8] = b"Mpending";
 pub const META_RESERVED: &[u8] = b"Mreserved";
 
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
-    let mut out = vec![prefix];
+    let mut out = Vec::with_capacity(1 + parts.iter().map(|part| part.len()).sum::<usize>());
+    out.push(prefix);
     for part in parts {
         out.extend_from_slice(part);
     }
@@ -70,6 +72,14 @@ pub fn state_prefix(shard: u32) -> Vec<u8> {
 pub fn state(shard: u32, state_key: &[u8]) -> Vec<u8> {
     key(STATE, &[&shard.to_be_bytes(), state_key])
 }
+/// `state(shard, &key.to_bytes())`, built in one allocation.
+pub fn state_entry(shard: u32, key: &StateKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 4 + StateKey::USUAL_MAX_LEN);
+    out.push(STATE);
+    out.extend_from_slice(&shard.to_be_bytes());
+    key.append_to(&mut out);
+    out
+}
 pub fn transaction(id: TxId) -> Vec<u8> {
     key(TRANSACTION, &[&id.to_be_bytes()])
 }
@@ -89,10 +99,16 @@ pub fn custody_prefix(unit: &UnitId) -> Vec<u8> {
     key(CUSTODY, &[&unit.gtin.to_be_bytes(), &[unit.serial.len() as u8], unit.serial.as_bytes()])
 }
 pub fn custody(unit: &UnitId, height: u64, index: u32) -> Vec<u8> {
-    let mut out = custody_prefix(unit);
-    out.extend_from_slice(&height.to_be_bytes());
-    out.extend_from_slice(&index.to_be_bytes());
-    out
+    key(
+        CUSTODY,
+        &[
+            &unit.gtin.to_be_bytes(),
+            &[unit.serial.len() as u8],
+            unit.serial.as_bytes(),
+            &height.to_be_bytes(),
+            &index.to_be_bytes(),
+        ],
+    )
 }
 
 /// A short human description of a stored key, for verification reports.

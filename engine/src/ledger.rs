@@ -41,7 +41,7 @@ use crate::round::{decode_round_meta, execute_round, Genesis};
 use crate::routing::{shard_of_actor, shard_of_unit};
 use crate::shard::Shard;
 use crate::signature::SignatureVerifier;
-use crate::state::{Account, Actor, Claim, Recall, State, StateLoader, Unit};
+use crate::state::{Account, Actor, Claim, Map, Recall, State, StateLoader, Unit};
 #[cfg(feature = "rocksdb")]
 use crate::storage::RocksStorage;
 use crate::storage::{MemoryStorage, Storage, StorageError};
@@ -152,7 +152,7 @@ struct Core {
     epoch: u64,
     /// Results of transactions executed in groups not yet durable, so a repeat of one in a
     /// later group gets the same answer: id -> (group, result).
-    unpersisted: HashMap<TxId, (u64, TxResult)>,
+    unpersisted: Map<TxId, (u64, TxResult)>,
     /// The ids each not yet durable group executed, oldest first.
     unpersisted_groups: std::collections::VecDeque<(u64, Vec<TxId>)>,
 }
@@ -229,7 +229,7 @@ impl Core {
             checkpoint,
             executed: 0,
             epoch: 0,
-            unpersisted: HashMap::new(),
+            unpersisted: Map::default(),
             unpersisted_groups: Default::default(),
         })
     }
@@ -266,7 +266,7 @@ impl Core {
         for verified in &group {
             let mut slots = Vec::with_capacity(verified.transactions.len());
             let mut round_transactions = Vec::new();
-            let mut in_round: HashMap<TxId, usize> = HashMap::new();
+            let mut in_round: Map<TxId, usize> = Map::default();
             for (transaction, verdict) in verified.transactions.iter().zip(&verified.verdicts) {
                 let earlier = stored.next().expect("one lookup per transaction");
                 let slot = if let Some(reason) = verdict {
@@ -291,17 +291,17 @@ impl Core {
             if !round_transactions.is_empty() {
                 let round = self.round + 1;
                 let previous = self.checkpoint_hash();
-                let outcome = execute_round(&mut self.shards, round, previous, now, &round_transactions);
+                let mut outcome = execute_round(&mut self.shards, round, previous, now, &round_transactions);
                 let (balances, funded) = crate::shard::fund_totals(&self.shards);
                 assert_eq!(balances, funded, "funds are conserved after every round");
-                writes.extend(outcome.writes());
-                for (transaction, result) in round_transactions.iter().zip(&outcome.results) {
+                results = std::mem::take(&mut outcome.results);
+                for (transaction, result) in round_transactions.iter().zip(&results) {
                     self.unpersisted.insert(transaction.id(), (seq, *result));
                     executed_ids.push(transaction.id());
                 }
                 self.round = round;
-                self.checkpoint = Some(outcome.checkpoint);
-                results = outcome.results;
+                self.checkpoint = Some(outcome.checkpoint.clone());
+                writes.extend(outcome.into_writes());
             }
             answers.push(
                 slots

@@ -12,7 +12,7 @@
 //! cross-shard one is prepared on each participant and finished once the
 //! coordinator has decided.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 
 use crate::block::{merkle_root, BlockBody, BlockHeader};
 use crate::codec::Codec;
@@ -25,7 +25,7 @@ use crate::model::{
     TxResult, UnitId,
 };
 use crate::routing::{participants, shard_of_actor};
-use crate::state::{Actor, Claim, ClaimStatus, Consent, Recall, Record, State, StateKey, Unit, UnitStatus};
+use crate::state::{Actor, Claim, ClaimStatus, Consent, Map, Recall, Record, Set, State, StateKey, Unit, UnitStatus};
 
 /// A change to state, computed when a transaction is prepared and applied when it finishes.
 #[derive(Clone, Debug)]
@@ -85,16 +85,16 @@ pub struct Shard {
     last_time: Timestamp,
     now: Timestamp,
     /// Cross-shard transactions prepared and awaiting a decision, with this shard's plan if it voted yes.
-    prepared: HashMap<TxId, (SignedTransaction, Result<Plan, Reason>)>,
-    locked: HashSet<StateKey>,
-    reserved: HashMap<ActorKey, u64>,
+    prepared: Map<TxId, (SignedTransaction, Result<Plan, Reason>)>,
+    locked: Set<StateKey>,
+    reserved: Map<ActorKey, u64>,
     /// Running sums over this shard's accounts, for the conservation check.
     balance_total: u128,
     funded_total: u128,
     entries: Vec<(SignedTransaction, TxResult)>,
     /// Results of the transactions in the block being built, so a late or
     /// repeated prepare finds its transaction finished instead of starting it again.
-    recorded: HashMap<TxId, TxResult>,
+    recorded: Map<TxId, TxResult>,
     dirty: BTreeSet<StateKey>,
     index_writes: Vec<(Vec<u8>, Vec<u8>)>,
 }
@@ -173,11 +173,11 @@ impl Shard {
             head,
             last_time,
             now: last_time,
-            prepared: HashMap::new(),
-            locked: HashSet::new(),
-            reserved: HashMap::new(),
+            prepared: Map::default(),
+            locked: Set::default(),
+            reserved: Map::default(),
             entries: Vec::new(),
-            recorded: HashMap::new(),
+            recorded: Map::default(),
             dirty: BTreeSet::new(),
             index_writes: Vec::new(),
         }
@@ -312,7 +312,10 @@ impl Shard {
             return None;
         }
         self.recorded.clear();
-        let body = BlockBody { entries: std::mem::take(&mut self.entries) };
+        // The next block starts with room for as many entries as this one had: blocks of a
+        // steady load are alike, and growing these vectors push by push cost 1-2% of the CPU.
+        let room = self.entries.len();
+        let body = BlockBody { entries: std::mem::replace(&mut self.entries, Vec::with_capacity(room)) };
         let header = BlockHeader {
             shard: self.id,
             height: self.height + 1,
@@ -328,9 +331,11 @@ impl Shard {
         self.last_time = self.now;
         let state_writes = std::mem::take(&mut self.dirty)
             .into_iter()
-            .map(|key| (layout::state(self.id, &key.to_bytes()), self.state.value(&key)))
+            .map(|key| (layout::state_entry(self.id, &key), self.state.value(&key)))
             .collect();
-        Some(SealedBlock { header, body, state_writes, index_writes: std::mem::take(&mut self.index_writes) })
+        let index_room = self.index_writes.len();
+        let index_writes = std::mem::replace(&mut self.index_writes, Vec::with_capacity(index_room));
+        Some(SealedBlock { header, body, state_writes, index_writes })
     }
 
     /// Appends a finished transaction to the block and writes its history entries;

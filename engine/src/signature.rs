@@ -15,7 +15,6 @@
 //! ledger also verifies the batches of a client that sent bad signatures only
 //! when no other client's batch is waiting (see `Ledger::submit_async_from`).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
@@ -43,7 +42,7 @@ pub fn sign(transaction: Transaction, key: &SigningKey) -> Result<SignedTransact
     assert_eq!(transaction.signer, actor_key(key), "transaction signer must match the signing key");
     let unsigned = SignedTransaction::from_parts(transaction, [0; 64])?;
     let signature = key.sign(unsigned.body());
-    SignedTransaction::from_parts(unsigned.transaction, signature.to_bytes())
+    SignedTransaction::from_parts(std::sync::Arc::unwrap_or_clone(unsigned.transaction), signature.to_bytes())
 }
 
 /// Parses a signer's key, refusing invalid and weak keys.
@@ -62,7 +61,7 @@ fn parse_key(actor: &ActorKey) -> Result<VerifyingKey, Reason> {
 /// keeps up to `KEY_CACHE_ENTRIES_MAX` of them (forgetting all when full).
 #[derive(Default)]
 pub struct SignatureVerifier {
-    keys: RwLock<HashMap<ActorKey, VerifyingKey>>,
+    keys: RwLock<crate::state::Map<ActorKey, VerifyingKey>>,
 }
 
 impl SignatureVerifier {

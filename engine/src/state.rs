@@ -131,7 +131,17 @@ pub enum StateKey {
 
 impl StateKey {
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(40);
+        let mut out = Vec::with_capacity(Self::USUAL_MAX_LEN);
+        self.append_to(&mut out);
+        out
+    }
+
+    /// Room that holds every key but a unit's or a recall's with a serial or lot of more than
+    /// 55 characters (the longest fixed key, tag, patient and id, is 49 bytes).
+    pub const USUAL_MAX_LEN: usize = 64;
+
+    /// Appends the key's bytes (see `to_bytes`).
+    pub fn append_to(&self, out: &mut Vec<u8>) {
         match self {
             StateKey::Actor(key) => {
                 out.push(1);
@@ -171,7 +181,6 @@ impl StateKey {
                 out.extend_from_slice(lot.as_bytes());
             }
         }
-        out
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
@@ -421,6 +430,8 @@ impl Codec for Recall {
 /// from being planned; SipHash, the standard map's hasher, was a fifth of the time it took to
 /// reopen a ledger with 10 million transactions.
 pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// A set hashed as `Map` is, for the same reason.
+pub type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// A shard's entities. Every map is keyed as in `StateKey`; `consent_index`
 /// is derived from `consents` and rebuilt on load, never stored.

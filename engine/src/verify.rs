@@ -309,7 +309,7 @@ pub fn verify_storage(storage: &dyn Storage) -> Result<Report, StorageError> {
                 return;
             }
             checkpoint = outcome.checkpoint.hash();
-            apply(&mut expected, outcome.writes());
+            apply(&mut expected, outcome.into_writes());
             report.rounds = round;
         }
     }));
