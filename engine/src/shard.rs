@@ -12,8 +12,6 @@
 //! cross-shard one is prepared on each participant and finished once the
 //! coordinator has decided.
 
-use std::collections::BTreeSet;
-
 use crate::block::{merkle_root, BlockBody, BlockHeader};
 use crate::codec::Codec;
 use crate::coordinator::Message;
@@ -95,7 +93,7 @@ pub struct Shard {
     /// Results of the transactions in the block being built, so a late or
     /// repeated prepare finds its transaction finished instead of starting it again.
     recorded: Map<TxId, TxResult>,
-    dirty: BTreeSet<StateKey>,
+    dirty: Set<StateKey>,
     index_writes: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -178,7 +176,7 @@ impl Shard {
             reserved: Map::default(),
             entries: Vec::new(),
             recorded: Map::default(),
-            dirty: BTreeSet::new(),
+            dirty: Set::default(),
             index_writes: Vec::new(),
         }
     }
@@ -329,10 +327,10 @@ impl Shard {
         self.height = header.height;
         self.head = header.hash();
         self.last_time = self.now;
-        let state_writes = std::mem::take(&mut self.dirty)
-            .into_iter()
-            .map(|key| (layout::state_entry(self.id, &key), self.state.value(&key)))
-            .collect();
+        // In no particular order: storage sorts a write set before it writes it.
+        let state = &self.state;
+        let id = self.id;
+        let state_writes = self.dirty.drain().map(|key| (layout::state_entry(id, &key), state.value(&key))).collect();
         let index_room = self.index_writes.len();
         let index_writes = std::mem::replace(&mut self.index_writes, Vec::with_capacity(index_room));
         Some(SealedBlock { header, body, state_writes, index_writes })
