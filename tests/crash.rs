@@ -329,3 +329,24 @@ fn loading_state_in_any_entry_order_gives_the_same_state() {
     assert_eq!(*hasher.finalize().as_bytes(), ledger.state_hash(), "the loaded states are the ledger's");
     assert!(families.len() >= 6, "the workload stores most families of state: {families:?}");
 }
+
+#[test]
+fn lookups_answer_in_the_order_asked_with_repeats_and_missing_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let rocks = RocksStorage::open(dir.path()).unwrap();
+    let memory = MemoryStorage::new();
+    let writes: Vec<_> =
+        (0u32..500).map(|i| (format!("T{:08}", i * 7 % 500).into_bytes(), Some(i.to_le_bytes().to_vec()))).collect();
+    for storage in [&rocks as &dyn Storage, &memory] {
+        storage.write(&writes).unwrap();
+    }
+    // Unsorted, with repeats and keys that were never written.
+    let keys: Vec<Vec<u8>> =
+        [499u32, 3, 777, 3, 0, 250, 1000, 499].iter().map(|i| format!("T{i:08}").into_bytes()).collect();
+    let from_rocks = rocks.get_many(&keys).unwrap();
+    assert_eq!(from_rocks, memory.get_many(&keys).unwrap());
+    let expected: Vec<Option<Vec<u8>>> = keys.iter().map(|key| memory.get(key).unwrap()).collect();
+    assert_eq!(from_rocks, expected);
+    assert_eq!(from_rocks.iter().filter(|v| v.is_none()).count(), 2, "777 and 1000 were never written");
+    assert_eq!(from_rocks[1], from_rocks[3], "a repeated key gets the same answer");
+}
