@@ -85,7 +85,12 @@ mod rocks {
             // WAL fsync never waits behind tens of megabytes of dirty pages.
             options.set_bytes_per_sync(1 << 20);
             let mut table = rocksdb::BlockBasedOptions::default();
-            table.set_bloom_filter(10.0, false);
+            // 16 bits per key (about 0.1% false positives instead of 1% at 10): every new
+            // transaction's id is looked up in every level and found in none, so with 10M
+            // transactions of history false positives meant data-block reads for a tenth of
+            // the lookups. On top of 10M: id lookups 9.6% -> 7.3% of the CPU, 27.7 -> 25.4 us
+            // per transaction (two runs each); the filters cost about 2 bytes per key of memory.
+            table.set_bloom_filter(16.0, false);
             options.set_block_based_table_factory(&table);
             // Flushes and compactions run at the lowest CPU priority: on a machine the commit
             // path keeps busy they take the spare time instead of a core from a waiting batch
