@@ -69,11 +69,8 @@ pub fn decision(round: u64) -> Vec<u8> {
 pub fn state_prefix(shard: u32) -> Vec<u8> {
     key(STATE, &[&shard.to_be_bytes()])
 }
-pub fn state(shard: u32, state_key: &[u8]) -> Vec<u8> {
-    key(STATE, &[&shard.to_be_bytes(), state_key])
-}
-/// `state(shard, &key.to_bytes())`, built in one allocation.
-pub fn state_entry(shard: u32, key: &StateKey) -> Vec<u8> {
+/// A state entry's key: the prefix, then `key.to_bytes()`, built in one allocation.
+pub fn state(shard: u32, key: &StateKey) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + 4 + StateKey::USUAL_MAX_LEN);
     out.push(STATE);
     out.extend_from_slice(&shard.to_be_bytes());
@@ -95,20 +92,18 @@ pub fn access_prefix(patient: &ActorKey) -> Vec<u8> {
 pub fn access(patient: &ActorKey, height: u64, index: u32) -> Vec<u8> {
     key(ACCESS, &[&patient.0, &height.to_be_bytes(), &index.to_be_bytes()])
 }
+/// A unit's custody keys: the unit, then `tail` (empty for the prefix of them all).
+fn custody_key(unit: &UnitId, tail: &[u8]) -> Vec<u8> {
+    key(CUSTODY, &[&unit.gtin.to_be_bytes(), &[unit.serial.len() as u8], unit.serial.as_bytes(), tail])
+}
 pub fn custody_prefix(unit: &UnitId) -> Vec<u8> {
-    key(CUSTODY, &[&unit.gtin.to_be_bytes(), &[unit.serial.len() as u8], unit.serial.as_bytes()])
+    custody_key(unit, &[])
 }
 pub fn custody(unit: &UnitId, height: u64, index: u32) -> Vec<u8> {
-    key(
-        CUSTODY,
-        &[
-            &unit.gtin.to_be_bytes(),
-            &[unit.serial.len() as u8],
-            unit.serial.as_bytes(),
-            &height.to_be_bytes(),
-            &index.to_be_bytes(),
-        ],
-    )
+    let mut tail = [0; 12];
+    tail[..8].copy_from_slice(&height.to_be_bytes());
+    tail[8..].copy_from_slice(&index.to_be_bytes());
+    custody_key(unit, &tail)
 }
 
 /// A short human description of a stored key, for verification reports.

@@ -456,12 +456,7 @@ impl Participant {
     ) -> Result<ShardHead, ParticipantError> {
         let head = Head { height: self.shard.height(), hash: self.shard.head(), time: self.shard.last_time(), round };
         let mut writes = extra;
-        if let Some(block) = &block {
-            let header = &block.header;
-            writes.push((layout::header(header.shard, header.height), Some(header.encode().expect("fixed size"))));
-            writes.push((layout::body(header.shard, header.height), Some(block.body.encode().expect("bounded block"))));
-            writes.extend(block.state_writes.iter().cloned());
-            writes.extend(block.index_writes.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
+        if let Some(block) = block {
             // Cross-shard transactions indexed elsewhere: remembered here too, so a repeat is
             // recognised even when their first participant never saw them.
             for (transaction, result) in &block.body.entries {
@@ -469,6 +464,7 @@ impl Participant {
                     writes.push((layout::participation(transaction.id()), Some(result.code().to_le_bytes().to_vec())));
                 }
             }
+            block.into_writes(&mut writes);
         }
         writes.push((layout::META_HEAD.to_vec(), Some(head.encode().expect("fixed size"))));
         if let Err(error) = self.storage.write(&writes) {

@@ -76,7 +76,7 @@ impl Genesis {
         for shard in 0..self.shards {
             for operator in &self.operators {
                 let key = StateKey::Actor(*operator);
-                writes.push((layout::state_entry(shard, &key), state.value(&key)));
+                writes.push((layout::state(shard, &key), state.value(&key)));
             }
         }
         writes
@@ -239,11 +239,7 @@ impl RoundOutcome {
         let count = self.blocks.iter().map(|b| 2 + b.state_writes.len() + b.index_writes.len()).sum::<usize>();
         let mut writes = Vec::with_capacity(count + 3);
         for block in self.blocks {
-            let header = &block.header;
-            writes.push((layout::header(header.shard, header.height), Some(header.encode().expect("fixed size"))));
-            writes.push((layout::body(header.shard, header.height), Some(block.body.encode().expect("bounded block"))));
-            writes.extend(block.state_writes);
-            writes.extend(block.index_writes.into_iter().map(|(k, v)| (k, Some(v))));
+            block.into_writes(&mut writes);
         }
         if !self.decisions.is_empty() {
             writes.push((layout::decision(self.round), Some(encode_decisions(&self.decisions))));

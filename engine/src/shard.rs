@@ -66,6 +66,18 @@ pub struct SealedBlock {
     pub index_writes: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+impl SealedBlock {
+    /// Appends what storing the block writes: header, body, state and history entries. They
+    /// move into `writes` rather than being copied.
+    pub fn into_writes(self, writes: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+        let header = &self.header;
+        writes.push((layout::header(header.shard, header.height), Some(header.encode().expect("fixed size"))));
+        writes.push((layout::body(header.shard, header.height), Some(self.body.encode().expect("bounded block"))));
+        writes.extend(self.state_writes);
+        writes.extend(self.index_writes.into_iter().map(|(k, v)| (k, Some(v))));
+    }
+}
+
 /// A participant's answer to a coordinator message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
@@ -330,7 +342,7 @@ impl Shard {
         // In no particular order: storage sorts a write set before it writes it.
         let state = &self.state;
         let id = self.id;
-        let state_writes = self.dirty.drain().map(|key| (layout::state_entry(id, &key), state.value(&key))).collect();
+        let state_writes = self.dirty.drain().map(|key| (layout::state(id, &key), state.value(&key))).collect();
         let index_room = self.index_writes.len();
         let index_writes = std::mem::replace(&mut self.index_writes, Vec::with_capacity(index_room));
         Some(SealedBlock { header, body, state_writes, index_writes })
