@@ -350,3 +350,36 @@ fn lookups_answer_in_the_order_asked_with_repeats_and_missing_keys() {
     assert_eq!(from_rocks.iter().filter(|v| v.is_none()).count(), 2, "777 and 1000 were never written");
     assert_eq!(from_rocks[1], from_rocks[3], "a repeated key gets the same answer");
 }
+
+#[test]
+fn scans_see_exactly_the_keys_under_their_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let rocks = RocksStorage::open(dir.path()).unwrap();
+    let memory = MemoryStorage::new();
+    // Prefixes ending in 0xff and 0xfe, neighbours on both sides, and the empty key's prefix.
+    let keys: [&[u8]; 9] =
+        [b"A", b"A\xfe", b"A\xfe\x00", b"A\xfe\xff", b"A\xff", b"A\xff\x01", b"A\xff\xff\xff", b"B", b"\xff\xff"];
+    let writes: Vec<_> = keys.iter().map(|key| (key.to_vec(), Some(key.len().to_le_bytes().to_vec()))).collect();
+    for storage in [&rocks as &dyn Storage, &memory] {
+        storage.write(&writes).unwrap();
+    }
+    let scan = |storage: &dyn Storage, prefix: &[u8]| {
+        let mut seen = Vec::new();
+        storage
+            .scan(prefix, &mut |key, value| {
+                seen.push((key.to_vec(), value.to_vec()));
+                true
+            })
+            .unwrap();
+        seen
+    };
+    for prefix in [&b""[..], b"A", b"A\xfe", b"A\xff", b"A\xff\xff", b"\xff", b"\xff\xff", b"C"] {
+        let expected: Vec<_> = writes
+            .iter()
+            .filter(|(key, _)| key.starts_with(prefix))
+            .map(|(key, value)| (key.clone(), value.clone().unwrap()))
+            .collect();
+        assert_eq!(scan(&rocks, prefix), expected, "prefix {prefix:?}");
+        assert_eq!(scan(&memory, prefix), expected, "prefix {prefix:?}");
+    }
+}
