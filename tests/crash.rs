@@ -35,7 +35,7 @@ fn a_crash_after_any_write_loses_nothing_acknowledged() {
     // The crash-free run, one batch per round.
     let reference = open(&workload, Arc::new(MemoryStorage::new()));
     let expected: Vec<Vec<TxResult>> = batches.iter().map(|b| reference.submit(b.clone()).unwrap()).collect();
-    let final_hash = reference.state_hash();
+    let final_hash = reference.state_hash().unwrap();
 
     for crash_point in 0..=batches.len() as u64 {
         let storage = Arc::new(FaultyStorage::new());
@@ -49,7 +49,7 @@ fn a_crash_after_any_write_loses_nothing_acknowledged() {
                 Err(other) => panic!("unexpected {other}"),
             }
         }
-        let hash_at_crash = ledger.state_hash();
+        let hash_at_crash = ledger.state_hash().unwrap();
         drop(ledger);
 
         let durable = Arc::new(MemoryStorage::from_map(storage.durable()));
@@ -57,7 +57,7 @@ fn a_crash_after_any_write_loses_nothing_acknowledged() {
         assert!(report.is_intact(), "crash point {crash_point}: {:?}", report.problems);
         let reopened = open(&workload, durable.clone());
         assert_eq!(
-            reopened.state_hash(),
+            reopened.state_hash().unwrap(),
             hash_at_crash,
             "crash point {crash_point}: reopening restores the durable state"
         );
@@ -72,7 +72,7 @@ fn a_crash_after_any_write_loses_nothing_acknowledged() {
         for (batch, expected) in batches.iter().zip(&expected) {
             assert_eq!(&reopened.submit(batch.clone()).unwrap(), expected, "crash point {crash_point}");
         }
-        assert_eq!(reopened.state_hash(), final_hash, "crash point {crash_point}");
+        assert_eq!(reopened.state_hash().unwrap(), final_hash, "crash point {crash_point}");
     }
 }
 
@@ -82,10 +82,10 @@ fn a_failing_disk_loses_the_batch_cleanly_and_the_ledger_keeps_serving() {
     let storage = Arc::new(FaultyStorage::new());
     let ledger = open(&workload, storage.clone());
     ledger.submit(batches[0].clone()).unwrap();
-    let before = ledger.state_hash();
+    let before = ledger.state_hash().unwrap();
     storage.fail_next_writes(1);
     assert!(matches!(ledger.submit(batches[1].clone()), Err(SubmitError::Storage(_))));
-    assert_eq!(ledger.state_hash(), before, "nothing of the failed round is applied");
+    assert_eq!(ledger.state_hash().unwrap(), before, "nothing of the failed round is applied");
     assert!(ledger.locate(batches[1][0].id()).unwrap().is_none());
     let results = ledger.submit(batches[1].clone()).unwrap();
     assert_eq!(results.len(), batches[1].len());
@@ -153,7 +153,11 @@ fn a_failed_write_refuses_the_groups_executed_on_top_of_it() {
     assert!(refused >= 1 && refused < outcomes.len(), "{refused} of {} batches refused", outcomes.len());
     assert!(verify_storage(storage.as_ref()).unwrap().is_intact());
     let reopened = open(&workload, Arc::new(MemoryStorage::from_map(storage.durable())));
-    assert_eq!(reopened.state_hash(), ledger.state_hash(), "memory and storage agree after the failure");
+    assert_eq!(
+        reopened.state_hash().unwrap(),
+        ledger.state_hash().unwrap(),
+        "memory and storage agree after the failure"
+    );
     // Acknowledged batches keep their results; refused ones can be submitted again.
     for (batch, outcome) in batches[2..].iter().zip(&outcomes) {
         let results = ledger.submit(batch.clone()).unwrap();
@@ -274,16 +278,16 @@ fn a_clean_stop_and_reopen_restores_the_same_state() {
         for batch in &batches {
             ledger.submit(batch.clone()).unwrap();
         }
-        (ledger.state_hash(), ledger.round(), ledger.checkpoint(), ledger.heights())
+        (ledger.state_hash().unwrap(), ledger.round(), ledger.checkpoint(), ledger.heights())
     };
     let reopened = open(&workload, Arc::new(RocksStorage::open(dir.path()).unwrap()));
     assert_eq!(
-        (reopened.state_hash(), reopened.round(), reopened.checkpoint(), reopened.heights()),
+        (reopened.state_hash().unwrap(), reopened.round(), reopened.checkpoint(), reopened.heights()),
         (hash, round, checkpoint, heights)
     );
     // And it carries on: resubmitting is idempotent, new work commits.
     assert_eq!(reopened.submit(batches[3].clone()).unwrap().len(), batches[3].len());
-    assert_eq!(reopened.state_hash(), hash);
+    assert_eq!(reopened.state_hash().unwrap(), hash);
     drop(reopened);
     let wrong = Ledger::open_with(
         Arc::new(RocksStorage::open(dir.path()).unwrap()),
@@ -312,7 +316,7 @@ fn loading_state_in_any_entry_order_gives_the_same_state() {
         let mut stored: Vec<(Vec<u8>, Vec<u8>)> =
             storage.snapshot().into_iter().filter(|(key, _)| key.starts_with(&prefix)).collect();
         families.extend(stored.iter().map(|(key, _)| key[prefix.len()]));
-        let mut in_order = load_state(storage.as_ref(), shard).unwrap();
+        let mut in_order = load_state(storage.as_ref(), shard, None).unwrap();
         in_order.normalize();
         // Families interleaved (ordered by the keys' last bytes): each is gathered many times.
         stored.sort_by_key(|(key, _)| key.iter().rev().copied().collect::<Vec<u8>>());
@@ -326,7 +330,7 @@ fn loading_state_in_any_entry_order_gives_the_same_state() {
         assert_eq!(reversed.entries().len(), stored.len(), "shard {shard}: every stored entry loads");
         hasher.update(&in_order.hash());
     }
-    assert_eq!(*hasher.finalize().as_bytes(), ledger.state_hash(), "the loaded states are the ledger's");
+    assert_eq!(*hasher.finalize().as_bytes(), ledger.state_hash().unwrap(), "the loaded states are the ledger's");
     assert!(families.len() >= 6, "the workload stores most families of state: {families:?}");
 }
 
@@ -382,4 +386,28 @@ fn scans_see_exactly_the_keys_under_their_prefix() {
         assert_eq!(scan(&rocks, prefix), expected, "prefix {prefix:?}");
         assert_eq!(scan(&memory, prefix), expected, "prefix {prefix:?}");
     }
+}
+
+#[test]
+fn a_small_state_cache_gives_the_whole_states_results_and_reopens_to_the_same_state() {
+    use caduceus_engine::ledger::Options;
+
+    let (workload, batches) = batches();
+    let whole = open(&workload, Arc::new(MemoryStorage::new()));
+    let storage = Arc::new(MemoryStorage::new());
+    let options = Options { state_cache_entries: Some(64) };
+    let clock: caduceus_engine::ledger::Clock = Arc::new(|| 1_800_000_000_000);
+    let cached = Ledger::open_on(storage.clone(), &workload.ledger_config(3), clock.clone(), &options).unwrap();
+    // Every batch in flight at once, so evictions meet groups that are not yet durable.
+    let pending: Vec<_> = batches.iter().map(|batch| cached.submit_async(batch.clone()).unwrap()).collect();
+    for (index, (pending, batch)) in pending.into_iter().zip(&batches).enumerate() {
+        assert_eq!(pending.wait().unwrap(), whole.submit(batch.clone()).unwrap(), "batch {index}");
+    }
+    assert_eq!(cached.state_hash().unwrap(), whole.state_hash().unwrap());
+    let (hash, checkpoint) = (cached.state_hash().unwrap(), cached.checkpoint());
+    drop(cached);
+    let reopened = Ledger::open_on(storage, &workload.ledger_config(3), clock, &options).unwrap();
+    assert_eq!((reopened.state_hash().unwrap(), reopened.checkpoint()), (hash, checkpoint));
+    let more = batches.last().unwrap().clone();
+    assert_eq!(reopened.submit(more.clone()).unwrap(), whole.submit(more).unwrap(), "a replayed batch, reopened");
 }

@@ -205,7 +205,7 @@ fn claims_are_checked_for_duplicates_and_paid_exactly_once() {
     let (balances, funded) = ledger.fund_totals();
     assert_eq!((balances, funded), (20_000, 20_000));
     assert!(matches!(
-        ledger.claim(&w.patient.id, 1).unwrap().status,
+        ledger.claim(&w.patient.id, 1).unwrap().unwrap().status,
         caduceus_engine::state::ClaimStatus::Paid { amount: 14_000, .. }
     ));
 }
@@ -321,8 +321,8 @@ fn units_have_one_custodian_and_are_never_dispensed_after_recall_or_expiry() {
         expected.map(|(e, c)| (e.to_string(), c)).to_vec(),
         "the trail keeps refused attempts too: a second commission is a counterfeit signal"
     );
-    let verdict = ledger.verify_unit(&unit("A2"));
+    let verdict = ledger.verify_unit(&unit("A2")).unwrap();
     assert!(verdict.genuine() && verdict.recall.is_some() && !verdict.dispensable());
-    assert!(!ledger.verify_unit(&unit("FAKE")).genuine());
-    assert!(ledger.verify_unit(&unit("A3")).expired);
+    assert!(!ledger.verify_unit(&unit("FAKE")).unwrap().genuine());
+    assert!(ledger.verify_unit(&unit("A3")).unwrap().expired);
 }

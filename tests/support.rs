@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use caduceus_engine::ledger::Clock;
+use caduceus_engine::ledger::{Clock, Options};
 use caduceus_engine::model::{ActorKey, Operation, Role, Transaction, TxResult};
 use caduceus_engine::signature::{actor_key, sign, signing_key, SigningKey};
 use caduceus_engine::storage::{MemoryStorage, Storage};
@@ -74,9 +74,17 @@ impl World {
         self.time.fetch_add(ms, Ordering::SeqCst);
     }
 
-    /// A ledger on the given storage with every actor but the stranger registered.
+    /// A ledger on the given storage with every actor but the stranger registered. Nothing of
+    /// the state that grows with history stays in memory between batches, so every rule is
+    /// checked on state read back from storage.
     pub fn ledger_on(&self, storage: Arc<dyn Storage>, shards: u32) -> Ledger {
-        let ledger = Ledger::open_with(storage, &self.config(shards), self.clock()).expect("open");
+        self.ledger_with(storage, shards, Some(0))
+    }
+
+    /// As `ledger_on`, with a chosen state cache (`None`: the whole state in memory, the default).
+    pub fn ledger_with(&self, storage: Arc<dyn Storage>, shards: u32, state_cache_entries: Option<usize>) -> Ledger {
+        let options = Options { state_cache_entries };
+        let ledger = Ledger::open_on(storage, &self.config(shards), self.clock(), &options).expect("open");
         let registrations = [
             (&self.patient, Role::Patient),
             (&self.other_patient, Role::Patient),

@@ -27,9 +27,12 @@ use parking_lot::RwLock;
 use thiserror::Error;
 
 use crate::block::{BlockHeader, Checkpoint, Proof};
+use crate::cache::{StateCache, RESIDENT_TAGS};
 use crate::codec::{Codec, DecodeError};
 use crate::history::{AccessEntry, CustodyEvent, TxLocation};
 use crate::layout;
+#[cfg(feature = "rocksdb")]
+use crate::limits::BLOCK_CACHE_BYTES;
 use crate::limits::{
     BATCH_TRANSACTIONS_MAX, EXECUTE_QUEUE_DEPTH, PENALIZED_CLIENTS_MAX, PENALIZED_QUEUE_DEPTH,
     PENALIZED_VERIFY_PERCENT, PENALTY_BATCHES, PERSIST_QUEUE_DEPTH, ROUND_TRANSACTIONS_MAX, SHARDS_MAX,
@@ -41,7 +44,7 @@ use crate::round::{decode_round_meta, execute_round, Genesis};
 use crate::routing::{shard_of_actor, shard_of_unit};
 use crate::shard::Shard;
 use crate::signature::SignatureVerifier;
-use crate::state::{Account, Actor, Claim, Map, Recall, State, StateLoader, Unit};
+use crate::state::{Account, Actor, Claim, Map, Recall, Set, State, StateKey, StateLoader, Unit};
 #[cfg(feature = "rocksdb")]
 use crate::storage::RocksStorage;
 use crate::storage::{MemoryStorage, Storage, StorageError};
@@ -61,6 +64,24 @@ pub struct Config {
     pub shards: u32,
     /// Operators that exist from the start; they register every other actor.
     pub genesis_operators: Vec<ActorKey>,
+}
+
+/// How this process runs a ledger; nothing here is stored.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Entries of the state that grows with history (records, consents, claims, units) each
+    /// shard keeps in memory; past it, durable entries are dropped and read again from storage
+    /// when a transaction needs them (see `cache`). `None` (the default): the whole state is
+    /// loaded on open and stays in memory. A limit bounds memory and makes opening fast
+    /// whatever the history; each transaction that touches an entry not in memory pays a
+    /// storage read.
+    pub state_cache_entries: Option<usize>,
+}
+
+/// RocksDB in a directory; with a state cache, its own memory is bounded too.
+#[cfg(feature = "rocksdb")]
+fn rocks_storage(path: &std::path::Path, options: &Options) -> Result<RocksStorage, StorageError> {
+    RocksStorage::open_with(path, options.state_cache_entries.map(|_| BLOCK_CACHE_BYTES))
 }
 
 /// Why a ledger could not be opened.
@@ -125,18 +146,25 @@ impl UnitVerification {
     }
 }
 
-/// Loads one shard's stored state entries.
-pub fn load_state(storage: &dyn Storage, id: u32) -> Result<State, OpenError> {
+/// Loads one shard's stored state entries: every family, or only those whose tags (see
+/// `StateKey::to_bytes`) are listed.
+pub fn load_state(storage: &dyn Storage, id: u32, families: Option<&[u8]>) -> Result<State, OpenError> {
     let mut loader = StateLoader::new();
     let prefix = layout::state_prefix(id);
+    let prefixes: Vec<Vec<u8>> = match families {
+        None => vec![prefix.clone()],
+        Some(tags) => tags.iter().map(|tag| [prefix.as_slice(), &[*tag]].concat()).collect(),
+    };
     let mut failure = None;
-    storage.scan(&prefix, &mut |key, value| match loader.insert(&key[prefix.len()..], value) {
-        Ok(()) => true,
-        Err(e) => {
-            failure = Some(OpenError::Corrupt { place: layout::describe(key), detail: e.to_string() });
-            false
-        }
-    })?;
+    for scanned in &prefixes {
+        storage.scan(scanned, &mut |key, value| match loader.insert(&key[prefix.len()..], value) {
+            Ok(()) => true,
+            Err(e) => {
+                failure = Some(OpenError::Corrupt { place: layout::describe(key), detail: e.to_string() });
+                false
+            }
+        })?;
+    }
     failure.map_or_else(|| Ok(loader.finish()), Err)
 }
 
@@ -153,8 +181,10 @@ struct Core {
     /// Results of transactions executed in groups not yet durable, so a repeat of one in a
     /// later group gets the same answer: id -> (group, result).
     unpersisted: Map<TxId, (u64, TxResult)>,
-    /// The ids each not yet durable group executed, oldest first.
-    unpersisted_groups: std::collections::VecDeque<(u64, Vec<TxId>)>,
+    /// The ids each not yet durable group executed, and the state entries it wrote, oldest first.
+    unpersisted_groups: std::collections::VecDeque<UnpersistedGroup>,
+    /// Which state entries of the families that grow with history are in memory.
+    cache: StateCache,
 }
 
 impl Core {
@@ -163,7 +193,7 @@ impl Core {
     }
 
     /// Loads the durable state: config, each shard's state and head, the last checkpoint.
-    fn load(storage: Arc<dyn Storage>, config: &Config) -> Result<Self, OpenError> {
+    fn load(storage: Arc<dyn Storage>, config: &Config, options: &Options) -> Result<Self, OpenError> {
         let damaged = |key: &[u8], detail: String| OpenError::Corrupt { place: layout::describe(key), detail };
         let genesis = match storage.get(layout::META_CONFIG)? {
             Some(bytes) => {
@@ -205,7 +235,10 @@ impl Core {
         let shards = (0..genesis.shards)
             .into_par_iter()
             .map(|id| {
-                let state = load_state(storage.as_ref(), id)?;
+                // With a cache limit, only the families that grow with the population; the rest
+                // is read as needed.
+                let families = options.state_cache_entries.map(|_| RESIDENT_TAGS.as_slice());
+                let state = load_state(storage.as_ref(), id, families)?;
                 let (height, head, time) = match checkpoint.as_ref().map(|c| c.heads[id as usize]) {
                     Some(head) if head.height > 0 => {
                         let key = layout::header(id, head.height);
@@ -221,6 +254,8 @@ impl Core {
                 Ok(Shard::restore(id, genesis.shards, state, height, head, time))
             })
             .collect::<Result<Vec<Shard>, OpenError>>()?;
+        let limit = options.state_cache_entries;
+        let cache = StateCache::new(shards.len(), limit, limit.is_none());
         Ok(Core {
             storage,
             genesis,
@@ -231,6 +266,7 @@ impl Core {
             epoch: 0,
             unpersisted: Map::default(),
             unpersisted_groups: Default::default(),
+            cache,
         })
     }
 
@@ -240,17 +276,32 @@ impl Core {
     /// group known to be durable. Returns `None` when the group was answered already (a failed
     /// lookup).
     fn execute(&mut self, group: Vec<Verified>, clock: &Clock, durable: u64) -> Option<Executed> {
-        while self.unpersisted_groups.front().is_some_and(|(seq, _)| *seq <= durable) {
-            let (seq, ids) = self.unpersisted_groups.pop_front().expect("a durable group");
+        while self.unpersisted_groups.front().is_some_and(|group| group.seq <= durable) {
+            let UnpersistedGroup { seq, ids, .. } = self.unpersisted_groups.pop_front().expect("a durable group");
             for id in ids {
                 if self.unpersisted.get(&id).is_some_and(|(s, _)| *s == seq) {
                     self.unpersisted.remove(&id);
                 }
             }
         }
+        if self.cache.over_limit(&self.shards) {
+            let mut keep: Map<u32, Set<StateKey>> = Map::default();
+            for (shard, key) in self.unpersisted_groups.iter().flat_map(|group| &group.written) {
+                keep.entry(*shard).or_default().insert(key.clone());
+            }
+            self.cache.evict(&mut self.shards, &keep);
+        }
         let lookups: Vec<Vec<u8>> =
             group.iter().flat_map(|v| v.transactions.iter().map(|t| layout::transaction(t.id()))).collect();
-        let stored = match self.storage.get_many(&lookups) {
+        let to_run: Vec<&SignedTransaction> = group
+            .iter()
+            .flat_map(|v| v.transactions.iter().zip(&v.verdicts).filter(|(_, v)| v.is_none()).map(|(t, _)| t))
+            .collect();
+        let stored = self
+            .storage
+            .get_many(&lookups)
+            .and_then(|stored| self.cache.load(&mut self.shards, self.storage.as_ref(), &to_run).map(|()| stored));
+        let stored = match stored {
             Ok(stored) => stored,
             Err(error) => {
                 answer_all(group, Err(SubmitError::Storage(error.to_string())));
@@ -260,6 +311,7 @@ impl Core {
         let seq = self.executed + 1;
         let mut stored = stored.into_iter();
         let mut executed_ids = Vec::new();
+        let mut written = Vec::new();
         let mut writes = Vec::new();
         let mut answers: Vec<Vec<TxResult>> = Vec::with_capacity(group.len());
         let now = clock();
@@ -294,6 +346,13 @@ impl Core {
                 let mut outcome = execute_round(&mut self.shards, round, previous, now, &round_transactions);
                 let (balances, funded) = crate::shard::fund_totals(&self.shards);
                 assert_eq!(balances, funded, "funds are conserved after every round");
+                for block in &outcome.blocks {
+                    let skip = layout::state_prefix(block.header.shard).len();
+                    for (key, _) in &block.state_writes {
+                        let key = StateKey::from_bytes(&key[skip..]).expect("the shard wrote a valid state key");
+                        written.push((block.header.shard, key));
+                    }
+                }
                 results = std::mem::take(&mut outcome.results);
                 for (transaction, result) in round_transactions.iter().zip(&results) {
                     self.unpersisted.insert(transaction.id(), (seq, *result));
@@ -314,24 +373,41 @@ impl Core {
             );
         }
         self.executed = seq;
-        self.unpersisted_groups.push_back((seq, executed_ids));
+        self.unpersisted_groups.push_back(UnpersistedGroup { seq, ids: executed_ids, written });
         let replies = group.into_iter().map(|v| v.reply).zip(answers).collect();
         Some(Executed { seq, epoch: self.epoch, writes, replies })
+    }
+
+    /// A state entry that is not resident, read from storage (so durable).
+    fn stored<T: Codec>(&self, shard: u32, key: &StateKey) -> Result<Option<T>, QueryError> {
+        let key = layout::state(shard, key);
+        self.storage.get(&key)?.map(|bytes| T::decode(&bytes).map_err(crate::reads::corrupt(&key))).transpose()
     }
 
     /// Goes back to what is durable, after a failed write: everything executed since is dropped.
     fn reload(&mut self) {
         let config = Config { shards: self.genesis.shards, genesis_operators: self.genesis.operators.clone() };
-        match Core::load(self.storage.clone(), &config) {
+        let options = Options { state_cache_entries: self.cache.limit() };
+        match Core::load(self.storage.clone(), &config, &options) {
             Ok(reloaded) => {
-                let (executed, epoch) = (self.executed, self.epoch + 1);
+                let (executed, epoch, limit) = (self.executed, self.epoch + 1, self.cache.limit());
                 *self = reloaded;
                 self.executed = executed;
                 self.epoch = epoch;
+                self.cache.set_limit(limit);
             }
             Err(reload) => panic!("a write failed and the durable state cannot be reloaded: {reload}"),
         }
     }
+}
+
+/// What the execute stage remembers of a group until it is durable.
+struct UnpersistedGroup {
+    seq: u64,
+    /// The transactions it executed.
+    ids: Vec<TxId>,
+    /// The state entries it wrote, by shard: kept in memory until storage has them.
+    written: Vec<(u32, StateKey)>,
 }
 
 /// A group executed in memory, waiting to be made durable before it is answered.
@@ -515,13 +591,26 @@ impl Ledger {
         Self::open_with(Arc::new(RocksStorage::open(path)?), config, system_clock())
     }
 
+    /// Opens (or creates) a ledger in a directory, on RocksDB, with options.
+    #[cfg(feature = "rocksdb")]
+    pub fn open_with_options(path: &std::path::Path, config: &Config, options: &Options) -> Result<Self, OpenError> {
+        Self::open_on(Arc::new(rocks_storage(path, options)?), config, system_clock(), options)
+    }
+
     /// Opens a ledger that already exists in a directory, with its stored configuration.
     #[cfg(feature = "rocksdb")]
     pub fn open_existing(path: &std::path::Path) -> Result<Self, OpenError> {
+        Self::open_existing_with(path, &Options::default())
+    }
+
+    /// Opens a ledger that already exists in a directory, with its stored configuration and
+    /// these options.
+    #[cfg(feature = "rocksdb")]
+    pub fn open_existing_with(path: &std::path::Path, options: &Options) -> Result<Self, OpenError> {
         if !path.join("CURRENT").exists() {
             return Err(OpenError::NoLedger(path.to_owned()));
         }
-        let storage = Arc::new(RocksStorage::open(path)?);
+        let storage = Arc::new(rocks_storage(path, options)?);
         let bytes = storage.get(layout::META_CONFIG)?.ok_or_else(|| OpenError::Corrupt {
             place: layout::describe(layout::META_CONFIG),
             detail: "missing".into(),
@@ -529,7 +618,7 @@ impl Ledger {
         let genesis = Genesis::decode(&bytes)
             .map_err(|e| OpenError::Corrupt { place: layout::describe(layout::META_CONFIG), detail: e.to_string() })?;
         let config = Config { shards: genesis.shards, genesis_operators: genesis.operators };
-        Self::open_with(storage, &config, system_clock())
+        Self::open_on(storage, &config, system_clock(), options)
     }
 
     /// A ledger that lives in memory only.
@@ -539,7 +628,17 @@ impl Ledger {
 
     /// Opens a ledger on any storage, with a chosen clock.
     pub fn open_with(storage: Arc<dyn Storage>, config: &Config, clock: Clock) -> Result<Self, OpenError> {
-        let core = Arc::new(RwLock::new(Core::load(storage, config)?));
+        Self::open_on(storage, config, clock, &Options::default())
+    }
+
+    /// Opens a ledger on any storage, with a chosen clock and options.
+    pub fn open_on(
+        storage: Arc<dyn Storage>,
+        config: &Config,
+        clock: Clock,
+        options: &Options,
+    ) -> Result<Self, OpenError> {
+        let core = Arc::new(RwLock::new(Core::load(storage, config, options)?));
         let (submit_sender, submit_receiver) = bounded::<Submission>(SUBMIT_QUEUE_DEPTH);
         let (penalized_sender, penalized_receiver) = bounded::<Submission>(PENALIZED_QUEUE_DEPTH);
         let (verified_sender, verified_receiver) = bounded::<Verified>(EXECUTE_QUEUE_DEPTH);
@@ -652,15 +751,33 @@ impl Ledger {
         reads::checkpoint_at(self.storage().as_ref(), round)
     }
 
-    /// blake3 over every shard's canonical state: equal hashes, equal states.
-    pub fn state_hash(&self) -> Hash {
-        self.read_durable(|core| {
-            let mut hasher = blake3::Hasher::new();
-            for shard in &core.shards {
-                hasher.update(&shard.state().hash());
-            }
-            *hasher.finalize().as_bytes()
-        })
+    /// blake3 over every shard's canonical state: equal hashes, equal states. Read from storage
+    /// in one consistent scan, since the in-memory state is only partly resident.
+    pub fn state_hash(&self) -> Result<Hash, QueryError> {
+        let (storage, shards) = self.read_durable(|core| (core.storage.clone(), core.genesis.shards));
+        let mut hashers: Vec<blake3::Hasher> = (0..shards).map(|_| blake3::Hasher::new()).collect();
+        let prefix = layout::state_prefix(0);
+        let shard_at = prefix.len() - 4;
+        storage.scan(&prefix[..shard_at], &mut |key, value| {
+            let shard = u32::from_be_bytes(key[shard_at..shard_at + 4].try_into().expect("4 bytes"));
+            let (key, hasher) = (&key[shard_at + 4..], &mut hashers[shard as usize]);
+            hasher.update(&(key.len() as u32).to_le_bytes());
+            hasher.update(key);
+            hasher.update(&(value.len() as u32).to_le_bytes());
+            hasher.update(value);
+            true
+        })?;
+        let mut hasher = blake3::Hasher::new();
+        for shard in hashers {
+            hasher.update(shard.finalize().as_bytes());
+        }
+        Ok(*hasher.finalize().as_bytes())
+    }
+
+    /// Sets how many entries of the families that grow with history each shard keeps in memory
+    /// from now on (see `Options::state_cache_entries`).
+    pub fn set_state_cache_entries(&self, limit: usize) {
+        self.core.write().cache.set_limit(Some(limit));
     }
 
     /// Every shard's height.
@@ -684,21 +801,28 @@ impl Ledger {
     }
 
     /// A claim, looked up on its patient's shard.
-    pub fn claim(&self, patient: &ActorKey, claim: u128) -> Option<Claim> {
+    pub fn claim(&self, patient: &ActorKey, claim: u128) -> Result<Option<Claim>, QueryError> {
         self.read_durable(|core| {
-            let shard = &core.shards[shard_of_actor(patient, core.genesis.shards) as usize];
-            shard.state().claims.get(&(*patient, claim)).cloned()
+            let shard = shard_of_actor(patient, core.genesis.shards);
+            match core.shards[shard as usize].state().claims.get(&(*patient, claim)) {
+                Some(claim) => Ok(Some(claim.clone())),
+                None => core.stored(shard, &StateKey::Claim(*patient, claim)),
+            }
         })
     }
 
     /// Whether a unit is genuine, who holds it, whether it is recalled or expired (at the clock's now).
-    pub fn verify_unit(&self, unit: &UnitId) -> UnitVerification {
+    pub fn verify_unit(&self, unit: &UnitId) -> Result<UnitVerification, QueryError> {
         self.read_durable(|core| {
-            let state = core.shards[shard_of_unit(unit, core.genesis.shards) as usize].state();
-            let current = state.units.get(unit).cloned();
+            let shard = shard_of_unit(unit, core.genesis.shards);
+            let state = core.shards[shard as usize].state();
+            let current = match state.units.get(unit) {
+                Some(current) => Some(current.clone()),
+                None => core.stored::<Unit>(shard, &StateKey::Unit(unit.clone()))?,
+            };
             let recall = current.as_ref().and_then(|u| state.recalls.get(&(unit.gtin, u.lot.clone())).cloned());
             let expired = current.as_ref().is_some_and(|u| (self.clock)() >= u.expiry);
-            UnitVerification { unit: unit.clone(), state: current, recall, expired }
+            Ok(UnitVerification { unit: unit.clone(), state: current, recall, expired })
         })
     }
 

@@ -10,6 +10,7 @@
 //! `caduceus-shards`. See ARCHITECTURE.md for the map.
 
 pub mod block;
+pub mod cache;
 pub mod codec;
 pub mod coordinator;
 pub mod coordinator_store;

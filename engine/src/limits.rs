@@ -35,6 +35,9 @@ pub const PENALTY_BATCHES: u32 = 16;
 pub const EXECUTE_QUEUE_DEPTH: usize = 4;
 /// Executed groups waiting to be written and fsynced.
 pub const PERSIST_QUEUE_DEPTH: usize = 2;
+/// RocksDB's block cache with a state cache limit (`ledger::Options`): data blocks, indexes and
+/// filters of every table.
+pub const BLOCK_CACHE_BYTES: usize = 256 << 20;
 /// Decompressed signer keys a signature verifier keeps (about 200 bytes each).
 pub const KEY_CACHE_ENTRIES_MAX: usize = 262_144;
 /// Most signatures checked together in one `verify_batch` call.

@@ -257,7 +257,7 @@ impl Participant {
             Some(bytes) => Head::decode(&bytes).map_err(|e| damaged(layout::META_HEAD, e.to_string()))?,
             None => Head { height: 0, hash: [0; 32], time: 0, round: 0 },
         };
-        let state = load_state(storage.as_ref(), id)?;
+        let state = load_state(storage.as_ref(), id, None)?;
         let shard = Shard::restore(id, genesis.shards, state, head.height, head.hash, head.time);
         let mut participant =
             Self { genesis: genesis.clone(), storage: storage.clone(), shard, head, pending: None, last_reply: None };

@@ -205,6 +205,11 @@ impl Shard {
     pub fn state(&self) -> &State {
         &self.state
     }
+    /// For the ledger's state cache, between rounds only: loads and evictions never change
+    /// what the state machine would read.
+    pub(crate) fn state_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
     /// Transactions prepared and not yet finished.
     pub fn in_doubt(&self) -> usize {
         self.prepared.len()
@@ -426,9 +431,14 @@ impl Shard {
                 }
                 Effect::PutConsent(id, consent) => {
                     let patient = consent.patient;
-                    let ids = self.state.consent_index.entry((patient, consent.grantee)).or_default();
-                    if let Err(position) = ids.binary_search(&id) {
-                        ids.insert(position, id);
+                    // A new consent joins its grantee's index (resident: the grant loaded it); a
+                    // changed one (a revocation) is already listed there.
+                    if !self.state.consents.contains_key(&(patient, id)) {
+                        let ids = self.state.consent_index.entry((patient, consent.grantee)).or_default();
+                        if let Err(position) = ids.binary_search(&id) {
+                            ids.insert(position, id);
+                        }
+                        self.dirty.insert(StateKey::ConsentIndex(patient, consent.grantee));
                     }
                     self.state.consents.insert((patient, id), consent);
                     StateKey::Consent(patient, id)

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use crate::codec::{Codec, DecodeError, Decoder, EncodeError, Encoder};
-use crate::limits::{CODE_LENGTH_MAX, CONSENT_SCOPE_COUNT_MAX, TEXT_LENGTH_MAX};
+use crate::limits::{CODE_LENGTH_MAX, CONSENTS_PER_GRANTEE_MAX, CONSENT_SCOPE_COUNT_MAX, TEXT_LENGTH_MAX};
 use crate::model::{ActorKey, Hash, Purposes, Role, Timestamp, TxId, UnitId};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,6 +127,8 @@ pub enum StateKey {
     Account(ActorKey),
     Unit(UnitId),
     Recall(u64, String),
+    /// The consents a patient gave one grantee, by id: what the consent check reads.
+    ConsentIndex(ActorKey, ActorKey),
 }
 
 impl StateKey {
@@ -180,6 +182,11 @@ impl StateKey {
                 out.extend_from_slice(&gtin.to_be_bytes());
                 out.extend_from_slice(lot.as_bytes());
             }
+            StateKey::ConsentIndex(patient, grantee) => {
+                out.push(9);
+                out.extend_from_slice(&patient.0);
+                out.extend_from_slice(&grantee.0);
+            }
         }
     }
 
@@ -223,9 +230,40 @@ impl StateKey {
                 let (gtin, lot) = gtin_and_text()?;
                 StateKey::Recall(gtin, lot)
             }
+            9 => {
+                let both = fixed(64)?;
+                StateKey::ConsentIndex(
+                    ActorKey(both[..32].try_into().expect("32")),
+                    ActorKey(both[32..].try_into().expect("32")),
+                )
+            }
             tag => return Err(DecodeError::UnknownTag { field: "state key", tag }),
         })
     }
+}
+
+/// A consent index's stored value: its ids, ascending.
+fn encode_ids(ids: &[u128]) -> Vec<u8> {
+    let mut e = Encoder::new();
+    e.u32(ids.len() as u32);
+    for id in ids {
+        e.u128(*id);
+    }
+    e.bytes
+}
+
+fn decode_ids(bytes: &[u8]) -> Result<Vec<u128>, DecodeError> {
+    let mut d = Decoder::new(bytes);
+    let count = d.u32()? as usize;
+    if count > CONSENTS_PER_GRANTEE_MAX {
+        return Err(DecodeError::TooLong { field: "consent index", length: count, limit: CONSENTS_PER_GRANTEE_MAX });
+    }
+    let ids: Vec<u128> = (0..count).map(|_| d.u128()).collect::<Result<_, _>>()?;
+    d.finish()?;
+    if ids.windows(2).any(|pair| pair[0] >= pair[1]) {
+        return Err(DecodeError::Invalid("consent index order"));
+    }
+    Ok(ids)
 }
 
 fn patient_and_id(bytes: &[u8]) -> (ActorKey, u128) {
@@ -433,14 +471,13 @@ pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// A set hashed as `Map` is, for the same reason.
 pub type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
-/// A shard's entities. Every map is keyed as in `StateKey`; `consent_index`
-/// is derived from `consents` and rebuilt on load, never stored.
+/// A shard's entities. Every map is keyed as in `StateKey`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     pub actors: Map<ActorKey, Actor>,
     pub records: Map<(ActorKey, u128), Record>,
     pub consents: Map<(ActorKey, u128), Consent>,
-    /// Consent ids by patient and grantee.
+    /// Consent ids by patient and grantee, ascending.
     pub consent_index: Map<(ActorKey, ActorKey), Vec<u128>>,
     pub claims: Map<(ActorKey, u128), Claim>,
     pub claim_keys: Map<Hash, u128>,
@@ -461,8 +498,83 @@ impl State {
             StateKey::Account(k) => self.accounts.get(k).map(Codec::encode),
             StateKey::Unit(k) => self.units.get(k).map(Codec::encode),
             StateKey::Recall(gtin, lot) => self.recalls.get(&(*gtin, lot.clone())).map(Codec::encode),
+            StateKey::ConsentIndex(p, g) => return self.consent_index.get(&(*p, *g)).map(|ids| encode_ids(ids)),
         };
         encoded.map(|result| result.expect("state entries are validated before they are stored"))
+    }
+
+    /// Whether an entry is in memory (present; its absence is only known for resident families).
+    pub fn holds(&self, key: &StateKey) -> bool {
+        match key {
+            StateKey::Actor(k) => self.actors.contains_key(k),
+            StateKey::Record(p, k) => self.records.contains_key(&(*p, *k)),
+            StateKey::Consent(p, k) => self.consents.contains_key(&(*p, *k)),
+            StateKey::Claim(p, k) => self.claims.contains_key(&(*p, *k)),
+            StateKey::ClaimKey(k) => self.claim_keys.contains_key(k),
+            StateKey::Account(k) => self.accounts.contains_key(k),
+            StateKey::Unit(k) => self.units.contains_key(k),
+            StateKey::Recall(gtin, lot) => self.recalls.contains_key(&(*gtin, lot.clone())),
+            StateKey::ConsentIndex(p, g) => self.consent_index.contains_key(&(*p, *g)),
+        }
+    }
+
+    /// Entries of the families that grow with history (see `cache`).
+    pub fn cached_len(&self) -> usize {
+        self.records.len()
+            + self.consents.len()
+            + self.consent_index.len()
+            + self.claims.len()
+            + self.claim_keys.len()
+            + self.units.len()
+    }
+
+    /// Keeps, of the families that grow with history, only the entries in `keep`, and the
+    /// consents a kept consent index lists (the consent check reads them all).
+    pub fn retain_cached(&mut self, keep: &Set<StateKey>) {
+        self.records.retain(|(p, k), _| keep.contains(&StateKey::Record(*p, *k)));
+        self.claims.retain(|(p, k), _| keep.contains(&StateKey::Claim(*p, *k)));
+        self.claim_keys.retain(|k, _| keep.contains(&StateKey::ClaimKey(*k)));
+        self.units.retain(|k, _| keep.contains(&StateKey::Unit(k.clone())));
+        self.consent_index.retain(|(p, g), _| keep.contains(&StateKey::ConsentIndex(*p, *g)));
+        let index = &self.consent_index;
+        self.consents.retain(|(p, k), consent| {
+            keep.contains(&StateKey::Consent(*p, *k))
+                || index.get(&(*p, consent.grantee)).is_some_and(|ids| ids.binary_search(k).is_ok())
+        });
+    }
+
+    /// Adds one stored entry (on load, or when the cache reads it).
+    pub fn insert_encoded(&mut self, key: &[u8], value: &[u8]) -> Result<(), DecodeError> {
+        match StateKey::from_bytes(key)? {
+            StateKey::Actor(k) => {
+                self.actors.insert(k, Actor::decode(value)?);
+            }
+            StateKey::Record(p, k) => {
+                self.records.insert((p, k), Record::decode(value)?);
+            }
+            StateKey::Consent(p, k) => {
+                self.consents.insert((p, k), decode_consent(&p, value)?);
+            }
+            StateKey::ConsentIndex(p, g) => {
+                self.consent_index.insert((p, g), decode_ids(value)?);
+            }
+            StateKey::Claim(p, k) => {
+                self.claims.insert((p, k), Claim::decode(value)?);
+            }
+            StateKey::ClaimKey(k) => {
+                self.claim_keys.insert(k, decode_claim_id(value)?);
+            }
+            StateKey::Account(k) => {
+                self.accounts.insert(k, Account::decode(value)?);
+            }
+            StateKey::Unit(k) => {
+                self.units.insert(k, Unit::decode(value)?);
+            }
+            StateKey::Recall(gtin, lot) => {
+                self.recalls.insert((gtin, lot), Recall::decode(value)?);
+            }
+        }
+        Ok(())
     }
 
     /// Orders each consent index list canonically (after a load in arbitrary order).
@@ -483,6 +595,7 @@ impl State {
         keys.extend(self.accounts.keys().copied().map(StateKey::Account));
         keys.extend(self.units.keys().cloned().map(StateKey::Unit));
         keys.extend(self.recalls.keys().map(|(g, l)| StateKey::Recall(*g, l.clone())));
+        keys.extend(self.consent_index.keys().map(|(p, g)| StateKey::ConsentIndex(*p, *g)));
         let mut entries: Vec<(Vec<u8>, Vec<u8>)> =
             keys.iter().map(|k| (k.to_bytes(), self.value(k).expect("listed keys exist"))).collect();
         entries.sort_unstable();
@@ -500,6 +613,20 @@ impl State {
         }
         *hasher.finalize().as_bytes()
     }
+}
+
+/// A stored consent, checked to belong to the patient its key names.
+fn decode_consent(patient: &ActorKey, value: &[u8]) -> Result<Consent, DecodeError> {
+    let consent = Consent::decode(value)?;
+    if consent.patient != *patient {
+        return Err(DecodeError::Invalid("consent patient"));
+    }
+    Ok(consent)
+}
+
+fn decode_claim_id(value: &[u8]) -> Result<u128, DecodeError> {
+    let id: [u8; 16] = value.try_into().map_err(|_| DecodeError::Invalid("claim key value"))?;
+    Ok(u128::from_le_bytes(id))
 }
 
 /// Builds a shard's state from its stored entries (on open).
@@ -532,29 +659,13 @@ impl StateLoader {
             self.family = key.first().copied();
         }
         match StateKey::from_bytes(key)? {
-            StateKey::Actor(k) => {
-                self.state.actors.insert(k, Actor::decode(value)?);
-            }
             StateKey::Record(p, k) => self.records.push(((p, k), Record::decode(value)?)),
-            StateKey::Consent(p, k) => {
-                let consent = Consent::decode(value)?;
-                if consent.patient != p {
-                    return Err(DecodeError::Invalid("consent patient"));
-                }
-                self.state.consent_index.entry((consent.patient, consent.grantee)).or_default().push(k);
-                self.consents.push(((p, k), consent));
-            }
+            StateKey::Consent(p, k) => self.consents.push(((p, k), decode_consent(&p, value)?)),
             StateKey::Claim(p, k) => self.claims.push(((p, k), Claim::decode(value)?)),
-            StateKey::ClaimKey(k) => {
-                let id: [u8; 16] = value.try_into().map_err(|_| DecodeError::Invalid("claim key value"))?;
-                self.claim_keys.push((k, u128::from_le_bytes(id)));
-            }
-            StateKey::Account(k) => {
-                self.state.accounts.insert(k, Account::decode(value)?);
-            }
+            StateKey::ClaimKey(k) => self.claim_keys.push((k, decode_claim_id(value)?)),
             StateKey::Unit(k) => self.units.push((k, Unit::decode(value)?)),
-            StateKey::Recall(gtin, lot) => {
-                self.state.recalls.insert((gtin, lot), Recall::decode(value)?);
+            StateKey::Actor(_) | StateKey::Account(_) | StateKey::Recall(..) | StateKey::ConsentIndex(..) => {
+                self.state.insert_encoded(key, value)?
             }
         }
         Ok(())

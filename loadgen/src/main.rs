@@ -26,6 +26,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use caduceus_engine::ledger::Options as LedgerOptions;
 use caduceus_engine::limits::BATCH_TRANSACTIONS_MAX;
 use caduceus_engine::signature::{measure_verify_batch_rate, measure_verify_one_rate};
 use caduceus_engine::{Config, Ledger, SignedTransaction, TxResult};
@@ -145,6 +146,11 @@ struct Run {
     /// signature in every verify chunk (the report then gives the one-by-one verify rate too).
     #[arg(long, default_value_t = 0)]
     attack_in_flight: usize,
+    /// Embedded engine: keep at most this many entries of the state that grows with history
+    /// (records, consents, claims, units) in memory per shard, and read the rest from storage
+    /// when a transaction needs it (default: the whole state, loaded on open).
+    #[arg(long)]
+    state_cache: Option<usize>,
 }
 
 /// Batches from another population (so their transactions are new), with one bad signature
@@ -292,16 +298,17 @@ fn run(options: Run) -> Result<()> {
                 Some(dir) => dir.clone(),
                 None => tempfile::Builder::new().prefix("caduceus-loadgen-").tempdir()?.keep(),
             };
+            let ledger_options = LedgerOptions { state_cache_entries: options.state_cache };
             let ledger = if dir.join("CURRENT").exists() {
-                let ledger = Ledger::open_existing(&dir).context("open the ledger")?;
+                let ledger = Ledger::open_existing_with(&dir, &ledger_options).context("open the ledger")?;
                 eprintln!("continuing the ledger in {} at round {}", dir.display(), ledger.round());
                 if ledger.shard_count() != load.shards {
                     bail!("the ledger in {} has {} shards, not {}", dir.display(), ledger.shard_count(), load.shards);
                 }
                 ledger
             } else {
-                Ledger::open(&dir, &Config { shards: load.shards, genesis_operators: vec![source.operator] })
-                    .context("create the ledger")?
+                let config = Config { shards: load.shards, genesis_operators: vec![source.operator] };
+                Ledger::open_with_options(&dir, &config, &ledger_options).context("create the ledger")?
             };
             (Sink::Embedded(ledger), dir.display().to_string())
         }
@@ -412,6 +419,7 @@ fn run(options: Run) -> Result<()> {
         },
         "duration_seconds": options.duration.map(|d| d.as_secs_f64()),
         "attack_in_flight": options.attack_in_flight,
+        "state_cache_entries_per_shard": options.state_cache,
         "transactions_available": source.transactions,
         "workload": {
             "source": source.kind,

@@ -409,7 +409,7 @@ fn demo(dir: Option<PathBuf>, load: &LoadArgs, reference_seconds: f64) -> Result
     let checkpoint = ledger.checkpoint().context("the demo wrote rounds")?;
     println!();
     println!("checkpoint: round {} root {}", checkpoint.round, hex(&checkpoint.hash()));
-    println!("state hash: {}", hex(&ledger.state_hash()));
+    println!("state hash: {}", hex(&ledger.state_hash()?));
     println!("heights:    {:?}", ledger.heights());
     drop(ledger);
     println!("data directory: {}", dir.display());
@@ -458,7 +458,7 @@ fn samples(
     }
     if let Some(payment) = committed("pay-claim") {
         if let Operation::PayClaim { claim, patient, amount, .. } = &payment.transaction.operation {
-            let status = ledger.claim(patient, *claim).context("a paid claim is on the ledger")?;
+            let status = ledger.claim(patient, *claim)?.context("a paid claim is on the ledger")?;
             println!();
             println!(
                 "claim {} of patient {patient}: {} (total {} cents, paid {} cents)",
@@ -474,7 +474,7 @@ fn samples(
 }
 
 fn print_unit(ledger: &Ledger, unit: &UnitId) -> Result<()> {
-    print_unit_report(&ledger.verify_unit(unit), &ledger.custody_trace(unit)?);
+    print_unit_report(&ledger.verify_unit(unit)?, &ledger.custody_trace(unit)?);
     Ok(())
 }
 
@@ -630,7 +630,7 @@ fn query(dir: &Path, question: Question) -> Result<()> {
         Question::Unit { gtin, serial } => print_unit(&ledger, &UnitId { gtin, serial })?,
         Question::Claim { patient, claim } => {
             let claim =
-                ledger.claim(&parse_actor(&patient)?, parse_id(&claim)?).context("no such claim for that patient")?;
+                ledger.claim(&parse_actor(&patient)?, parse_id(&claim)?)?.context("no such claim for that patient")?;
             println!("{claim:#?}");
         }
         Question::Balance { account } => {
@@ -646,7 +646,7 @@ fn query(dir: &Path, question: Question) -> Result<()> {
         }
         Question::Checkpoint => {
             print_checkpoint(&ledger.checkpoint().context("the ledger has no rounds yet")?);
-            println!("state hash {}", hex(&ledger.state_hash()));
+            println!("state hash {}", hex(&ledger.state_hash()?));
         }
     }
     Ok(())

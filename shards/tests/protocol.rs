@@ -177,7 +177,7 @@ fn sealed(storage: &MemoryStorage, shard: u32) -> (HashMap<TxId, TxResult>, Vec<
 fn fund_totals(sim: &Sim) -> (u128, u128) {
     let nodes = sim.nodes.lock();
     nodes.iter().enumerate().fold((0, 0), |(b, f), (shard, node)| {
-        let state = caduceus_engine::ledger::load_state(node.storage.as_ref(), shard as u32).unwrap();
+        let state = caduceus_engine::ledger::load_state(node.storage.as_ref(), shard as u32, None).unwrap();
         let (sb, sf) = totals(&state);
         (b + sb, f + sf)
     })

@@ -1,0 +1,203 @@
+//! Which parts of a shard's state are in memory.
+//!
+//! By default (`Options::state_cache_entries` unset) a ledger loads its whole
+//! state on open and keeps it: nothing is read on the commit path, and memory
+//! grows with history. With a limit, actors, accounts and recalls (which grow
+//! with the population, not with history) stay resident; records, consents
+//! and each patient-grantee consent index, claims, the duplicate-claim index
+//! and units grow with history: they live in storage, and the execute stage
+//! loads what a group of transactions will read (`load`) before it runs them,
+//! and drops them again when a shard holds more than its limit (`evict`).
+//! The shard state machine never does I/O: everything it reads is resident
+//! when it runs, and a transaction's needs are a pure function of the
+//! transaction.
+//!
+//! An entry written by a group that is not yet durable is never evicted
+//! (storage does not have it yet), so whatever is not resident is in storage.
+//! Whoever reads a patient's consent index for a grantee loads every consent
+//! it lists in the same load, and eviction keeps the consents a kept index
+//! lists. What the groups read since the cache grew past half its limit
+//! survives the next eviction, unless it alone is over half the limit.
+
+use crate::layout;
+use crate::model::{ActorKey, Operation, SignedTransaction};
+use crate::routing::{shard_of_actor, shard_of_unit};
+use crate::shard::{claim_duplicate_key, Shard};
+use crate::state::{Map, Set, StateKey};
+use crate::storage::{Storage, StorageError};
+
+/// Tags of the state families that are always resident (see `StateKey::to_bytes`).
+pub const RESIDENT_TAGS: [u8; 3] = [1, 6, 8];
+
+/// What one transaction reads beyond the resident families.
+enum Need {
+    Entry(u32, StateKey),
+    /// The consents a patient gave a grantee: the index, then every consent it lists.
+    Consents(u32, ActorKey, ActorKey),
+}
+
+fn needs(transaction: &SignedTransaction, shards: u32, out: &mut Vec<Need>) {
+    let patient_shard = |patient: &ActorKey| shard_of_actor(patient, shards);
+    match &transaction.transaction.operation {
+        Operation::RegisterRecord { record, patient, .. } | Operation::AmendRecord { record, patient, .. } => {
+            out.push(Need::Entry(patient_shard(patient), StateKey::Record(*patient, *record)));
+        }
+        Operation::AccessRecord { record, patient, .. } | Operation::EmergencyAccess { record, patient, .. } => {
+            let shard = patient_shard(patient);
+            out.push(Need::Entry(shard, StateKey::Record(*patient, *record)));
+            out.push(Need::Consents(shard, *patient, transaction.transaction.signer));
+        }
+        Operation::GrantConsent { consent, patient, grantee, .. } => {
+            let shard = patient_shard(patient);
+            out.push(Need::Entry(shard, StateKey::Consent(*patient, *consent)));
+            out.push(Need::Consents(shard, *patient, *grantee));
+        }
+        Operation::RevokeConsent { consent, patient } => {
+            out.push(Need::Entry(patient_shard(patient), StateKey::Consent(*patient, *consent)));
+        }
+        Operation::SubmitClaim { claim, patient, service_date, lines, .. } => {
+            let shard = patient_shard(patient);
+            out.push(Need::Entry(shard, StateKey::Claim(*patient, *claim)));
+            let duplicate = claim_duplicate_key(patient, &transaction.transaction.signer, *service_date, lines);
+            out.push(Need::Entry(shard, StateKey::ClaimKey(duplicate)));
+        }
+        Operation::AdjudicateClaim { claim, patient, .. } | Operation::PayClaim { claim, patient, .. } => {
+            out.push(Need::Entry(patient_shard(patient), StateKey::Claim(*patient, *claim)));
+        }
+        Operation::CommissionUnit { unit, .. }
+        | Operation::ShipUnit { unit, .. }
+        | Operation::ReceiveUnit { unit }
+        | Operation::DispenseUnit { unit, .. }
+        | Operation::DecommissionUnit { unit, .. } => {
+            out.push(Need::Entry(shard_of_unit(unit, shards), StateKey::Unit(unit.clone())));
+        }
+        Operation::RegisterActor { .. } | Operation::FundAccount { .. } | Operation::RecallLot { .. } => {}
+    }
+}
+
+/// The cached families' residency, per shard.
+pub struct StateCache {
+    /// What the groups since the last eviction read, per shard: it survives the next one.
+    recent: Vec<Set<StateKey>>,
+    /// Most cached entries a shard keeps once a group is durable; `None`: no limit.
+    limit: Option<usize>,
+    /// Whether every stored entry is in memory (the whole state was loaded and nothing was
+    /// evicted since): then what memory lacks, storage lacks too, and loads read nothing.
+    complete: bool,
+}
+
+impl StateCache {
+    /// `complete`: the shards hold every stored entry.
+    pub fn new(shards: usize, limit: Option<usize>, complete: bool) -> Self {
+        Self { recent: vec![Set::default(); shards], limit, complete }
+    }
+
+    pub fn set_limit(&mut self, limit: Option<usize>) {
+        self.limit = limit;
+    }
+
+    pub fn limit(&self) -> Option<usize> {
+        self.limit
+    }
+
+    /// Makes resident everything `transactions` will read.
+    pub fn load(
+        &mut self,
+        shards: &mut [Shard],
+        storage: &dyn Storage,
+        transactions: &[&SignedTransaction],
+    ) -> Result<(), StorageError> {
+        if self.complete {
+            return Ok(());
+        }
+        let shard_count = shards.len() as u32;
+        let limit = self.limit.unwrap_or(usize::MAX);
+        for recent in &mut self.recent {
+            if recent.len() > limit {
+                recent.clear(); // no eviction for a long while: it only needs what is in use now
+            }
+        }
+        let mut wanted = Vec::new();
+        for transaction in transactions {
+            needs(transaction, shard_count, &mut wanted);
+        }
+        // First the entries and consent indexes, then the consents those indexes list.
+        let mut first = Vec::new();
+        let mut pairs = Vec::new();
+        for need in wanted {
+            match need {
+                Need::Entry(shard, key) => first.push((shard, key)),
+                Need::Consents(shard, patient, grantee) => {
+                    first.push((shard, StateKey::ConsentIndex(patient, grantee)));
+                    pairs.push((shard, patient, grantee));
+                }
+            }
+        }
+        self.fetch(shards, storage, first)?;
+        let listed: Vec<(u32, StateKey)> = pairs
+            .into_iter()
+            .flat_map(|(shard, patient, grantee)| {
+                let ids = shards[shard as usize].state().consent_index.get(&(patient, grantee));
+                ids.into_iter().flatten().map(move |id| (shard, StateKey::Consent(patient, *id))).collect::<Vec<_>>()
+            })
+            .collect();
+        self.fetch(shards, storage, listed)
+    }
+
+    /// Reads the entries that are not resident from storage (absent ones stay absent).
+    fn fetch(
+        &mut self,
+        shards: &mut [Shard],
+        storage: &dyn Storage,
+        wanted: Vec<(u32, StateKey)>,
+    ) -> Result<(), StorageError> {
+        let mut missing: Vec<(u32, StateKey)> = Vec::new();
+        let mut seen: Set<(u32, StateKey)> = Set::default();
+        for (shard, key) in wanted {
+            // What is in use is worth keeping at the next eviction; tracked once that is near.
+            if self.limit.is_some_and(|limit| shards[shard as usize].state().cached_len() > limit / 2) {
+                self.recent[shard as usize].insert(key.clone());
+            }
+            if !shards[shard as usize].state().holds(&key) && seen.insert((shard, key.clone())) {
+                missing.push((shard, key));
+            }
+        }
+        let keys: Vec<Vec<u8>> = missing.iter().map(|(shard, key)| layout::state(*shard, key)).collect();
+        for ((shard, key), (full, value)) in missing.iter().zip(keys.iter().zip(storage.get_many(&keys)?)) {
+            if let Some(value) = value {
+                let state = shards[*shard as usize].state_mut();
+                state.insert_encoded(&key.to_bytes(), &value).map_err(|e| damaged(full, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any shard holds more cached entries than the limit.
+    pub fn over_limit(&self, shards: &[Shard]) -> bool {
+        self.limit.is_some_and(|limit| shards.iter().any(|shard| shard.state().cached_len() > limit))
+    }
+
+    /// Drops cached entries of every shard over its limit, except those in `keep` (written by
+    /// groups that are not yet durable). What was read since the last eviction stays too (the
+    /// entries in use now), unless that alone is over the limit.
+    pub fn evict(&mut self, shards: &mut [Shard], keep: &Map<u32, Set<StateKey>>) {
+        let Some(limit) = self.limit else { return };
+        let nothing = Set::default();
+        for (index, shard) in shards.iter_mut().enumerate() {
+            if shard.state().cached_len() <= limit {
+                continue;
+            }
+            self.complete = false;
+            let mut retained: Set<StateKey> = keep.get(&(index as u32)).unwrap_or(&nothing).clone();
+            if self.recent[index].len() <= limit / 2 {
+                retained.extend(self.recent[index].drain());
+            }
+            self.recent[index].clear();
+            shard.state_mut().retain_cached(&retained);
+        }
+    }
+}
+
+fn damaged(key: &[u8], error: crate::codec::DecodeError) -> StorageError {
+    StorageError::Damaged { place: layout::describe(key), detail: error.to_string() }
+}
