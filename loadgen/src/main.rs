@@ -290,6 +290,9 @@ fn run(options: Run) -> Result<()> {
     if cluster.is_some() && options.attack_in_flight > 0 {
         bail!("--attack-in-flight drives the embedded engine only");
     }
+    if cluster.is_some() && options.state_cache.is_some() {
+        bail!("--state-cache sets up the embedded engine only (shard servers keep their whole state)");
+    }
     let opening = Instant::now();
     let (sink, place) = match &cluster {
         Some((address, ca)) => (Sink::connect(*address, ca)?, format!("cluster at {address}")),
@@ -338,7 +341,8 @@ fn run(options: Run) -> Result<()> {
         Some(duration) => format!("for {:.1} s (at most {} transactions)", duration.as_secs_f64(), source.transactions),
         None => format!("{} transactions", source.transactions),
     };
-    let summary = format!("{shape}, {extent}, {} shards, batches of {}", load.shards, load.batch_size());
+    let state = options.state_cache.map_or(String::new(), |n| format!(", state cache of {n} entries per shard"));
+    let summary = format!("{shape}, {extent}, {} shards, batches of {}{state}", load.shards, load.batch_size());
     eprintln!("running: {summary}");
     let progress = match options.duration {
         Some(duration) => ProgressBar::new(duration.as_secs()).with_style(

@@ -1,0 +1,77 @@
+//! `loadgen` end to end on the embedded engine: generate, run (with and without a state
+//! cache), and the loss check, which must pass on the ledger and fail on a changed ack log.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn loadgen(dir: &Path, args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_loadgen")).current_dir(dir).args(args).output().expect("run loadgen");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "loadgen {args:?} panicked: {stderr}");
+    output
+}
+
+fn succeeds(dir: &Path, args: &[&str]) -> String {
+    let output = loadgen(dir, args);
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "loadgen {args:?} failed: {text}");
+    text
+}
+
+fn sorted_lines(path: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_to_string(path).unwrap().lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn a_run_with_or_without_a_state_cache_acknowledges_the_same_results_and_the_loss_check_holds() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    succeeds(dir, &["generate", "--out", "w.cw", "--transactions", "6000", "--seed", "3", "--batch", "500"]);
+    let whole = ["run", "--embedded", "--dir", "whole", "--workload", "w.cw", "--no-reference"];
+    succeeds(dir, &[&whole[..], &["--ack-log", "whole.acks", "--json", "whole.json"]].concat());
+    let cached = ["run", "--embedded", "--dir", "cached", "--workload", "w.cw", "--no-reference"];
+    let report = succeeds(dir, &[&cached[..], &["--state-cache", "50", "--ack-log", "cached.acks"]].concat());
+    assert!(report.contains("state cache of 50 entries per shard"), "{report}");
+
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("whole.json")).unwrap()).unwrap();
+    assert_eq!(json["acknowledged"], 6000);
+    assert_eq!(json["committed"].as_u64().unwrap() + json["rejected"].as_u64().unwrap(), 6000);
+    assert!(json["rejected"].as_u64().unwrap() > 0, "the mix holds transactions refused for business reasons");
+    assert!(json["ratio_to_reference"].is_null(), "no reference was measured");
+    for field in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(json["latency_us"][field].as_u64().is_some(), "latency {field}");
+    }
+
+    // The same ids with the same results, whatever the engine kept in memory.
+    let acks = sorted_lines(&dir.join("whole.acks"));
+    assert_eq!(acks.len(), 6000);
+    assert_eq!(acks, sorted_lines(&dir.join("cached.acks")));
+
+    for ledger in ["whole", "cached"] {
+        let text = succeeds(dir, &["verify", "--embedded", "--dir", ledger, "--ack-log", "cached.acks"]);
+        assert!(text.contains("6000 present with the same result, 0 missing, 0 different"), "{text}");
+    }
+    // One result changed and one id that was never submitted: the check fails and says so.
+    let mut changed = acks.clone();
+    let committed = changed.iter().position(|line| line.ends_with(" committed")).expect("a committed transaction");
+    changed[committed] = changed[committed].replace(" committed", " duplicate-claim");
+    changed.push(format!("{:032x} committed", 0xdead_u128));
+    std::fs::write(dir.join("changed.acks"), changed.join("\n") + "\n").unwrap();
+    let output = loadgen(dir, &["verify", "--embedded", "--dir", "whole", "--ack-log", "changed.acks"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("1 missing, 1 different"), "{text}");
+}
+
+#[test]
+fn a_state_cache_is_refused_for_a_cluster_target() {
+    let work = tempfile::tempdir().unwrap();
+    let output = loadgen(
+        work.path(),
+        &["run", "--target", "127.0.0.1:9", "--ca", "none.pem", "--transactions", "10", "--state-cache", "5"],
+    );
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--state-cache sets up the embedded engine only"));
+}
