@@ -411,3 +411,26 @@ fn a_small_state_cache_gives_the_whole_states_results_and_reopens_to_the_same_st
     let more = batches.last().unwrap().clone();
     assert_eq!(reopened.submit(more.clone()).unwrap(), whole.submit(more).unwrap(), "a replayed batch, reopened");
 }
+
+#[test]
+fn a_store_in_another_format_is_refused_with_a_clear_error() {
+    use caduceus_engine::layout::{META_FORMAT, STORE_FORMAT};
+    use caduceus_engine::OpenError;
+
+    let (workload, batches) = batches();
+    let storage = Arc::new(MemoryStorage::new());
+    let ledger = open(&workload, storage.clone());
+    ledger.submit(batches[0].clone()).unwrap();
+    drop(ledger);
+    let reopen = || Ledger::open_with(storage.clone(), &workload.ledger_config(3), Arc::new(|| 1_800_000_000_000));
+    assert!(reopen().is_ok(), "the format this build wrote");
+    for (stored, expected) in [(None, 1), (Some(99u32.to_le_bytes().to_vec()), 99)] {
+        storage.write(&[(META_FORMAT.to_vec(), stored)]).unwrap();
+        match reopen() {
+            Err(OpenError::Format { stored, expected: ours }) => assert_eq!((stored, ours), (expected, STORE_FORMAT)),
+            other => panic!("format {expected}: {:?}", other.map(|_| "opened")),
+        }
+    }
+    storage.write(&[(META_FORMAT.to_vec(), Some(vec![2, 0, 0]))]).unwrap();
+    assert!(matches!(reopen(), Err(OpenError::Corrupt { .. })), "a malformed format number");
+}

@@ -2,7 +2,7 @@
 //!
 //! | prefix | key after the prefix                          | value                         |
 //! |--------|-----------------------------------------------|-------------------------------|
-//! | `M`    | name (`config`, `round`; in a cluster shard's store also `shard`, `head`, `pending`) | ledger config; last round; a participant's shard, head and prepared round |
+//! | `M`    | name (`config`, `format`, `round`; in a cluster shard's store also `shard`, `head`, `pending`) | ledger config; store format; last round; a participant's shard, head and prepared round |
 //! | `H`    | shard u32 BE, height u64 BE                    | block header                  |
 //! | `B`    | shard u32 BE, height u64 BE                    | block body (txs and results)  |
 //! | `C`    | round u64 BE                                   | checkpoint                    |
@@ -44,6 +44,18 @@ pub const META_HEAD: &[u8] = b"Mhead";
 pub const META_PENDING: &[u8] = b"Mpending";
 /// A cluster coordinator's highest reserved round number: round numbers are never reused.
 pub const META_RESERVED: &[u8] = b"Mreserved";
+/// The store's format (`STORE_FORMAT`, u32 LE), written with its configuration.
+pub const META_FORMAT: &[u8] = b"Mformat";
+
+/// The format this build writes and reads. 1: stores written before the format was recorded
+/// (consent indexes rebuilt on load, never stored); 2: each patient-grantee consent index is a
+/// state entry.
+pub const STORE_FORMAT: u32 = 2;
+
+/// The write that records `STORE_FORMAT`, made with a new store's configuration.
+pub fn format_write() -> (Vec<u8>, Option<Vec<u8>>) {
+    (META_FORMAT.to_vec(), Some(STORE_FORMAT.to_le_bytes().to_vec()))
+}
 
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + parts.iter().map(|part| part.len()).sum::<usize>());

@@ -98,6 +98,25 @@ pub enum OpenError {
     Corrupt { place: String, detail: String },
     #[error("{0} holds no ledger")]
     NoLedger(std::path::PathBuf),
+    #[error(
+        "the store is in format {stored} and this build reads format {expected}: open it with the build that wrote it, or rebuild it"
+    )]
+    Format { stored: u32, expected: u32 },
+}
+
+/// Refuses a store written in another format than this build's (`layout::STORE_FORMAT`).
+pub(crate) fn check_format(storage: &dyn Storage) -> Result<(), OpenError> {
+    let stored = match storage.get(layout::META_FORMAT)? {
+        None => 1,
+        Some(bytes) => u32::from_le_bytes(bytes.as_slice().try_into().map_err(|_| OpenError::Corrupt {
+            place: layout::describe(layout::META_FORMAT),
+            detail: "not a 4-byte format number".into(),
+        })?),
+    };
+    if stored != layout::STORE_FORMAT {
+        return Err(OpenError::Format { stored, expected: layout::STORE_FORMAT });
+    }
+    Ok(())
 }
 
 /// Why a batch was not accepted. Per-transaction outcomes are `TxResult`s, not errors.
@@ -197,6 +216,7 @@ impl Core {
         let damaged = |key: &[u8], detail: String| OpenError::Corrupt { place: layout::describe(key), detail };
         let genesis = match storage.get(layout::META_CONFIG)? {
             Some(bytes) => {
+                check_format(storage.as_ref())?;
                 let genesis = Genesis::decode(&bytes).map_err(|e| damaged(layout::META_CONFIG, e.to_string()))?;
                 if genesis.shards != config.shards {
                     return Err(OpenError::ShardCount { stored: genesis.shards, requested: config.shards });

@@ -24,7 +24,7 @@ use crate::codec::{Codec, DecodeError, Decoder, EncodeError, Encoder};
 use crate::coordinator::Message;
 use crate::history::TxLocation;
 use crate::layout;
-use crate::ledger::{load_state, OpenError};
+use crate::ledger::{check_format, load_state, OpenError};
 use crate::limits::ROUND_TRANSACTIONS_MAX;
 use crate::model::{
     decode_result, decode_transactions, encode_result, encode_transactions, Hash, Reason, SignedTransaction, Timestamp,
@@ -207,6 +207,7 @@ pub enum ParticipantError {
 /// is new); a store of another cluster is refused.
 pub(crate) fn belongs_to(storage: &dyn Storage, genesis: &Genesis) -> Result<bool, OpenError> {
     let Some(bytes) = storage.get(layout::META_CONFIG)? else { return Ok(false) };
+    check_format(storage)?;
     let stored = Genesis::decode(&bytes)
         .map_err(|e| OpenError::Corrupt { place: layout::describe(layout::META_CONFIG), detail: e.to_string() })?;
     if stored != *genesis {
@@ -250,6 +251,7 @@ impl Participant {
             let mut writes: Vec<Write> =
                 genesis.writes().into_iter().filter(|(key, _)| key.starts_with(&prefix)).collect();
             writes.push((layout::META_CONFIG.to_vec(), Some(genesis.encode().expect("genesis is bounded"))));
+            writes.push(layout::format_write());
             writes.push((layout::META_SHARD.to_vec(), Some(id.to_le_bytes().to_vec())));
             storage.write(&writes)?;
         }

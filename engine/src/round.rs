@@ -71,7 +71,10 @@ impl Genesis {
 
     /// The first write of a new ledger: its configuration and every shard's genesis state.
     pub fn writes(&self) -> Vec<Write> {
-        let mut writes = vec![(layout::META_CONFIG.to_vec(), Some(self.encode().expect("genesis is bounded")))];
+        let mut writes = vec![
+            (layout::META_CONFIG.to_vec(), Some(self.encode().expect("genesis is bounded"))),
+            layout::format_write(),
+        ];
         let state = self.state();
         for shard in 0..self.shards {
             for operator in &self.operators {
