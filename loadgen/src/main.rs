@@ -160,7 +160,7 @@ fn hostile_batches(load: &LoadArgs, count: usize) -> Vec<Vec<SignedTransaction>>
         return Vec::new();
     }
     let config = caduceus_shards::workload::WorkloadConfig { seed: load.seed ^ 0x4a77_ac4e, ..load.workload() };
-    let mut workload = Workload::new(config, now_ms());
+    let mut workload = Workload::new(config, load.start_ms());
     (0..count)
         .map(|_| {
             let mut batch = workload.signed_batch(load.batch_size());
@@ -197,10 +197,6 @@ fn main() -> ExitCode {
     })
 }
 
-fn now_ms() -> u64 {
-    caduceus_engine::ledger::system_clock()()
-}
-
 fn check_batch(load: &LoadArgs) -> Result<()> {
     if load.batch == 0 || load.batch > BATCH_TRANSACTIONS_MAX {
         bail!("--batch must be between 1 and {BATCH_TRANSACTIONS_MAX}");
@@ -210,13 +206,17 @@ fn check_batch(load: &LoadArgs) -> Result<()> {
             bail!("--cross-shard is a share between 0 and 1");
         }
     }
+    if !(load.recency.is_finite() && load.recency > 0.0) {
+        bail!("--recency is an exponent above 0 (1: uniform over history)");
+    }
     Ok(())
 }
 
 /// How the workload was made, as reports and workload files record it.
-fn describe(load: &LoadArgs) -> serde_json::Value {
+fn describe(load: &LoadArgs, start_ms: u64) -> serde_json::Value {
     json!({
-        "seed": load.seed, "patients": load.patients, "providers": load.providers, "skew": load.skew,
+        "start_ms": start_ms,
+        "seed": load.seed, "patients": load.patients, "providers": load.providers, "skew": load.skew, "recency": load.recency,
         "mix_records_consents_claims_supply": load.mix.to_string(), "cross_shard": load.cross_shard,
         "shards": load.shards,
     })
@@ -225,10 +225,11 @@ fn describe(load: &LoadArgs) -> serde_json::Value {
 fn generate(out: &std::path::Path, load: &LoadArgs) -> Result<()> {
     check_batch(load)?;
     let count = load.transactions() as u64;
-    let mut workload = Workload::new(load.workload(), now_ms());
+    let start = load.start_ms();
+    let mut workload = Workload::new(load.workload(), start);
     let progress = ProgressBar::new(count).with_style(report::bar_style("signing"));
     let started = Instant::now();
-    let header = write_workload(out, &mut workload, describe(load), count, load.batch_size(), |n| {
+    let header = write_workload(out, &mut workload, describe(load, start), count, load.batch_size(), |n| {
         progress.inc(n as u64);
     })?;
     progress.finish_and_clear();
@@ -282,7 +283,8 @@ fn run(options: Run) -> Result<()> {
                 }
                 _ => load.transactions() as u64,
             };
-            Source::generate(Workload::new(load.workload(), now_ms()), count, load.batch_size(), describe(load))
+            let start = load.start_ms();
+            Source::generate(Workload::new(load.workload(), start), count, load.batch_size(), describe(load, start))
         }
     };
 

@@ -75,3 +75,20 @@ fn a_state_cache_is_refused_for_a_cluster_target() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--state-cache sets up the embedded engine only"));
 }
+
+#[test]
+fn the_same_seed_and_start_give_the_same_workload_byte_for_byte() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let generate = |out: &str, seed: &str, recency: &str| {
+        let args = ["generate", "--out", out, "--transactions", "3000", "--seed", seed, "--start", "1800000000000"];
+        succeeds(dir, &[&args[..], &["--recency", recency]].concat());
+        std::fs::read(dir.join(out)).unwrap()
+    };
+    let first = generate("a.cw", "7", "1");
+    assert_eq!(first, generate("b.cw", "7", "1"), "same seed, same start");
+    assert_ne!(first, generate("c.cw", "8", "1"), "another seed");
+    assert_ne!(first, generate("d.cw", "7", "4"), "reads skewed toward recent history");
+    let refused = loadgen(dir, &["generate", "--out", "e.cw", "--transactions", "10", "--recency", "0"]);
+    assert!(!refused.status.success(), "a recency exponent of 0 is refused");
+}

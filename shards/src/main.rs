@@ -346,7 +346,7 @@ fn demo(dir: Option<PathBuf>, load: &LoadArgs, reference_seconds: f64) -> Result
         None
     };
 
-    let mut workload = Workload::new(load.workload(), now_ms());
+    let mut workload = Workload::new(load.workload(), load.start_ms());
     let ledger = Ledger::open(&dir, &workload.ledger_config(shards))?;
 
     let setup = workload.signed_setup();
@@ -676,7 +676,7 @@ fn cluster_command(action: ClusterAction) -> Result<ExitCode> {
                     load: LoadArgs,
                 }
                 let load = Seeded::parse_from(["caduceus", "--seed", &seed.to_string()]).load;
-                let workload = Workload::new(load.workload(), now_ms());
+                let workload = Workload::new(load.workload(), load.start_ms());
                 println!("genesis operator: the demo workload's (seed {seed}); name your own with --operator");
                 vec![workload.operator()]
             } else {
@@ -711,7 +711,7 @@ fn cluster_command(action: ClusterAction) -> Result<ExitCode> {
 /// Submits the seeded workload (setup, then load) to a cluster and prints results by reason.
 async fn submit(target: std::net::SocketAddr, ca: &Path, load: &LoadArgs) -> Result<()> {
     let client = Client::connect(target, ca).await?;
-    let mut workload = Workload::new(load.workload(), now_ms());
+    let mut workload = Workload::new(load.workload(), load.start_ms());
     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
     let started = Instant::now();
     let mut total = 0;

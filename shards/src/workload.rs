@@ -5,7 +5,7 @@
 //!
 //! The generator keeps a small model of what it has already created, so most
 //! transactions are valid and depend only on earlier batches. The same seed
-//! gives the same transactions, byte for byte.
+//! and start time give the same transactions, byte for byte.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -119,6 +119,15 @@ pub struct LoadArgs {
     /// Activity skew exponent (1: uniform).
     #[arg(long, default_value_t = 2.0)]
     pub skew: f64,
+    /// How strongly reads of existing records, consents and units favour recent ones: the
+    /// exponent of a skew toward the newest (1: uniform over all of history).
+    #[arg(long, default_value_t = 1.0)]
+    pub recency: f64,
+    /// Milliseconds since the Unix epoch that the workload's dates (consent windows, service
+    /// dates, expiry) count from (default: now). The same seed and start give the same
+    /// workload, byte for byte.
+    #[arg(long)]
+    pub start: Option<u64>,
     /// Shares of the mix, in percent: records and accesses, consent changes, claims, supply chain.
     #[arg(long, default_value = "50,5,30,15", value_parser = parse_mix)]
     pub mix: Mix,
@@ -161,11 +170,16 @@ impl LoadArgs {
             patients: self.patients,
             providers: self.providers,
             skew: self.skew,
+            recency: self.recency,
             mix: self.mix.0,
             shards: self.shards,
             cross_shard: self.cross_shard,
             ..WorkloadConfig::default()
         }
+    }
+    /// The start the workload's dates count from: `--start`, or now.
+    pub fn start_ms(&self) -> u64 {
+        self.start.unwrap_or_else(|| caduceus_engine::ledger::system_clock()())
     }
     /// The number of measured transactions.
     pub fn transactions(&self) -> usize {
@@ -189,6 +203,9 @@ pub struct WorkloadConfig {
     pub pharmacies: usize,
     /// Exponent of the activity skew (1.0: uniform).
     pub skew: f64,
+    /// How strongly reads of existing records, consents and units favour the newest: the
+    /// exponent of a skew toward the end of history (1.0: uniform over all of history).
+    pub recency: f64,
     /// Shares of the mix: records and accesses, consent changes, claims, supply chain.
     pub mix: [f64; 4],
     /// The shard count the cross-shard share is computed for.
@@ -208,6 +225,7 @@ impl Default for WorkloadConfig {
             distributors: 24,
             pharmacies: 300,
             skew: 2.0,
+            recency: 1.0,
             mix: [0.50, 0.05, 0.30, 0.15],
             shards: 4,
             cross_shard: None,
@@ -422,6 +440,13 @@ impl Workload {
             .collect()
     }
 
+    /// An index into a list kept in the order its entries were made, favouring the newest as
+    /// `recency` says; `None` with `recency` 1 (uniform), where each caller keeps its own draw so
+    /// the default workload stays what it was.
+    fn recent(&mut self, n: usize) -> Option<usize> {
+        (self.config.recency != 1.0).then(|| n - 1 - self.rng.skewed(n, self.config.recency))
+    }
+
     fn patient(&mut self) -> usize {
         self.rng.skewed(self.patients.len(), self.config.skew)
     }
@@ -451,7 +476,9 @@ impl Workload {
         if self.records.is_empty() || self.rng.chance(0.3) {
             return self.register_record();
         }
-        let (record, patient, custodian) = self.records[self.rng.skewed(self.records.len(), 1.0)];
+        let n = self.records.len();
+        let index = self.recent(n).unwrap_or_else(|| self.rng.skewed(n, 1.0));
+        let (record, patient, custodian) = self.records[index];
         let patient_key = self.patients[patient];
         let roll = self.rng.unit();
         if roll < 0.05 {
@@ -471,11 +498,14 @@ impl Workload {
         // without consent (a denied access the patient will see in their report).
         let purpose = if self.rng.chance(0.95) { Purpose::Treatment } else { Purpose::Research };
         if !self.consents.is_empty() && self.rng.chance(0.85) {
-            let (_, patient, grantee) = self.consents[self.rng.below(self.consents.len())];
-            let Some(records) = self.records_by_patient.get(&patient) else {
+            let n = self.consents.len();
+            let index = self.recent(n).unwrap_or_else(|| self.rng.below(n));
+            let (_, patient, grantee) = self.consents[index];
+            let Some(count) = self.records_by_patient.get(&patient).map(Vec::len) else {
                 return self.register_record_for(patient, grantee);
             };
-            let record = records[self.rng.below(records.len())];
+            let index = self.recent(count).unwrap_or_else(|| self.rng.below(count));
+            let record = self.records_by_patient[&patient][index];
             let patient = self.patients[patient];
             return self.transaction(self.providers[grantee], Operation::AccessRecord { record, patient, purpose });
         }
@@ -618,7 +648,8 @@ impl Workload {
             let expiry = self.now + 730 * DAY_MS;
             return self.transaction(self.supply[manufacturer], Operation::CommissionUnit { unit, lot, expiry });
         }
-        let index = self.rng.below(self.units.len());
+        let n = self.units.len();
+        let index = self.recent(n).unwrap_or_else(|| self.rng.below(n));
         let unit = &mut self.units[index];
         let id = unit.id.clone();
         let holder = self.supply[unit.custodian];
