@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use caduceus_engine::ledger::Options;
 use caduceus_engine::storage::{FaultyStorage, MemoryStorage};
 use caduceus_engine::verify::verify_storage;
 use caduceus_engine::Ledger;
@@ -22,10 +23,10 @@ fn grouping_batches_changes_no_result() {
         Ledger::open_with(Arc::new(MemoryStorage::new()), &workload.ledger_config(4), clock.clone()).unwrap();
     // A slow disk, so that batches queue behind each write and share the next one.
     let storage = Arc::new(FaultyStorage::new());
-    let all_at_once = Ledger::open_with(storage.clone(), &workload.ledger_config(4), clock).unwrap();
     // And keep nothing cached between groups: groups execute ahead of the slow disk, so what they
     // read comes from storage and from the entries earlier groups wrote but have not stored yet.
-    all_at_once.set_state_cache_entries(0);
+    let nothing_cached = Options { state_cache_entries: Some(0) };
+    let all_at_once = Ledger::open_on(storage.clone(), &workload.ledger_config(4), clock, &nothing_cached).unwrap();
     for phase in &setup {
         one_at_a_time.submit(phase.clone()).unwrap();
         all_at_once.submit(phase.clone()).unwrap();

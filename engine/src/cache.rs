@@ -75,45 +75,34 @@ fn needs(transaction: &SignedTransaction, shards: u32, out: &mut Vec<Need>) {
     }
 }
 
-/// The cached families' residency, per shard.
+/// The cached families' residency, per shard, for a ledger opened with a limit (without one,
+/// the whole state is resident and there is no cache).
 pub struct StateCache {
     /// What the groups since the last eviction read, per shard: it survives the next one.
     recent: Vec<Set<StateKey>>,
-    /// Most cached entries a shard keeps once a group is durable; `None`: no limit.
-    limit: Option<usize>,
-    /// Whether every stored entry is in memory (the whole state was loaded and nothing was
-    /// evicted since): then what memory lacks, storage lacks too, and loads read nothing.
-    complete: bool,
+    /// Most cached entries a shard keeps once a group is durable.
+    limit: usize,
 }
 
 impl StateCache {
-    /// `complete`: the shards hold every stored entry.
-    pub fn new(shards: usize, limit: Option<usize>, complete: bool) -> Self {
-        Self { recent: vec![Set::default(); shards], limit, complete }
+    pub fn new(shards: usize, limit: usize) -> Self {
+        Self { recent: vec![Set::default(); shards], limit }
     }
 
-    pub fn set_limit(&mut self, limit: Option<usize>) {
-        self.limit = limit;
-    }
-
-    pub fn limit(&self) -> Option<usize> {
+    pub fn limit(&self) -> usize {
         self.limit
     }
 
     /// Makes resident everything `transactions` will read.
-    pub fn load(
+    pub fn load<'a>(
         &mut self,
         shards: &mut [Shard],
         storage: &dyn Storage,
-        transactions: &[&SignedTransaction],
+        transactions: impl IntoIterator<Item = &'a SignedTransaction>,
     ) -> Result<(), StorageError> {
-        if self.complete {
-            return Ok(());
-        }
         let shard_count = shards.len() as u32;
-        let limit = self.limit.unwrap_or(usize::MAX);
         for recent in &mut self.recent {
-            if recent.len() > limit {
+            if recent.len() > self.limit {
                 recent.clear(); // no eviction for a long while: it only needs what is in use now
             }
         }
@@ -155,7 +144,7 @@ impl StateCache {
         let mut seen: Set<(u32, StateKey)> = Set::default();
         for (shard, key) in wanted {
             // What is in use is worth keeping at the next eviction; tracked once that is near.
-            if self.limit.is_some_and(|limit| shards[shard as usize].state().cached_len() > limit / 2) {
+            if shards[shard as usize].state().cached_len() > self.limit / 2 {
                 self.recent[shard as usize].insert(key.clone());
             }
             if !shards[shard as usize].state().holds(&key) && seen.insert((shard, key.clone())) {
@@ -163,10 +152,9 @@ impl StateCache {
             }
         }
         let keys: Vec<Vec<u8>> = missing.iter().map(|(shard, key)| layout::state(*shard, key)).collect();
-        for ((shard, key), (full, value)) in missing.iter().zip(keys.iter().zip(storage.get_many(&keys)?)) {
+        for ((shard, key), (full, value)) in missing.into_iter().zip(keys.iter().zip(storage.get_many(&keys)?)) {
             if let Some(value) = value {
-                let state = shards[*shard as usize].state_mut();
-                state.insert_encoded(&key.to_bytes(), &value).map_err(|e| damaged(full, e))?;
+                shards[shard as usize].state_mut().insert(key, &value).map_err(|e| damaged(full, e))?;
             }
         }
         Ok(())
@@ -174,22 +162,19 @@ impl StateCache {
 
     /// Whether any shard holds more cached entries than the limit.
     pub fn over_limit(&self, shards: &[Shard]) -> bool {
-        self.limit.is_some_and(|limit| shards.iter().any(|shard| shard.state().cached_len() > limit))
+        shards.iter().any(|shard| shard.state().cached_len() > self.limit)
     }
 
     /// Drops cached entries of every shard over its limit, except those in `keep` (written by
     /// groups that are not yet durable). What was read since the last eviction stays too (the
     /// entries in use now), unless that alone is over the limit.
-    pub fn evict(&mut self, shards: &mut [Shard], keep: &Map<u32, Set<StateKey>>) {
-        let Some(limit) = self.limit else { return };
-        let nothing = Set::default();
+    pub fn evict(&mut self, shards: &mut [Shard], mut keep: Map<u32, Set<StateKey>>) {
         for (index, shard) in shards.iter_mut().enumerate() {
-            if shard.state().cached_len() <= limit {
+            if shard.state().cached_len() <= self.limit {
                 continue;
             }
-            self.complete = false;
-            let mut retained: Set<StateKey> = keep.get(&(index as u32)).unwrap_or(&nothing).clone();
-            if self.recent[index].len() <= limit / 2 {
+            let mut retained = keep.remove(&(index as u32)).unwrap_or_default();
+            if self.recent[index].len() <= self.limit / 2 {
                 retained.extend(self.recent[index].drain());
             }
             self.recent[index].clear();

@@ -202,8 +202,9 @@ struct Core {
     unpersisted: Map<TxId, (u64, TxResult)>,
     /// The ids each not yet durable group executed, and the state entries it wrote, oldest first.
     unpersisted_groups: std::collections::VecDeque<UnpersistedGroup>,
-    /// Which state entries of the families that grow with history are in memory.
-    cache: StateCache,
+    /// Which state entries of the families that grow with history are in memory, with a limit;
+    /// `None`: all of them.
+    cache: Option<StateCache>,
 }
 
 impl Core {
@@ -274,8 +275,7 @@ impl Core {
                 Ok(Shard::restore(id, genesis.shards, state, height, head, time))
             })
             .collect::<Result<Vec<Shard>, OpenError>>()?;
-        let limit = options.state_cache_entries;
-        let cache = StateCache::new(shards.len(), limit, limit.is_none());
+        let cache = options.state_cache_entries.map(|limit| StateCache::new(shards.len(), limit));
         Ok(Core {
             storage,
             genesis,
@@ -304,23 +304,23 @@ impl Core {
                 }
             }
         }
-        if self.cache.over_limit(&self.shards) {
+        if let Some(cache) = self.cache.as_mut().filter(|cache| cache.over_limit(&self.shards)) {
             let mut keep: Map<u32, Set<StateKey>> = Map::default();
             for (shard, key) in self.unpersisted_groups.iter().flat_map(|group| &group.written) {
                 keep.entry(*shard).or_default().insert(key.clone());
             }
-            self.cache.evict(&mut self.shards, &keep);
+            cache.evict(&mut self.shards, keep);
         }
         let lookups: Vec<Vec<u8>> =
             group.iter().flat_map(|v| v.transactions.iter().map(|t| layout::transaction(t.id()))).collect();
-        let to_run: Vec<&SignedTransaction> = group
-            .iter()
-            .flat_map(|v| v.transactions.iter().zip(&v.verdicts).filter(|(_, v)| v.is_none()).map(|(t, _)| t))
-            .collect();
-        let stored = self
-            .storage
-            .get_many(&lookups)
-            .and_then(|stored| self.cache.load(&mut self.shards, self.storage.as_ref(), &to_run).map(|()| stored));
+        let stored = self.storage.get_many(&lookups).and_then(|stored| match self.cache.as_mut() {
+            Some(cache) => {
+                let verified = group.iter().flat_map(|v| v.transactions.iter().zip(&v.verdicts));
+                let to_run = verified.filter(|(_, verdict)| verdict.is_none()).map(|(transaction, _)| transaction);
+                cache.load(&mut self.shards, self.storage.as_ref(), to_run).map(|()| stored)
+            }
+            None => Ok(stored),
+        });
         let stored = match stored {
             Ok(stored) => stored,
             Err(error) => {
@@ -366,7 +366,8 @@ impl Core {
                 let mut outcome = execute_round(&mut self.shards, round, previous, now, &round_transactions);
                 let (balances, funded) = crate::shard::fund_totals(&self.shards);
                 assert_eq!(balances, funded, "funds are conserved after every round");
-                for block in &outcome.blocks {
+                // With a cache, what storage does not have yet must stay in memory.
+                for block in outcome.blocks.iter().filter(|_| self.cache.is_some()) {
                     let skip = layout::state_prefix(block.header.shard).len();
                     for (key, _) in &block.state_writes {
                         let key = StateKey::from_bytes(&key[skip..]).expect("the shard wrote a valid state key");
@@ -407,14 +408,13 @@ impl Core {
     /// Goes back to what is durable, after a failed write: everything executed since is dropped.
     fn reload(&mut self) {
         let config = Config { shards: self.genesis.shards, genesis_operators: self.genesis.operators.clone() };
-        let options = Options { state_cache_entries: self.cache.limit() };
+        let options = Options { state_cache_entries: self.cache.as_ref().map(StateCache::limit) };
         match Core::load(self.storage.clone(), &config, &options) {
             Ok(reloaded) => {
-                let (executed, epoch, limit) = (self.executed, self.epoch + 1, self.cache.limit());
+                let (executed, epoch) = (self.executed, self.epoch + 1);
                 *self = reloaded;
                 self.executed = executed;
                 self.epoch = epoch;
-                self.cache.set_limit(limit);
             }
             Err(reload) => panic!("a write failed and the durable state cannot be reloaded: {reload}"),
         }
@@ -426,7 +426,8 @@ struct UnpersistedGroup {
     seq: u64,
     /// The transactions it executed.
     ids: Vec<TxId>,
-    /// The state entries it wrote, by shard: kept in memory until storage has them.
+    /// The state entries it wrote, by shard (with a state cache only): kept in memory until
+    /// storage has them.
     written: Vec<(u32, StateKey)>,
 }
 
@@ -792,12 +793,6 @@ impl Ledger {
             hasher.update(shard.finalize().as_bytes());
         }
         Ok(*hasher.finalize().as_bytes())
-    }
-
-    /// Sets how many entries of the families that grow with history each shard keeps in memory
-    /// from now on (see `Options::state_cache_entries`).
-    pub fn set_state_cache_entries(&self, limit: usize) {
-        self.core.write().cache.set_limit(Some(limit));
     }
 
     /// Every shard's height.

@@ -166,9 +166,8 @@ pub fn fund_totals(shards: &[Shard]) -> (u128, u128) {
 
 impl Shard {
     /// A shard resumed from stored state and its head block.
-    pub fn restore(id: u32, shard_count: u32, mut state: State, height: u64, head: Hash, last_time: Timestamp) -> Self {
+    pub fn restore(id: u32, shard_count: u32, state: State, height: u64, head: Hash, last_time: Timestamp) -> Self {
         assert!(id < shard_count, "shard id within the shard count");
-        state.normalize();
         let (balance_total, funded_total) = state
             .accounts
             .values()

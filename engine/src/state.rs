@@ -544,8 +544,8 @@ impl State {
     }
 
     /// Adds one stored entry (on load, or when the cache reads it).
-    pub fn insert_encoded(&mut self, key: &[u8], value: &[u8]) -> Result<(), DecodeError> {
-        match StateKey::from_bytes(key)? {
+    pub fn insert(&mut self, key: StateKey, value: &[u8]) -> Result<(), DecodeError> {
+        match key {
             StateKey::Actor(k) => {
                 self.actors.insert(k, Actor::decode(value)?);
             }
@@ -575,13 +575,6 @@ impl State {
             }
         }
         Ok(())
-    }
-
-    /// Orders each consent index list canonically (after a load in arbitrary order).
-    pub fn normalize(&mut self) {
-        for ids in self.consent_index.values_mut() {
-            ids.sort_unstable();
-        }
     }
 
     /// Every entry as stored, sorted by key: the canonical form the state hash covers.
@@ -664,8 +657,8 @@ impl StateLoader {
             StateKey::Claim(p, k) => self.claims.push(((p, k), Claim::decode(value)?)),
             StateKey::ClaimKey(k) => self.claim_keys.push((k, decode_claim_id(value)?)),
             StateKey::Unit(k) => self.units.push((k, Unit::decode(value)?)),
-            StateKey::Actor(_) | StateKey::Account(_) | StateKey::Recall(..) | StateKey::ConsentIndex(..) => {
-                self.state.insert_encoded(key, value)?
+            key @ (StateKey::Actor(_) | StateKey::Account(_) | StateKey::Recall(..) | StateKey::ConsentIndex(..)) => {
+                self.state.insert(key, value)?
             }
         }
         Ok(())
