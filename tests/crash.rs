@@ -8,10 +8,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use caduceus_engine::ledger::Options;
 use caduceus_engine::model::TxResult;
 use caduceus_engine::storage::{FaultyStorage, MemoryStorage, RocksStorage, Storage};
 use caduceus_engine::verify::verify_storage;
-use caduceus_engine::{Ledger, SignedTransaction, SubmitError};
+use caduceus_engine::{Ledger, OpenError, SignedTransaction, SubmitError};
 use caduceus_shards::workload::{Workload, WorkloadConfig};
 
 fn batches() -> (Workload, Vec<Vec<SignedTransaction>>) {
@@ -25,8 +26,13 @@ fn batches() -> (Workload, Vec<Vec<SignedTransaction>>) {
     (workload, batches)
 }
 
+/// The tests' ledger: 3 shards, a fixed clock, these options.
+fn open_on(workload: &Workload, storage: Arc<dyn Storage>, options: &Options) -> Result<Ledger, OpenError> {
+    Ledger::open_on(storage, &workload.ledger_config(3), Arc::new(|| 1_800_000_000_000), options)
+}
+
 fn open(workload: &Workload, storage: Arc<dyn Storage>) -> Ledger {
-    Ledger::open_with(storage, &workload.ledger_config(3), Arc::new(|| 1_800_000_000_000)).expect("open")
+    open_on(workload, storage, &Options::default()).expect("open")
 }
 
 #[test]
@@ -388,14 +394,11 @@ fn scans_see_exactly_the_keys_under_their_prefix() {
 
 #[test]
 fn a_small_state_cache_gives_the_whole_states_results_and_reopens_to_the_same_state() {
-    use caduceus_engine::ledger::Options;
-
     let (workload, batches) = batches();
     let whole = open(&workload, Arc::new(MemoryStorage::new()));
     let storage = Arc::new(FaultyStorage::new());
     let options = Options { state_cache_entries: Some(64) };
-    let clock: caduceus_engine::ledger::Clock = Arc::new(|| 1_800_000_000_000);
-    let cached = Ledger::open_on(storage.clone(), &workload.ledger_config(3), clock.clone(), &options).unwrap();
+    let cached = open_on(&workload, storage.clone(), &options).unwrap();
     // Every batch in flight at once behind a slow disk, so groups execute ahead of their writes
     // and evictions meet groups that are not yet durable.
     storage.delay_writes(std::time::Duration::from_millis(10));
@@ -406,7 +409,7 @@ fn a_small_state_cache_gives_the_whole_states_results_and_reopens_to_the_same_st
     assert_eq!(cached.state_hash().unwrap(), whole.state_hash().unwrap());
     let (hash, checkpoint) = (cached.state_hash().unwrap(), cached.checkpoint());
     drop(cached);
-    let reopened = Ledger::open_on(storage, &workload.ledger_config(3), clock, &options).unwrap();
+    let reopened = open_on(&workload, storage, &options).unwrap();
     assert_eq!((reopened.state_hash().unwrap(), reopened.checkpoint()), (hash, checkpoint));
     let more = batches.last().unwrap().clone();
     assert_eq!(reopened.submit(more.clone()).unwrap(), whole.submit(more).unwrap(), "a replayed batch, reopened");
@@ -415,14 +418,13 @@ fn a_small_state_cache_gives_the_whole_states_results_and_reopens_to_the_same_st
 #[test]
 fn a_store_in_another_format_is_refused_with_a_clear_error() {
     use caduceus_engine::layout::{META_FORMAT, STORE_FORMAT};
-    use caduceus_engine::OpenError;
 
     let (workload, batches) = batches();
     let storage = Arc::new(MemoryStorage::new());
     let ledger = open(&workload, storage.clone());
     ledger.submit(batches[0].clone()).unwrap();
     drop(ledger);
-    let reopen = || Ledger::open_with(storage.clone(), &workload.ledger_config(3), Arc::new(|| 1_800_000_000_000));
+    let reopen = || open_on(&workload, storage.clone(), &Options::default());
     assert!(reopen().is_ok(), "the format this build wrote");
     for (stored, expected) in [(None, 1), (Some(99u32.to_le_bytes().to_vec()), 99)] {
         storage.write(&[(META_FORMAT.to_vec(), stored)]).unwrap();

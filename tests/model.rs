@@ -4,10 +4,9 @@
 //! result, and funds must be conserved.
 
 use std::collections::{HashMap, HashSet};
-
-use caduceus_engine::model::{Adjudication, ClaimLine, Operation, Reason, TxResult, UnitId};
 use std::sync::Arc;
 
+use caduceus_engine::model::{Adjudication, ClaimLine, Operation, Reason, TxResult, UnitId};
 use caduceus_engine::storage::MemoryStorage;
 use caduceus_engine::Ledger;
 use proptest::prelude::*;

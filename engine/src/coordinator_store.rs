@@ -30,10 +30,7 @@ impl CoordinatorStore {
     pub fn open(storage: Arc<dyn Storage>, genesis: &Genesis) -> Result<Self, OpenError> {
         let damaged = |key: &[u8], detail: String| OpenError::Corrupt { place: layout::describe(key), detail };
         if !belongs_to(storage.as_ref(), genesis)? {
-            storage.write(&[
-                (layout::META_CONFIG.to_vec(), Some(genesis.encode().expect("bounded"))),
-                layout::format_write(),
-            ])?;
+            storage.write(&genesis.config_writes())?;
         }
         let checkpoint = match storage.get(layout::META_ROUND)? {
             None => None,

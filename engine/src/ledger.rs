@@ -777,15 +777,10 @@ impl Ledger {
     pub fn state_hash(&self) -> Result<Hash, QueryError> {
         let (storage, shards) = self.read_durable(|core| (core.storage.clone(), core.genesis.shards));
         let mut hashers: Vec<blake3::Hasher> = (0..shards).map(|_| blake3::Hasher::new()).collect();
-        let prefix = layout::state_prefix(0);
-        let shard_at = prefix.len() - 4;
-        storage.scan(&prefix[..shard_at], &mut |key, value| {
-            let shard = u32::from_be_bytes(key[shard_at..shard_at + 4].try_into().expect("4 bytes"));
-            let (key, hasher) = (&key[shard_at + 4..], &mut hashers[shard as usize]);
-            hasher.update(&(key.len() as u32).to_le_bytes());
-            hasher.update(key);
-            hasher.update(&(value.len() as u32).to_le_bytes());
-            hasher.update(value);
+        // A state key is the family byte, the shard (u32 BE), then the entry's own key.
+        storage.scan(&[layout::STATE], &mut |key, value| {
+            let shard = u32::from_be_bytes(key[1..5].try_into().expect("4 bytes"));
+            crate::state::hash_entry(&mut hashers[shard as usize], &key[5..], value);
             true
         })?;
         let mut hasher = blake3::Hasher::new();

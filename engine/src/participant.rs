@@ -250,8 +250,7 @@ impl Participant {
             let prefix = layout::state_prefix(id);
             let mut writes: Vec<Write> =
                 genesis.writes().into_iter().filter(|(key, _)| key.starts_with(&prefix)).collect();
-            writes.push((layout::META_CONFIG.to_vec(), Some(genesis.encode().expect("genesis is bounded"))));
-            writes.push(layout::format_write());
+            writes.extend(genesis.config_writes());
             writes.push((layout::META_SHARD.to_vec(), Some(id.to_le_bytes().to_vec())));
             storage.write(&writes)?;
         }

@@ -69,12 +69,15 @@ impl Genesis {
         (0..self.shards).map(|id| Shard::restore(id, self.shards, self.state(), 0, [0; 32], 0)).collect()
     }
 
+    /// What a new store of this ledger or cluster records first: its configuration and the
+    /// store format (`layout::STORE_FORMAT`).
+    pub fn config_writes(&self) -> [Write; 2] {
+        [(layout::META_CONFIG.to_vec(), Some(self.encode().expect("genesis is bounded"))), layout::format_write()]
+    }
+
     /// The first write of a new ledger: its configuration and every shard's genesis state.
     pub fn writes(&self) -> Vec<Write> {
-        let mut writes = vec![
-            (layout::META_CONFIG.to_vec(), Some(self.encode().expect("genesis is bounded"))),
-            layout::format_write(),
-        ];
+        let mut writes = self.config_writes().to_vec();
         let state = self.state();
         for shard in 0..self.shards {
             for operator in &self.operators {

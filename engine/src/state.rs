@@ -614,13 +614,19 @@ impl State {
     pub fn hash(&self) -> Hash {
         let mut hasher = blake3::Hasher::new();
         for (key, value) in self.entries() {
-            hasher.update(&(key.len() as u32).to_le_bytes());
-            hasher.update(&key);
-            hasher.update(&(value.len() as u32).to_le_bytes());
-            hasher.update(&value);
+            hash_entry(&mut hasher, &key, &value);
         }
         *hasher.finalize().as_bytes()
     }
+}
+
+/// Adds one entry (its key after the shard's state prefix, and its stored value) to a state
+/// hash; entries go in key order.
+pub fn hash_entry(hasher: &mut blake3::Hasher, key: &[u8], value: &[u8]) {
+    hasher.update(&(key.len() as u32).to_le_bytes());
+    hasher.update(key);
+    hasher.update(&(value.len() as u32).to_le_bytes());
+    hasher.update(value);
 }
 
 /// A stored consent, checked to belong to the patient its key names.
