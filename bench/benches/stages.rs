@@ -7,10 +7,13 @@ use std::time::{Duration, Instant};
 
 use caduceus_engine::block::merkle_root;
 use caduceus_engine::codec::Codec;
+use caduceus_engine::model::{Operation, Transaction};
 use caduceus_engine::round::{execute_round, Genesis};
 use caduceus_engine::routing::participants;
 use caduceus_engine::shard::Shard;
-use caduceus_engine::signature::{measure_verify_batch_rate, sign, signing_key, verify_all};
+use caduceus_engine::signature::{
+    actor_key, measure_verify_batch_rate, sign, signing_key, verify_all, SignatureVerifier,
+};
 use caduceus_engine::storage::{MemoryStorage, RocksStorage, Storage, Write};
 use caduceus_engine::{Ledger, SignedTransaction};
 use caduceus_shards::workload::{Workload, WorkloadConfig};
@@ -69,6 +72,40 @@ fn codec_and_signatures(c: &mut Criterion) {
         let transactions: Vec<SignedTransaction> = workload.signed_batch(size);
         group.throughput(Throughput::Elements(size as u64));
         group.bench_function(format!("verify_all {size}"), |b| b.iter(|| verify_all(&transactions)));
+    }
+    group.finish();
+
+    // One chunk of 1,024 on one thread: the engine's batch check (each signer's terms summed)
+    // against the raw `verify_batch` of the same signatures, with the workload's signers (a few
+    // hundred distinct keys a chunk) and with a distinct signer for every signature.
+    let mut group = c.benchmark_group("batch check of 1024 (1 thread)");
+    group.throughput(Throughput::Elements(1024));
+    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let distinct: Vec<SignedTransaction> = (0..1024u64)
+        .map(|i| {
+            let key = signing_key(*blake3::hash(&i.to_le_bytes()).as_bytes());
+            let transaction = Transaction {
+                id: i as u128,
+                signer: actor_key(&key),
+                timestamp: NOW,
+                operation: Operation::FundAccount { amount: 5 },
+            };
+            sign(transaction, &key).unwrap()
+        })
+        .collect();
+    for (signers, chunk) in [("workload signers", workload.signed_batch(1024)), ("distinct signers", distinct)] {
+        let messages: Vec<&[u8]> = chunk.iter().map(SignedTransaction::body).collect();
+        let signatures: Vec<Signature> = chunk.iter().map(|t| Signature::from_bytes(&t.signature())).collect();
+        let keys: Vec<VerifyingKey> =
+            chunk.iter().map(|t| VerifyingKey::from_bytes(&t.transaction.signer.0).unwrap()).collect();
+        group.bench_function(format!("raw verify_batch, {signers}"), |b| {
+            b.iter(|| ed25519_dalek::verify_batch(&messages, &signatures, &keys).unwrap())
+        });
+        let verifier = SignatureVerifier::new();
+        assert!(one_thread.install(|| verifier.verify(&chunk)).iter().all(Option::is_none));
+        group.bench_function(format!("engine, {signers}"), |b| {
+            b.iter(|| one_thread.install(|| verifier.verify(&chunk)))
+        });
     }
     group.finish();
 

@@ -40,9 +40,9 @@ pub const PERSIST_QUEUE_DEPTH: usize = 2;
 pub const BLOCK_CACHE_BYTES: usize = 256 << 20;
 /// Decompressed signer keys a signature verifier keeps (about 200 bytes each).
 pub const KEY_CACHE_ENTRIES_MAX: usize = 262_144;
-/// Most signatures checked together in one `verify_batch` call.
+/// Most signatures checked together in one batched equation.
 pub const VERIFY_CHUNK_MAX: usize = 1024;
-/// Fewest signatures in one `verify_batch` call, unless the batch is smaller.
+/// Fewest signatures in one batched equation, unless the batch is smaller.
 pub const VERIFY_CHUNK_MIN: usize = 64;
 /// Failing chunks of one batch that are still searched for their bad signatures; a batch with
 /// more has its failing chunks refused whole.

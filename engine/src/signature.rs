@@ -1,7 +1,8 @@
 //! ed25519 signing and batch verification.
 //!
 //! A batch is split into chunks (up to `VERIFY_CHUNK_MAX`, enough for every
-//! thread of the rayon pool to get one) checked with `verify_batch`. A chunk
+//! thread of the rayon pool to get one), each checked in one batched equation
+//! (`verify_batch`'s, with each signer's terms summed: see `batch_valid`). A chunk
 //! that fails is bisected to find the bad signatures, so a forgery costs its
 //! chunk a few more batch checks, never the batch its verdict. Weak
 //! (small-order) keys are refused outright.
@@ -15,13 +16,19 @@
 //! ledger also verifies the batches of a client that sent bad signatures only
 //! when no other client's batch is waiting (see `Ledger::submit_async_from`).
 
+use std::iter::once;
 use std::time::{Duration, Instant};
 
+use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
 use parking_lot::RwLock;
 
 pub use ed25519_dalek::SigningKey;
 use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
 use rayon::prelude::*;
+use sha2::{Digest, Sha512};
 
 use crate::codec::EncodeError;
 use crate::limits::{BAD_CHUNKS_TOLERATED, KEY_CACHE_ENTRIES_MAX, VERIFY_CHUNK_MAX, VERIFY_CHUNK_MIN};
@@ -155,16 +162,76 @@ impl SignatureVerifier {
 }
 
 /// Chunks as large as the batch allows while every thread of the pool gets one: a larger
-/// `verify_batch` call checks each signature faster.
+/// batched equation checks each signature faster.
 pub fn chunk_size(count: usize) -> usize {
     count.div_ceil(rayon::current_num_threads().max(1)).clamp(VERIFY_CHUNK_MIN, VERIFY_CHUNK_MAX)
 }
 
+/// Whether every signature of a chunk is valid: ed25519-dalek's `verify_batch` equation, with
+/// the terms of each signer summed before the multiscalar multiplication.
+///
+/// For signatures `(R_i, s_i)` by keys `A_i` on messages `M_i`, with `k_i = SHA-512(R_i || A_i ||
+/// M_i)` and 128-bit coefficients `z_i` derived from the whole chunk (every `k_i` and `s_i`, as
+/// `verify_batch` derives them from a transcript of the same), the chunk passes when
+///
+/// ```text
+/// -(sum z_i s_i) B + sum z_i R_i + sum over distinct keys A of (sum of z_i k_i with A_i = A) A = 0
+/// ```
+///
+/// which is `verify_batch`'s sum with its `A` terms grouped by key: the same group element for
+/// the same coefficients, so the same soundness. The same actors sign again and again (a
+/// provider's or a payer's system signs much of the traffic), so a chunk of 1,024 usually has a
+/// few hundred distinct keys, and the multiplication has that many fewer points. `s` must be
+/// canonical and `R` a valid encoding, as in `verify_batch`. The coefficients depend only on the
+/// chunk, so its verdict does too.
 fn batch_valid(chunk: &[SignedTransaction], keys: &[VerifyingKey]) -> bool {
-    let messages: Vec<&[u8]> = chunk.iter().map(SignedTransaction::body).collect();
-    let signatures: Vec<Signature> = chunk.iter().map(|t| Signature::from_bytes(&t.signature())).collect();
-    ed25519_dalek::verify_batch(&messages, &signatures, keys).is_ok()
+    debug_assert_eq!(chunk.len(), keys.len());
+    // Every k_i and s_i first: the coefficients are drawn from all of them.
+    let mut coefficients = blake3::Hasher::new_derive_key(BATCH_COEFFICIENTS_CONTEXT);
+    let mut terms = Vec::with_capacity(chunk.len());
+    for (transaction, key) in chunk.iter().zip(keys) {
+        let signature = transaction.signature();
+        let (r, s) = signature.split_at(32);
+        let k: [u8; 64] = Sha512::new()
+            .chain_update(r)
+            .chain_update(key.as_bytes())
+            .chain_update(transaction.body())
+            .finalize()
+            .into();
+        coefficients.update(&k);
+        coefficients.update(s);
+        let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(s.try_into().expect("32 bytes"))) else {
+            return false;
+        };
+        terms.push((Scalar::from_bytes_mod_order_wide(&k), s));
+    }
+    let mut coefficients = coefficients.finalize_xof();
+    let mut zs = Vec::with_capacity(chunk.len());
+    let mut s_sum = Scalar::ZERO;
+    // Each distinct key's summed scalar, and where the key first appears.
+    let mut key_slots: crate::state::Map<&[u8; 32], usize> = Default::default();
+    let mut key_terms: Vec<(Scalar, usize)> = Vec::new();
+    for (position, (key, (k, s))) in keys.iter().zip(terms).enumerate() {
+        let mut z = [0u8; 16];
+        coefficients.fill(&mut z);
+        let z = Scalar::from(u128::from_le_bytes(z));
+        s_sum += z * s;
+        let slot = *key_slots.entry(key.as_bytes()).or_insert_with(|| {
+            key_terms.push((Scalar::ZERO, position));
+            key_terms.len() - 1
+        });
+        key_terms[slot].0 += z * k;
+        zs.push(z);
+    }
+    let scalars = once(-s_sum).chain(zs).chain(key_terms.iter().map(|(scalar, _)| *scalar));
+    let points = once(Some(ED25519_BASEPOINT_POINT))
+        .chain(chunk.iter().map(|t| CompressedEdwardsY(t.signature()[..32].try_into().expect("32 bytes")).decompress()))
+        .chain(key_terms.iter().map(|(_, position)| Some(keys[*position].to_edwards())));
+    EdwardsPoint::optional_multiscalar_mul(scalars, points).is_some_and(|sum| sum.is_identity())
 }
+
+/// The key-derivation context of a chunk's batch coefficients.
+const BATCH_COEFFICIENTS_CONTEXT: &str = "caduceus 2026 ed25519 batch verification coefficients";
 
 /// Checks every signature with a fresh verifier; `None` means valid.
 pub fn verify_all(transactions: &[SignedTransaction]) -> Vec<Option<Reason>> {
@@ -290,6 +357,91 @@ mod tests {
         let verdicts = verify_all(&batch);
         assert!(verdicts[..size].iter().all(Option::is_none));
         assert!(verdicts[size..].iter().all(|v| *v == Some(Reason::BatchAbandoned)));
+    }
+
+    /// A chunk signed by a few keys, each many times (the case the summed key terms serve).
+    fn repeated_signers(count: u128) -> (Vec<SignedTransaction>, Vec<VerifyingKey>) {
+        let chunk: Vec<SignedTransaction> = (0..count).map(|i| signed((i % 3) as u8 + 1, i)).collect();
+        let keys = chunk.iter().map(|t| parse_key(&t.transaction.signer).unwrap()).collect();
+        (chunk, keys)
+    }
+
+    /// ed25519-dalek's own batch check of the same chunk.
+    fn dalek_batch_valid(chunk: &[SignedTransaction], keys: &[VerifyingKey]) -> bool {
+        let messages: Vec<&[u8]> = chunk.iter().map(SignedTransaction::body).collect();
+        let signatures: Vec<Signature> = chunk.iter().map(|t| Signature::from_bytes(&t.signature())).collect();
+        ed25519_dalek::verify_batch(&messages, &signatures, keys).is_ok()
+    }
+
+    /// A copy of `transaction` with its signature's bytes `range` replaced by `bytes`.
+    fn with_signature_bytes(
+        transaction: &SignedTransaction,
+        range: std::ops::Range<usize>,
+        bytes: &[u8],
+    ) -> SignedTransaction {
+        let mut signature = transaction.signature();
+        signature[range].copy_from_slice(bytes);
+        SignedTransaction::from_parts((*transaction.transaction).clone(), signature).unwrap()
+    }
+
+    #[test]
+    fn the_summed_batch_check_agrees_with_verify_batch_and_terms_of_one_key_do_not_cancel() {
+        let (chunk, keys) = repeated_signers(96);
+        assert!(batch_valid(&chunk, &keys));
+        assert!(dalek_batch_valid(&chunk, &keys));
+        // Two signatures by the same key with their s halves swapped: the sum of the s values and
+        // every key's set of messages are unchanged, the chunk must still fail.
+        let (a, b) = (3, 6);
+        assert_eq!(chunk[a].transaction.signer, chunk[b].transaction.signer);
+        let mut swapped = chunk.clone();
+        swapped[a] = with_signature_bytes(&chunk[a], 32..64, &chunk[b].signature()[32..]);
+        swapped[b] = with_signature_bytes(&chunk[b], 32..64, &chunk[a].signature()[32..]);
+        assert!(!batch_valid(&swapped, &keys));
+        assert!(!dalek_batch_valid(&swapped, &keys));
+        // The same with the R halves, and with whole signatures swapped between the two messages.
+        let mut swapped = chunk.clone();
+        swapped[a] = with_signature_bytes(&chunk[a], 0..32, &chunk[b].signature()[..32]);
+        swapped[b] = with_signature_bytes(&chunk[b], 0..32, &chunk[a].signature()[..32]);
+        assert!(!batch_valid(&swapped, &keys));
+        let mut swapped = chunk.clone();
+        swapped[a] = with_signature_bytes(&chunk[a], 0..64, &chunk[b].signature());
+        swapped[b] = with_signature_bytes(&chunk[b], 0..64, &chunk[a].signature());
+        assert!(!batch_valid(&swapped, &keys));
+        // A signature checked against another signer's key.
+        let mut wrong_keys = keys.clone();
+        wrong_keys[a] = keys[a + 1];
+        assert!(!batch_valid(&chunk, &wrong_keys));
+    }
+
+    #[test]
+    fn the_batch_check_refuses_a_non_canonical_s_and_an_undecodable_r() {
+        let (chunk, keys) = repeated_signers(16);
+        // s + l is the same scalar modulo l, but not its canonical encoding.
+        let s = Scalar::from_canonical_bytes(chunk[5].signature()[32..].try_into().unwrap()).unwrap();
+        let l_bytes: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut wide = [0u8; 32];
+        let mut carry = 0u16;
+        for (i, byte) in wide.iter_mut().enumerate() {
+            let sum = s.as_bytes()[i] as u16 + l_bytes[i] as u16 + carry;
+            *byte = sum as u8;
+            carry = sum >> 8;
+        }
+        assert_eq!(carry, 0, "s + l fits in 32 bytes");
+        let mut spoiled = chunk.clone();
+        spoiled[5] = with_signature_bytes(&chunk[5], 32..64, &wide);
+        assert!(!batch_valid(&spoiled, &keys));
+        assert!(!dalek_batch_valid(&spoiled, &keys));
+        // An R that is not a point: y = 2 has no x on the curve.
+        let mut not_a_point = [0u8; 32];
+        not_a_point[0] = 2;
+        assert!(CompressedEdwardsY(not_a_point).decompress().is_none());
+        let mut spoiled = chunk.clone();
+        spoiled[9] = with_signature_bytes(&chunk[9], 0..32, &not_a_point);
+        assert!(!batch_valid(&spoiled, &keys));
+        assert!(!dalek_batch_valid(&spoiled, &keys));
     }
 
     #[test]
