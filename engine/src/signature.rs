@@ -7,6 +7,10 @@
 //! chunk a few more batch checks, never the batch its verdict. Weak
 //! (small-order) keys are refused outright.
 //!
+//! Every check, batched or alone, is cofactored (`8 (s B - k A - R) = 0`), so a
+//! signature's verdict is its own: the same in whatever chunk the ledger, the
+//! cluster's coordinator, `caduceus verify` or an offline proof check puts it.
+//!
 //! The defence against a client that puts a bad signature in every chunk, to
 //! make the ledger search every chunk: the failing chunks of a batch are
 //! searched only when there are at most `BAD_CHUNKS_TOLERATED` of them (an
@@ -94,8 +98,7 @@ impl SignatureVerifier {
             Ok(key) => key,
             Err(reason) => return Some(reason),
         };
-        let signature = Signature::from_bytes(&transaction.signature());
-        key.verify(transaction.body(), &signature).err().map(|_| Reason::BadSignature)
+        (!valid_alone(transaction, &key)).then_some(Reason::BadSignature)
     }
 
     /// The first, batched check of a chunk: its verdicts, or the parsed keys of a chunk that failed.
@@ -167,23 +170,30 @@ pub fn chunk_size(count: usize) -> usize {
     count.div_ceil(rayon::current_num_threads().max(1)).clamp(VERIFY_CHUNK_MIN, VERIFY_CHUNK_MAX)
 }
 
-/// Whether every signature of a chunk is valid: ed25519-dalek's `verify_batch` equation, with
-/// the terms of each signer summed before the multiscalar multiplication.
+/// Whether every signature of a chunk is valid, in one multiscalar multiplication:
+/// ed25519-dalek's `verify_batch` equation, multiplied by the cofactor, with the terms of each
+/// signer summed.
 ///
 /// For signatures `(R_i, s_i)` by keys `A_i` on messages `M_i`, with `k_i = SHA-512(R_i || A_i ||
 /// M_i)` and 128-bit coefficients `z_i` derived from the whole chunk (every `k_i` and `s_i`, as
 /// `verify_batch` derives them from a transcript of the same), the chunk passes when
 ///
 /// ```text
-/// -(sum z_i s_i) B + sum z_i R_i + sum over distinct keys A of (sum of z_i k_i with A_i = A) A = 0
+/// 8 (-(sum z_i s_i) B + sum z_i R_i + sum over distinct keys A of (sum of z_i k_i with A_i = A) A) = 0
 /// ```
 ///
-/// which is `verify_batch`'s sum with its `A` terms grouped by key: the same group element for
-/// the same coefficients, so the same soundness. The same actors sign again and again (a
-/// provider's or a payer's system signs much of the traffic), so a chunk of 1,024 usually has a
-/// few hundred distinct keys, and the multiplication has that many fewer points. `s` must be
-/// canonical and `R` a valid encoding, as in `verify_batch`. The coefficients depend only on the
-/// chunk, so its verdict does too.
+/// Grouping the `A` terms by key gives the same group element for the same coefficients, so the
+/// same soundness. The same actors sign again and again (a provider's or a payer's system signs
+/// much of the traffic), so a chunk of 1,024 usually has a few hundred distinct keys, and the
+/// multiplication has that many fewer points. `s` must be canonical and `R` a valid encoding,
+/// as in `verify_batch`.
+///
+/// The cofactor makes this the batched form of `valid_alone`: a chunk passes exactly when each
+/// of its signatures does (but for a 2^-128 chance), whatever else is in the chunk. Without it
+/// (`verify_batch`, or ed25519-dalek's one-by-one `verify`), a signature whose `R` its signer
+/// shifted by a small-order point passes or fails depending on its coefficient, that is on the
+/// chunk it lands in: the ledger could accept a transaction that `caduceus verify` or an offline
+/// proof check, chunking differently, then reports as forged.
 fn batch_valid(chunk: &[SignedTransaction], keys: &[VerifyingKey]) -> bool {
     debug_assert_eq!(chunk.len(), keys.len());
     // Every k_i and s_i first: the coefficients are drawn from all of them.
@@ -192,15 +202,10 @@ fn batch_valid(chunk: &[SignedTransaction], keys: &[VerifyingKey]) -> bool {
     for (transaction, key) in chunk.iter().zip(keys) {
         let signature = transaction.signature();
         let (r, s) = signature.split_at(32);
-        let k: [u8; 64] = Sha512::new()
-            .chain_update(r)
-            .chain_update(key.as_bytes())
-            .chain_update(transaction.body())
-            .finalize()
-            .into();
+        let k = challenge(r, key, transaction.body());
         coefficients.update(&k);
         coefficients.update(s);
-        let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(s.try_into().expect("32 bytes"))) else {
+        let Some(s) = canonical_s(s) else {
             return false;
         };
         terms.push((Scalar::from_bytes_mod_order_wide(&k), s));
@@ -225,9 +230,37 @@ fn batch_valid(chunk: &[SignedTransaction], keys: &[VerifyingKey]) -> bool {
     }
     let scalars = once(-s_sum).chain(zs).chain(key_terms.iter().map(|(scalar, _)| *scalar));
     let points = once(Some(ED25519_BASEPOINT_POINT))
-        .chain(chunk.iter().map(|t| CompressedEdwardsY(t.signature()[..32].try_into().expect("32 bytes")).decompress()))
+        .chain(chunk.iter().map(|t| point_r(&t.signature()[..32])))
         .chain(key_terms.iter().map(|(_, position)| Some(keys[*position].to_edwards())));
-    EdwardsPoint::optional_multiscalar_mul(scalars, points).is_some_and(|sum| sum.is_identity())
+    EdwardsPoint::optional_multiscalar_mul(scalars, points).is_some_and(|sum| sum.mul_by_cofactor().is_identity())
+}
+
+/// ed25519's challenge `k = SHA-512(R || A || M)` of a signature, as 64 bytes.
+fn challenge(r: &[u8], key: &VerifyingKey, message: &[u8]) -> [u8; 64] {
+    Sha512::new().chain_update(r).chain_update(key.as_bytes()).chain_update(message).finalize().into()
+}
+
+/// `s` of a signature, if canonical.
+fn canonical_s(s: &[u8]) -> Option<Scalar> {
+    Scalar::from_canonical_bytes(s.try_into().expect("32 bytes")).into()
+}
+
+/// `R` of a signature, if it decodes to a point.
+fn point_r(r: &[u8]) -> Option<EdwardsPoint> {
+    CompressedEdwardsY(r.try_into().expect("32 bytes")).decompress()
+}
+
+/// One signature on its own, by the cofactored equation `8 (s B - k A - R) = 0`: the equation
+/// `batch_valid` checks for many at once, so the two agree on every signature.
+fn valid_alone(transaction: &SignedTransaction, key: &VerifyingKey) -> bool {
+    let signature = transaction.signature();
+    let (r, s) = signature.split_at(32);
+    let (Some(s), Some(r_point)) = (canonical_s(s), point_r(r)) else {
+        return false;
+    };
+    let k = Scalar::from_bytes_mod_order_wide(&challenge(r, key, transaction.body()));
+    let difference = EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &-key.to_edwards(), &s) - r_point;
+    difference.mul_by_cofactor().is_identity()
 }
 
 /// The key-derivation context of a chunk's batch coefficients.
@@ -300,6 +333,7 @@ fn measure_verify_rate(
 mod tests {
     use super::*;
     use crate::model::Operation;
+    use crate::state::Set;
 
     fn signed(seed: u8, id: u128) -> SignedTransaction {
         let key = signing_key([seed; 32]);
@@ -442,6 +476,65 @@ mod tests {
         spoiled[9] = with_signature_bytes(&chunk[9], 0..32, &not_a_point);
         assert!(!batch_valid(&spoiled, &keys));
         assert!(!dalek_batch_valid(&spoiled, &keys));
+    }
+
+    /// A valid signature by `seed`'s key whose `R` is shifted by a point of order 8 (only the
+    /// signer can make one: it needs the secret scalar): `8 (s B - k A - R) = 0` holds,
+    /// `s B - k A - R = 0` does not.
+    fn shifted_by_small_order(seed: [u8; 32], id: u128) -> SignedTransaction {
+        let key = signing_key(seed);
+        let verifying = key.verifying_key();
+        // The secret scalar, as ed25519 derives it from the seed.
+        let expanded: [u8; 64] = Sha512::digest(seed).into();
+        let mut a: [u8; 32] = expanded[..32].try_into().unwrap();
+        a[0] &= 248;
+        a[31] &= 127;
+        a[31] |= 64;
+        let a = Scalar::from_bytes_mod_order(a);
+        assert_eq!(ED25519_BASEPOINT_POINT * a, verifying.to_edwards());
+        let transaction =
+            Transaction { id, signer: actor_key(&key), timestamp: 1, operation: Operation::FundAccount { amount: 3 } };
+        let body = SignedTransaction::from_parts(transaction.clone(), [0; 64]).unwrap().body().to_vec();
+        let nonce = Scalar::from_bytes_mod_order_wide(&Sha512::digest(id.to_le_bytes()).into());
+        let r = (ED25519_BASEPOINT_POINT * nonce + curve25519_dalek::constants::EIGHT_TORSION[1]).compress().to_bytes();
+        let k = Scalar::from_bytes_mod_order_wide(&challenge(&r, &verifying, &body));
+        let mut signature = [0u8; 64];
+        signature[..32].copy_from_slice(&r);
+        signature[32..].copy_from_slice((nonce + k * a).as_bytes());
+        SignedTransaction::from_parts(transaction, signature).unwrap()
+    }
+
+    #[test]
+    fn a_signature_shifted_by_a_small_order_point_gets_one_verdict_in_every_chunk() {
+        let shifted = shifted_by_small_order([5; 32], 1_000);
+        let key = parse_key(&shifted.transaction.signer).unwrap();
+        let signature = Signature::from_bytes(&shifted.signature());
+        assert!(key.verify(shifted.body(), &signature).is_err(), "the cofactorless check refuses it");
+        assert!(valid_alone(&shifted, &key));
+        // ed25519-dalek's batch check accepts it in some chunks and refuses it in others (when its
+        // coefficient is a multiple of 8 the shift vanishes): the verdict followed the chunking.
+        let (honest, honest_keys) = repeated_signers(64);
+        let mut dalek_verdicts = Set::default();
+        let mut chunks_checked = 0;
+        for length in 1..=64 {
+            let mut chunk = honest[..length - 1].to_vec();
+            chunk.push(shifted.clone());
+            let mut keys = honest_keys[..length - 1].to_vec();
+            keys.push(key);
+            dalek_verdicts.insert(dalek_batch_valid(&chunk, &keys));
+            // Here it passes in every chunk, and so in every batch the ledger, `verify` or an
+            // offline proof check makes of it.
+            assert!(batch_valid(&chunk, &keys), "chunk of {length}");
+            assert!(verify_all(&chunk).iter().all(Option::is_none), "batch of {length}");
+            chunks_checked += 1;
+        }
+        assert_eq!(chunks_checked, 64);
+        assert_eq!(dalek_verdicts.len(), 2, "verify_batch gave both verdicts over these chunks");
+        // A shifted signature is still a signature of its signer only: another body fails.
+        let mut other = shifted_by_small_order([5; 32], 1_001);
+        other = with_signature_bytes(&other, 0..64, &shifted.signature());
+        assert!(!valid_alone(&other, &key));
+        assert_eq!(verify_all(&[other]), vec![Some(Reason::BadSignature)]);
     }
 
     #[test]
