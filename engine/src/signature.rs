@@ -537,6 +537,42 @@ mod tests {
         assert_eq!(verify_all(&[other]), vec![Some(Reason::BadSignature)]);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Whatever the signers and whichever signatures are spoiled, the batched verdicts are
+        /// the one-by-one verdicts.
+        #[test]
+        fn batched_verdicts_are_the_verdicts_of_each_signature_alone(
+            signers in 1u8..12,
+            count in 1usize..300,
+            spoiled in proptest::collection::vec((0usize..300, 0usize..64), 0..4),
+        ) {
+            let mut batch: Vec<SignedTransaction> =
+                (0..count).map(|i| signed((i % signers as usize) as u8 + 1, i as u128)).collect();
+            for (position, byte) in spoiled {
+                let position = position % count;
+                let mut signature = batch[position].signature();
+                signature[byte] ^= 0x20;
+                batch[position] =
+                    SignedTransaction::from_parts((*batch[position].transaction).clone(), signature).unwrap();
+            }
+            let alone: Vec<Option<Reason>> = batch
+                .iter()
+                .map(|t| (!valid_alone(t, &parse_key(&t.transaction.signer).unwrap())).then_some(Reason::BadSignature))
+                .collect();
+            let batched = verify_all(&batch);
+            if batched.contains(&Some(Reason::BatchAbandoned)) {
+                // More failing chunks than are searched: refused whole, never passed.
+                for (a, b) in alone.iter().zip(&batched) {
+                    proptest::prop_assert!(a.is_none() || b.is_some());
+                }
+            } else {
+                proptest::prop_assert_eq!(batched, alone);
+            }
+        }
+    }
+
     #[test]
     fn a_changed_body_fails_and_a_weak_key_is_refused() {
         let good = signed(3, 1);
