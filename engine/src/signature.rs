@@ -552,10 +552,8 @@ mod tests {
                 (0..count).map(|i| signed((i % signers as usize) as u8 + 1, i as u128)).collect();
             for (position, byte) in spoiled {
                 let position = position % count;
-                let mut signature = batch[position].signature();
-                signature[byte] ^= 0x20;
-                batch[position] =
-                    SignedTransaction::from_parts((*batch[position].transaction).clone(), signature).unwrap();
+                let flipped = batch[position].signature()[byte] ^ 0x20;
+                batch[position] = with_signature_bytes(&batch[position], byte..byte + 1, &[flipped]);
             }
             let alone: Vec<Option<Reason>> = batch
                 .iter()
