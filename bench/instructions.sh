@@ -6,8 +6,8 @@
 # counts instructions, not cache misses: a change that saves memory traffic
 # rather than work shows up in loadgen's CPU per transaction, not here.
 #   bench/instructions.sh [transactions [loadgen binary]]
-# Prints the total, the part outside ed25519 verify_batch (the work a faster
-# engine can remove) and the persist stage's share, in millions. The execute
+# Prints the total, the part outside the batched signature check (the work a
+# faster engine can remove) and the persist stage's share, in millions. The execute
 # stage is not split out: its shards run on pool threads, and callgrind
 # charges their work to whichever thread ran it, which varies from run to run.
 set -euo pipefail
@@ -32,10 +32,10 @@ callgrind_annotate --inclusive=yes "$work/callgrind.out" >"$work/inclusive.txt" 
 # The inclusive count of the first function whose name matches $1, in millions.
 millions() { grep -E "$1" "$work/inclusive.txt" | head -1 | awk '{gsub(",", "", $1); print int($1 / 1000000)}'; }
 total=$(millions "PROGRAM TOTALS")
-verify=$(millions "ed25519_dalek::batch::verify_batch")
+verify=$(millions "caduceus_engine::signature::batch_valid")
 rounds=$(grep -oE "=> .*round::execute_round \(([0-9,]+)x\)" "$work/inclusive.txt" | head -1 | grep -oE "[0-9,]+x" | tr -d ,x)
 echo "instructions (millions), one run: the workload's setup (registrations) and then $count transactions, in ${rounds:-?} rounds"
 echo "  total                        $total"
-echo "  outside ed25519 verify_batch $((total - verify))"
+echo "  outside the batch check      $((total - verify))"
 echo "  persist stage (one thread)   $(millions 'ledger::persist_stage')"
 echo "    of which RocksDB's write    $(millions 'DBImpl::WriteImpl')"
