@@ -69,10 +69,11 @@ fn parse_key(actor: &ActorKey) -> Result<VerifyingKey, Reason> {
 ///
 /// Decompressing a public key costs about as much as a third of a batched
 /// signature check, and the same actors sign again and again, so a verifier
-/// keeps up to `KEY_CACHE_ENTRIES_MAX` of them (forgetting all when full).
+/// keeps up to `KEY_CACHE_ENTRIES_MAX` of them (forgetting all when full), in a
+/// `StateMap` so that filling it never stops the verify stage for a whole-map doubling.
 #[derive(Default)]
 pub struct SignatureVerifier {
-    keys: RwLock<crate::state::Map<ActorKey, VerifyingKey>>,
+    keys: RwLock<crate::state::StateMap<ActorKey, VerifyingKey>>,
 }
 
 impl SignatureVerifier {

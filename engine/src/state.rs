@@ -471,28 +471,166 @@ pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// A set hashed as `Map` is, for the same reason.
 pub type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
-/// Gives back the memory of a map that eviction has emptied, leaving room to double again.
-/// Without it a churned map keeps the buckets of its largest moment (removals leave them in
-/// place), and those moments grow rarer but larger with history: the cache's maps went from
-/// 2^17 to 2^18 buckets a shard between 3M and 10M transactions (each bucket of `records`
-/// is over 200 bytes), so memory grew with history under a fixed limit.
-fn release<K: Eq + std::hash::Hash, V>(map: &mut Map<K, V>) {
-    map.shrink_to(map.len() * 2);
+/// A map of a shard's state, split by key hash into `STATE_MAP_PARTS` maps that grow on their
+/// own. One map doubles all at once when it fills, moving every entry under the execute stage's
+/// lock: with a million transactions of history that held a round for 60-80 ms (the open-loop
+/// p99), and the pause grows with history. A part doubles a 256th of the entries, and the parts
+/// fill at different moments. Iteration order is arbitrary, as a hash map's is.
+#[derive(Clone)]
+pub struct StateMap<K, V> {
+    /// Chooses a key's part (seeded apart from the parts' own hashers).
+    split: foldhash::fast::RandomState,
+    parts: Box<[Map<K, V>]>,
+}
+
+/// Parts of a `StateMap`: a power of two (the top bits of the key's hash choose).
+pub const STATE_MAP_PARTS: usize = 256;
+const _: () = assert!(STATE_MAP_PARTS.is_power_of_two() && STATE_MAP_PARTS <= 256, "a part index fits a byte");
+
+impl<K, V> Default for StateMap<K, V> {
+    fn default() -> Self {
+        Self { split: Default::default(), parts: (0..STATE_MAP_PARTS).map(|_| Map::default()).collect() }
+    }
+}
+
+impl<K: Eq + std::hash::Hash, V> StateMap<K, V> {
+    fn part(&self, key: &K) -> usize {
+        use std::hash::BuildHasher;
+        (self.split.hash_one(key) >> (64 - STATE_MAP_PARTS.trailing_zeros())) as usize
+    }
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Map::len).sum()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.parts.iter().all(Map::is_empty)
+    }
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.parts[self.part(key)].get(key)
+    }
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let part = self.part(key);
+        self.parts[part].get_mut(key)
+    }
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.parts[self.part(key)].contains_key(key)
+    }
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        let part = self.part(&key);
+        self.parts[part].insert(key, value)
+    }
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let part = self.part(key);
+        self.parts[part].remove(key)
+    }
+    pub fn entry(&mut self, key: K) -> std::collections::hash_map::Entry<'_, K, V> {
+        let part = self.part(&key);
+        self.parts[part].entry(key)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.parts.iter().flat_map(Map::iter)
+    }
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.parts.iter().flat_map(Map::keys)
+    }
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.parts.iter().flat_map(Map::values)
+    }
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        for part in self.parts.iter_mut() {
+            part.retain(&mut keep);
+        }
+    }
+    /// Removes every entry, keeping the memory.
+    pub fn clear(&mut self) {
+        for part in self.parts.iter_mut() {
+            part.clear();
+        }
+    }
+    pub fn capacity(&self) -> usize {
+        self.parts.iter().map(Map::capacity).sum()
+    }
+    /// Inserts many entries, growing each part once, to exactly what it receives: counted
+    /// first, since reserving an even share with some slack doubled the parts whose count
+    /// the slack pushed past a power of two.
+    pub fn insert_all(&mut self, chunks: Vec<Vec<(K, V)>>) {
+        let mut counts = vec![0usize; STATE_MAP_PARTS];
+        let parts: Vec<Vec<u8>> = chunks
+            .iter()
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|(key, _)| {
+                        let part = self.part(key);
+                        counts[part] += 1;
+                        part as u8
+                    })
+                    .collect()
+            })
+            .collect();
+        for (part, count) in self.parts.iter_mut().zip(counts) {
+            part.reserve(count);
+        }
+        for (chunk, parts) in chunks.into_iter().zip(parts) {
+            for ((key, value), part) in chunk.into_iter().zip(parts) {
+                self.parts[usize::from(part)].insert(key, value);
+            }
+        }
+    }
+    /// Gives back the memory of entries that eviction dropped, leaving room to double again.
+    /// Without it a churned map keeps the buckets of its largest moment (removals leave them in
+    /// place), and those moments grow rarer but larger with history: the cache's maps went from
+    /// 2^17 to 2^18 buckets a shard between 3M and 10M transactions (each bucket of `records`
+    /// is over 200 bytes), so memory grew with history under a fixed limit.
+    fn release(&mut self) {
+        for part in self.parts.iter_mut() {
+            part.shrink_to(part.len() * 2);
+        }
+    }
+}
+
+impl<K: Eq + std::hash::Hash, V> Extend<(K, V)> for StateMap<K, V> {
+    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, entries: I) {
+        for (key, value) in entries {
+            self.insert(key, value);
+        }
+    }
+}
+
+impl<K: Eq + std::hash::Hash, V> std::ops::Index<&K> for StateMap<K, V> {
+    type Output = V;
+    fn index(&self, key: &K) -> &V {
+        self.get(key).expect("key present in the state map")
+    }
+}
+
+/// Equal as maps: the same entries, however each map splits them.
+impl<K: Eq + std::hash::Hash, V: PartialEq> PartialEq for StateMap<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().all(|(key, value)| other.get(key) == Some(value))
+    }
+}
+
+impl<K: Eq + std::hash::Hash, V: Eq> Eq for StateMap<K, V> {}
+
+impl<K: std::fmt::Debug, V: std::fmt::Debug> std::fmt::Debug for StateMap<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.parts.iter().flat_map(Map::iter)).finish()
+    }
 }
 
 /// A shard's entities. Every map is keyed as in `StateKey`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
-    pub actors: Map<ActorKey, Actor>,
-    pub records: Map<(ActorKey, u128), Record>,
-    pub consents: Map<(ActorKey, u128), Consent>,
+    pub actors: StateMap<ActorKey, Actor>,
+    pub records: StateMap<(ActorKey, u128), Record>,
+    pub consents: StateMap<(ActorKey, u128), Consent>,
     /// Consent ids by patient and grantee, ascending.
-    pub consent_index: Map<(ActorKey, ActorKey), Vec<u128>>,
-    pub claims: Map<(ActorKey, u128), Claim>,
-    pub claim_keys: Map<Hash, u128>,
-    pub accounts: Map<ActorKey, Account>,
-    pub units: Map<UnitId, Unit>,
-    pub recalls: Map<(u64, String), Recall>,
+    pub consent_index: StateMap<(ActorKey, ActorKey), Vec<u128>>,
+    pub claims: StateMap<(ActorKey, u128), Claim>,
+    pub claim_keys: StateMap<Hash, u128>,
+    pub accounts: StateMap<ActorKey, Account>,
+    pub units: StateMap<UnitId, Unit>,
+    pub recalls: StateMap<(u64, String), Recall>,
 }
 
 impl State {
@@ -550,12 +688,12 @@ impl State {
             keep.contains(&StateKey::Consent(*p, *k))
                 || index.get(&(*p, consent.grantee)).is_some_and(|ids| ids.binary_search(k).is_ok())
         });
-        release(&mut self.records);
-        release(&mut self.claims);
-        release(&mut self.claim_keys);
-        release(&mut self.units);
-        release(&mut self.consent_index);
-        release(&mut self.consents);
+        self.records.release();
+        self.claims.release();
+        self.claim_keys.release();
+        self.units.release();
+        self.consent_index.release();
+        self.consents.release();
     }
 
     /// Adds one stored entry (on load, or when the cache reads it).
@@ -726,12 +864,9 @@ impl<K: Eq + std::hash::Hash, V> Pending<K, V> {
         }
     }
 
-    /// Moves the gathered entries into `map`, grown once for all of them.
-    fn drain_into(&mut self, map: &mut Map<K, V>) {
-        map.reserve(self.chunks.iter().map(Vec::len).sum());
-        for chunk in self.chunks.drain(..) {
-            map.extend(chunk);
-        }
+    /// Moves the gathered entries into `map`, each part grown once for exactly its entries.
+    fn drain_into(&mut self, map: &mut StateMap<K, V>) {
+        map.insert_all(std::mem::take(&mut self.chunks));
     }
 }
 
@@ -764,5 +899,63 @@ mod tests {
         assert!((0..10u128).all(|id| state.records.contains_key(&(patient, id))));
         // Room for the kept entries to double, not for the 50,000 there were.
         assert!(state.records.capacity() < 100, "capacity {} after eviction", state.records.capacity());
+    }
+
+    /// The operations a shard applies, on a split map and on one `HashMap`: same answers, and
+    /// two split maps with the same entries are equal however each splits them.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Insert(u16, u32),
+        Remove(u16),
+        AddTo(u16, u32),
+        Retain(u16),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0u16..2000, any::<u32>()).prop_map(|(k, v)| Step::Insert(k, v)),
+            1 => (0u16..2000).prop_map(Step::Remove),
+            1 => (0u16..2000, any::<u32>()).prop_map(|(k, v)| Step::AddTo(k, v)),
+            1 => (1u16..8).prop_map(Step::Retain),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn a_split_map_answers_as_one_map_does(steps in proptest::collection::vec(step(), 0..3000)) {
+            let mut split: StateMap<u16, u32> = StateMap::default();
+            let mut other: StateMap<u16, u32> = StateMap::default();
+            let mut one: HashMap<u16, u32> = HashMap::new();
+            for step in steps {
+                match step {
+                    Step::Insert(k, v) => proptest::prop_assert_eq!(split.insert(k, v), one.insert(k, v)),
+                    Step::Remove(k) => proptest::prop_assert_eq!(split.remove(&k), one.remove(&k)),
+                    Step::AddTo(k, v) => {
+                        *split.entry(k).or_default() ^= v;
+                        *one.entry(k).or_default() ^= v;
+                    }
+                    Step::Retain(m) => {
+                        split.retain(|k, v| (*k ^ *v as u16) % m != 0);
+                        one.retain(|k, v| (*k ^ *v as u16) % m != 0);
+                    }
+                }
+            }
+            proptest::prop_assert_eq!(split.len(), one.len());
+            for (k, v) in &one {
+                proptest::prop_assert_eq!(split.get(k), Some(v));
+                proptest::prop_assert!(split.contains_key(k));
+            }
+            let mut listed: Vec<(u16, u32)> = split.iter().map(|(k, v)| (*k, *v)).collect();
+            listed.sort_unstable();
+            let mut expected: Vec<(u16, u32)> = one.iter().map(|(k, v)| (*k, *v)).collect();
+            expected.sort_unstable();
+            proptest::prop_assert_eq!(&listed, &expected);
+            other.extend(expected.iter().rev().copied());
+            proptest::prop_assert!(split == other);
+            other.insert(u16::MAX, 0);
+            proptest::prop_assert!(split != other);
+        }
     }
 }
