@@ -18,6 +18,7 @@
 //! is refused as well: nothing unacknowledged is kept.
 
 use std::collections::HashMap;
+use std::iter::once;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -36,7 +37,7 @@ use crate::limits::BLOCK_CACHE_BYTES;
 use crate::limits::{
     BATCH_TRANSACTIONS_MAX, EXECUTE_QUEUE_DEPTH, PENALIZED_CLIENTS_MAX, PENALIZED_QUEUE_DEPTH,
     PENALIZED_VERIFY_PERCENT, PENALTY_BATCHES, PERSIST_QUEUE_DEPTH, ROUND_TRANSACTIONS_MAX, SHARDS_MAX,
-    SUBMIT_QUEUE_DEPTH,
+    SUBMIT_QUEUE_DEPTH, VERIFY_ONE_CHUNK_MAX,
 };
 use crate::model::{ActorKey, Hash, Reason, SignedTransaction, Timestamp, TxId, TxResult, UnitId};
 use crate::reads;
@@ -885,31 +886,57 @@ fn verify_stage(
 ) {
     let verifier = SignatureVerifier::new();
     let mut penalized_from = Instant::now();
+    let mut carried: Option<Submission> = None;
     loop {
-        let submission = match clean.try_recv() {
-            Ok(submission) => Ok(submission),
-            Err(_) if Instant::now() >= penalized_from => crossbeam_channel::select_biased! {
-                recv(clean) -> submission => submission,
-                recv(penalized) -> submission => submission,
-            },
-            Err(_) => match clean.recv_deadline(penalized_from) {
+        let submission = match carried.take() {
+            Some(submission) => Ok(submission),
+            None => match clean.try_recv() {
                 Ok(submission) => Ok(submission),
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(_) if Instant::now() >= penalized_from => crossbeam_channel::select_biased! {
+                    recv(clean) -> submission => submission,
+                    recv(penalized) -> submission => submission,
+                },
+                Err(_) => match clean.recv_deadline(penalized_from) {
+                    Ok(submission) => Ok(submission),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                },
             },
         };
         let Ok(submission) = submission else { return };
+        // A small batch is one chunk on one thread; a second one waiting takes the other.
+        let beside = if !submission.penalized && submission.transactions.len() <= VERIFY_ONE_CHUNK_MAX {
+            match clean.try_recv() {
+                Ok(next) if next.transactions.len() <= VERIFY_ONE_CHUNK_MAX => Some(next),
+                Ok(next) => {
+                    carried = Some(next);
+                    None
+                }
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
         let started = Instant::now();
-        let verdicts = verifier.verify(&submission.transactions);
+        let (verdicts, beside) = match beside {
+            Some(other) => {
+                let (verdicts, others) =
+                    rayon::join(|| verifier.verify(&submission.transactions), || verifier.verify(&other.transactions));
+                (verdicts, Some((other, others)))
+            }
+            None => (verifier.verify(&submission.transactions), None),
+        };
         if submission.penalized {
             let took = started.elapsed();
             penalized_from = Instant::now() + took * (100 / PENALIZED_VERIFY_PERCENT - 1);
         }
-        let bad = verdicts.iter().any(|v| matches!(v, Some(Reason::BadSignature | Reason::BatchAbandoned)));
-        standings.verified(submission.client, submission.penalized, bad);
-        let batch = Verified { transactions: submission.transactions, verdicts, reply: submission.reply };
-        if verified.send(batch).is_err() {
-            return;
+        for (submission, verdicts) in once((submission, verdicts)).chain(beside) {
+            let bad = verdicts.iter().any(|v| matches!(v, Some(Reason::BadSignature | Reason::BatchAbandoned)));
+            standings.verified(submission.client, submission.penalized, bad);
+            let batch = Verified { transactions: submission.transactions, verdicts, reply: submission.reply };
+            if verified.send(batch).is_err() {
+                return;
+            }
         }
     }
 }

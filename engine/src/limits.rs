@@ -44,6 +44,9 @@ pub const KEY_CACHE_ENTRIES_MAX: usize = 262_144;
 pub const VERIFY_CHUNK_MAX: usize = 1024;
 /// Fewest signatures in one batched equation, unless the batch is smaller.
 pub const VERIFY_CHUNK_MIN: usize = 64;
+/// Batches up to this size are first checked as one chunk, on one thread (their verdicts still
+/// follow `chunk_size`'s chunks); two such batches waiting together are checked side by side.
+pub const VERIFY_ONE_CHUNK_MAX: usize = 256;
 /// Failing chunks of one batch that are still searched for their bad signatures; a batch with
 /// more has its failing chunks refused whole.
 pub const BAD_CHUNKS_TOLERATED: usize = 1;
