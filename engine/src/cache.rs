@@ -142,9 +142,11 @@ impl StateCache {
     ) -> Result<(), StorageError> {
         let mut missing: Vec<(u32, StateKey)> = Vec::new();
         let mut seen: Set<(u32, StateKey)> = Set::default();
+        // What is in use is worth keeping at the next eviction; tracked once that is near. (Counted
+        // once per shard: a state map's length is a sum over its parts.)
+        let near_limit: Vec<bool> = shards.iter().map(|s| s.state().cached_len() > self.limit / 2).collect();
         for (shard, key) in wanted {
-            // What is in use is worth keeping at the next eviction; tracked once that is near.
-            if shards[shard as usize].state().cached_len() > self.limit / 2 {
+            if near_limit[shard as usize] {
                 self.recent[shard as usize].insert(key.clone());
             }
             if !shards[shard as usize].state().holds(&key) && seen.insert((shard, key.clone())) {

@@ -588,14 +588,6 @@ impl<K: Eq + std::hash::Hash, V> StateMap<K, V> {
     }
 }
 
-impl<K: Eq + std::hash::Hash, V> Extend<(K, V)> for StateMap<K, V> {
-    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, entries: I) {
-        for (key, value) in entries {
-            self.insert(key, value);
-        }
-    }
-}
-
 impl<K: Eq + std::hash::Hash, V> std::ops::Index<&K> for StateMap<K, V> {
     type Output = V;
     fn index(&self, key: &K) -> &V {
@@ -952,7 +944,9 @@ mod tests {
             let mut expected: Vec<(u16, u32)> = one.iter().map(|(k, v)| (*k, *v)).collect();
             expected.sort_unstable();
             proptest::prop_assert_eq!(&listed, &expected);
-            other.extend(expected.iter().rev().copied());
+            for &(k, v) in expected.iter().rev() {
+                other.insert(k, v);
+            }
             proptest::prop_assert!(split == other);
             other.insert(u16::MAX, 0);
             proptest::prop_assert!(split != other);
