@@ -30,6 +30,9 @@ pub enum StorageError {
     Injected(&'static str),
     #[error("stored data is damaged at {place}: {detail} (run `caduceus verify`)")]
     Damaged { place: String, detail: String },
+    /// RocksDB was built for CPU instructions this machine lacks (`.cargo/config.toml`).
+    #[error("this CPU lacks {0}, which this build's RocksDB uses for its checksums")]
+    UnsupportedCpu(&'static str),
 }
 
 /// An ordered, durable key-value store.
@@ -91,6 +94,21 @@ mod rocks {
         None
     }
 
+    /// RocksDB is compiled for SSE4.2 and PCLMULQDQ on x86-64 (its CRC32C checksums need them
+    /// at compile time): refuse a CPU without them rather than stop on an illegal instruction.
+    fn check_cpu() -> Result<(), StorageError> {
+        #[cfg(target_arch = "x86_64")]
+        for (name, present) in [
+            ("SSE4.2", std::arch::is_x86_feature_detected!("sse4.2")),
+            ("PCLMULQDQ", std::arch::is_x86_feature_detected!("pclmulqdq")),
+        ] {
+            if !present {
+                return Err(StorageError::UnsupportedCpu(name));
+            }
+        }
+        Ok(())
+    }
+
     /// RocksDB on a local directory.
     pub struct RocksStorage {
         db: rocksdb::DB,
@@ -106,6 +124,7 @@ mod rocks {
         /// Opens (or creates) a store whose RocksDB memory is bounded whatever the history: with
         /// `Some(bytes)`, data blocks, indexes and filters share one cache of that size.
         pub fn open_with(path: &Path, block_cache_bytes: Option<usize>) -> Result<Self, StorageError> {
+            check_cpu()?;
             let mut options = rocksdb::Options::default();
             options.create_if_missing(true);
             options.set_paranoid_checks(true);
