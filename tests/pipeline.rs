@@ -47,3 +47,32 @@ fn grouping_batches_changes_no_result() {
     drop(all_at_once);
     assert!(verify_storage(storage.as_ref()).unwrap().is_intact());
 }
+
+#[test]
+fn a_state_cache_counts_what_it_reads_from_storage() {
+    let config =
+        WorkloadConfig { seed: 9, patients: 40, providers: 8, payers: 3, pharmacies: 4, ..WorkloadConfig::default() };
+    let mut workload = Workload::new(config, 1_800_000_000_000);
+    let setup = workload.signed_setup();
+    let batches: Vec<_> = (0..12).map(|_| workload.signed_batch(100)).collect();
+    let clock = Arc::new(|| 1_800_000_000_000);
+    let open = |options: &Options| {
+        Ledger::open_on(Arc::new(MemoryStorage::new()), &workload.ledger_config(4), clock.clone(), options).unwrap()
+    };
+    let whole = open(&Options::default());
+    let roomy = open(&Options { state_cache_entries: Some(1_000_000) });
+    let nothing_cached = open(&Options { state_cache_entries: Some(0) });
+    for ledger in [&whole, &roomy, &nothing_cached] {
+        for phase in setup.iter().chain(&batches) {
+            ledger.submit(phase.clone()).unwrap();
+        }
+    }
+    assert_eq!(whole.state_cache_reads(), None, "without a cache nothing is read on the commit path");
+    // A cache that evicts nothing holds every entry it wrote: storage answers only for new ones.
+    let roomy = roomy.state_cache_reads().unwrap();
+    assert!(roomy.keys > 0 && roomy.found == 0, "{roomy:?}");
+    // One that keeps nothing reads back every entry a later transaction touches.
+    let nothing = nothing_cached.state_cache_reads().unwrap();
+    assert!(nothing.found > 0 && nothing.keys >= nothing.found && nothing.keys >= roomy.keys, "{nothing:?}");
+    assert_eq!(nothing.keys - nothing.found, roomy.keys, "the same new entries are absent from storage either way");
+}

@@ -75,6 +75,15 @@ fn needs(transaction: &SignedTransaction, shards: u32, out: &mut Vec<Need>) {
     }
 }
 
+/// What a state cache has read from storage since the ledger opened: the entries transactions
+/// needed that were not in memory. `found` of them were stored; the rest were new (a record, a
+/// claim or a unit registered for the first time), which storage answers from its filters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StorageReads {
+    pub keys: u64,
+    pub found: u64,
+}
+
 /// The cached families' residency, per shard, for a ledger opened with a limit (without one,
 /// the whole state is resident and there is no cache).
 pub struct StateCache {
@@ -82,15 +91,20 @@ pub struct StateCache {
     recent: Vec<Set<StateKey>>,
     /// Most cached entries a shard keeps once a group is durable.
     limit: usize,
+    reads: StorageReads,
 }
 
 impl StateCache {
     pub fn new(shards: usize, limit: usize) -> Self {
-        Self { recent: vec![Set::default(); shards], limit }
+        Self { recent: vec![Set::default(); shards], limit, reads: StorageReads::default() }
     }
 
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    pub fn reads(&self) -> StorageReads {
+        self.reads
     }
 
     /// Makes resident everything `transactions` will read.
@@ -154,8 +168,10 @@ impl StateCache {
             }
         }
         let keys: Vec<Vec<u8>> = missing.iter().map(|(shard, key)| layout::state(*shard, key)).collect();
+        self.reads.keys += keys.len() as u64;
         for ((shard, key), (full, value)) in missing.into_iter().zip(keys.iter().zip(storage.get_many(&keys)?)) {
             if let Some(value) = value {
+                self.reads.found += 1;
                 shards[shard as usize].state_mut().insert(key, &value).map_err(|e| damaged(full, e))?;
             }
         }

@@ -28,7 +28,7 @@ use parking_lot::RwLock;
 use thiserror::Error;
 
 use crate::block::{BlockHeader, Checkpoint, Proof};
-use crate::cache::{StateCache, RESIDENT_TAGS};
+use crate::cache::{StateCache, StorageReads, RESIDENT_TAGS};
 use crate::codec::{Codec, DecodeError};
 use crate::history::{AccessEntry, CustodyEvent, TxLocation};
 use crate::layout;
@@ -789,6 +789,12 @@ impl Ledger {
             hasher.update(shard.finalize().as_bytes());
         }
         Ok(*hasher.finalize().as_bytes())
+    }
+
+    /// What the state cache has read from storage since the ledger opened (`None`: the ledger
+    /// has no cache, its whole state is in memory): per transaction, what the limit costs.
+    pub fn state_cache_reads(&self) -> Option<StorageReads> {
+        self.core.read().cache.as_ref().map(StateCache::reads)
     }
 
     /// Every shard's height.

@@ -355,6 +355,11 @@ fn run(options: Run) -> Result<()> {
         None => ProgressBar::new(source.transactions).with_style(report::bar_style("running")),
     };
     let ack_log = options.ack_log.as_ref().map(File::create).transpose().context("create the ack log")?;
+    let state_reads = || match &sink {
+        Sink::Embedded(ledger) => ledger.state_cache_reads(),
+        Sink::Cluster { .. } => None,
+    };
+    let state_reads_before = state_reads();
     let cpu_before = report::cpu_seconds();
     let mut tally = Tally::new(ack_log, progress, options.duration);
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -375,6 +380,10 @@ fn run(options: Run) -> Result<()> {
         attack
     })?;
     let cpu_seconds = report::cpu_seconds() - cpu_before;
+    let storage_reads = state_reads().zip(state_reads_before).map(|(after, before)| report::StorageReads {
+        keys: after.keys - before.keys,
+        found: after.found - before.found,
+    });
     tally.finish()?;
     // Closing the ledger finishes its background work before the second reference measurement.
     drop(sink);
@@ -395,7 +404,7 @@ fn run(options: Run) -> Result<()> {
         }
     }
 
-    let figures = report::Figures { tally: &tally, reference, open_seconds, cpu_seconds };
+    let figures = report::Figures { tally: &tally, reference, open_seconds, cpu_seconds, storage_reads };
     figures.print(&summary, &place);
     if let Some(attack) = &attack {
         println!(

@@ -87,6 +87,15 @@ pub struct Figures<'a> {
     pub open_seconds: f64,
     /// CPU time the process used during the load (engine and load generator).
     pub cpu_seconds: f64,
+    /// With a state cache: what it read from storage during the load.
+    pub storage_reads: Option<StorageReads>,
+}
+
+/// State entries a state cache read from storage during the load, and how many were stored.
+#[derive(Clone, Copy)]
+pub struct StorageReads {
+    pub keys: u64,
+    pub found: u64,
 }
 
 impl Figures<'_> {
@@ -143,6 +152,16 @@ impl Figures<'_> {
                 cores()
             );
         }
+        if let Some(reads) = self.storage_reads {
+            let per = |n: u64| n as f64 / tally.acknowledged.max(1) as f64;
+            println!(
+                "state reads  {} entries from storage, {} of them stored ({:.2} and {:.2} per transaction)",
+                reads.keys,
+                reads.found,
+                per(reads.keys),
+                per(reads.found)
+            );
+        }
         println!("cross-shard  {:.1}% of transactions", 100.0 * self.cross_shard_share());
         let p = percentiles(&tally.latency);
         let ms = |field: &str| p[field].as_u64().unwrap_or(0) as f64 / 1000.0;
@@ -184,6 +203,7 @@ impl Figures<'_> {
             "elapsed_seconds": tally.elapsed.as_secs_f64(),
             "cross_shard_share": self.cross_shard_share(),
             "cpu_us_per_transaction": self.cpu_us_per_transaction(),
+            "state_cache_storage_reads": self.storage_reads.map(|r| json!({ "keys": r.keys, "found": r.found })),
             "latency_us": percentiles(&tally.latency),
             "throughput_per_second": tally.timeline,
             "peak_rss_bytes": peak_rss(),
