@@ -14,9 +14,10 @@
 //!
 //! An entry written by a group that is not yet durable is never evicted
 //! (storage does not have it yet), so whatever is not resident is in storage.
-//! Whoever reads a patient's consent index for a grantee loads every consent
-//! it lists in the same load, and eviction keeps the consents a kept index
-//! lists. What the groups read since the cache grew past half its limit
+//! A patient's consent index for a grantee is stored with a copy of every
+//! consent it lists, so whoever reads the index has them all (a resident
+//! consent is never older than the stored copy, and is kept), and eviction
+//! keeps the consents a kept index lists. What the groups read since the cache grew past half its limit
 //! survives the next eviction, unless it alone is over half the limit.
 
 use crate::layout;
@@ -32,8 +33,9 @@ pub const RESIDENT_TAGS: [u8; 3] = [1, 6, 8];
 /// What one transaction reads beyond the resident families.
 enum Need {
     Entry(u32, StateKey),
-    /// The consents a patient gave a grantee: the index, then every consent it lists.
-    Consents(u32, ActorKey, ActorKey),
+    /// A consent that may change: the consent, then its grantee's index (a revocation writes the
+    /// index again, since the index holds a copy of each of its consents).
+    Changed(u32, ActorKey, u128),
 }
 
 fn needs(transaction: &SignedTransaction, shards: u32, out: &mut Vec<Need>) {
@@ -45,15 +47,15 @@ fn needs(transaction: &SignedTransaction, shards: u32, out: &mut Vec<Need>) {
         Operation::AccessRecord { record, patient, .. } | Operation::EmergencyAccess { record, patient, .. } => {
             let shard = patient_shard(patient);
             out.push(Need::Entry(shard, StateKey::Record(*patient, *record)));
-            out.push(Need::Consents(shard, *patient, transaction.transaction.signer));
+            out.push(Need::Entry(shard, StateKey::ConsentIndex(*patient, transaction.transaction.signer)));
         }
         Operation::GrantConsent { consent, patient, grantee, .. } => {
             let shard = patient_shard(patient);
             out.push(Need::Entry(shard, StateKey::Consent(*patient, *consent)));
-            out.push(Need::Consents(shard, *patient, *grantee));
+            out.push(Need::Entry(shard, StateKey::ConsentIndex(*patient, *grantee)));
         }
         Operation::RevokeConsent { consent, patient } => {
-            out.push(Need::Entry(patient_shard(patient), StateKey::Consent(*patient, *consent)));
+            out.push(Need::Changed(patient_shard(patient), *patient, *consent));
         }
         Operation::SubmitClaim { claim, patient, service_date, lines, .. } => {
             let shard = patient_shard(patient);
@@ -124,27 +126,28 @@ impl StateCache {
         for transaction in transactions {
             needs(transaction, shard_count, &mut wanted);
         }
-        // First the entries and consent indexes, then the consents those indexes list.
+        // First the entries, consent indexes (each with its consents) and consents that may
+        // change, then the indexes of those consents' grantees.
         let mut first = Vec::new();
-        let mut pairs = Vec::new();
+        let mut changed = Vec::new();
         for need in wanted {
             match need {
                 Need::Entry(shard, key) => first.push((shard, key)),
-                Need::Consents(shard, patient, grantee) => {
-                    first.push((shard, StateKey::ConsentIndex(patient, grantee)));
-                    pairs.push((shard, patient, grantee));
+                Need::Changed(shard, patient, id) => {
+                    first.push((shard, StateKey::Consent(patient, id)));
+                    changed.push((shard, patient, id));
                 }
             }
         }
         self.fetch(shards, storage, first)?;
-        let listed: Vec<(u32, StateKey)> = pairs
+        let indexes: Vec<(u32, StateKey)> = changed
             .into_iter()
-            .flat_map(|(shard, patient, grantee)| {
-                let ids = shards[shard as usize].state().consent_index.get(&(patient, grantee));
-                ids.into_iter().flatten().map(move |id| (shard, StateKey::Consent(patient, *id))).collect::<Vec<_>>()
+            .filter_map(|(shard, patient, id)| {
+                let consent = shards[shard as usize].state().consents.get(&(patient, id))?;
+                Some((shard, StateKey::ConsentIndex(patient, consent.grantee)))
             })
             .collect();
-        self.fetch(shards, storage, listed)
+        self.fetch(shards, storage, indexes)
     }
 
     /// Reads the entries that are not resident from storage (absent ones stay absent).

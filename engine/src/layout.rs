@@ -49,8 +49,8 @@ pub const META_FORMAT: &[u8] = b"Mformat";
 
 /// The format this build writes and reads. 1: stores written before the format was recorded
 /// (consent indexes rebuilt on load, never stored); 2: each patient-grantee consent index is a
-/// state entry.
-pub const STORE_FORMAT: u32 = 2;
+/// state entry; 3: that entry holds a copy of every consent it lists.
+pub const STORE_FORMAT: u32 = 3;
 
 /// The write that records `STORE_FORMAT`, made with a new store's configuration.
 pub fn format_write() -> (Vec<u8>, Option<Vec<u8>>) {

@@ -431,14 +431,21 @@ impl Shard {
                 Effect::PutConsent(id, consent) => {
                     let patient = consent.patient;
                     // A new consent joins its grantee's index (resident: the grant loaded it); a
-                    // changed one (a revocation) is already listed there.
+                    // changed one (a revocation) is already listed there. Either way the index,
+                    // which holds a copy of each of its consents, is written again.
                     if !self.state.consents.contains_key(&(patient, id)) {
                         let ids = self.state.consent_index.entry((patient, consent.grantee)).or_default();
                         if let Err(position) = ids.binary_search(&id) {
                             ids.insert(position, id);
                         }
-                        self.dirty.insert(StateKey::ConsentIndex(patient, consent.grantee));
+                    } else {
+                        let listed = self.state.consent_index.get(&(patient, consent.grantee));
+                        assert!(
+                            listed.is_some_and(|ids| ids.binary_search(&id).is_ok()),
+                            "a changed consent's index is resident and lists it"
+                        );
                     }
+                    self.dirty.insert(StateKey::ConsentIndex(patient, consent.grantee));
                     self.state.consents.insert((patient, id), consent);
                     StateKey::Consent(patient, id)
                 }

@@ -242,28 +242,35 @@ impl StateKey {
     }
 }
 
-/// A consent index's stored value: its ids, ascending.
-fn encode_ids(ids: &[u128]) -> Vec<u8> {
+/// A consent index's stored value: its ids, ascending, each with a copy of its consent, so that
+/// whoever reads the index has every consent the check needs without reading them one by one.
+fn encode_index<'a>(ids: &[u128], consent: impl Fn(u128) -> &'a Consent) -> Result<Vec<u8>, EncodeError> {
     let mut e = Encoder::new();
     e.u32(ids.len() as u32);
     for id in ids {
         e.u128(*id);
+        consent(*id).encode_into(&mut e)?;
     }
-    e.bytes
+    Ok(e.bytes)
 }
 
-fn decode_ids(bytes: &[u8]) -> Result<Vec<u128>, DecodeError> {
+/// A stored consent index of this patient and grantee: ids ascending, each consent theirs.
+fn decode_index(patient: &ActorKey, grantee: &ActorKey, bytes: &[u8]) -> Result<Vec<(u128, Consent)>, DecodeError> {
     let mut d = Decoder::new(bytes);
     let count = d.u32()? as usize;
     if count > CONSENTS_PER_GRANTEE_MAX {
         return Err(DecodeError::TooLong { field: "consent index", length: count, limit: CONSENTS_PER_GRANTEE_MAX });
     }
-    let ids: Vec<u128> = (0..count).map(|_| d.u128()).collect::<Result<_, _>>()?;
+    let entries: Vec<(u128, Consent)> =
+        (0..count).map(|_| Ok((d.u128()?, Consent::decode_from(&mut d)?))).collect::<Result<_, DecodeError>>()?;
     d.finish()?;
-    if ids.windows(2).any(|pair| pair[0] >= pair[1]) {
+    if entries.windows(2).any(|pair| pair[0].0 >= pair[1].0) {
         return Err(DecodeError::Invalid("consent index order"));
     }
-    Ok(ids)
+    if entries.iter().any(|(_, consent)| consent.patient != *patient || consent.grantee != *grantee) {
+        return Err(DecodeError::Invalid("consent index entry"));
+    }
+    Ok(entries)
 }
 
 fn patient_and_id(bytes: &[u8]) -> (ActorKey, u128) {
@@ -637,7 +644,9 @@ impl State {
             StateKey::Account(k) => self.accounts.get(k).map(Codec::encode),
             StateKey::Unit(k) => self.units.get(k).map(Codec::encode),
             StateKey::Recall(gtin, lot) => self.recalls.get(&(*gtin, lot.clone())).map(Codec::encode),
-            StateKey::ConsentIndex(p, g) => return self.consent_index.get(&(*p, *g)).map(|ids| encode_ids(ids)),
+            StateKey::ConsentIndex(p, g) => self.consent_index.get(&(*p, *g)).map(|ids| {
+                encode_index(ids, |id| self.consents.get(&(*p, id)).expect("a resident index's consents are resident"))
+            }),
         };
         encoded.map(|result| result.expect("state entries are validated before they are stored"))
     }
@@ -701,7 +710,14 @@ impl State {
                 self.consents.insert((p, k), decode_consent(&p, value)?);
             }
             StateKey::ConsentIndex(p, g) => {
-                self.consent_index.insert((p, g), decode_ids(value)?);
+                let entries = decode_index(&p, &g, value)?;
+                self.consent_index.insert((p, g), entries.iter().map(|(id, _)| *id).collect());
+                // A resident consent is never older than storage's copy (storage lags memory).
+                for (id, consent) in entries {
+                    if !self.consents.contains_key(&(p, id)) {
+                        self.consents.insert((p, id), consent);
+                    }
+                }
             }
             StateKey::Claim(p, k) => {
                 self.claims.insert((p, k), Claim::decode(value)?);
@@ -891,6 +907,40 @@ mod tests {
         assert!((0..10u128).all(|id| state.records.contains_key(&(patient, id))));
         // Room for the kept entries to double, not for the 50,000 there were.
         assert!(state.records.capacity() < 100, "capacity {} after eviction", state.records.capacity());
+    }
+
+    #[test]
+    fn a_stored_consent_index_brings_its_consents_and_never_overwrites_newer_ones() {
+        let (patient, grantee) = (ActorKey([1; 32]), ActorKey([4; 32]));
+        let consent = |valid_until| Consent {
+            patient,
+            grantee,
+            scope: vec!["Observation".to_owned()],
+            purposes: Purposes(1),
+            valid_from: 0,
+            valid_until,
+            revoked_at: None,
+        };
+        let mut written = State::default();
+        written.consents.insert((patient, 7), consent(100));
+        written.consents.insert((patient, 9), consent(200));
+        written.consent_index.insert((patient, grantee), vec![7, 9]);
+        let index = StateKey::ConsentIndex(patient, grantee);
+        let stored = written.value(&index).unwrap();
+
+        // Read into a state that holds a newer copy of consent 9 (revoked, not yet durable).
+        let mut read = State::default();
+        let mut revoked = consent(200);
+        revoked.revoked_at = Some(50);
+        read.consents.insert((patient, 9), revoked.clone());
+        read.insert(index.clone(), &stored).unwrap();
+        assert_eq!(read.consent_index.get(&(patient, grantee)), Some(&vec![7, 9]));
+        assert_eq!(read.consents.get(&(patient, 7)), Some(&consent(100)));
+        assert_eq!(read.consents.get(&(patient, 9)), Some(&revoked));
+
+        // An index stored under another grantee's key is refused, not loaded.
+        let elsewhere = StateKey::ConsentIndex(patient, ActorKey([5; 32]));
+        assert!(State::default().insert(elsewhere, &stored).is_err());
     }
 
     /// The operations a shard applies, on a split map and on one `HashMap`: same answers, and
