@@ -10,15 +10,16 @@
 //! and drops them again when a shard holds more than its limit (`evict`).
 //! The shard state machine never does I/O: everything it reads is resident
 //! when it runs, and a transaction's needs are a pure function of the
-//! transaction.
+//! transaction (a revocation's, of the transaction and the consent it names).
 //!
 //! An entry written by a group that is not yet durable is never evicted
 //! (storage does not have it yet), so whatever is not resident is in storage.
 //! A patient's consent index for a grantee is stored with a copy of every
 //! consent it lists, so whoever reads the index has them all (a resident
 //! consent is never older than the stored copy, and is kept), and eviction
-//! keeps the consents a kept index lists. What the groups read since the cache grew past half its limit
-//! survives the next eviction, unless it alone is over half the limit.
+//! keeps the consents a kept index lists. What the groups read since the
+//! cache grew past half its limit survives the next eviction, unless it alone
+//! is over half the limit.
 
 use crate::layout;
 use crate::model::{ActorKey, Operation, SignedTransaction};
