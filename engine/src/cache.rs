@@ -87,6 +87,13 @@ pub struct StorageReads {
     pub found: u64,
 }
 
+impl StorageReads {
+    /// What was read after `earlier` (an earlier reading of the same cache).
+    pub fn since(self, earlier: StorageReads) -> StorageReads {
+        StorageReads { keys: self.keys - earlier.keys, found: self.found - earlier.found }
+    }
+}
+
 /// The cached families' residency, per shard, for a ledger opened with a limit (without one,
 /// the whole state is resident and there is no cache).
 pub struct StateCache {

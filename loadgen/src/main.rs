@@ -380,10 +380,7 @@ fn run(options: Run) -> Result<()> {
         attack
     })?;
     let cpu_seconds = report::cpu_seconds() - cpu_before;
-    let storage_reads = state_reads().zip(state_reads_before).map(|(after, before)| report::StorageReads {
-        keys: after.keys - before.keys,
-        found: after.found - before.found,
-    });
+    let storage_reads = state_reads().zip(state_reads_before).map(|(after, before)| after.since(before));
     tally.finish()?;
     // Closing the ledger finishes its background work before the second reference measurement.
     drop(sink);

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::Result;
+use caduceus_engine::cache::StorageReads;
 use hdrhistogram::Histogram;
 use indicatif::ProgressStyle;
 use plotters::prelude::*;
@@ -89,13 +90,6 @@ pub struct Figures<'a> {
     pub cpu_seconds: f64,
     /// With a state cache: what it read from storage during the load.
     pub storage_reads: Option<StorageReads>,
-}
-
-/// State entries a state cache read from storage during the load, and how many were stored.
-#[derive(Clone, Copy)]
-pub struct StorageReads {
-    pub keys: u64,
-    pub found: u64,
 }
 
 impl Figures<'_> {
