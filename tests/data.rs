@@ -1,4 +1,4 @@
-//! Real healthcare files from `../shared/data/`, mapped onto the ledger:
+//! Real healthcare files from `tests/data/`, mapped onto the ledger:
 //! CMS SynPUF carrier claims (codes, providers, amounts), a GS1 US pharma
 //! EPCIS document (SGTINs, lots, expiry) and HL7 FHIR R4 Consent examples.
 
@@ -9,14 +9,14 @@ use caduceus_engine::shard::timestamp_of;
 
 use crate::support::{check, committed, rejected, Actor, World};
 
-/// `../shared/data` beside the checkout. The package directory is read when the test runs
-/// (cargo sets it), not when it was compiled: a target folder shared between checkouts may
-/// hold a test binary built from another one.
+/// A file of the real test data in `tests/data/` (each source with its SOURCE.md and licence).
+/// The package directory is read when the test runs (cargo sets it), not when it was
+/// compiled: a target folder shared between checkouts may hold a test binary built from
+/// another one.
 fn data(path: &str) -> PathBuf {
     let package = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
-    let root = PathBuf::from(package).join("../../shared/data");
-    let file = root.join(path);
-    assert!(file.exists(), "{} is missing: the shared data sits beside the checkout", file.display());
+    let file = PathBuf::from(package).join("data").join(path);
+    assert!(file.exists(), "{} is missing from the repository's test data", file.display());
     file
 }
 
