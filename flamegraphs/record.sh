@@ -28,7 +28,7 @@ if [ "${1:-}" = --history ]; then
     shift 4
 fi
 ./run demo --transactions 1 --reference-seconds 0 >/dev/null # builds, checks system packages
-cargo build --release -p caduceus-loadgen -p caduceus-shards
+cargo build --release -p caduceus-loadgen -p caduceus-cli
 loadgen="${CARGO_TARGET_DIR:-target}/release/loadgen"
 caduceus="${CARGO_TARGET_DIR:-target}/release/caduceus"
 work=$(mktemp -d)

@@ -130,18 +130,47 @@ fn bad_signatures_unknown_actors_and_replays_change_nothing() {
     assert_eq!(ledger.account(&world.payer.id).unwrap().balance, 70, "the ledger keeps serving");
 }
 
+/// Whatever decodes from `bytes` encodes back to exactly them: the encoding is canonical, so a
+/// signature or a hash over it means one thing.
+fn canonical<T: caduceus_engine::codec::Codec>(bytes: &[u8]) -> Result<(), TestCaseError> {
+    if let Ok(value) = T::decode(bytes) {
+        prop_assert_eq!(value.encode().expect("a decoded value encodes"), bytes);
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
 
     #[test]
-    fn decoding_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-        let _ = SignedTransaction::decode(&bytes);
-        let _ = <caduceus_engine::block::BlockBody as caduceus_engine::codec::Codec>::decode(&bytes);
-        let _ = <caduceus_engine::block::BlockHeader as caduceus_engine::codec::Codec>::decode(&bytes);
-        let _ = <caduceus_engine::block::Checkpoint as caduceus_engine::codec::Codec>::decode(&bytes);
-        let _ = caduceus_engine::state::StateKey::from_bytes(&bytes);
-        let _ = caduceus_engine::round::decode_decisions(&bytes);
-        let _ = <caduceus_engine::Proof as caduceus_engine::codec::Codec>::decode(&bytes);
+    fn decoding_random_bytes_never_panics_and_what_decodes_is_canonical(
+        bytes in proptest::collection::vec(any::<u8>(), 0..600)
+    ) {
+        if let Ok(transaction) = SignedTransaction::decode(&bytes) {
+            let again = SignedTransaction::from_parts((*transaction.transaction).clone(), transaction.signature()).unwrap();
+            prop_assert_eq!(again.bytes(), &bytes[..]);
+        }
+        canonical::<caduceus_engine::block::BlockBody>(&bytes)?;
+        canonical::<caduceus_engine::block::BlockHeader>(&bytes)?;
+        canonical::<caduceus_engine::block::Checkpoint>(&bytes)?;
+        canonical::<caduceus_engine::Proof>(&bytes)?;
+        canonical::<caduceus_engine::round::Genesis>(&bytes)?;
+        if let Ok(key) = caduceus_engine::state::StateKey::from_bytes(&bytes) {
+            prop_assert_eq!(key.to_bytes(), bytes.clone());
+        }
+        if let Ok(decisions) = caduceus_engine::round::decode_decisions(&bytes) {
+            prop_assert_eq!(caduceus_engine::round::encode_decisions(&decisions), bytes.clone());
+        }
+    }
+
+    /// Random bytes that happen to be a transaction's prefix are the likeliest to get past the
+    /// first checks, so every truncation of a real transaction is tried too.
+    #[test]
+    fn a_truncated_transaction_is_refused(cut in 0usize..200) {
+        let world = World::new();
+        let bytes = sample(&world).bytes().to_vec();
+        let cut = cut % bytes.len();
+        prop_assert!(SignedTransaction::decode(&bytes[..cut]).is_err());
     }
 
     #[test]
@@ -163,7 +192,7 @@ proptest! {
 /// hostile client sends good batches again, they are served too.
 #[test]
 fn a_client_sending_forgeries_is_refused_and_others_are_served() {
-    use caduceus_shards::workload::{forge_every_chunk, Workload, WorkloadConfig};
+    use caduceus_workload::{forge_every_chunk, Workload, WorkloadConfig};
 
     let config = WorkloadConfig { seed: 5, patients: 200, providers: 20, ..WorkloadConfig::default() };
     let mut workload = Workload::new(config, 1_800_000_000_000);

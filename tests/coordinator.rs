@@ -14,7 +14,7 @@ use caduceus_engine::round::{execute_round, Genesis};
 use caduceus_engine::routing::participants;
 use caduceus_engine::shard::{Reply, Shard};
 use caduceus_engine::SignedTransaction;
-use caduceus_shards::workload::Rng;
+use caduceus_workload::Rng;
 
 use crate::support::{Actor, World, START};
 

@@ -13,7 +13,7 @@ use caduceus_engine::model::TxResult;
 use caduceus_engine::storage::{FaultyStorage, MemoryStorage, RocksStorage, Storage};
 use caduceus_engine::verify::verify_storage;
 use caduceus_engine::{Ledger, OpenError, SignedTransaction, SubmitError};
-use caduceus_shards::workload::{Workload, WorkloadConfig};
+use caduceus_workload::{Workload, WorkloadConfig};
 
 fn batches() -> (Workload, Vec<Vec<SignedTransaction>>) {
     let config =
@@ -173,8 +173,10 @@ fn a_failed_write_refuses_the_groups_executed_on_top_of_it() {
     }
 }
 
-/// Reads `ack` lines from a running writer for `run_for`, then kills it with SIGKILL.
-fn run_and_kill(dir: &std::path::Path, seed: u64, run_for: Duration, acknowledged: &mut HashMap<u128, u16>) {
+/// Reads `ack` lines from a running writer until it has acknowledged `acks` transactions (or
+/// exits, or a generous deadline passes), then kills it with SIGKILL. Counting acks rather than
+/// waiting a fixed time puts each kill mid-run on a machine of any speed.
+fn run_and_kill(dir: &std::path::Path, seed: u64, acks: usize, acknowledged: &mut HashMap<u128, u16>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_crash-writer"))
         .arg(dir)
         .arg(seed.to_string())
@@ -182,6 +184,8 @@ fn run_and_kill(dir: &std::path::Path, seed: u64, run_for: Duration, acknowledge
         .spawn()
         .expect("start the writer");
     let stdout = child.stdout.take().unwrap();
+    let seen_count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen_count.clone();
     let reader = std::thread::spawn(move || {
         let mut seen = Vec::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -190,16 +194,17 @@ fn run_and_kill(dir: &std::path::Path, seed: u64, run_for: Duration, acknowledge
                 let id = u128::from_str_radix(parts.next().unwrap(), 16).unwrap();
                 let code: u16 = parts.next().unwrap().parse().unwrap();
                 seen.push((id, code));
+                counter.store(seen.len(), std::sync::atomic::Ordering::Relaxed);
             }
         }
         seen
     });
-    let started = Instant::now();
-    while started.elapsed() < run_for {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen_count.load(std::sync::atomic::Ordering::Relaxed) < acks && Instant::now() < deadline {
         if child.try_wait().unwrap().is_some() {
             break;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(1));
     }
     let _ = child.kill(); // SIGKILL
     child.wait().unwrap();
@@ -214,10 +219,12 @@ fn run_and_kill(dir: &std::path::Path, seed: u64, run_for: Duration, acknowledge
 fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let mut acknowledged = HashMap::new();
-    let mut rng = caduceus_shards::workload::Rng::new(99);
+    let mut rng = caduceus_workload::Rng::new(99);
     for round in 0..6u64 {
-        let delay = Duration::from_millis(150 + rng.below(600) as u64);
-        run_and_kill(dir.path(), round, delay, &mut acknowledged);
+        // Every run replays the same workload from its start (resubmission is idempotent), so
+        // each kill lands further in than the last.
+        let acks = 500 * (round as usize + 1) + rng.below(400);
+        run_and_kill(dir.path(), round, acks, &mut acknowledged);
         let storage = RocksStorage::open(dir.path()).expect("reopens after SIGKILL");
         for (id, code) in &acknowledged {
             let key = caduceus_engine::layout::transaction(*id);

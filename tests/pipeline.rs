@@ -8,7 +8,7 @@ use caduceus_engine::ledger::Options;
 use caduceus_engine::storage::{FaultyStorage, MemoryStorage};
 use caduceus_engine::verify::verify_storage;
 use caduceus_engine::Ledger;
-use caduceus_shards::workload::{Workload, WorkloadConfig};
+use caduceus_workload::{Workload, WorkloadConfig};
 
 #[test]
 fn grouping_batches_changes_no_result() {

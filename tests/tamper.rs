@@ -8,7 +8,7 @@ use caduceus_engine::layout;
 use caduceus_engine::storage::{MemoryStorage, RocksStorage, Storage};
 use caduceus_engine::verify::verify_storage;
 use caduceus_engine::Ledger;
-use caduceus_shards::workload::{Workload, WorkloadConfig};
+use caduceus_workload::{Workload, WorkloadConfig};
 
 /// A small ledger with every kind of key: all three families, cross-shard payments and recalls.
 pub fn small_ledger(storage: Arc<dyn Storage>, transactions: usize) -> Ledger {

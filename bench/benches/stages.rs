@@ -16,7 +16,7 @@ use caduceus_engine::signature::{
 };
 use caduceus_engine::storage::{MemoryStorage, RocksStorage, Storage, Write};
 use caduceus_engine::{Ledger, SignedTransaction};
-use caduceus_shards::workload::{Workload, WorkloadConfig};
+use caduceus_workload::{Workload, WorkloadConfig};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ed25519_dalek::{Signature, Signer, VerifyingKey};
 

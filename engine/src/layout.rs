@@ -1,21 +1,42 @@
 //! The storage key layout: one keyspace, one leading byte per family.
 //!
-//! | prefix | key after the prefix                          | value                         |
-//! |--------|-----------------------------------------------|-------------------------------|
-//! | `M`    | name (`config`, `format`, `round`; in a cluster shard's store also `shard`, `head`, `pending`) | ledger config; store format; last round; a participant's shard, head and prepared round |
-//! | `H`    | shard u32 BE, height u64 BE                    | block header                  |
-//! | `B`    | shard u32 BE, height u64 BE                    | block body (txs and results)  |
-//! | `C`    | round u64 BE                                   | checkpoint                    |
-//! | `D`    | round u64 BE                                   | coordinator decisions, in order |
-//! | `S`    | shard u32 BE, state key                        | state entry                   |
-//! | `T`    | tx id u128 BE                                  | where the tx is, its result   |
-//! | `A`    | patient (32), height u64 BE, index u32 BE      | access log entry              |
-//! | `U`    | gtin u64 BE, serial length u8, serial, height u64 BE, index u32 BE | custody event |
-//! | `P`    | tx id u128 BE (cluster participants only)      | result code of a cross-shard tx held here but indexed by its first participant |
-//! | `L`    | shard u32 BE, height u64 BE (cluster coordinator only) | round (u64 LE) of the checkpoint that holds a block its own round's does not |
+//! | prefix | key after the prefix                          | value                         | stores |
+//! |--------|-----------------------------------------------|-------------------------------|--------|
+//! | `M`    | a name: see the metadata keys below            | see below                     | all    |
+//! | `H`    | shard u32 BE, height u64 BE                    | block header                  | ledger, shard |
+//! | `B`    | shard u32 BE, height u64 BE                    | block body (txs and results)  | ledger, shard |
+//! | `C`    | round u64 BE                                   | checkpoint                    | ledger, coordinator |
+//! | `D`    | round u64 BE                                   | decisions of the round's cross-shard txs, in order | ledger, coordinator |
+//! | `S`    | shard u32 BE, state key (tags below)           | state entry                   | ledger, shard |
+//! | `T`    | tx id u128 BE                                  | where the tx is, its result   | ledger, shard |
+//! | `A`    | patient (32), height u64 BE, index u32 BE      | access log entry              | ledger, shard |
+//! | `U`    | gtin u64 BE, serial length u8, serial, height u64 BE, index u32 BE | custody event | ledger, shard |
+//! | `P`    | tx id u128 BE                                  | where a cross-shard tx indexed by its first participant is in this shard's blocks, and its result (`TxLocation`) | shard |
+//! | `L`    | shard u32 BE, height u64 BE                    | round (u64 LE) of the checkpoint that holds a block its own round's does not | coordinator |
 //!
-//! Every key and value here is a function of the block chain, which is what
-//! lets `verify` rebuild the whole store from the blocks and compare.
+//! "ledger" is an embedded ledger's store; "shard" a cluster shard server's store of one
+//! shard; "coordinator" the cluster coordinator's store.
+//!
+//! Metadata keys (`M` and the name in ASCII):
+//!
+//! | key         | value                                                  | stores |
+//! |-------------|--------------------------------------------------------|--------|
+//! | `Mconfig`   | the genesis (shard count, operators), `round::Genesis`  | all    |
+//! | `Mformat`   | `STORE_FORMAT`, u32 LE                                  | all    |
+//! | `Mround`    | the last round written (u64 LE) and its checkpoint hash (32) | ledger, coordinator |
+//! | `Mshard`    | the shard this store holds, u32 LE                      | shard  |
+//! | `Mhead`     | the shard's last block and round, `participant::Head`   | shard  |
+//! | `Mpending`  | the prepared round awaiting its decision, `participant::RoundRequest` | shard |
+//! | `Mreserved` | the highest round number reserved, u64 LE: round numbers are never reused | coordinator |
+//!
+//! State keys (after `S` and the shard) begin with a tag byte (`state::StateKey::to_bytes`):
+//! 1 actor (key 32); 2 record, 3 consent, 4 claim (patient 32, id u128 BE); 5 duplicate-claim
+//! key (hash 32); 6 account (owner 32); 7 unit (gtin u64 BE, serial); 8 recall (gtin u64 BE,
+//! lot); 9 consent index (patient 32, grantee 32).
+//!
+//! Every key and value but the cluster's bookkeeping (`Mshard`, `Mhead`, `Mpending`,
+//! `Mreserved`, `P`, `L`) is a function of the block chain, which is what lets `verify`
+//! rebuild the whole store from the blocks and compare.
 
 use crate::model::{ActorKey, TxId, UnitId};
 use crate::state::StateKey;
@@ -49,8 +70,10 @@ pub const META_FORMAT: &[u8] = b"Mformat";
 
 /// The format this build writes and reads. 1: stores written before the format was recorded
 /// (consent indexes rebuilt on load, never stored); 2: each patient-grantee consent index is a
-/// state entry; 3: that entry holds a copy of every consent it lists.
-pub const STORE_FORMAT: u32 = 3;
+/// state entry; 3: that entry holds a copy of every consent it lists; 4: a cluster
+/// participant's participation record holds the transaction's place in its block, not only its
+/// result.
+pub const STORE_FORMAT: u32 = 4;
 
 /// The write that records `STORE_FORMAT`, made with a new store's configuration.
 pub fn format_write() -> (Vec<u8>, Option<Vec<u8>>) {

@@ -677,9 +677,7 @@ impl Ledger {
         let executor = {
             let (core, clock, durable) = (core.clone(), clock.clone(), durable.clone());
             // The execute stage runs on rayon threads of its own, one per core: on the pool
-            // the verify stage uses, a round's shards would wait behind whole signature chunks
-            // (closed-loop throughput went from 59-62k to 66-67k tx/s, cores from 85% to 94%
-            // busy).
+            // the verify stage uses, a round's shards would wait behind whole signature chunks.
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
                 .thread_name(|i| format!("caduceus-exec-{i}"))

@@ -313,9 +313,9 @@ impl Participant {
         if !missing.is_empty() {
             let keys: Vec<Vec<u8>> = missing.iter().map(|&i| layout::participation(ids[i])).collect();
             for (&i, stored) in missing.iter().zip(self.storage.get_many(&keys)?) {
-                found[i] = stored.map(|bytes| {
-                    let code = u16::from_le_bytes(bytes.as_slice().try_into().expect("a result code"));
-                    TxResult::from_code(code).expect("a stored result code")
+                found[i] = stored.map(|bytes| match TxLocation::decode(&bytes) {
+                    Ok(location) => location.result,
+                    Err(error) => panic!("participation record of {:032x} is damaged: {error}", ids[i]),
                 });
             }
         }
@@ -458,11 +458,15 @@ impl Participant {
         let head = Head { height: self.shard.height(), hash: self.shard.head(), time: self.shard.last_time(), round };
         let mut writes = extra;
         if let Some(block) = block {
-            // Cross-shard transactions indexed elsewhere: remembered here too, so a repeat is
-            // recognised even when their first participant never saw them.
-            for (transaction, result) in &block.body.entries {
+            // Cross-shard transactions indexed elsewhere: remembered here too, with where this
+            // block holds them, so a repeat is recognised and the transaction can be proved even
+            // when its first participant never saw it.
+            let (shard, height) = (block.header.shard, block.header.height);
+            for (index, (transaction, result)) in block.body.entries.iter().enumerate() {
                 if participants(&transaction.transaction, self.genesis.shards)[0] != self.shard.id() {
-                    writes.push((layout::participation(transaction.id()), Some(result.code().to_le_bytes().to_vec())));
+                    let location = TxLocation { shard, height, index: index as u32, result: *result };
+                    let value = location.encode().expect("fixed size");
+                    writes.push((layout::participation(transaction.id()), Some(value)));
                 }
             }
             block.into_writes(&mut writes);

@@ -48,6 +48,17 @@ pub fn locate(storage: &dyn Storage, id: TxId) -> Result<Option<TxLocation>, Que
     storage.get(&key)?.map(|bytes| TxLocation::decode(&bytes).map_err(corrupt(&key))).transpose()
 }
 
+/// Where a transaction is in this store's blocks: its index entry, or on a cluster
+/// participant that does not index it, its participation record (a cross-shard transaction
+/// whose first participant may never have seen it).
+pub fn locate_held(storage: &dyn Storage, id: TxId) -> Result<Option<TxLocation>, QueryError> {
+    if let Some(location) = locate(storage, id)? {
+        return Ok(Some(location));
+    }
+    let key = layout::participation(id);
+    storage.get(&key)?.map(|bytes| TxLocation::decode(&bytes).map_err(corrupt(&key))).transpose()
+}
+
 /// A stored checkpoint.
 pub fn checkpoint_at(storage: &dyn Storage, round: u64) -> Result<Option<Checkpoint>, QueryError> {
     let key = layout::checkpoint(round);
@@ -70,7 +81,7 @@ pub fn block(storage: &dyn Storage, shard: u32, height: u64) -> Result<(BlockHea
 
 /// A transaction as recorded, with its result.
 pub fn transaction(storage: &dyn Storage, id: TxId) -> Result<Option<(SignedTransaction, TxResult)>, QueryError> {
-    let Some(location) = locate(storage, id)? else { return Ok(None) };
+    let Some(location) = locate_held(storage, id)? else { return Ok(None) };
     let (_, body) = block(storage, location.shard, location.height)?;
     Ok(body.entries.get(location.index as usize).cloned())
 }
@@ -78,7 +89,7 @@ pub fn transaction(storage: &dyn Storage, id: TxId) -> Result<Option<(SignedTran
 /// The block half of an inclusion proof: the transaction and its result up to their block's
 /// header. Its checkpoint half is empty until `complete_proof` adds it.
 pub fn prove_in_block(storage: &dyn Storage, id: TxId) -> Result<Option<Proof>, QueryError> {
-    let Some(location) = locate(storage, id)? else { return Ok(None) };
+    let Some(location) = locate_held(storage, id)? else { return Ok(None) };
     let (header, body) = block(storage, location.shard, location.height)?;
     let index = location.index as usize;
     let (transaction, result) = body.entries.get(index).cloned().ok_or_else(|| QueryError::Inconsistent {

@@ -480,9 +480,8 @@ pub type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// A map of a shard's state, split by key hash into `STATE_MAP_PARTS` maps that grow on their
 /// own. One map doubles all at once when it fills, moving every entry under the execute stage's
-/// lock: with a million transactions of history that held a round for 60-80 ms (the open-loop
-/// p99), and the pause grows with history. A part doubles a 256th of the entries, and the parts
-/// fill at different moments. Iteration order is arbitrary, as a hash map's is.
+/// lock, so a round waits for it, and the pause grows with history. A part doubles a 256th of
+/// the entries, and the parts fill at different moments. Iteration order is arbitrary, as a hash map's is.
 #[derive(Clone)]
 pub struct StateMap<K, V> {
     /// Chooses a key's part (seeded apart from the parts' own hashers).

@@ -66,10 +66,8 @@ mod rocks {
     const BLOB_MIN_BYTES: u64 = 4096;
 
     /// Each memtable's size. RocksDB's default of 64 MiB puts a memtable's skip list well past
-    /// the CPU's caches, and its inserts (a block's keys are spread over the whole keyspace)
-    /// were 15% of the engine's CPU; at 16 MiB the engine took 8-10% less CPU per transaction
-    /// (300,000 and 1M transactions from empty, and 300,000 on top of 10M with and without the
-    /// state cache), with a lower peak RSS; a whole 10M build with the state cache took 2.4% more.
+    /// the CPU's caches, and a block's keys are spread over the whole keyspace, so each insert
+    /// would search memory the cache does not hold. (Measured in `docs/performance-history.md`.)
     const WRITE_BUFFER_BYTES: usize = 16 << 20;
 
     /// Level-0 tables that start a compaction into level 1: as many bytes of them as four
@@ -143,11 +141,9 @@ mod rocks {
             // WAL fsync never waits behind tens of megabytes of dirty pages.
             options.set_bytes_per_sync(1 << 20);
             let mut table = rocksdb::BlockBasedOptions::default();
-            // 16 bits per key (about 0.1% false positives instead of 1% at 10): every new
-            // transaction's id is looked up in every level and found in none, so with 10M
-            // transactions of history false positives meant data-block reads for a tenth of
-            // the lookups. On top of 10M: id lookups 9.6% -> 7.3% of the CPU, 27.7 -> 25.4 us
-            // per transaction (two runs each); the filters cost about 2 bytes per key of memory.
+            // 16 bits per key rather than 10: every new transaction's id is looked up in every
+            // level and found in none, so on a long history each false positive is a wasted
+            // data-block read; the filters cost about 2 bytes per key of memory.
             table.set_bloom_filter(16.0, false);
             if let Some(bytes) = block_cache_bytes {
                 // One bounded cache holds data blocks and every table's index and filter, so
@@ -155,12 +151,10 @@ mod rocks {
                 // Indexes are cut into small partitions under a pinned top level. Filters stay
                 // whole (about 1.5 MB a table at 10M transactions) in the cache's high-priority
                 // pool, which is why the cache has 4 shards of 64 MiB: in the default 4 MB
-                // shards data blocks pushed them out and they were read again (an eighth of the
-                // CPU). Partitioned filters avoided that but cost a search of the partition
-                // index and a second cache lookup for every key in every table: every new id is
-                // checked that way, and they took 13% of the CPU on top of 10M. Whole filters:
-                // a 10M build with the cache 41.7 instead of 49.3 us of CPU per transaction, and
-                // 590,000 more on top 47.6 / 48.4 against 56.4 / 52.1 us (alternating).
+                // shards data blocks pushed them out and they were read again. Partitioned
+                // filters avoided that but cost a search of the partition index and a second
+                // cache lookup for every key in every table, and every new id is checked that
+                // way.
                 let mut cache = rocksdb::LruCacheOptions::default();
                 cache.set_capacity(bytes);
                 cache.set_num_shard_bits(BLOCK_CACHE_SHARD_BITS);
@@ -174,8 +168,8 @@ mod rocks {
             }
             options.set_block_based_table_factory(&table);
             // Flushes and compactions run at the lowest CPU priority: on a machine the commit
-            // path keeps busy they take the spare time instead of a core from a waiting batch
-            // (a flush at normal priority held open-loop p99 at 30-200 ms). Four write buffers
+            // path keeps busy they take the spare time instead of a core from a waiting batch,
+            // which a flush at normal priority showed up as in the open-loop tail. Four write buffers
             // give a slow flush room; past that RocksDB's own stall bounds the backlog. The
             // priority is set on RocksDB's default environment, so it holds for every RocksDB
             // store in the process, an embedding application's own included.
@@ -190,10 +184,8 @@ mod rocks {
             // 32 past its default trigger of four: the same counts past this trigger.
             options.set_level_zero_slowdown_writes_trigger(LEVEL0_COMPACTION_TRIGGER + 16);
             options.set_level_zero_stop_writes_trigger(LEVEL0_COMPACTION_TRIGGER + 32);
-            // Block bodies (tens of kilobytes, never changed, 60% of the bytes) go to blob files:
-            // compaction then moves a pointer instead of rewriting the body at every level. A
-            // 10M-transaction build went from 52.2k to 56.2k tx/s (34.6 instead of 36.7 us of
-            // CPU per transaction), with no write stall where it had had some.
+            // Block bodies (tens of kilobytes, never changed, most of the bytes) go to blob
+            // files: compaction then moves a pointer instead of rewriting the body at every level.
             options.set_enable_blob_files(true);
             options.set_min_blob_size(BLOB_MIN_BYTES);
             Ok(Self { db: rocksdb::DB::open(&options, path)? })

@@ -22,7 +22,7 @@ fuzz_target!(|input: &[u8]| {
     match which % 12 {
         0 => {
             if let Ok(transaction) = SignedTransaction::decode(bytes) {
-                let again = SignedTransaction::from_parts(transaction.transaction.clone(), transaction.signature());
+                let again = SignedTransaction::from_parts((*transaction.transaction).clone(), transaction.signature());
                 assert_eq!(again.expect("a decoded transaction encodes").bytes(), bytes);
             }
         }

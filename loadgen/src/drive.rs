@@ -19,7 +19,6 @@ use std::collections::VecDeque;
 use caduceus_engine::ledger::ClientId;
 use caduceus_engine::model::TxId;
 use caduceus_engine::{Ledger, SignedTransaction, TxResult};
-use caduceus_shards::workload;
 use crossbeam_channel::bounded;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
@@ -132,7 +131,7 @@ pub fn attack(
 ) -> Result<Attack> {
     let mut attack = Attack::default();
     let endless = batches.iter().cycle().take_while(|_| !stop.load(Ordering::Relaxed)).cloned();
-    workload::drive(ledger, HOSTILE_CLIENT, endless, in_flight, |_, _, results| {
+    caduceus_loadgen::embedded::closed_loop(ledger, HOSTILE_CLIENT, endless, in_flight, |_, _, results| {
         attack.batches += 1;
         for result in results {
             *attack.results.entry(result.as_str()).or_default() += 1;

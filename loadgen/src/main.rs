@@ -15,6 +15,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod drive;
+mod record;
 mod report;
 mod sink;
 mod source;
@@ -30,8 +31,9 @@ use caduceus_engine::ledger::Options as LedgerOptions;
 use caduceus_engine::limits::BATCH_TRANSACTIONS_MAX;
 use caduceus_engine::signature::{measure_verify_batch_rate, measure_verify_one_rate};
 use caduceus_engine::{Config, Ledger, SignedTransaction, TxResult};
-use caduceus_shards::workload::{forge_every_chunk, LoadArgs, Workload};
-use caduceus_shards::workload_file::write_workload;
+use caduceus_loadgen::args::LoadArgs;
+use caduceus_workload::file::write_workload;
+use caduceus_workload::{forge_every_chunk, Workload};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -39,7 +41,7 @@ use serde_json::json;
 use crate::drive::Tally;
 use crate::sink::Sink;
 use crate::source::Source;
-use caduceus_shards::cluster::client::Client;
+use caduceus_shards::client::Client;
 
 #[derive(Parser)]
 #[command(name = "loadgen", version, about = "Load generator for Caduceus")]
@@ -59,6 +61,18 @@ enum Command {
     },
     /// Run a workload against a target and report.
     Run(Box<Run>),
+    /// Regenerate the README's headline table from the recorded runs.
+    Headline {
+        /// The folder of recorded runs.
+        #[arg(long, default_value = "docs/benchmarks")]
+        benchmarks: PathBuf,
+        /// The README whose table (between its headline markers) is rewritten.
+        #[arg(long, default_value = "README.md")]
+        readme: PathBuf,
+        /// Change nothing; fail if the README's table is not what the runs give.
+        #[arg(long)]
+        check: bool,
+    },
     /// Check that every transaction in an ack log is in the ledger with the same result.
     Verify {
         #[command(flatten)]
@@ -102,11 +116,8 @@ impl Target {
         if self.choice.embedded {
             return Ok(None);
         }
-        let from_dir =
-            self.choice.cluster_dir.as_deref().map(caduceus_shards::cluster::local::client_target).transpose()?;
-        let address = self.choice.target.or(from_dir.as_ref().map(|t| t.0)).context("no cluster address")?;
-        let ca = self.ca.clone().or(from_dir.map(|t| t.1)).context("--target needs --ca FILE (the cluster CA)")?;
-        Ok(Some((address, ca)))
+        let (target, ca, dir) = (self.choice.target, self.ca.as_deref(), self.choice.cluster_dir.as_deref());
+        Ok(Some(caduceus_shards::local::resolve_target(target, ca, dir)?))
     }
 }
 
@@ -124,7 +135,7 @@ struct Run {
     #[command(flatten)]
     load: LoadArgs,
     /// Run for this long (`30s`, `2m`, `500ms`) instead of a transaction count.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
     /// Open loop: offer this many transactions per second on a fixed schedule, and measure
     /// latency from each batch's intended send time. Without it: closed loop (`--in-flight`).
@@ -136,6 +147,13 @@ struct Run {
     /// Write the full report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Record the run as data: one file in this folder (date, commit, command and the JSON
+    /// report), which `loadgen headline` reads. Needs `--label`.
+    #[arg(long, requires = "label")]
+    record: Option<PathBuf>,
+    /// What the recorded run measures, for the README's headline table.
+    #[arg(long, value_enum)]
+    label: Option<record::Label>,
     /// Draw throughput over time and the latency distribution as SVG.
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -159,7 +177,7 @@ fn hostile_batches(load: &LoadArgs, count: usize) -> Vec<Vec<SignedTransaction>>
     if count == 0 {
         return Vec::new();
     }
-    let config = caduceus_shards::workload::WorkloadConfig { seed: load.seed ^ 0x4a77_ac4e, ..load.workload() };
+    let config = caduceus_workload::WorkloadConfig { seed: load.seed ^ 0x4a77_ac4e, ..load.workload() };
     let mut workload = Workload::new(config, load.start_ms());
     (0..count)
         .map(|_| {
@@ -170,25 +188,11 @@ fn hostile_batches(load: &LoadArgs, count: usize) -> Vec<Vec<SignedTransaction>>
         .collect()
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration such as 30s, 2m or 500ms"))?;
-    let seconds = match unit {
-        "ms" => number / 1000.0,
-        "" | "s" => number,
-        "m" | "min" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => return Err(format!("unknown unit {unit:?} in {text:?}; use ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
-}
-
 fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
         Command::Generate { out, load } => generate(&out, &load).map(|()| ExitCode::SUCCESS),
         Command::Run(options) => run(*options).map(|()| ExitCode::SUCCESS),
+        Command::Headline { benchmarks, readme, check } => headline(&benchmarks, &readme, check),
         Command::Verify { target, ack_log } => verify(&target, &ack_log),
     };
     outcome.unwrap_or_else(|error| {
@@ -440,12 +444,15 @@ fn run(options: Run) -> Result<()> {
             "description": source.description,
         },
     });
+    let mut report = figures.json(config);
+    report["reference_verify_one_tps"] = json!(one_by_one);
+    report["attack"] = json!(attack.as_ref().map(|a| json!({ "batches": a.batches, "results": a.results })));
     if let Some(path) = &options.json {
-        let mut report = figures.json(config);
-        report["reference_verify_one_tps"] = json!(one_by_one);
-        report["attack"] = json!(attack.as_ref().map(|a| json!({ "batches": a.batches, "results": a.results })));
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("write {}", path.display()))?;
+    }
+    if let (Some(dir), Some(label)) = (&options.record, options.label) {
+        println!("recorded     {}", record::write(dir, label, &report)?.display());
     }
     if let Some(path) = &options.plot {
         let title = format!(
@@ -463,13 +470,35 @@ fn reference_rate() -> f64 {
     measure_verify_batch_rate(2, Duration::from_secs(3))
 }
 
+/// Writes (or with `check`, compares) the README's headline table.
+fn headline(benchmarks: &std::path::Path, readme: &std::path::Path, check: bool) -> Result<ExitCode> {
+    let table = record::table(benchmarks)?;
+    if record::update_readme(readme, &table, check)? {
+        println!("{}: the headline table is what {} gives", readme.display(), benchmarks.display());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{}: the headline table differs from what {} gives:\n{table}", readme.display(), benchmarks.display());
+        Ok(ExitCode::from(2))
+    }
+}
+
 /// Checks an ack log against the ledger; fails if any acknowledged transaction is missing or different.
 fn verify(target: &Target, ack_log: &std::path::Path) -> Result<ExitCode> {
-    let log = BufReader::new(File::open(ack_log).with_context(|| format!("open {}", ack_log.display()))?);
+    let mut log = BufReader::new(File::open(ack_log).with_context(|| format!("open {}", ack_log.display()))?);
     let mut entries = Vec::new();
-    for (number, line) in log.lines().enumerate() {
-        let line = line?;
-        let parsed = line.split_once(' ').and_then(|(id, result)| {
+    let mut line = String::new();
+    for number in 1.. {
+        line.clear();
+        if log.read_line(&mut line).with_context(|| format!("read {}", ack_log.display()))? == 0 {
+            break;
+        }
+        let Some(complete) = line.strip_suffix('\n') else {
+            // A run killed while writing leaves its last line unfinished: the lines before it
+            // are whole, and the torn one no longer names a transaction that can be checked.
+            eprintln!("note: dropped a torn last line ({} bytes) of {}", line.len(), ack_log.display());
+            break;
+        };
+        let parsed = complete.split_once(' ').and_then(|(id, result)| {
             let id = u128::from_str_radix(id, 16).ok()?;
             let result = match result {
                 "committed" => TxResult::Committed,
@@ -478,7 +507,7 @@ fn verify(target: &Target, ack_log: &std::path::Path) -> Result<ExitCode> {
             Some((id, result))
         });
         let Some(entry) = parsed else {
-            bail!("{}:{}: not an ack-log line: {line:?}", ack_log.display(), number + 1);
+            bail!("{}:{number}: not an ack-log line: {complete:?}", ack_log.display());
         };
         entries.push(entry);
     }

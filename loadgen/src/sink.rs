@@ -6,8 +6,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use caduceus_engine::ledger::{ClientId, PendingBatch};
 use caduceus_engine::{Ledger, SignedTransaction, TxResult};
-use caduceus_shards::cluster::client::{Client, ClientError};
-use caduceus_shards::cluster::wire::Outcome;
+use caduceus_shards::client::{Client, ClientError};
+use caduceus_shards::wire::Outcome;
 
 pub enum Sink {
     Embedded(Ledger),

@@ -9,8 +9,8 @@ use anyhow::{bail, Result};
 use caduceus_engine::model::ActorKey;
 use caduceus_engine::routing::participants;
 use caduceus_engine::SignedTransaction;
-use caduceus_shards::workload::Workload;
-use caduceus_shards::workload_file::WorkloadReader;
+use caduceus_workload::file::WorkloadReader;
+use caduceus_workload::Workload;
 use indicatif::ProgressBar;
 
 /// Workloads up to this many transactions are read into memory before the run; larger ones are

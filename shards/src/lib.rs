@@ -1,8 +1,13 @@
-//! Caduceus shards: the cluster (shard servers, the coordinator, the client
-//! library, all over QUIC), the `caduceus` command line, the realistic
-//! workload generator the demo and `loadgen` drive, and the pre-signed
-//! workload files `loadgen` writes and replays.
+//! The Caduceus cluster: shard servers and the cross-shard coordinator over
+//! QUIC, the client library, the wire protocol, and the local cluster the
+//! command line starts. The rules and the commit protocol's logic live in
+//! `caduceus-engine`; this crate moves their messages and runs their processes.
 
-pub mod cluster;
-pub mod workload;
-pub mod workload_file;
+pub mod client;
+pub mod config;
+pub mod coordinator;
+pub mod local;
+pub mod rpc;
+pub mod shard_server;
+pub mod tls;
+pub mod wire;

@@ -162,6 +162,22 @@ pub fn client_target(dir: &Path) -> Result<(SocketAddr, PathBuf)> {
     Ok((coordinator.listen, coordinator.ca.clone()))
 }
 
+/// Where a client reaches a cluster: `--target` and `--ca` as given, or else what the cluster
+/// directory made by `init` says (the command line and `loadgen` resolve targets alike).
+pub fn resolve_target(
+    target: Option<SocketAddr>,
+    ca: Option<&Path>,
+    cluster_dir: Option<&Path>,
+) -> Result<(SocketAddr, PathBuf)> {
+    let from_dir = cluster_dir.map(client_target).transpose()?;
+    let target = target.or(from_dir.as_ref().map(|t| t.0)).context("give --target ADDR or --cluster-dir DIR")?;
+    let ca = ca
+        .map(Path::to_owned)
+        .or(from_dir.map(|t| t.1))
+        .context("give --ca FILE (the cluster CA) or --cluster-dir DIR")?;
+    Ok((target, ca))
+}
+
 /// The role and health of a node, asked over the network.
 async fn health(config: &NodeConfig, ca: &Path, identity_from: &NodeConfig) -> Result<(String, String)> {
     let client = match config.role {

@@ -70,12 +70,30 @@ async fn handle(shards: &Shards, name: &str, request: Request) -> Response {
     let Some(participant) = shards.get(&shard).cloned() else {
         return Response::error(error_code::NOT_HERE, format!("shard {shard} is not served here"));
     };
-    tokio::task::spawn_blocking(move || {
+    let is_round = matches!(request, Request::Round(_));
+    let response = tokio::task::spawn_blocking(move || {
         let mut participant = participant.lock();
         serve_one(&mut participant, request)
     })
     .await
-    .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+    if is_round {
+        failpoint_after_round();
+    }
+    response
+}
+
+/// Rounds this process has handled, for the failpoint.
+static ROUNDS_HANDLED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Crash tests stop a shard server with a round in flight: `CADUCEUS_FAILPOINT=after-round:N`
+/// aborts once the Nth round this process handles is durable, before its reply is sent.
+fn failpoint_after_round() {
+    let handled = ROUNDS_HANDLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    if std::env::var("CADUCEUS_FAILPOINT").is_ok_and(|spec| spec == format!("after-round:{handled}")) {
+        eprintln!("failpoint after-round:{handled}: stopping the process");
+        std::process::abort();
+    }
 }
 
 fn participant_error(error: ParticipantError) -> Response {

@@ -81,7 +81,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 fn transport(idle: std::time::Duration) -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
-    transport.max_concurrent_bidi_streams(crate::cluster::wire::STREAMS_PER_CONNECTION.into());
+    transport.max_concurrent_bidi_streams(crate::wire::STREAMS_PER_CONNECTION.into());
     transport.max_concurrent_uni_streams(0u8.into());
     transport.max_idle_timeout(Some(idle.try_into().expect("a small timeout")));
     transport.keep_alive_interval(Some(idle / 3));

@@ -118,7 +118,7 @@ pub enum Answer {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
-    /// The request was refused; `code` says why (see `ErrorCode`).
+    /// The request was refused; `code` says why (one of [`error_code`]).
     Error {
         code: u16,
         message: String,

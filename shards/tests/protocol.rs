@@ -23,15 +23,15 @@ use caduceus_engine::routing::participants;
 use caduceus_engine::state::State;
 use caduceus_engine::storage::{MemoryStorage, Storage};
 use caduceus_engine::{SignedTransaction, TxId, TxResult};
-use caduceus_shards::cluster::coordinator::{Call, RoundDriver, Transport};
-use caduceus_shards::cluster::shard_server::serve_one;
-use caduceus_shards::cluster::wire::{Outcome, Request, Response};
-use caduceus_shards::workload::{Rng, Workload, WorkloadConfig};
+use caduceus_shards::coordinator::{Call, RoundDriver, Transport};
+use caduceus_shards::shard_server::serve_one;
+use caduceus_shards::wire::{Outcome, Request, Response};
+use caduceus_workload::{Rng, Workload, WorkloadConfig};
 use parking_lot::Mutex;
 
 const TIME: u64 = 1_790_000_000_000;
 const SHARDS: u32 = 3;
-/// Seeded runs (each about 0.2 s); `CADUCEUS_SIM_SEEDS` runs more.
+/// Seeded runs, each short; `CADUCEUS_SIM_SEEDS` runs more.
 const SEEDS: u64 = 24;
 
 struct Node {

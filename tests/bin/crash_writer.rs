@@ -6,7 +6,7 @@
 use std::io::Write;
 
 use caduceus_engine::Ledger;
-use caduceus_shards::workload::{Workload, WorkloadConfig};
+use caduceus_workload::{Workload, WorkloadConfig};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);

@@ -12,6 +12,11 @@
 //! cross-shard one is prepared on each participant and finished once the
 //! coordinator has decided.
 
+mod actors;
+mod claims;
+mod records;
+mod supply;
+
 use crate::block::{merkle_root, BlockBody, BlockHeader};
 use crate::codec::Codec;
 use crate::coordinator::Message;
@@ -19,8 +24,8 @@ use crate::history::{AccessEntry, CustodyEvent, TxLocation};
 use crate::layout;
 use crate::limits::{AMOUNT_MAX, CONSENTS_PER_GRANTEE_MAX};
 use crate::model::{
-    ActorKey, Adjudication, ClaimLine, Hash, Operation, Purpose, Reason, Role, SignedTransaction, Timestamp, TxId,
-    TxResult, UnitId,
+    ActorKey, Adjudication, ClaimLine, Family, Hash, Operation, Purpose, Reason, Role, SignedTransaction, Timestamp,
+    Transaction, TxId, TxResult, UnitId,
 };
 use crate::routing::{participants, shard_of_actor};
 use crate::state::{Actor, Claim, ClaimStatus, Consent, Map, Recall, Record, Set, State, StateKey, Unit, UnitStatus};
@@ -327,7 +332,7 @@ impl Shard {
         }
         self.recorded.clear();
         // The next block starts with room for as many entries as this one had: blocks of a
-        // steady load are alike, and growing these vectors push by push cost 1-2% of the CPU.
+        // steady load are alike, and growing these vectors push by push is wasted work.
         let room = self.entries.len();
         let body = BlockBody { entries: std::mem::replace(&mut self.entries, Vec::with_capacity(room)) };
         let header = BlockHeader {
@@ -520,395 +525,17 @@ impl Shard {
 
     /// The rules: checks a transaction's part on this shard against the
     /// current state and returns its effects, or the reason it is rejected.
+    /// Each family's rules live in their own module.
     fn check(&self, transaction: &SignedTransaction) -> Check<Plan> {
         let t = &transaction.transaction;
-        let signer = t.signer;
-        let now = self.now;
         let mut plan = Plan::default();
-        match &t.operation {
-            Operation::RegisterActor { actor, role, name } => {
-                self.require_signer(&signer, &[Role::Operator])?;
-                if name.is_empty() {
-                    return Err(Reason::InvalidField);
-                }
-                let key = StateKey::Actor(*actor);
-                self.unlocked(&key)?;
-                if self.state.actors.contains_key(actor) {
-                    return Err(Reason::ActorExists);
-                }
-                plan.effects
-                    .push(Effect::PutActor(*actor, Actor { role: *role, name: name.clone(), registered_at: now }));
-                plan.locks.push(key);
-            }
-
-            Operation::RegisterRecord { record, patient, content_hash, resource_type } => {
-                self.require_signer(&signer, &[Role::Provider])?;
-                self.require_role(patient, &[Role::Patient], Reason::UnknownPatient)?;
-                if resource_type.is_empty() {
-                    return Err(Reason::InvalidField);
-                }
-                if self.state.records.contains_key(&(*patient, *record)) {
-                    return Err(Reason::RecordExists);
-                }
-                plan.effects.push(Effect::PutRecord(
-                    *record,
-                    Record {
-                        patient: *patient,
-                        custodian: signer,
-                        resource_type: resource_type.clone(),
-                        content_hash: *content_hash,
-                        previous_hash: [0; 32],
-                        version: 1,
-                        updated_at: now,
-                    },
-                ));
-            }
-            Operation::AmendRecord { record, patient, content_hash } => {
-                self.require_signer(&signer, &[Role::Provider])?;
-                let current = self.state.records.get(&(*patient, *record)).ok_or(Reason::UnknownRecord)?;
-                if current.custodian != signer {
-                    return Err(Reason::NotCustodian);
-                }
-                let mut amended = current.clone();
-                amended.previous_hash = current.content_hash;
-                amended.content_hash = *content_hash;
-                amended.version += 1;
-                amended.updated_at = now;
-                plan.effects.push(Effect::PutRecord(*record, amended));
-            }
-            Operation::GrantConsent { consent, patient, grantee, scope, purposes, valid_from, valid_until } => {
-                self.require_signer(&signer, &[Role::Patient])?;
-                if signer != *patient {
-                    return Err(Reason::RoleNotPermitted);
-                }
-                if self.role(grantee).is_none() || grantee == patient {
-                    return Err(Reason::UnknownActor);
-                }
-                if valid_from >= valid_until || scope.iter().any(String::is_empty) {
-                    return Err(Reason::InvalidField);
-                }
-                if self.state.consents.contains_key(&(*patient, *consent)) {
-                    return Err(Reason::ConsentExists);
-                }
-                let held = self.state.consent_index.get(&(*patient, *grantee)).map_or(0, Vec::len);
-                if held >= CONSENTS_PER_GRANTEE_MAX {
-                    return Err(Reason::ConsentLimit);
-                }
-                plan.effects.push(Effect::PutConsent(
-                    *consent,
-                    Consent {
-                        patient: *patient,
-                        grantee: *grantee,
-                        scope: scope.clone(),
-                        purposes: *purposes,
-                        valid_from: *valid_from,
-                        valid_until: *valid_until,
-                        revoked_at: None,
-                    },
-                ));
-            }
-            Operation::RevokeConsent { consent, patient } => {
-                self.require_signer(&signer, &[Role::Patient])?;
-                if signer != *patient {
-                    return Err(Reason::RoleNotPermitted);
-                }
-                let current = self.state.consents.get(&(*patient, *consent)).ok_or(Reason::UnknownConsent)?;
-                if current.revoked_at.is_some() {
-                    return Err(Reason::ConsentRevoked);
-                }
-                let mut revoked = current.clone();
-                revoked.revoked_at = Some(now);
-                plan.effects.push(Effect::PutConsent(*consent, revoked));
-            }
-            Operation::AccessRecord { record, patient, purpose } => {
-                self.require_signer(&signer, &[Role::Patient, Role::Provider, Role::Payer, Role::Regulator])?;
-                let current = self.state.records.get(&(*patient, *record)).ok_or(Reason::UnknownRecord)?;
-                // A patient reads their own records, and a custodian the records it holds, without consent.
-                if signer != *patient && signer != current.custodian {
-                    self.consent_covers(patient, &signer, &current.resource_type, *purpose)?;
-                }
-            }
-            Operation::EmergencyAccess { record, patient, reason } => {
-                self.require_signer(&signer, &[Role::Provider])?;
-                self.state.records.get(&(*patient, *record)).ok_or(Reason::UnknownRecord)?;
-                if reason.is_empty() {
-                    return Err(Reason::InvalidField);
-                }
-            }
-
-            Operation::FundAccount { amount } => {
-                self.require_signer(&signer, &[Role::Payer])?;
-                let balance = self.state.accounts.get(&signer).map_or(0, |a| a.balance);
-                if *amount == 0 || balance.checked_add(*amount).is_none_or(|b| b > AMOUNT_MAX * 1_000) {
-                    return Err(Reason::InvalidField);
-                }
-                plan.effects.push(Effect::Credit { account: signer, amount: *amount, funding: true });
-            }
-            Operation::SubmitClaim { claim, patient, payer, service_date, lines } => {
-                self.require_signer(&signer, &[Role::Provider])?;
-                self.require_role(patient, &[Role::Patient], Reason::UnknownPatient)?;
-                self.require_role(payer, &[Role::Payer], Reason::UnknownActor)?;
-                let total: u64 = lines.iter().map(|l| l.amount).sum();
-                let codes_present = lines.iter().all(|l| !l.procedure.is_empty() && !l.diagnosis.is_empty());
-                if lines.is_empty() || !codes_present || lines.iter().any(|l| l.amount == 0) || total > AMOUNT_MAX {
-                    return Err(Reason::InvalidField);
-                }
-                if !valid_date(*service_date) {
-                    return Err(Reason::InvalidField);
-                }
-                if *service_date > date_of(now) {
-                    return Err(Reason::ServiceDateInFuture);
-                }
-                let key = StateKey::Claim(*patient, *claim);
-                self.unlocked(&key)?;
-                if self.state.claims.contains_key(&(*patient, *claim)) {
-                    return Err(Reason::ClaimExists);
-                }
-                let duplicate_key = claim_duplicate_key(patient, &signer, *service_date, lines);
-                if self.state.claim_keys.contains_key(&duplicate_key) {
-                    return Err(Reason::DuplicateClaim);
-                }
-                plan.effects.push(Effect::PutClaimKey(duplicate_key, *claim));
-                plan.effects.push(Effect::PutClaim(
-                    *claim,
-                    Claim {
-                        patient: *patient,
-                        provider: signer,
-                        payer: *payer,
-                        service_date: *service_date,
-                        total,
-                        duplicate_key,
-                        status: ClaimStatus::Submitted,
-                        submitted_at: now,
-                    },
-                ));
-            }
-            Operation::AdjudicateClaim { claim, patient, decision } => {
-                self.require_signer(&signer, &[Role::Payer])?;
-                let key = StateKey::Claim(*patient, *claim);
-                let current = self.state.claims.get(&(*patient, *claim)).ok_or(Reason::UnknownClaim)?;
-                if current.payer != signer {
-                    return Err(Reason::NotClaimPayer);
-                }
-                self.unlocked(&key)?;
-                if !matches!(current.status, ClaimStatus::Submitted | ClaimStatus::Pended) {
-                    return Err(Reason::ClaimClosed);
-                }
-                let status = match decision {
-                    Adjudication::Approve { amount } if *amount > 0 && *amount <= current.total => {
-                        ClaimStatus::Approved { amount: *amount }
-                    }
-                    Adjudication::Approve { .. } => return Err(Reason::AmountMismatch),
-                    Adjudication::Deny { reason } if !reason.is_empty() => {
-                        ClaimStatus::Denied { reason: reason.clone() }
-                    }
-                    Adjudication::Deny { .. } => return Err(Reason::InvalidField),
-                    Adjudication::Pend => ClaimStatus::Pended,
-                };
-                let mut adjudicated = current.clone();
-                adjudicated.status = status;
-                plan.effects.push(Effect::PutClaim(*claim, adjudicated));
-            }
-            Operation::PayClaim { claim, patient, provider, amount } => {
-                self.require_signer(&signer, &[Role::Payer])?;
-                // Each local part is checked; the lowest refusal code wins, as in the
-                // coordinator, so the reason is the same however the parts are placed.
-                let mut refusals = Vec::new();
-                if self.is_local(patient) {
-                    match self.check_claim_payment(t.id, *claim, patient, &signer, provider, *amount) {
-                        Ok(paid) => {
-                            plan.effects.push(Effect::PutClaim(*claim, paid));
-                            plan.locks.push(StateKey::Claim(*patient, *claim));
-                        }
-                        Err(reason) => refusals.push(reason),
-                    }
-                }
-                if self.is_local(&signer) {
-                    let balance = self.state.accounts.get(&signer).map_or(0, |a| a.balance);
-                    let reserved = self.reserved.get(&signer).copied().unwrap_or(0);
-                    if balance.saturating_sub(reserved) < *amount {
-                        refusals.push(Reason::InsufficientFunds);
-                    } else {
-                        plan.effects.push(Effect::Debit { account: signer, amount: *amount });
-                        plan.reserve = Some((signer, *amount));
-                    }
-                }
-                if self.is_local(provider) {
-                    match self.require_role(provider, &[Role::Provider], Reason::UnknownActor) {
-                        Ok(()) => {
-                            plan.effects.push(Effect::Credit { account: *provider, amount: *amount, funding: false })
-                        }
-                        Err(reason) => refusals.push(reason),
-                    }
-                }
-                if let Some(reason) = refusals.into_iter().min_by_key(|r| r.code()) {
-                    return Err(reason);
-                }
-            }
-
-            Operation::CommissionUnit { unit, lot, expiry } => {
-                self.require_signer(&signer, &[Role::Manufacturer])?;
-                if unit.serial.is_empty() || lot.is_empty() {
-                    return Err(Reason::InvalidField);
-                }
-                if self.state.units.contains_key(unit) {
-                    return Err(Reason::UnitExists);
-                }
-                if *expiry <= now {
-                    return Err(Reason::UnitExpired);
-                }
-                plan.effects.push(Effect::PutUnit(
-                    unit.clone(),
-                    Unit {
-                        lot: lot.clone(),
-                        expiry: *expiry,
-                        manufacturer: signer,
-                        custodian: signer,
-                        status: UnitStatus::Active,
-                    },
-                ));
-            }
-            Operation::ShipUnit { unit, to } => {
-                let current = self.custodied_unit(unit, &signer)?;
-                self.require_role(to, &[Role::Manufacturer, Role::Distributor, Role::Dispenser], Reason::UnknownActor)?;
-                if *to == signer {
-                    return Err(Reason::InvalidField);
-                }
-                let mut shipped = current.clone();
-                shipped.status = UnitStatus::InTransit { to: *to };
-                plan.effects.push(Effect::PutUnit(unit.clone(), shipped));
-            }
-            Operation::ReceiveUnit { unit } => {
-                self.require_signer(&signer, &[Role::Manufacturer, Role::Distributor, Role::Dispenser])?;
-                let current = self.state.units.get(unit).ok_or(Reason::UnknownUnit)?;
-                match current.status {
-                    UnitStatus::InTransit { to } if to == signer => {}
-                    UnitStatus::InTransit { .. } => return Err(Reason::NotAddressee),
-                    _ => return Err(Reason::UnitNotActive),
-                }
-                let mut received = current.clone();
-                received.custodian = signer;
-                received.status = UnitStatus::Active;
-                plan.effects.push(Effect::PutUnit(unit.clone(), received));
-            }
-            Operation::DispenseUnit { unit, patient } => {
-                let current = self.custodied_unit(unit, &signer)?;
-                self.require_signer(&signer, &[Role::Dispenser])?;
-                self.require_role(patient, &[Role::Patient], Reason::UnknownPatient)?;
-                let recall = StateKey::Recall(unit.gtin, current.lot.clone());
-                self.unlocked(&recall)?;
-                if self.state.recalls.contains_key(&(unit.gtin, current.lot.clone())) {
-                    return Err(Reason::UnitRecalled);
-                }
-                if now >= current.expiry {
-                    return Err(Reason::UnitExpired);
-                }
-                let mut dispensed = current.clone();
-                dispensed.status = UnitStatus::Dispensed { patient: *patient };
-                plan.effects.push(Effect::PutUnit(unit.clone(), dispensed));
-            }
-            Operation::DecommissionUnit { unit, reason } => {
-                let current = self.custodied_unit(unit, &signer)?;
-                if reason.is_empty() {
-                    return Err(Reason::InvalidField);
-                }
-                let mut retired = current.clone();
-                retired.status = UnitStatus::Decommissioned { reason: reason.clone() };
-                plan.effects.push(Effect::PutUnit(unit.clone(), retired));
-            }
-            Operation::RecallLot { gtin, lot, reason } => {
-                self.require_signer(&signer, &[Role::Manufacturer, Role::Regulator])?;
-                if lot.is_empty() || reason.is_empty() {
-                    return Err(Reason::InvalidField);
-                }
-                let key = StateKey::Recall(*gtin, lot.clone());
-                self.unlocked(&key)?;
-                if self.state.recalls.contains_key(&(*gtin, lot.clone())) {
-                    return Err(Reason::LotAlreadyRecalled);
-                }
-                plan.effects.push(Effect::PutRecall(
-                    *gtin,
-                    lot.clone(),
-                    Recall { by: signer, reason: reason.clone(), recalled_at: now },
-                ));
-                plan.locks.push(key);
-            }
+        match t.operation.kind().family() {
+            Family::Actors => self.check_actors(t, &mut plan)?,
+            Family::Records => self.check_records(t, &mut plan)?,
+            Family::Claims => self.check_claims(t, &mut plan)?,
+            Family::Supply => self.check_supply(t, &mut plan)?,
         }
         Ok(plan)
-    }
-
-    /// The claim as paid, if this payment of it is allowed.
-    fn check_claim_payment(
-        &self,
-        payment: TxId,
-        claim: u128,
-        patient: &ActorKey,
-        payer: &ActorKey,
-        provider: &ActorKey,
-        amount: u64,
-    ) -> Check<Claim> {
-        let current = self.state.claims.get(&(*patient, claim)).ok_or(Reason::UnknownClaim)?;
-        if current.payer != *payer {
-            return Err(Reason::NotClaimPayer);
-        }
-        if current.provider != *provider {
-            return Err(Reason::InvalidField);
-        }
-        self.unlocked(&StateKey::Claim(*patient, claim))?;
-        match current.status {
-            ClaimStatus::Paid { .. } => Err(Reason::ClaimAlreadyPaid),
-            ClaimStatus::Approved { amount: approved } if approved == amount => {
-                let mut paid = current.clone();
-                paid.status = ClaimStatus::Paid { amount, payment };
-                Ok(paid)
-            }
-            ClaimStatus::Approved { .. } => Err(Reason::AmountMismatch),
-            _ => Err(Reason::ClaimNotPayable),
-        }
-    }
-
-    /// A unit the signer holds, active.
-    fn custodied_unit(&self, unit: &UnitId, signer: &ActorKey) -> Check<&Unit> {
-        let current = self.state.units.get(unit).ok_or(Reason::UnknownUnit)?;
-        if current.custodian != *signer {
-            return Err(Reason::NotUnitCustodian);
-        }
-        if current.status != UnitStatus::Active {
-            return Err(Reason::UnitNotActive);
-        }
-        Ok(current)
-    }
-
-    /// Whether a consent of the patient lets the grantee read this type of record for this purpose now.
-    /// On refusal, the reason names how close the nearest consent came.
-    fn consent_covers(&self, patient: &ActorKey, grantee: &ActorKey, resource_type: &str, purpose: Purpose) -> Check {
-        let ids = self.state.consent_index.get(&(*patient, *grantee));
-        let mut nearest = Reason::ConsentMissing;
-        let rank = |reason: Reason| match reason {
-            Reason::ConsentRevoked => 1,
-            Reason::ConsentExpired => 2,
-            Reason::ConsentPurpose => 3,
-            Reason::ConsentScope => 4,
-            _ => 0,
-        };
-        for id in ids.into_iter().flatten() {
-            let consent = &self.state.consents[&(*patient, *id)];
-            let verdict = if consent.revoked_at.is_some() {
-                Reason::ConsentRevoked
-            } else if self.now < consent.valid_from || self.now >= consent.valid_until {
-                Reason::ConsentExpired
-            } else if !consent.purposes.contains(purpose) {
-                Reason::ConsentPurpose
-            } else if !consent.scope.is_empty() && !consent.scope.iter().any(|s| s == resource_type) {
-                Reason::ConsentScope
-            } else {
-                return Ok(());
-            };
-            if rank(verdict) > rank(nearest) {
-                nearest = verdict;
-            }
-        }
-        Err(nearest)
     }
 
     /// Sum of balances and of funding over this shard's accounts, kept as they change.

@@ -18,7 +18,7 @@ use caduceus_engine::model::ActorKey;
 use caduceus_engine::SignedTransaction;
 use thiserror::Error;
 
-use crate::workload::Workload;
+use crate::Workload;
 
 const MAGIC: &str = "caduceus-workload 1";
 

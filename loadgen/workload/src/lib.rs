@@ -7,17 +7,17 @@
 //! transactions are valid and depend only on earlier batches. The same seed
 //! and start time give the same transactions, byte for byte.
 
-use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+pub mod file;
 
-use caduceus_engine::ledger::{ClientId, PendingBatch};
+use std::collections::{HashMap, VecDeque};
+
 use caduceus_engine::model::{
     ActorKey, Adjudication, ClaimLine, Operation, Purpose, Purposes, Role, Transaction, UnitId,
 };
 use caduceus_engine::routing::shard_of_actor;
 use caduceus_engine::signature::SigningKey;
 use caduceus_engine::signature::{actor_key, sign, signing_key};
-use caduceus_engine::{Config, Ledger, SignedTransaction, SubmitError, TxId, TxResult};
+use caduceus_engine::{Config, SignedTransaction};
 use rayon::prelude::*;
 
 const DAY_MS: u64 = 86_400_000;
@@ -69,74 +69,6 @@ pub fn forge_every_chunk(batch: &mut [SignedTransaction]) {
     }
 }
 
-/// Submits batches as `client` in a closed loop, keeping up to `in_flight` of
-/// them pending, and hands each batch's transaction ids and results, with the
-/// moment it was sent, to `settled` in submission order. Stops when `batches` ends.
-pub fn drive(
-    ledger: &Ledger,
-    client: ClientId,
-    batches: impl IntoIterator<Item = Vec<SignedTransaction>>,
-    in_flight: usize,
-    mut settled: impl FnMut(Instant, Vec<TxId>, Vec<TxResult>),
-) -> Result<(), SubmitError> {
-    let mut pending: VecDeque<(Instant, Vec<TxId>, PendingBatch)> = VecDeque::new();
-    for batch in batches {
-        if pending.len() >= in_flight.max(1) {
-            let (sent, ids, batch) = pending.pop_front().expect("a pending batch");
-            settled(sent, ids, batch.wait()?);
-        }
-        let ids = batch.iter().map(SignedTransaction::id).collect();
-        pending.push_back((Instant::now(), ids, ledger.submit_async_from(client, batch)?));
-    }
-    for (sent, ids, batch) in pending {
-        settled(sent, ids, batch.wait()?);
-    }
-    Ok(())
-}
-
-/// The options of a load run that the demo and `loadgen` share.
-#[derive(clap::Args, Clone, Debug)]
-pub struct LoadArgs {
-    /// Transactions in the measured workload, signed before the clock starts [default: 300000].
-    #[arg(long)]
-    pub transactions: Option<usize>,
-    #[arg(long, default_value_t = 4)]
-    pub shards: u32,
-    /// Transactions per submitted batch.
-    #[arg(long, default_value_t = 2_048)]
-    pub batch: usize,
-    /// Batches in flight at once (closed loop).
-    #[arg(long, default_value_t = 4)]
-    pub in_flight: usize,
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Patients in the population.
-    #[arg(long, default_value_t = 20_000)]
-    pub patients: usize,
-    /// Providers in the population.
-    #[arg(long, default_value_t = 400)]
-    pub providers: usize,
-    /// Activity skew exponent (1: uniform).
-    #[arg(long, default_value_t = 2.0)]
-    pub skew: f64,
-    /// How strongly reads of existing records, consents and units favour recent ones: the
-    /// exponent of a skew toward the newest (1: uniform over all of history).
-    #[arg(long, default_value_t = 1.0)]
-    pub recency: f64,
-    /// Milliseconds since the Unix epoch that the workload's dates (consent windows, service
-    /// dates, expiry) count from (default: now). The same seed and start give the same
-    /// workload, byte for byte.
-    #[arg(long)]
-    pub start: Option<u64>,
-    /// Shares of the mix, in percent: records and accesses, consent changes, claims, supply chain.
-    #[arg(long, default_value = "50,5,30,15", value_parser = parse_mix)]
-    pub mix: Mix,
-    /// Share of transactions that span shards (claim payments between parties on different
-    /// shards), 0 to 1. Without it, parties are chosen regardless of shard.
-    #[arg(long)]
-    pub cross_shard: Option<f64>,
-}
-
 /// Shares of the four families, summing to 1: records and accesses, consent changes, claims, supply chain.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Mix(pub [f64; 4]);
@@ -161,34 +93,6 @@ pub fn parse_mix(text: &str) -> Result<Mix, String> {
         return Err("mix shares must be non-negative and not all zero".into());
     }
     Ok(Mix(shares.map(|s| s / total)))
-}
-
-impl LoadArgs {
-    pub fn workload(&self) -> WorkloadConfig {
-        WorkloadConfig {
-            seed: self.seed,
-            patients: self.patients,
-            providers: self.providers,
-            skew: self.skew,
-            recency: self.recency,
-            mix: self.mix.0,
-            shards: self.shards,
-            cross_shard: self.cross_shard,
-            ..WorkloadConfig::default()
-        }
-    }
-    /// The start the workload's dates count from: `--start`, or now.
-    pub fn start_ms(&self) -> u64 {
-        self.start.unwrap_or_else(|| caduceus_engine::ledger::system_clock()())
-    }
-    /// The number of measured transactions.
-    pub fn transactions(&self) -> usize {
-        self.transactions.unwrap_or(300_000)
-    }
-    /// The batch size within the engine's limit.
-    pub fn batch_size(&self) -> usize {
-        self.batch.clamp(1, caduceus_engine::limits::BATCH_TRANSACTIONS_MAX)
-    }
 }
 
 /// The size and shape of a workload.

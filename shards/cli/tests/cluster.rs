@@ -22,12 +22,12 @@ use caduceus_engine::ledger::Clock;
 use caduceus_engine::routing::participants;
 use caduceus_engine::storage::MemoryStorage;
 use caduceus_engine::{Ledger, SignedTransaction, TxResult};
-use caduceus_shards::cluster::client::Client;
-use caduceus_shards::cluster::config::NodeConfig;
-use caduceus_shards::cluster::rpc::call;
-use caduceus_shards::cluster::tls;
-use caduceus_shards::cluster::wire::{self, Answer, Outcome, Query, Request, Response};
-use caduceus_shards::workload::{Workload, WorkloadConfig};
+use caduceus_shards::client::Client;
+use caduceus_shards::config::NodeConfig;
+use caduceus_shards::rpc::call;
+use caduceus_shards::tls;
+use caduceus_shards::wire::{self, Answer, Outcome, Query, Request, Response};
+use caduceus_workload::{Workload, WorkloadConfig};
 
 const FIXED_TIME: u64 = 1_790_000_000_000;
 
@@ -125,6 +125,12 @@ impl Cluster {
 
     fn pid(&self, name: &str) -> u32 {
         self.nodes.iter().find(|(n, _)| n == name).and_then(|(_, c)| c.as_ref()).unwrap().id()
+    }
+
+    /// Whether the node's process has exited (a failpoint, or a kill).
+    fn exited(&mut self, name: &str) -> bool {
+        let index = self.nodes.iter().position(|(n, _)| n == name).unwrap();
+        self.nodes[index].1.as_mut().is_some_and(|child| child.try_wait().unwrap().is_some())
     }
 
     /// Waits for a process killed from elsewhere.
@@ -263,26 +269,19 @@ fn a_cluster_gives_the_embedded_engine_s_results_state_and_checkpoint() {
 #[test]
 fn a_shard_server_killed_during_load_rejoins_and_nothing_acknowledged_is_lost() {
     let (batches, mut cluster) = prepared(12, 8_000, 4, 2);
-    cluster.start_all();
+    // shard-1 stops itself with a round in flight (durable, its reply not sent) about halfway
+    // through the load; it is started again once a submission has found it gone.
+    let stop_at = batches.len() / 2;
+    cluster.start("shard-0", None);
+    cluster.start("shard-1", Some(&format!("after-round:{stop_at}")));
+    cluster.start("coordinator", None);
     let runtime = runtime();
     let client = runtime.block_on(healthy_client(cluster.address(), &cluster.ca()));
 
     let mut acknowledged = Vec::new();
     let mut unavailable = Vec::new();
-    let kill_at = batches.len() / 2;
+    let mut found_gone = None;
     for (number, batch) in batches.iter().enumerate() {
-        if number == kill_at {
-            // SIGKILL while this batch is in flight.
-            let pid = cluster.pid("shard-1");
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(15));
-                Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
-            });
-        }
-        if number == kill_at + 5 {
-            cluster.reap("shard-1");
-            cluster.start("shard-1", None);
-        }
         let outcomes = runtime.block_on(client.submit(batch.clone())).unwrap();
         for (transaction, outcome) in batch.iter().zip(outcomes) {
             match outcome {
@@ -290,7 +289,13 @@ fn a_shard_server_killed_during_load_rejoins_and_nothing_acknowledged_is_lost() 
                 Outcome::Unavailable => unavailable.push(transaction.clone()),
             }
         }
+        if found_gone.is_none() && cluster.exited("shard-1") {
+            cluster.reap("shard-1");
+            cluster.start("shard-1", None);
+            found_gone = Some(number);
+        }
     }
+    let found_gone = found_gone.expect("shard-1 stopped at its failpoint during the load");
     assert!(!unavailable.is_empty(), "transactions that needed the killed server waited");
     runtime.block_on(async {
         let client = healthy_client(cluster.address(), &cluster.ca()).await;
@@ -303,8 +308,10 @@ fn a_shard_server_killed_during_load_rejoins_and_nothing_acknowledged_is_lost() 
         }
         // Every transaction of the batches around the kill (those in flight when the server died
         // included) has a proof that checks against the checkpoint it names.
-        for batch in &batches[kill_at - 1..=kill_at + 1] {
+        for batch in &batches[found_gone.saturating_sub(1)..(found_gone + 2).min(batches.len())] {
             for transaction in batch {
+                // A cross-shard transaction whose first participant never saw it is proved
+                // from the block of another participant that recorded it.
                 let proof = client.prove(transaction.id()).await.unwrap().expect("recorded, so provable");
                 let checkpoint = client.checkpoint_at(proof.checkpoint_round).await.unwrap().unwrap();
                 proof.verify(&checkpoint.hash()).unwrap();
@@ -407,6 +414,18 @@ async fn raw(connection: &quinn::Connection, bytes: &[u8]) -> Response {
     Response::decode(kind, &payload).unwrap()
 }
 
+/// Sends a frame's head alone, declaring `length` bytes, and returns the response, or `None`
+/// when the server dropped the stream (it read a truncated frame).
+async fn probe(connection: &quinn::Connection, length: usize) -> Option<Response> {
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let _ = send.write_all(&head(length)).await;
+    let _ = send.finish();
+    match tokio::time::timeout(Duration::from_secs(15), wire::read_frame(&mut recv)).await {
+        Ok(Ok((kind, payload))) => Some(Response::decode(kind, &payload).unwrap()),
+        _ => None,
+    }
+}
+
 /// A frame's head alone: it declares `length` bytes (version and kind included).
 fn head(length: usize) -> Vec<u8> {
     let mut out = (length as u32).to_be_bytes().to_vec();
@@ -475,10 +494,27 @@ fn garbage_oversized_and_unknown_frames_get_errors_while_others_are_served() {
         // A stream that declares the largest frame and then sends nothing holds its
         // connection's whole byte budget: the next large request on that connection is told
         // "busy" at once (the server never buffers more than it allows), and others are served.
-        let (mut held_send, _held_recv) = hostile.open_bi().await.unwrap();
-        held_send.write_all(&head(wire::FRAME_MAX)).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(raw(&hostile, &head(wire::FRAME_MAX / 2)).await, Response::Busy);
+        // Until the server has read the held head, a probe is only a truncated frame (its stream
+        // is dropped); once it has, every probe is told "busy". A probe that holds part of the
+        // budget just when the held head arrives gets the held frame refused instead: then a
+        // new one is held. Condition-driven, so a slow machine only takes longer.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let _held = 'held: loop {
+            let (mut held_send, mut held_recv) = hostile.open_bi().await.unwrap();
+            held_send.write_all(&head(wire::FRAME_MAX)).await.unwrap();
+            loop {
+                assert!(Instant::now() < deadline, "the held frame never made the server answer busy");
+                if probe(&hostile, wire::FRAME_MAX / 2).await == Some(Response::Busy) {
+                    break 'held (held_send, held_recv);
+                }
+                if let Ok(Ok(_)) =
+                    tokio::time::timeout(Duration::from_millis(1), wire::read_frame(&mut held_recv)).await
+                {
+                    break; // the held frame itself was refused: hold another
+                }
+            }
+        };
+        assert_eq!(raw(&hostile, &head(wire::FRAME_MAX / 2)).await, Response::Busy, "and it stays busy");
         // The hostile connection itself still works for a proper (small) request.
         let health = call(&hostile, &Request::Health, Duration::from_secs(10)).await.unwrap();
         assert!(matches!(health, Response::Health { .. }));

@@ -1,0 +1,155 @@
+//! The rules of claims and payments: funding, submission with duplicate detection,
+//! adjudication, and payment exactly once (its parts may sit on different shards).
+
+use super::*;
+
+impl Shard {
+    /// Checks an operation of this family (see `Shard::check`) and adds its effects to `plan`.
+    pub(super) fn check_claims(&self, t: &Transaction, plan: &mut Plan) -> Check {
+        let signer = t.signer;
+        let now = self.now;
+        match &t.operation {
+            Operation::FundAccount { amount } => {
+                self.require_signer(&signer, &[Role::Payer])?;
+                let balance = self.state.accounts.get(&signer).map_or(0, |a| a.balance);
+                if *amount == 0 || balance.checked_add(*amount).is_none_or(|b| b > AMOUNT_MAX * 1_000) {
+                    return Err(Reason::InvalidField);
+                }
+                plan.effects.push(Effect::Credit { account: signer, amount: *amount, funding: true });
+            }
+            Operation::SubmitClaim { claim, patient, payer, service_date, lines } => {
+                self.require_signer(&signer, &[Role::Provider])?;
+                self.require_role(patient, &[Role::Patient], Reason::UnknownPatient)?;
+                self.require_role(payer, &[Role::Payer], Reason::UnknownActor)?;
+                let total: u64 = lines.iter().map(|l| l.amount).sum();
+                let codes_present = lines.iter().all(|l| !l.procedure.is_empty() && !l.diagnosis.is_empty());
+                if lines.is_empty() || !codes_present || lines.iter().any(|l| l.amount == 0) || total > AMOUNT_MAX {
+                    return Err(Reason::InvalidField);
+                }
+                if !valid_date(*service_date) {
+                    return Err(Reason::InvalidField);
+                }
+                if *service_date > date_of(now) {
+                    return Err(Reason::ServiceDateInFuture);
+                }
+                let key = StateKey::Claim(*patient, *claim);
+                self.unlocked(&key)?;
+                if self.state.claims.contains_key(&(*patient, *claim)) {
+                    return Err(Reason::ClaimExists);
+                }
+                let duplicate_key = claim_duplicate_key(patient, &signer, *service_date, lines);
+                if self.state.claim_keys.contains_key(&duplicate_key) {
+                    return Err(Reason::DuplicateClaim);
+                }
+                plan.effects.push(Effect::PutClaimKey(duplicate_key, *claim));
+                plan.effects.push(Effect::PutClaim(
+                    *claim,
+                    Claim {
+                        patient: *patient,
+                        provider: signer,
+                        payer: *payer,
+                        service_date: *service_date,
+                        total,
+                        duplicate_key,
+                        status: ClaimStatus::Submitted,
+                        submitted_at: now,
+                    },
+                ));
+            }
+            Operation::AdjudicateClaim { claim, patient, decision } => {
+                self.require_signer(&signer, &[Role::Payer])?;
+                let key = StateKey::Claim(*patient, *claim);
+                let current = self.state.claims.get(&(*patient, *claim)).ok_or(Reason::UnknownClaim)?;
+                if current.payer != signer {
+                    return Err(Reason::NotClaimPayer);
+                }
+                self.unlocked(&key)?;
+                if !matches!(current.status, ClaimStatus::Submitted | ClaimStatus::Pended) {
+                    return Err(Reason::ClaimClosed);
+                }
+                let status = match decision {
+                    Adjudication::Approve { amount } if *amount > 0 && *amount <= current.total => {
+                        ClaimStatus::Approved { amount: *amount }
+                    }
+                    Adjudication::Approve { .. } => return Err(Reason::AmountMismatch),
+                    Adjudication::Deny { reason } if !reason.is_empty() => {
+                        ClaimStatus::Denied { reason: reason.clone() }
+                    }
+                    Adjudication::Deny { .. } => return Err(Reason::InvalidField),
+                    Adjudication::Pend => ClaimStatus::Pended,
+                };
+                let mut adjudicated = current.clone();
+                adjudicated.status = status;
+                plan.effects.push(Effect::PutClaim(*claim, adjudicated));
+            }
+            Operation::PayClaim { claim, patient, provider, amount } => {
+                self.require_signer(&signer, &[Role::Payer])?;
+                // Each local part is checked; the lowest refusal code wins, as in the
+                // coordinator, so the reason is the same however the parts are placed.
+                let mut refusals = Vec::new();
+                if self.is_local(patient) {
+                    match self.check_claim_payment(t.id, *claim, patient, &signer, provider, *amount) {
+                        Ok(paid) => {
+                            plan.effects.push(Effect::PutClaim(*claim, paid));
+                            plan.locks.push(StateKey::Claim(*patient, *claim));
+                        }
+                        Err(reason) => refusals.push(reason),
+                    }
+                }
+                if self.is_local(&signer) {
+                    let balance = self.state.accounts.get(&signer).map_or(0, |a| a.balance);
+                    let reserved = self.reserved.get(&signer).copied().unwrap_or(0);
+                    if balance.saturating_sub(reserved) < *amount {
+                        refusals.push(Reason::InsufficientFunds);
+                    } else {
+                        plan.effects.push(Effect::Debit { account: signer, amount: *amount });
+                        plan.reserve = Some((signer, *amount));
+                    }
+                }
+                if self.is_local(provider) {
+                    match self.require_role(provider, &[Role::Provider], Reason::UnknownActor) {
+                        Ok(()) => {
+                            plan.effects.push(Effect::Credit { account: *provider, amount: *amount, funding: false })
+                        }
+                        Err(reason) => refusals.push(reason),
+                    }
+                }
+                if let Some(reason) = refusals.into_iter().min_by_key(|r| r.code()) {
+                    return Err(reason);
+                }
+            }
+            other => unreachable!("{} is not in the claims family", other.name()),
+        }
+        Ok(())
+    }
+
+    /// The claim as paid, if this payment of it is allowed.
+    fn check_claim_payment(
+        &self,
+        payment: TxId,
+        claim: u128,
+        patient: &ActorKey,
+        payer: &ActorKey,
+        provider: &ActorKey,
+        amount: u64,
+    ) -> Check<Claim> {
+        let current = self.state.claims.get(&(*patient, claim)).ok_or(Reason::UnknownClaim)?;
+        if current.payer != *payer {
+            return Err(Reason::NotClaimPayer);
+        }
+        if current.provider != *provider {
+            return Err(Reason::InvalidField);
+        }
+        self.unlocked(&StateKey::Claim(*patient, claim))?;
+        match current.status {
+            ClaimStatus::Paid { .. } => Err(Reason::ClaimAlreadyPaid),
+            ClaimStatus::Approved { amount: approved } if approved == amount => {
+                let mut paid = current.clone();
+                paid.status = ClaimStatus::Paid { amount, payment };
+                Ok(paid)
+            }
+            ClaimStatus::Approved { .. } => Err(Reason::AmountMismatch),
+            _ => Err(Reason::ClaimNotPayable),
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The rules of records, consents and accesses: who may register and amend a record, grant
+//! and revoke consent, and read a record (checked against consent at commit time).
+
+use super::*;
+
+impl Shard {
+    /// Checks an operation of this family (see `Shard::check`) and adds its effects to `plan`.
+    pub(super) fn check_records(&self, t: &Transaction, plan: &mut Plan) -> Check {
+        let signer = t.signer;
+        let now = self.now;
+        match &t.operation {
+            Operation::RegisterRecord { record, patient, content_hash, resource_type } => {
+                self.require_signer(&signer, &[Role::Provider])?;
+                self.require_role(patient, &[Role::Patient], Reason::UnknownPatient)?;
+                if resource_type.is_empty() {
+                    return Err(Reason::InvalidField);
+                }
+                if self.state.records.contains_key(&(*patient, *record)) {
+                    return Err(Reason::RecordExists);
+                }
+                plan.effects.push(Effect::PutRecord(
+                    *record,
+                    Record {
+                        patient: *patient,
+                        custodian: signer,
+                        resource_type: resource_type.clone(),
+                        content_hash: *content_hash,
+                        previous_hash: [0; 32],
+                        version: 1,
+                        updated_at: now,
+                    },
+                ));
+            }
+            Operation::AmendRecord { record, patient, content_hash } => {
+                self.require_signer(&signer, &[Role::Provider])?;
+                let current = self.state.records.get(&(*patient, *record)).ok_or(Reason::UnknownRecord)?;
+                if current.custodian != signer {
+                    return Err(Reason::NotCustodian);
+                }
+                let mut amended = current.clone();
+                amended.previous_hash = current.content_hash;
+                amended.content_hash = *content_hash;
+                amended.version += 1;
+                amended.updated_at = now;
+                plan.effects.push(Effect::PutRecord(*record, amended));
+            }
+            Operation::GrantConsent { consent, patient, grantee, scope, purposes, valid_from, valid_until } => {
+                self.require_signer(&signer, &[Role::Patient])?;
+                if signer != *patient {
+                    return Err(Reason::RoleNotPermitted);
+                }
+                if self.role(grantee).is_none() || grantee == patient {
+                    return Err(Reason::UnknownActor);
+                }
+                if valid_from >= valid_until || scope.iter().any(String::is_empty) {
+                    return Err(Reason::InvalidField);
+                }
+                if self.state.consents.contains_key(&(*patient, *consent)) {
+                    return Err(Reason::ConsentExists);
+                }
+                let held = self.state.consent_index.get(&(*patient, *grantee)).map_or(0, Vec::len);
+                if held >= CONSENTS_PER_GRANTEE_MAX {
+                    return Err(Reason::ConsentLimit);
+                }
+                plan.effects.push(Effect::PutConsent(
+                    *consent,
+                    Consent {
+                        patient: *patient,
+                        grantee: *grantee,
+                        scope: scope.clone(),
+                        purposes: *purposes,
+                        valid_from: *valid_from,
+                        valid_until: *valid_until,
+                        revoked_at: None,
+                    },
+                ));
+            }
+            Operation::RevokeConsent { consent, patient } => {
+                self.require_signer(&signer, &[Role::Patient])?;
+                if signer != *patient {
+                    return Err(Reason::RoleNotPermitted);
+                }
+                let current = self.state.consents.get(&(*patient, *consent)).ok_or(Reason::UnknownConsent)?;
+                if current.revoked_at.is_some() {
+                    return Err(Reason::ConsentRevoked);
+                }
+                let mut revoked = current.clone();
+                revoked.revoked_at = Some(now);
+                plan.effects.push(Effect::PutConsent(*consent, revoked));
+            }
+            Operation::AccessRecord { record, patient, purpose } => {
+                self.require_signer(&signer, &[Role::Patient, Role::Provider, Role::Payer, Role::Regulator])?;
+                let current = self.state.records.get(&(*patient, *record)).ok_or(Reason::UnknownRecord)?;
+                // A patient reads their own records, and a custodian the records it holds, without consent.
+                if signer != *patient && signer != current.custodian {
+                    self.consent_covers(patient, &signer, &current.resource_type, *purpose)?;
+                }
+            }
+            Operation::EmergencyAccess { record, patient, reason } => {
+                self.require_signer(&signer, &[Role::Provider])?;
+                self.state.records.get(&(*patient, *record)).ok_or(Reason::UnknownRecord)?;
+                if reason.is_empty() {
+                    return Err(Reason::InvalidField);
+                }
+            }
+            other => unreachable!("{} is not in the records family", other.name()),
+        }
+        Ok(())
+    }
+
+    /// Whether a consent of the patient lets the grantee read this type of record for this purpose now.
+    /// On refusal, the reason names how close the nearest consent came.
+    fn consent_covers(&self, patient: &ActorKey, grantee: &ActorKey, resource_type: &str, purpose: Purpose) -> Check {
+        let ids = self.state.consent_index.get(&(*patient, *grantee));
+        let mut nearest = Reason::ConsentMissing;
+        let rank = |reason: Reason| match reason {
+            Reason::ConsentRevoked => 1,
+            Reason::ConsentExpired => 2,
+            Reason::ConsentPurpose => 3,
+            Reason::ConsentScope => 4,
+            _ => 0,
+        };
+        for id in ids.into_iter().flatten() {
+            let consent = &self.state.consents[&(*patient, *id)];
+            let verdict = if consent.revoked_at.is_some() {
+                Reason::ConsentRevoked
+            } else if self.now < consent.valid_from || self.now >= consent.valid_until {
+                Reason::ConsentExpired
+            } else if !consent.purposes.contains(purpose) {
+                Reason::ConsentPurpose
+            } else if !consent.scope.is_empty() && !consent.scope.iter().any(|s| s == resource_type) {
+                Reason::ConsentScope
+            } else {
+                return Ok(());
+            };
+            if rank(verdict) > rank(nearest) {
+                nearest = verdict;
+            }
+        }
+        Err(nearest)
+    }
+}

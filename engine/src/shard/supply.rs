@@ -1,0 +1,115 @@
+//! The rules of the drug supply chain: commissioning, custody (ship, receive), dispensing,
+//! decommissioning, and lot recalls.
+
+use super::*;
+
+impl Shard {
+    /// Checks an operation of this family (see `Shard::check`) and adds its effects to `plan`.
+    pub(super) fn check_supply(&self, t: &Transaction, plan: &mut Plan) -> Check {
+        let signer = t.signer;
+        let now = self.now;
+        match &t.operation {
+            Operation::CommissionUnit { unit, lot, expiry } => {
+                self.require_signer(&signer, &[Role::Manufacturer])?;
+                if unit.serial.is_empty() || lot.is_empty() {
+                    return Err(Reason::InvalidField);
+                }
+                if self.state.units.contains_key(unit) {
+                    return Err(Reason::UnitExists);
+                }
+                if *expiry <= now {
+                    return Err(Reason::UnitExpired);
+                }
+                plan.effects.push(Effect::PutUnit(
+                    unit.clone(),
+                    Unit {
+                        lot: lot.clone(),
+                        expiry: *expiry,
+                        manufacturer: signer,
+                        custodian: signer,
+                        status: UnitStatus::Active,
+                    },
+                ));
+            }
+            Operation::ShipUnit { unit, to } => {
+                let current = self.custodied_unit(unit, &signer)?;
+                self.require_role(to, &[Role::Manufacturer, Role::Distributor, Role::Dispenser], Reason::UnknownActor)?;
+                if *to == signer {
+                    return Err(Reason::InvalidField);
+                }
+                let mut shipped = current.clone();
+                shipped.status = UnitStatus::InTransit { to: *to };
+                plan.effects.push(Effect::PutUnit(unit.clone(), shipped));
+            }
+            Operation::ReceiveUnit { unit } => {
+                self.require_signer(&signer, &[Role::Manufacturer, Role::Distributor, Role::Dispenser])?;
+                let current = self.state.units.get(unit).ok_or(Reason::UnknownUnit)?;
+                match current.status {
+                    UnitStatus::InTransit { to } if to == signer => {}
+                    UnitStatus::InTransit { .. } => return Err(Reason::NotAddressee),
+                    _ => return Err(Reason::UnitNotActive),
+                }
+                let mut received = current.clone();
+                received.custodian = signer;
+                received.status = UnitStatus::Active;
+                plan.effects.push(Effect::PutUnit(unit.clone(), received));
+            }
+            Operation::DispenseUnit { unit, patient } => {
+                let current = self.custodied_unit(unit, &signer)?;
+                self.require_signer(&signer, &[Role::Dispenser])?;
+                self.require_role(patient, &[Role::Patient], Reason::UnknownPatient)?;
+                let recall = StateKey::Recall(unit.gtin, current.lot.clone());
+                self.unlocked(&recall)?;
+                if self.state.recalls.contains_key(&(unit.gtin, current.lot.clone())) {
+                    return Err(Reason::UnitRecalled);
+                }
+                if now >= current.expiry {
+                    return Err(Reason::UnitExpired);
+                }
+                let mut dispensed = current.clone();
+                dispensed.status = UnitStatus::Dispensed { patient: *patient };
+                plan.effects.push(Effect::PutUnit(unit.clone(), dispensed));
+            }
+            Operation::DecommissionUnit { unit, reason } => {
+                let current = self.custodied_unit(unit, &signer)?;
+                if reason.is_empty() {
+                    return Err(Reason::InvalidField);
+                }
+                let mut retired = current.clone();
+                retired.status = UnitStatus::Decommissioned { reason: reason.clone() };
+                plan.effects.push(Effect::PutUnit(unit.clone(), retired));
+            }
+            Operation::RecallLot { gtin, lot, reason } => {
+                self.require_signer(&signer, &[Role::Manufacturer, Role::Regulator])?;
+                if lot.is_empty() || reason.is_empty() {
+                    return Err(Reason::InvalidField);
+                }
+                let key = StateKey::Recall(*gtin, lot.clone());
+                self.unlocked(&key)?;
+                if self.state.recalls.contains_key(&(*gtin, lot.clone())) {
+                    return Err(Reason::LotAlreadyRecalled);
+                }
+                plan.effects.push(Effect::PutRecall(
+                    *gtin,
+                    lot.clone(),
+                    Recall { by: signer, reason: reason.clone(), recalled_at: now },
+                ));
+                plan.locks.push(key);
+            }
+            other => unreachable!("{} is not in the supply family", other.name()),
+        }
+        Ok(())
+    }
+
+    /// A unit the signer holds, active.
+    fn custodied_unit(&self, unit: &UnitId, signer: &ActorKey) -> Check<&Unit> {
+        let current = self.state.units.get(unit).ok_or(Reason::UnknownUnit)?;
+        if current.custodian != *signer {
+            return Err(Reason::NotUnitCustodian);
+        }
+        if current.status != UnitStatus::Active {
+            return Err(Reason::UnitNotActive);
+        }
+        Ok(current)
+    }
+}

@@ -1,0 +1,72 @@
+//! What an auditor runs: `caduceus verify` over a data directory, and `caduceus check-proof`
+//! of an exported proof against a checkpoint hash they trust.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use caduceus_engine::codec::Codec;
+use caduceus_engine::model::{hex, Hash};
+use caduceus_engine::storage::RocksStorage;
+use caduceus_engine::verify::verify_storage;
+use caduceus_engine::Proof;
+
+use crate::print::id_hex;
+
+/// Exit code of a check that ran and found the ledger or proof damaged.
+const DAMAGED: u8 = 2;
+
+pub fn verify(dir: &Path) -> Result<ExitCode> {
+    if !dir.join("CURRENT").exists() {
+        bail!("{} holds no ledger", dir.display());
+    }
+    let storage = RocksStorage::open(dir)?;
+    let report = verify_storage(&storage)?;
+    println!(
+        "checked {} shards, {} rounds, {} blocks, {} transactions, {} stored keys",
+        report.shards, report.rounds, report.blocks, report.transactions, report.keys
+    );
+    if report.is_intact() {
+        println!("intact: every chain, root, signature, state entry and index matches the blocks");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("DAMAGED: {} problems", report.problem_count);
+    for problem in &report.problems {
+        println!("  {}: {}", problem.place, problem.detail);
+    }
+    if report.problem_count > report.problems.len() as u64 {
+        println!("  ... and {} more", report.problem_count - report.problems.len() as u64);
+    }
+    Ok(ExitCode::from(DAMAGED))
+}
+
+pub fn check_proof(path: &Path, trusted: &Hash) -> Result<ExitCode> {
+    let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    let proof = <Proof as Codec>::decode(&bytes).context("the file is not a Caduceus proof")?;
+    let transaction = &proof.transaction.transaction;
+    println!(
+        "transaction {}: {} signed by {}, result {}, shard {} height {}, round {}",
+        id_hex(transaction.id),
+        transaction.operation.name(),
+        transaction.signer,
+        proof.result,
+        proof.header.shard,
+        proof.header.height,
+        proof.checkpoint_round
+    );
+    let signature = caduceus_engine::signature::verify_all(std::slice::from_ref(&proof.transaction));
+    if let Some(reason) = signature[0] {
+        println!("INVALID: the transaction's signature does not check ({reason})");
+        return Ok(ExitCode::from(DAMAGED));
+    }
+    match proof.verify(trusted) {
+        Ok(()) => {
+            println!("VALID: signature checks and the proof leads to checkpoint {}", hex(trusted));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            println!("INVALID: {error}");
+            Ok(ExitCode::from(DAMAGED))
+        }
+    }
+}

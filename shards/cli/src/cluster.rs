@@ -1,0 +1,137 @@
+//! `caduceus cluster init/up/status/down`, the node commands and `caduceus submit`: running a
+//! cluster on this machine and sending it the seeded workload.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Result;
+use caduceus_engine::model::{hex, ActorKey};
+use caduceus_loadgen::args::LoadArgs;
+use caduceus_shards::client::Client;
+use caduceus_shards::local;
+use caduceus_shards::wire::Outcome;
+use caduceus_workload::{Workload, WorkloadConfig};
+use clap::Subcommand;
+
+use crate::parse;
+
+/// Exit code of `cluster status` when a node is not healthy.
+const UNHEALTHY: u8 = 3;
+
+#[derive(Subcommand)]
+pub enum ClusterAction {
+    /// Create a cluster: CA, node certificates and keys, one config per node (ports on 127.0.0.1).
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        shards: u32,
+        /// Shard server processes (shards are dealt to them in turn; default one per shard).
+        #[arg(long)]
+        servers: Option<u32>,
+        /// The coordinator's client port; shard servers take the next ones. 0 picks free ports.
+        #[arg(long, default_value_t = 7400)]
+        base_port: u16,
+        /// A genesis operator's actor key (hex); repeat for several. Default: the operator of
+        /// the seeded demo workload with `--seed`, so `caduceus submit` works at once. A real
+        /// deployment names its own.
+        #[arg(long, value_parser = parse::actor)]
+        operator: Vec<ActorKey>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Commit every round at this time (ms since the epoch) instead of the clock, for
+        /// reproducible runs.
+        #[arg(long)]
+        fixed_time: Option<u64>,
+    },
+    /// Start every node, wait until healthy, print the client address; stop on Ctrl-C or SIGTERM.
+    Up {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Each node's role, pid, address and health.
+    Status {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Stop a running cluster.
+    Down {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+pub fn command(action: ClusterAction) -> Result<ExitCode> {
+    match action {
+        ClusterAction::Init { dir, shards, servers, base_port, operator, seed, fixed_time } => {
+            let operators = if operator.is_empty() {
+                let workload = Workload::new(WorkloadConfig { seed, ..WorkloadConfig::default() }, 0);
+                println!("genesis operator: the demo workload's (seed {seed}); name your own with --operator");
+                vec![workload.operator()]
+            } else {
+                operator
+            };
+            let servers = servers.unwrap_or(shards);
+            local::init(&local::InitOptions { dir, shards, servers, base_port, operators, fixed_time })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterAction::Up { dir } => {
+            crate::runtime()?.block_on(local::up(&dir))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterAction::Status { dir } => {
+            let healthy = crate::runtime()?.block_on(local::status(&dir))?;
+            Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::from(UNHEALTHY) })
+        }
+        ClusterAction::Down { dir } => {
+            local::down(&dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Submits the seeded workload (setup, then load) to a cluster and prints results by reason.
+pub async fn submit(target: std::net::SocketAddr, ca: &Path, load: &LoadArgs) -> Result<()> {
+    let client = Client::connect(target, ca).await?;
+    let mut workload = Workload::new(load.workload(), load.start_ms());
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let started = Instant::now();
+    let mut total = 0;
+    let mut record = |outcomes: Vec<Outcome>| {
+        for outcome in outcomes {
+            let name = match outcome {
+                Outcome::Done(result) => result.as_str().to_string(),
+                Outcome::Unavailable => "unavailable (not acknowledged)".to_string(),
+            };
+            *counts.entry(name).or_default() += 1;
+        }
+    };
+    for phase in workload.signed_setup() {
+        for batch in phase.chunks(load.batch_size()) {
+            total += batch.len();
+            record(client.submit(batch.to_vec()).await?);
+        }
+    }
+    let mut left = load.transactions();
+    while left > 0 {
+        let batch = workload.signed_batch(left.min(load.batch_size()));
+        left -= batch.len();
+        total += batch.len();
+        record(client.submit(batch).await?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "{total} transactions to {target} in {elapsed:.1} s ({:.0} tx/s, one batch at a time)",
+        total as f64 / elapsed
+    );
+    for (name, count) in counts {
+        println!("  {name:<32} {count}");
+    }
+    if let Some(checkpoint) = client.checkpoint().await? {
+        println!("checkpoint round {} {}", checkpoint.round, hex(&checkpoint.hash()));
+    }
+    client.close().await;
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! Value parsers for the command line's keys, ids and hashes, so a malformed one is refused
+//! by clap with the flag's name before any handler runs.
+
+use caduceus_engine::model::{unhex, ActorKey, Hash, TxId};
+
+/// An actor key: 64 hex digits.
+pub fn actor(text: &str) -> Result<ActorKey, String> {
+    ActorKey::from_hex(text).ok_or_else(|| format!("{text:?} is not a 64-digit hex actor key"))
+}
+
+/// A transaction, record or claim id: up to 32 hex digits.
+pub fn id(text: &str) -> Result<TxId, String> {
+    let bytes = unhex(text)
+        .filter(|b| !b.is_empty() && b.len() <= 16)
+        .ok_or_else(|| format!("{text:?} is not a hex id of up to 32 digits"))?;
+    let mut padded = [0u8; 16];
+    padded[16 - bytes.len()..].copy_from_slice(&bytes);
+    Ok(u128::from_be_bytes(padded))
+}
+
+/// A blake3 hash, such as a checkpoint's: 64 hex digits.
+pub fn hash(text: &str) -> Result<Hash, String> {
+    unhex(text).and_then(|bytes| bytes.try_into().ok()).ok_or_else(|| format!("{text:?} is not a 64-digit hex hash"))
+}

@@ -1,0 +1,78 @@
+//! How the command line shows ledger entries: times, ids, access reports, custody trails,
+//! proofs and checkpoints, the same for every target.
+
+use caduceus_engine::history::{AccessEntry, CustodyEvent};
+use caduceus_engine::model::hex;
+use caduceus_engine::{Checkpoint, Proof, UnitVerification};
+
+pub fn id_hex(id: u128) -> String {
+    hex(&id.to_be_bytes())
+}
+
+/// A timestamp as UTC date and time, to the millisecond.
+pub fn when(ms: u64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// One line of an access report, every field named.
+pub fn access(entry: &AccessEntry) {
+    let purpose = entry.purpose.map_or("emergency", |p| p.as_str());
+    println!(
+        "{} record={} accessor={} purpose={purpose} result={} break_glass={} tx={}",
+        when(entry.time),
+        id_hex(entry.record),
+        entry.accessor,
+        entry.result,
+        entry.break_glass,
+        id_hex(entry.transaction)
+    );
+}
+
+/// Whether a unit is genuine, recalled or expired, then its custody trail.
+pub fn unit(verification: &UnitVerification, events: &[CustodyEvent]) {
+    let unit = &verification.unit;
+    println!();
+    match &verification.state {
+        None => println!("unit {unit}: NOT GENUINE (never commissioned on this ledger)"),
+        Some(state) => println!(
+            "unit {unit}: genuine, lot {}, {}, custodian {}, recalled: {}, expired: {}",
+            state.lot,
+            state.status.name(),
+            &state.custodian.to_hex()[..16],
+            verification.recall.as_ref().map_or("no".to_owned(), |r| format!("yes ({})", r.reason)),
+            if verification.expired { "yes" } else { "no" }
+        ),
+    }
+    for event in events {
+        let to = event.counterparty.map(|c| format!(" -> {}", &c.to_hex()[..16])).unwrap_or_default();
+        println!("  {} {:<18} by {}{to}: {}", when(event.time), event.event, &event.actor.to_hex()[..16], event.result);
+    }
+}
+
+/// A transaction's result and whether its proof checks against `checkpoint`.
+pub fn proof(id: u128, proof: &Proof, checkpoint: &Checkpoint) {
+    let verdict = match proof.verify(&checkpoint.hash()) {
+        Ok(()) => "VERIFIED".to_owned(),
+        Err(error) => format!("FAILED: {error}"),
+    };
+    println!(
+        "transaction {}: {} in shard {} block {}; proof ({} + {} + {} hashes) against checkpoint {} ({}): {verdict}",
+        id_hex(id),
+        proof.result,
+        proof.header.shard,
+        proof.header.height,
+        proof.transaction_path.len(),
+        proof.result_path.len(),
+        proof.head_path.len(),
+        proof.checkpoint_round,
+        &hex(&checkpoint.hash())[..16],
+    );
+}
+
+pub fn checkpoint(checkpoint: &Checkpoint) {
+    println!("round {} checkpoint {}", checkpoint.round, hex(&checkpoint.hash()));
+    for head in &checkpoint.heads {
+        println!("  shard {} height {} head {}", head.shard, head.height, hex(&head.hash));
+    }
+}
