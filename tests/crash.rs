@@ -28,7 +28,10 @@ fn batches() -> (Workload, Vec<Vec<SignedTransaction>>) {
 
 /// The tests' ledger: 3 shards, a fixed clock, these options.
 fn open_on(workload: &Workload, storage: Arc<dyn Storage>, options: &Options) -> Result<Ledger, OpenError> {
-    Ledger::open_on(storage, &workload.ledger_config(3), Arc::new(|| 1_800_000_000_000), options)
+    Ledger::builder()
+        .clock(Arc::new(|| 1_800_000_000_000))
+        .options(options.clone())
+        .open_on(storage, &workload.ledger_config(3))
 }
 
 fn open(workload: &Workload, storage: Arc<dyn Storage>) -> Ledger {
@@ -302,11 +305,9 @@ fn a_clean_stop_and_reopen_restores_the_same_state() {
     assert_eq!(reopened.submit(batches[3].clone()).unwrap().len(), batches[3].len());
     assert_eq!(reopened.state_hash().unwrap(), hash);
     drop(reopened);
-    let wrong = Ledger::open_with(
-        Arc::new(RocksStorage::open(dir.path()).unwrap()),
-        &workload.ledger_config(5),
-        Arc::new(|| 1_800_000_000_000),
-    );
+    let wrong = Ledger::builder()
+        .clock(Arc::new(|| 1_800_000_000_000))
+        .open_on(Arc::new(RocksStorage::open(dir.path()).unwrap()), &workload.ledger_config(5));
     assert!(matches!(wrong, Err(caduceus_engine::OpenError::ShardCount { stored: 3, requested: 5 })));
 }
 

@@ -19,14 +19,20 @@ fn grouping_batches_changes_no_result() {
     let batches: Vec<_> = (0..40).map(|i| workload.signed_batch(10 + i % 7 * 20)).collect();
     let clock = Arc::new(|| 1_800_000_000_000);
 
-    let one_at_a_time =
-        Ledger::open_with(Arc::new(MemoryStorage::new()), &workload.ledger_config(4), clock.clone()).unwrap();
+    let one_at_a_time = Ledger::builder()
+        .clock(clock.clone())
+        .open_on(Arc::new(MemoryStorage::new()), &workload.ledger_config(4))
+        .unwrap();
     // A slow disk, so that batches queue behind each write and share the next one.
     let storage = Arc::new(FaultyStorage::new());
     // And keep nothing cached between groups: groups execute ahead of the slow disk, so what they
     // read comes from storage and from the entries earlier groups wrote but have not stored yet.
     let nothing_cached = Options { state_cache_entries: Some(0) };
-    let all_at_once = Ledger::open_on(storage.clone(), &workload.ledger_config(4), clock, &nothing_cached).unwrap();
+    let all_at_once = Ledger::builder()
+        .clock(clock)
+        .options(nothing_cached.clone())
+        .open_on(storage.clone(), &workload.ledger_config(4))
+        .unwrap();
     for phase in &setup {
         one_at_a_time.submit(phase.clone()).unwrap();
         all_at_once.submit(phase.clone()).unwrap();
@@ -57,7 +63,11 @@ fn a_state_cache_counts_what_it_reads_from_storage() {
     let batches: Vec<_> = (0..12).map(|_| workload.signed_batch(100)).collect();
     let clock = Arc::new(|| 1_800_000_000_000);
     let open = |options: &Options| {
-        Ledger::open_on(Arc::new(MemoryStorage::new()), &workload.ledger_config(4), clock.clone(), options).unwrap()
+        Ledger::builder()
+            .clock(clock.clone())
+            .options(options.clone())
+            .open_on(Arc::new(MemoryStorage::new()), &workload.ledger_config(4))
+            .unwrap()
     };
     let whole = open(&Options::default());
     let roomy = open(&Options { state_cache_entries: Some(1_000_000) });

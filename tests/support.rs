@@ -84,7 +84,11 @@ impl World {
     /// As `ledger_on`, with a chosen state cache (`None`: the whole state in memory, the default).
     pub fn ledger_with(&self, storage: Arc<dyn Storage>, shards: u32, state_cache_entries: Option<usize>) -> Ledger {
         let options = Options { state_cache_entries };
-        let ledger = Ledger::open_on(storage, &self.config(shards), self.clock(), &options).expect("open");
+        let ledger = Ledger::builder()
+            .clock(self.clock())
+            .options(options.clone())
+            .open_on(storage, &self.config(shards))
+            .expect("open");
         let registrations = [
             (&self.patient, Role::Patient),
             (&self.other_patient, Role::Patient),

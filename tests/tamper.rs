@@ -23,7 +23,10 @@ pub fn small_ledger(storage: Arc<dyn Storage>, transactions: usize) -> Ledger {
         ..WorkloadConfig::default()
     };
     let mut workload = Workload::new(config, 1_800_000_000_000);
-    let ledger = Ledger::open_with(storage, &workload.ledger_config(3), Arc::new(|| 1_800_000_000_000)).expect("open");
+    let ledger = Ledger::builder()
+        .clock(Arc::new(|| 1_800_000_000_000))
+        .open_on(storage, &workload.ledger_config(3))
+        .expect("open");
     for phase in workload.signed_setup() {
         assert!(ledger.submit(phase).unwrap().iter().all(|r| r.is_committed()));
     }

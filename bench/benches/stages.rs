@@ -194,7 +194,9 @@ fn pipeline(c: &mut Criterion) {
     group.sample_size(10);
     for batch_size in [256usize, 1_024, 2_048, 8_192] {
         let mut workload = workload();
-        let ledger = Ledger::open_with(Arc::new(MemoryStorage::new()), &workload.ledger_config(4), Arc::new(|| NOW))
+        let ledger = Ledger::builder()
+            .clock(Arc::new(|| NOW))
+            .open_on(Arc::new(MemoryStorage::new()), &workload.ledger_config(4))
             .expect("open");
         for phase in workload.signed_setup() {
             ledger.submit(phase).expect("setup");

@@ -94,6 +94,18 @@ impl StorageReads {
     }
 }
 
+/// A state entry of one shard.
+pub type ShardKey = (u32, StateKey);
+
+/// A consent that may change: its shard, patient and id.
+pub type ChangedConsent = (u32, ActorKey, u128);
+
+/// State entries read from storage for a group, not yet resident: the entry, its stored key,
+/// and its value if stored.
+pub struct Fetched {
+    entries: Vec<(ShardKey, Vec<u8>, Option<Vec<u8>>)>,
+}
+
 /// The cached families' residency, per shard, for a ledger opened with a limit (without one,
 /// the whole state is resident and there is no cache).
 pub struct StateCache {
@@ -117,73 +129,88 @@ impl StateCache {
         self.reads
     }
 
-    /// Makes resident everything `transactions` will read.
-    pub fn load<'a>(
+    /// Before a group runs: what its transactions will read beyond the resident families, and
+    /// the consents among them that may change (a revocation writes its grantee's index again,
+    /// so that index is read too, once the consent is resident: see `changed_indexes`).
+    pub fn needs<'a>(
+        shard_count: u32,
+        transactions: impl IntoIterator<Item = &'a SignedTransaction>,
+    ) -> (Vec<ShardKey>, Vec<ChangedConsent>) {
+        let mut wanted = Vec::new();
+        for transaction in transactions {
+            needs(transaction, shard_count, &mut wanted);
+        }
+        let mut entries = Vec::new();
+        let mut changed = Vec::new();
+        for need in wanted {
+            match need {
+                Need::Entry(shard, key) => entries.push((shard, key)),
+                Need::Changed(shard, patient, id) => {
+                    entries.push((shard, StateKey::Consent(patient, id)));
+                    changed.push((shard, patient, id));
+                }
+            }
+        }
+        (entries, changed)
+    }
+
+    /// The grantee indexes of consents that may change, once those consents are resident.
+    pub fn changed_indexes(shards: &[Shard], changed: &[(u32, ActorKey, u128)]) -> Vec<(u32, StateKey)> {
+        changed
+            .iter()
+            .filter_map(|(shard, patient, id)| {
+                let consent = shards[*shard as usize].state().consents.get(&(*patient, *id))?;
+                Some((*shard, StateKey::ConsentIndex(*patient, consent.grantee)))
+            })
+            .collect()
+    }
+
+    /// Of `wanted`, the entries that are not resident, each once: what storage must be asked.
+    pub fn missing(shards: &[Shard], wanted: &[(u32, StateKey)]) -> Vec<(u32, StateKey)> {
+        let mut seen: Set<(u32, StateKey)> = Set::default();
+        wanted
+            .iter()
+            .filter(|(shard, key)| !shards[*shard as usize].state().holds(key) && seen.insert((*shard, key.clone())))
+            .cloned()
+            .collect()
+    }
+
+    /// Reads `missing` entries from storage (absent ones stay absent). It needs no lock on the
+    /// state: what it reads is durable, and nothing is made resident until `insert`.
+    pub fn read(storage: &dyn Storage, missing: Vec<(u32, StateKey)>) -> Result<Fetched, StorageError> {
+        let keys: Vec<Vec<u8>> = missing.iter().map(|(shard, key)| layout::state(*shard, key)).collect();
+        let values = storage.get_many(&keys)?;
+        Ok(Fetched { entries: missing.into_iter().zip(keys).zip(values).map(|((e, k), v)| (e, k, v)).collect() })
+    }
+
+    /// Makes what `read` found resident, and notes what the group uses (`wanted`) so the next
+    /// eviction keeps it.
+    pub fn insert(
         &mut self,
         shards: &mut [Shard],
-        storage: &dyn Storage,
-        transactions: impl IntoIterator<Item = &'a SignedTransaction>,
+        wanted: &[(u32, StateKey)],
+        fetched: Fetched,
     ) -> Result<(), StorageError> {
-        let shard_count = shards.len() as u32;
         for recent in &mut self.recent {
             if recent.len() > self.limit {
                 recent.clear(); // no eviction for a long while: it only needs what is in use now
             }
         }
-        let mut wanted = Vec::new();
-        for transaction in transactions {
-            needs(transaction, shard_count, &mut wanted);
-        }
-        // First the entries, consent indexes (each with its consents) and consents that may
-        // change, then the indexes of those consents' grantees.
-        let mut first = Vec::new();
-        let mut changed = Vec::new();
-        for need in wanted {
-            match need {
-                Need::Entry(shard, key) => first.push((shard, key)),
-                Need::Changed(shard, patient, id) => {
-                    first.push((shard, StateKey::Consent(patient, id)));
-                    changed.push((shard, patient, id));
-                }
-            }
-        }
-        self.fetch(shards, storage, first)?;
-        let indexes: Vec<(u32, StateKey)> = changed
-            .into_iter()
-            .filter_map(|(shard, patient, id)| {
-                let consent = shards[shard as usize].state().consents.get(&(patient, id))?;
-                Some((shard, StateKey::ConsentIndex(patient, consent.grantee)))
-            })
-            .collect();
-        self.fetch(shards, storage, indexes)
-    }
-
-    /// Reads the entries that are not resident from storage (absent ones stay absent).
-    fn fetch(
-        &mut self,
-        shards: &mut [Shard],
-        storage: &dyn Storage,
-        wanted: Vec<(u32, StateKey)>,
-    ) -> Result<(), StorageError> {
-        let mut missing: Vec<(u32, StateKey)> = Vec::new();
-        let mut seen: Set<(u32, StateKey)> = Set::default();
         // What is in use is worth keeping at the next eviction; tracked once that is near. (Counted
         // once per shard: a state map's length is a sum over its parts.)
         let near_limit: Vec<bool> = shards.iter().map(|s| s.state().cached_len() > self.limit / 2).collect();
         for (shard, key) in wanted {
-            if near_limit[shard as usize] {
-                self.recent[shard as usize].insert(key.clone());
-            }
-            if !shards[shard as usize].state().holds(&key) && seen.insert((shard, key.clone())) {
-                missing.push((shard, key));
+            if near_limit[*shard as usize] {
+                self.recent[*shard as usize].insert(key.clone());
             }
         }
-        let keys: Vec<Vec<u8>> = missing.iter().map(|(shard, key)| layout::state(*shard, key)).collect();
-        self.reads.keys += keys.len() as u64;
-        for ((shard, key), (full, value)) in missing.into_iter().zip(keys.iter().zip(storage.get_many(&keys)?)) {
+        self.reads.keys += fetched.entries.len() as u64;
+        // Nothing was made resident between `missing` and here: the execute stage plans and
+        // reads under an upgradable lock, which no other writer can take.
+        for ((shard, key), full, value) in fetched.entries {
             if let Some(value) = value {
                 self.reads.found += 1;
-                shards[shard as usize].state_mut().insert(key, &value).map_err(|e| damaged(full, e))?;
+                shards[shard as usize].state_mut().insert(key, &value).map_err(|e| damaged(&full, e))?;
             }
         }
         Ok(())

@@ -309,7 +309,8 @@ fn run(options: Run) -> Result<()> {
             };
             let ledger_options = LedgerOptions { state_cache_entries: options.state_cache };
             let ledger = if dir.join("CURRENT").exists() {
-                let ledger = Ledger::open_existing_with(&dir, &ledger_options).context("open the ledger")?;
+                let ledger =
+                    Ledger::builder().options(ledger_options.clone()).open_existing(&dir).context("open the ledger")?;
                 eprintln!("continuing the ledger in {} at round {}", dir.display(), ledger.round());
                 if ledger.shard_count() != load.shards {
                     bail!("the ledger in {} has {} shards, not {}", dir.display(), ledger.shard_count(), load.shards);
@@ -317,7 +318,7 @@ fn run(options: Run) -> Result<()> {
                 ledger
             } else {
                 let config = Config { shards: load.shards, genesis_operators: vec![source.operator] };
-                Ledger::open_with_options(&dir, &config, &ledger_options).context("create the ledger")?
+                Ledger::builder().options(ledger_options.clone()).open(&dir, &config).context("create the ledger")?
             };
             (Sink::Embedded(ledger), dir.display().to_string())
         }

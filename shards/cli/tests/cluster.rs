@@ -209,7 +209,10 @@ fn a_cluster_gives_the_embedded_engine_s_results_state_and_checkpoint() {
     let shards = 4;
 
     let clock: Clock = Arc::new(|| FIXED_TIME);
-    let ledger = Ledger::open_with(Arc::new(MemoryStorage::default()), &work.ledger_config(shards), clock).unwrap();
+    let ledger = Ledger::builder()
+        .clock(clock)
+        .open_on(Arc::new(MemoryStorage::default()), &work.ledger_config(shards))
+        .unwrap();
     let embedded: Vec<Vec<TxResult>> = batches.iter().map(|b| ledger.submit(b.clone()).unwrap()).collect();
 
     let cluster = Cluster::init(shards, 2, &operator);

@@ -1,0 +1,421 @@
+//! The `Ledger`: the embeddable facade over shards, pipeline and storage.
+//!
+//! Submitted batches flow through three pipeline stages joined by bounded
+//! channels: a verify stage checks signatures on the global rayon pool; an
+//! execute stage, on a rayon pool of its own, de-duplicates by transaction id
+//! and executes each batch as a round over all shards, in memory; a persist
+//! stage writes each executed group in one atomic, fsynced write and only then
+//! answers. So while one group is written, the next executes and the one after
+//! is verified. The rounds of
+//! all batches waiting at once share one write (group commit); a batch is
+//! always its own round, so results depend only on the order of batches,
+//! never on timing.
+//!
+//! The in-memory state can be ahead of storage by the groups being written.
+//! Queries of it return only once what they read is durable, so nothing a
+//! query returns can be lost by a crash. When a write fails, the state goes
+//! back to what is durable and every batch executed on top of the lost write
+//! is refused as well: nothing unacknowledged is kept.
+
+//!
+//! The parts: `builder` opens a ledger and starts the stages; `admission` decides which queue
+//! a client's batch waits in; `verify_stage`, `execute_stage` and `persist_stage` are the three
+//! stages; `core` is the state they share. This file is the facade: submitting and querying.
+
+mod admission;
+mod builder;
+mod core;
+mod execute_stage;
+mod persist_stage;
+mod verify_stage;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use parking_lot::RwLock;
+use thiserror::Error;
+
+use self::admission::{Standings, Submission};
+pub use self::builder::LedgerBuilder;
+pub(crate) use self::core::check_format;
+pub use self::core::load_state;
+use self::core::Core;
+use self::persist_stage::Durable;
+use crate::block::{Checkpoint, Proof};
+use crate::cache::{StateCache, StorageReads};
+use crate::codec::DecodeError;
+use crate::history::{AccessEntry, CustodyEvent, TxLocation};
+use crate::layout;
+use crate::limits::BATCH_TRANSACTIONS_MAX;
+use crate::model::{ActorKey, Hash, SignedTransaction, Timestamp, TxId, TxResult, UnitId};
+use crate::reads;
+use crate::routing::{shard_of_actor, shard_of_unit};
+use crate::shard::Shard;
+use crate::state::{Account, Actor, Claim, Recall, StateKey, Unit};
+use crate::storage::{Storage, StorageError};
+
+/// The source of commit time: milliseconds since the Unix epoch.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+}
+
+/// How a ledger is created. On reopen the stored configuration wins, and a
+/// different shard count is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub shards: u32,
+    /// Operators that exist from the start; they register every other actor.
+    pub genesis_operators: Vec<ActorKey>,
+}
+
+/// How this process runs a ledger; nothing here is stored.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Entries of the state that grows with history (records, consents, claims, units) each
+    /// shard keeps in memory; past it, durable entries are dropped and read again from storage
+    /// when a transaction needs them (see `cache`). `None` (the default): the whole state is
+    /// loaded on open and stays in memory. A limit bounds memory and makes opening fast
+    /// whatever the history; each transaction that touches an entry not in memory pays a
+    /// storage read.
+    pub state_cache_entries: Option<usize>,
+}
+
+/// Why a ledger could not be opened.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("invalid configuration: {0}")]
+    Config(&'static str),
+    #[error("the ledger has {stored} shards; it cannot be opened with {requested}")]
+    ShardCount { stored: u32, requested: u32 },
+    #[error("stored data is damaged at {place}: {detail} (run `caduceus verify`)")]
+    Corrupt { place: String, detail: String },
+    #[error("{0} holds no ledger")]
+    NoLedger(std::path::PathBuf),
+    #[error(
+        "the store is in format {stored} and this build reads format {expected}: open it with the build that wrote it, or rebuild it"
+    )]
+    Format { stored: u32, expected: u32 },
+}
+
+/// Why a batch was not accepted. Per-transaction outcomes are `TxResult`s, not errors.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubmitError {
+    #[error("batch of {count} transactions is over the limit of {limit}")]
+    BatchTooLarge { count: usize, limit: usize },
+    #[error("the write was not made durable, so nothing in the batch was applied: {0}")]
+    Storage(String),
+    #[error("the ledger is closed")]
+    Closed,
+}
+
+/// Why a query failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("stored data is damaged at {place}: {source} (run `caduceus verify`)")]
+    Corrupt { place: String, source: DecodeError },
+    #[error("stored data is inconsistent at {place}: {detail} (run `caduceus verify`)")]
+    Inconsistent { place: String, detail: &'static str },
+}
+
+/// What the ledger says about a serialized unit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnitVerification {
+    pub unit: UnitId,
+    /// `None`: never commissioned on this ledger, so not genuine.
+    pub state: Option<Unit>,
+    pub recall: Option<Recall>,
+    pub expired: bool,
+}
+
+impl UnitVerification {
+    pub fn genuine(&self) -> bool {
+        self.state.is_some()
+    }
+    /// Genuine, active, not recalled and not expired.
+    pub fn dispensable(&self) -> bool {
+        self.state.as_ref().is_some_and(|u| u.status == crate::state::UnitStatus::Active)
+            && self.recall.is_none()
+            && !self.expired
+    }
+}
+
+/// One result per transaction of a batch, or why the batch was not applied.
+type Answer = Result<Vec<TxResult>, SubmitError>;
+
+/// Who submitted a batch, as the embedding application (or the cluster's coordinator, per
+/// connection) tells it; `Ledger::submit_async` uses client 0.
+pub type ClientId = u64;
+
+/// A submitted batch whose results are not yet durable.
+pub struct PendingBatch {
+    reply: Receiver<Answer>,
+}
+
+impl PendingBatch {
+    /// Waits until the batch is durable and returns one result per transaction, in order.
+    pub fn wait(self) -> Answer {
+        self.reply.recv().unwrap_or(Err(SubmitError::Closed))
+    }
+}
+
+/// An open ledger.
+///
+/// ```
+/// use caduceus_engine::{Config, Ledger, Operation, Role, Transaction, TxResult};
+/// use caduceus_engine::signature::{actor_key, sign, signing_key};
+///
+/// let operator = signing_key([1; 32]);
+/// let config = Config { shards: 2, genesis_operators: vec![actor_key(&operator)] };
+/// let ledger = Ledger::open_in_memory(&config)?;
+///
+/// let provider = signing_key([2; 32]);
+/// let register = Transaction {
+///     id: 1,
+///     signer: actor_key(&operator),
+///     timestamp: 0,
+///     operation: Operation::RegisterActor { actor: actor_key(&provider), role: Role::Provider, name: "Clinic".into() },
+/// };
+/// let results = ledger.submit(vec![sign(register, &operator)?])?;
+/// assert_eq!(results, vec![TxResult::Committed]);
+///
+/// // The same id again returns the first result and applies nothing.
+/// let again = Transaction {
+///     id: 1,
+///     signer: actor_key(&operator),
+///     timestamp: 0,
+///     operation: Operation::RegisterActor { actor: actor_key(&provider), role: Role::Payer, name: "Clinic".into() },
+/// };
+/// assert_eq!(ledger.submit(vec![sign(again, &operator)?])?, vec![TxResult::Committed]);
+/// assert_eq!(ledger.actor(&actor_key(&provider)).unwrap().role, Role::Provider);
+///
+/// let proof = ledger.prove(1)?.expect("committed transactions have proofs");
+/// let checkpoint = ledger.checkpoint_at(proof.checkpoint_round)?.expect("stored checkpoint");
+/// assert!(proof.verify(&checkpoint.hash()).is_ok());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Ledger {
+    core: Arc<RwLock<Core>>,
+    durable: Arc<Durable>,
+    /// Batches of clients in good standing, and of clients that recently sent bad signatures;
+    /// the verify stage takes from the second only when the first is empty.
+    submit: Option<(Sender<Submission>, Sender<Submission>)>,
+    standings: Arc<Standings>,
+    threads: Vec<JoinHandle<()>>,
+    clock: Clock,
+}
+
+impl Ledger {
+    /// Opens (or creates) a ledger in a directory, on RocksDB, with default options. See
+    /// [`Ledger::builder`] for options, another clock or another storage.
+    #[cfg(feature = "rocksdb")]
+    pub fn open(path: &std::path::Path, config: &Config) -> Result<Self, OpenError> {
+        Self::builder().open(path, config)
+    }
+
+    /// Opens a ledger that already exists in a directory, with its stored configuration.
+    #[cfg(feature = "rocksdb")]
+    pub fn open_existing(path: &std::path::Path) -> Result<Self, OpenError> {
+        Self::builder().open_existing(path)
+    }
+
+    /// A ledger that lives in memory only (tests, simulations, examples).
+    pub fn open_in_memory(config: &Config) -> Result<Self, OpenError> {
+        Self::builder().open_in_memory(config)
+    }
+
+    /// How to open a ledger with options, a chosen clock or any storage.
+    pub fn builder() -> LedgerBuilder {
+        LedgerBuilder::default()
+    }
+
+    /// Queues a batch and returns at once; `wait` on the result for the per-transaction outcomes.
+    /// Blocks while the pipeline's queues are full.
+    pub fn submit_async(&self, transactions: Vec<SignedTransaction>) -> Result<PendingBatch, SubmitError> {
+        self.submit_async_from(0, transactions)
+    }
+
+    /// `submit_async` for one of several clients. A client whose batch held bad signatures has
+    /// its next `PENALTY_BATCHES` batches verified only when no other client's batch is
+    /// waiting, so a client that sends forgeries slows itself, not the others.
+    pub fn submit_async_from(
+        &self,
+        client: ClientId,
+        transactions: Vec<SignedTransaction>,
+    ) -> Result<PendingBatch, SubmitError> {
+        if transactions.len() > BATCH_TRANSACTIONS_MAX {
+            return Err(SubmitError::BatchTooLarge { count: transactions.len(), limit: BATCH_TRANSACTIONS_MAX });
+        }
+        let (reply, receiver) = bounded(1);
+        let (clean, penalized) = self.submit.as_ref().ok_or(SubmitError::Closed)?;
+        let penalize = self.standings.route(client);
+        let queue = if penalize { penalized } else { clean };
+        queue.send(Submission { client, penalized: penalize, transactions, reply }).map_err(|_| SubmitError::Closed)?;
+        Ok(PendingBatch { reply: receiver })
+    }
+
+    /// Submits a batch and waits until its results are durable.
+    pub fn submit(&self, transactions: Vec<SignedTransaction>) -> Answer {
+        self.submit_async(transactions)?.wait()
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        self.core.read().genesis.shards
+    }
+
+    /// Reads the in-memory state, and returns once what was read is durable: the executed
+    /// state can be ahead of storage by the groups being written, and nothing a query
+    /// returns may be lost by a crash.
+    fn read_durable<T>(&self, read: impl Fn(&Core) -> T) -> T {
+        loop {
+            let (value, seq, epoch) = {
+                let core = self.core.read();
+                (read(&core), core.executed, core.epoch)
+            };
+            if self.durable.wait(seq, epoch) {
+                return value;
+            }
+        }
+    }
+
+    /// The number of the last durable round.
+    pub fn round(&self) -> u64 {
+        self.read_durable(|core| core.round)
+    }
+
+    /// The latest checkpoint: every shard's head after the last round.
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        self.read_durable(|core| core.checkpoint.clone())
+    }
+
+    pub fn checkpoint_at(&self, round: u64) -> Result<Option<Checkpoint>, QueryError> {
+        reads::checkpoint_at(self.storage().as_ref(), round)
+    }
+
+    /// blake3 over every shard's canonical state: equal hashes, equal states. Read from storage
+    /// in one consistent scan, since the in-memory state is only partly resident.
+    pub fn state_hash(&self) -> Result<Hash, QueryError> {
+        let (storage, shards) = self.read_durable(|core| (core.storage.clone(), core.genesis.shards));
+        let mut hashers: Vec<blake3::Hasher> = (0..shards).map(|_| blake3::Hasher::new()).collect();
+        // A state key is the family byte, the shard (u32 BE), then the entry's own key.
+        storage.scan(&[layout::STATE], &mut |key, value| {
+            let shard = u32::from_be_bytes(key[1..5].try_into().expect("4 bytes"));
+            crate::state::hash_entry(&mut hashers[shard as usize], &key[5..], value);
+            true
+        })?;
+        let mut hasher = blake3::Hasher::new();
+        for shard in hashers {
+            hasher.update(shard.finalize().as_bytes());
+        }
+        Ok(*hasher.finalize().as_bytes())
+    }
+
+    /// What the state cache has read from storage since the ledger opened (`None`: the ledger
+    /// has no cache, its whole state is in memory): per transaction, what the limit costs.
+    pub fn state_cache_reads(&self) -> Option<StorageReads> {
+        self.core.read().cache.as_ref().map(StateCache::reads)
+    }
+
+    /// Every shard's height.
+    pub fn heights(&self) -> Vec<u64> {
+        self.read_durable(|core| core.shards.iter().map(Shard::height).collect())
+    }
+
+    /// Total balances and total funding over all accounts; equal whenever the ledger is at rest.
+    pub fn fund_totals(&self) -> (u128, u128) {
+        self.read_durable(|core| crate::shard::fund_totals(&core.shards))
+    }
+
+    pub fn actor(&self, actor: &ActorKey) -> Option<Actor> {
+        self.read_durable(|core| core.shards[0].state().actors.get(actor).cloned())
+    }
+
+    pub fn account(&self, owner: &ActorKey) -> Option<Account> {
+        self.read_durable(|core| {
+            core.shards[shard_of_actor(owner, core.genesis.shards) as usize].state().accounts.get(owner).copied()
+        })
+    }
+
+    /// A claim, looked up on its patient's shard.
+    pub fn claim(&self, patient: &ActorKey, claim: u128) -> Result<Option<Claim>, QueryError> {
+        self.read_durable(|core| {
+            let shard = shard_of_actor(patient, core.genesis.shards);
+            match core.shards[shard as usize].state().claims.get(&(*patient, claim)) {
+                Some(claim) => Ok(Some(claim.clone())),
+                None => core.stored(shard, &StateKey::Claim(*patient, claim)),
+            }
+        })
+    }
+
+    /// Whether a unit is genuine, who holds it, whether it is recalled or expired (at the clock's now).
+    pub fn verify_unit(&self, unit: &UnitId) -> Result<UnitVerification, QueryError> {
+        self.read_durable(|core| {
+            let shard = shard_of_unit(unit, core.genesis.shards);
+            let state = core.shards[shard as usize].state();
+            let current = match state.units.get(unit) {
+                Some(current) => Some(current.clone()),
+                None => core.stored::<Unit>(shard, &StateKey::Unit(unit.clone()))?,
+            };
+            let recall = current.as_ref().and_then(|u| state.recalls.get(&(unit.gtin, u.lot.clone())).cloned());
+            let expired = current.as_ref().is_some_and(|u| (self.clock)() >= u.expiry);
+            Ok(UnitVerification { unit: unit.clone(), state: current, recall, expired })
+        })
+    }
+
+    /// Who accessed the patient's records, when, why, and whether it was permitted; oldest first.
+    pub fn access_report(&self, patient: &ActorKey) -> Result<Vec<AccessEntry>, QueryError> {
+        reads::access_report(self.storage().as_ref(), patient)
+    }
+
+    /// Every custody event of a unit, accepted or refused; oldest first.
+    pub fn custody_trace(&self, unit: &UnitId) -> Result<Vec<CustodyEvent>, QueryError> {
+        reads::custody_trace(self.storage().as_ref(), unit)
+    }
+
+    /// Where a transaction is recorded and its result, if it reached the ledger.
+    pub fn locate(&self, id: TxId) -> Result<Option<TxLocation>, QueryError> {
+        reads::locate(self.storage().as_ref(), id)
+    }
+
+    /// A transaction as recorded, with its result.
+    pub fn transaction(&self, id: TxId) -> Result<Option<(SignedTransaction, TxResult)>, QueryError> {
+        reads::transaction(self.storage().as_ref(), id)
+    }
+
+    /// An inclusion proof of a transaction and its result, up to the checkpoint of the round that sealed it.
+    pub fn prove(&self, id: TxId) -> Result<Option<Proof>, QueryError> {
+        let storage = self.storage();
+        let Some(mut proof) = reads::prove_in_block(storage.as_ref(), id)? else { return Ok(None) };
+        let round = proof.header.round;
+        let checkpoint = reads::checkpoint_at(storage.as_ref(), round)?.ok_or_else(|| QueryError::Inconsistent {
+            place: layout::describe(&layout::checkpoint(round)),
+            detail: "the block's checkpoint is missing",
+        })?;
+        reads::complete_proof(&mut proof, &checkpoint)?;
+        Ok(Some(proof))
+    }
+
+    fn storage(&self) -> Arc<dyn Storage> {
+        self.core.read().storage.clone()
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        self.submit = None;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
