@@ -22,6 +22,7 @@ use crate::layout;
 use crate::model::{hex, Hash, SignedTransaction, TxId};
 use crate::round::{decode_decisions, execute_round, Genesis, Write};
 use crate::routing::participants;
+use crate::shard::SealedBlock;
 use crate::signature::SignatureVerifier;
 use crate::storage::{Storage, StorageError};
 
@@ -118,25 +119,38 @@ fn read_block(storage: &dyn Storage, shard: u32, height: u64) -> Result<StoredBl
 /// ```
 pub fn verify_storage(storage: &dyn Storage) -> Result<Report, StorageError> {
     let mut report = Report::default();
-    let genesis = match storage.get(layout::META_CONFIG)?.map(|bytes| Genesis::decode(&bytes)) {
-        Some(Ok(genesis)) => genesis,
+    let Some(genesis) = read_genesis(storage, &mut report)? else { return Ok(report) };
+    report.shards = genesis.shards;
+    let rounds = check_chains(storage, &genesis, &mut report)?;
+    let expected = replay(storage, &genesis, &rounds, &mut report)?;
+    compare_store(storage, &expected, &mut report)?;
+    Ok(report)
+}
+
+/// The stored genesis, or `None` with the problem reported.
+fn read_genesis(storage: &dyn Storage, report: &mut Report) -> Result<Option<Genesis>, StorageError> {
+    match storage.get(layout::META_CONFIG)?.map(|bytes| Genesis::decode(&bytes)) {
+        Some(Ok(genesis)) => Ok(Some(genesis)),
         Some(Err(error)) => {
             report.problem(layout::describe(layout::META_CONFIG), format!("cannot be decoded: {error}"));
-            return Ok(report);
+            Ok(None)
         }
         None => {
-            report.problem(
-                layout::describe(layout::META_CONFIG),
-                "missing: not a ledger, or its configuration was deleted",
-            );
-            return Ok(report);
+            let detail = "missing: not a ledger, or its configuration was deleted";
+            report.problem(layout::describe(layout::META_CONFIG), detail);
+            Ok(None)
         }
-    };
-    report.shards = genesis.shards;
+    }
+}
 
-    // (1) Chains. Kept per block: its round and header hash.
+/// The blocks of each round, as (shard, height), by round.
+type Rounds = BTreeMap<u64, Vec<(u32, u64)>>;
+
+/// (1) Each shard's chain: header links, heights, rounds, times, both Merkle roots and every
+/// signature, up to the first broken block. Returns the intact blocks by round.
+fn check_chains(storage: &dyn Storage, genesis: &Genesis, report: &mut Report) -> Result<Rounds, StorageError> {
     let verifier = SignatureVerifier::new();
-    let mut chains: Vec<Vec<(u64, Hash)>> = vec![Vec::new(); genesis.shards as usize];
+    let mut rounds = Rounds::new();
     for shard in 0..genesis.shards {
         let (mut previous, mut previous_round, mut previous_time) = ([0u8; 32], 0, 0);
         for height in 1.. {
@@ -149,31 +163,8 @@ pub fn verify_storage(storage: &dyn Storage) -> Result<Report, StorageError> {
                     break;
                 }
             };
-            let mut broken = Vec::new();
-            if header.shard != shard || header.height != height {
-                broken.push("header names another shard or height".to_owned());
-            }
-            if header.previous != previous {
-                broken.push("header does not link to the previous block's hash".to_owned());
-            }
-            if header.round <= previous_round || header.time < previous_time {
-                broken.push("round or time does not increase".to_owned());
-            }
-            if header.count as usize != body.entries.len() {
-                broken.push(format!("header counts {} transactions, body holds {}", header.count, body.entries.len()));
-            }
-            if merkle_root(&body.transaction_leaves()) != header.transactions_root {
-                broken.push("transactions do not match the transaction root".to_owned());
-            }
-            if merkle_root(&body.result_leaves()) != header.results_root {
-                broken.push("results do not match the result root".to_owned());
-            }
-            let transactions: Vec<SignedTransaction> = body.entries.iter().map(|(t, _)| t.clone()).collect();
-            for (index, verdict) in verifier.verify(&transactions).into_iter().enumerate() {
-                if let Some(reason) = verdict {
-                    broken.push(format!("transaction {index} fails its signature check ({reason})"));
-                }
-            }
+            let broken =
+                block_problems(&verifier, &header, &body, (shard, height), previous, (previous_round, previous_time));
             if !broken.is_empty() {
                 for detail in broken {
                     report.problem(&place, detail);
@@ -182,146 +173,224 @@ pub fn verify_storage(storage: &dyn Storage) -> Result<Report, StorageError> {
             }
             previous = header.hash();
             (previous_round, previous_time) = (header.round, header.time);
-            chains[shard as usize].push((header.round, previous));
+            rounds.entry(header.round).or_default().push((shard, height));
             report.blocks += 1;
         }
     }
-    let mut rounds: BTreeMap<u64, Vec<(u32, u64)>> = BTreeMap::new();
-    for (shard, chain) in chains.iter().enumerate() {
-        for (index, (round, _)) in chain.iter().enumerate() {
-            rounds.entry(*round).or_default().push((shard as u32, index as u64 + 1));
+    Ok(rounds)
+}
+
+/// What is wrong with one block, given where it stands and the block before it.
+fn block_problems(
+    verifier: &SignatureVerifier,
+    header: &BlockHeader,
+    body: &BlockBody,
+    (shard, height): (u32, u64),
+    previous: Hash,
+    (previous_round, previous_time): (u64, u64),
+) -> Vec<String> {
+    let mut broken = Vec::new();
+    if header.shard != shard || header.height != height {
+        broken.push("header names another shard or height".to_owned());
+    }
+    if header.previous != previous {
+        broken.push("header does not link to the previous block's hash".to_owned());
+    }
+    if header.round <= previous_round || header.time < previous_time {
+        broken.push("round or time does not increase".to_owned());
+    }
+    if header.count as usize != body.entries.len() {
+        broken.push(format!("header counts {} transactions, body holds {}", header.count, body.entries.len()));
+    }
+    if merkle_root(&body.transaction_leaves()) != header.transactions_root {
+        broken.push("transactions do not match the transaction root".to_owned());
+    }
+    if merkle_root(&body.result_leaves()) != header.results_root {
+        broken.push("results do not match the result root".to_owned());
+    }
+    let transactions: Vec<SignedTransaction> = body.entries.iter().map(|(t, _)| t.clone()).collect();
+    for (index, verdict) in verifier.verify(&transactions).into_iter().enumerate() {
+        if let Some(reason) = verdict {
+            broken.push(format!("transaction {index} fails its signature check ({reason})"));
         }
     }
+    broken
+}
 
-    // (2) Replay, collecting the hash of every value the store should hold.
-    let mut expected: BTreeMap<Vec<u8>, Hash> = BTreeMap::new();
-    let apply = |expected: &mut BTreeMap<Vec<u8>, Hash>, writes: Vec<Write>| {
-        for (key, value) in writes {
-            match value {
-                Some(value) => expected.insert(key, value_hash(&value)),
-                None => expected.remove(&key),
-            };
-        }
-    };
+/// The hash of every value the store should hold, by key.
+type Expected = BTreeMap<Vec<u8>, Hash>;
+
+fn apply(expected: &mut Expected, writes: Vec<Write>) {
+    for (key, value) in writes {
+        match value {
+            Some(value) => expected.insert(key, value_hash(&value)),
+            None => expected.remove(&key),
+        };
+    }
+}
+
+/// (2) Replays every round from the genesis state through `execute_round`, checking that each
+/// replayed block equals the stored one, up to the first that does not; returns what the store
+/// should hold.
+fn replay(
+    storage: &dyn Storage,
+    genesis: &Genesis,
+    rounds: &Rounds,
+    report: &mut Report,
+) -> Result<Expected, StorageError> {
+    let mut expected = Expected::new();
     apply(&mut expected, genesis.writes());
     let mut shards = genesis.shards();
     let mut checkpoint: Hash = [0; 32];
     let mut seen: HashSet<TxId> = HashSet::new();
-    let mut failure: Option<StorageError> = None;
-    let replayed = catch_unwind(AssertUnwindSafe(|| {
-        for (expected_round, (&round, placements)) in (1..).zip(&rounds) {
-            let place = format!("round {round}");
+    let replayed = catch_unwind(AssertUnwindSafe(|| -> Result<(), StorageError> {
+        for (expected_round, (&round, placements)) in (1..).zip(rounds) {
             if round != expected_round {
-                report.problem(&place, format!("rounds skip from {} to {round}", expected_round - 1));
-                return;
+                report.problem(format!("round {round}"), format!("rounds skip from {} to {round}", expected_round - 1));
+                return Ok(());
             }
-            let mut blocks = Vec::with_capacity(placements.len());
-            for &(shard, height) in placements {
-                match read_block(storage, shard, height) {
-                    Ok(Some(Ok(block))) => blocks.push(block),
-                    Ok(Some(Err(detail))) => {
-                        report.problem(format!("shard {shard} height {height}"), detail);
-                        return;
-                    }
-                    Ok(None) => {
-                        report.problem(format!("shard {shard} height {height}"), "header is missing");
-                        return;
-                    }
-                    Err(error) => {
-                        failure = Some(error);
-                        return;
-                    }
-                }
-            }
-            let time = blocks[0].0.time;
-            if blocks.iter().any(|(header, _)| header.time != time) {
-                report.problem(&place, "the round's blocks disagree on its time");
-                return;
-            }
-            let mut input = Vec::new();
-            let mut cross: HashMap<TxId, SignedTransaction> = HashMap::new();
-            for (_, body) in &blocks {
-                for (transaction, _) in &body.entries {
-                    if participants(&transaction.transaction, genesis.shards).len() > 1 {
-                        cross.insert(transaction.id(), transaction.clone());
-                    } else if seen.insert(transaction.id()) {
-                        input.push(transaction.clone());
-                    } else {
-                        let id = hex(&transaction.id().to_be_bytes());
-                        report.problem(&place, format!("transaction {id} appears twice in the chain"));
-                        return;
-                    }
-                }
-            }
-            if !cross.is_empty() {
-                let key = layout::decision(round);
-                let decisions = match storage.get(&key).map(|b| b.map(|b| decode_decisions(&b))) {
-                    Ok(Some(Ok(decisions))) => decisions,
-                    Ok(Some(Err(error))) => {
-                        report.problem(layout::describe(&key), format!("cannot be decoded: {error}"));
-                        return;
-                    }
-                    Ok(None) => {
-                        report.problem(layout::describe(&key), "missing, but the round holds cross-shard transactions");
-                        return;
-                    }
-                    Err(error) => {
-                        failure = Some(error);
-                        return;
-                    }
-                };
-                for (id, _) in &decisions {
-                    match cross.remove(id) {
-                        Some(transaction) if seen.insert(*id) => input.push(transaction),
-                        _ => {
-                            let detail = "names a transaction that is not in the round's blocks, or names it twice";
-                            report.problem(layout::describe(&key), detail);
-                            return;
-                        }
-                    }
-                }
-                if !cross.is_empty() {
-                    report.problem(layout::describe(&key), "leaves out cross-shard transactions of the round");
-                    return;
-                }
-            }
-            let outcome = execute_round(&mut shards, round, checkpoint, time, &input);
-            for (header, body) in &blocks {
-                let replayed = outcome.blocks.iter().find(|b| b.header.shard == header.shard);
-                if replayed.map(|b| b.header.hash()) == Some(header.hash()) {
-                    continue;
-                }
-                let detail = match replayed {
-                    Some(again) => again
-                        .body
-                        .entries
-                        .iter()
-                        .zip(&body.entries)
-                        .find(|((_, replay), (_, stored))| replay != stored)
-                        .map(|((t, replay), (_, stored))| {
-                            let id = hex(&t.id().to_be_bytes());
-                            format!("transaction {id} is stored as {stored} but replays as {replay}")
-                        })
-                        .unwrap_or_else(|| "replaying the round gives a different block".into()),
-                    None => "replaying the round gives no block here".into(),
-                };
-                report.problem(format!("shard {} height {}", header.shard, header.height), detail);
-                return;
+            let Some(blocks) = read_round(storage, round, placements, report)? else { return Ok(()) };
+            let Some(input) = round_input(storage, genesis.shards, round, &blocks, &mut seen, report)? else {
+                return Ok(());
+            };
+            let outcome = execute_round(&mut shards, round, checkpoint, blocks[0].0.time, &input);
+            if !replays_as_stored(&blocks, &outcome.blocks, report) {
+                return Ok(());
             }
             checkpoint = outcome.checkpoint.hash();
             apply(&mut expected, outcome.into_writes());
             report.rounds = round;
         }
+        Ok(())
     }));
-    if let Some(error) = failure {
-        return Err(error);
-    }
-    if replayed.is_err() {
-        report.problem("replay", "replaying the chain broke an invariant; the stored blocks are not a valid ledger");
+    match replayed {
+        Ok(result) => result?,
+        Err(_) => {
+            report.problem("replay", "replaying the chain broke an invariant; the stored blocks are not a valid ledger")
+        }
     }
     report.transactions = seen.len() as u64;
+    Ok(expected)
+}
 
-    // (3) The store must hold exactly what the blocks imply: one ordered scan, merged with the expectation.
+/// The blocks of one round, which must share its time; `None` with the problem reported.
+fn read_round(
+    storage: &dyn Storage,
+    round: u64,
+    placements: &[(u32, u64)],
+    report: &mut Report,
+) -> Result<Option<Vec<(BlockHeader, BlockBody)>>, StorageError> {
+    let mut blocks = Vec::with_capacity(placements.len());
+    for &(shard, height) in placements {
+        match read_block(storage, shard, height)? {
+            Some(Ok(block)) => blocks.push(block),
+            Some(Err(detail)) => {
+                report.problem(format!("shard {shard} height {height}"), detail);
+                return Ok(None);
+            }
+            None => {
+                report.problem(format!("shard {shard} height {height}"), "header is missing");
+                return Ok(None);
+            }
+        }
+    }
+    let time = blocks[0].0.time;
+    if blocks.iter().any(|(header, _)| header.time != time) {
+        report.problem(format!("round {round}"), "the round's blocks disagree on its time");
+        return Ok(None);
+    }
+    Ok(Some(blocks))
+}
+
+/// The round's transactions in the order the ledger ran them: single-shard ones as the blocks
+/// hold them, then cross-shard ones in the order of the round's logged decisions. `None` with
+/// the problem reported.
+fn round_input(
+    storage: &dyn Storage,
+    shard_count: u32,
+    round: u64,
+    blocks: &[(BlockHeader, BlockBody)],
+    seen: &mut HashSet<TxId>,
+    report: &mut Report,
+) -> Result<Option<Vec<SignedTransaction>>, StorageError> {
+    let mut input = Vec::new();
+    let mut cross: HashMap<TxId, SignedTransaction> = HashMap::new();
+    for (_, body) in blocks {
+        for (transaction, _) in &body.entries {
+            if participants(&transaction.transaction, shard_count).len() > 1 {
+                cross.insert(transaction.id(), transaction.clone());
+            } else if seen.insert(transaction.id()) {
+                input.push(transaction.clone());
+            } else {
+                let id = hex(&transaction.id().to_be_bytes());
+                report.problem(format!("round {round}"), format!("transaction {id} appears twice in the chain"));
+                return Ok(None);
+            }
+        }
+    }
+    if cross.is_empty() {
+        return Ok(Some(input));
+    }
+    let key = layout::decision(round);
+    let decisions = match storage.get(&key)?.map(|bytes| decode_decisions(&bytes)) {
+        Some(Ok(decisions)) => decisions,
+        Some(Err(error)) => {
+            report.problem(layout::describe(&key), format!("cannot be decoded: {error}"));
+            return Ok(None);
+        }
+        None => {
+            report.problem(layout::describe(&key), "missing, but the round holds cross-shard transactions");
+            return Ok(None);
+        }
+    };
+    for (id, _) in &decisions {
+        match cross.remove(id) {
+            Some(transaction) if seen.insert(*id) => input.push(transaction),
+            _ => {
+                let detail = "names a transaction that is not in the round's blocks, or names it twice";
+                report.problem(layout::describe(&key), detail);
+                return Ok(None);
+            }
+        }
+    }
+    if !cross.is_empty() {
+        report.problem(layout::describe(&key), "leaves out cross-shard transactions of the round");
+        return Ok(None);
+    }
+    Ok(Some(input))
+}
+
+/// Whether every stored block of the round is the block replaying it gave; the first that is
+/// not is reported.
+fn replays_as_stored(blocks: &[(BlockHeader, BlockBody)], replayed: &[SealedBlock], report: &mut Report) -> bool {
+    for (header, body) in blocks {
+        let again = replayed.iter().find(|b| b.header.shard == header.shard);
+        if again.map(|b| b.header.hash()) == Some(header.hash()) {
+            continue;
+        }
+        let detail = match again {
+            Some(again) => again
+                .body
+                .entries
+                .iter()
+                .zip(&body.entries)
+                .find(|((_, replay), (_, stored))| replay != stored)
+                .map(|((t, replay), (_, stored))| {
+                    let id = hex(&t.id().to_be_bytes());
+                    format!("transaction {id} is stored as {stored} but replays as {replay}")
+                })
+                .unwrap_or_else(|| "replaying the round gives a different block".into()),
+            None => "replaying the round gives no block here".into(),
+        };
+        report.problem(format!("shard {} height {}", header.shard, header.height), detail);
+        return false;
+    }
+    true
+}
+
+/// (3) The store must hold exactly what the blocks imply: one ordered scan, merged with the
+/// expectation. Compared only when the chains and the replay were intact.
+fn compare_store(storage: &dyn Storage, expected: &Expected, report: &mut Report) -> Result<(), StorageError> {
     let mut keys = 0u64;
     let mut wanted = expected.iter().peekable();
     let compare = report.is_intact();
@@ -351,5 +420,5 @@ pub fn verify_storage(storage: &dyn Storage) -> Result<Report, StorageError> {
         }
     }
     report.keys = keys;
-    Ok(report)
+    Ok(())
 }
