@@ -89,6 +89,9 @@ fn shard_of(message: &Message) -> u32 {
     }
 }
 
+/// One seeded run: random batches through the coordinator and participants with loss,
+/// duplication, reordering and crashes, checking atomicity and agreement after every step.
+/// Kept as one function so a failing seed reads top to bottom as the schedule it ran.
 fn run(seed: u64) {
     let mut rng = Rng::new(seed);
     let Scenario { world, patients, mut shards, payments } = scenario(&mut rng);

@@ -397,6 +397,8 @@ fn amount_decode(d: &mut Decoder<'_>) -> Result<u64, DecodeError> {
     Ok(amount)
 }
 
+/// The wire format of every operation: its tag (`OperationKind`), then its fields. One arm per
+/// operation, so the whole format reads in one place; encode and decode mirror each other.
 impl Codec for Operation {
     fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
         e.u8(self.kind().code());

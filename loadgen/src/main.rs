@@ -268,29 +268,7 @@ fn run(options: Run) -> Result<()> {
     });
     let hostile = hostile_batches(load, options.attack_in_flight * 4);
 
-    let mut source = match &options.workload {
-        Some(path) => {
-            let limit = load.transactions.map(|n| n as u64);
-            Source::file(path, load.shards, load.batch_size(), options.skip, limit)
-                .with_context(|| format!("read the workload {}", path.display()))?
-        }
-        None => {
-            let count = match (options.duration, load.transactions) {
-                (Some(duration), None) => {
-                    // Enough for the whole duration: the offered rate, or the machine's
-                    // signature-check ceiling, which no run can exceed.
-                    let ceiling = options.rate.or(reference).unwrap_or_else(|| {
-                        eprintln!("measuring how many transactions the duration needs ...");
-                        measure_verify_batch_rate(2, Duration::from_secs(1))
-                    });
-                    (ceiling * duration.as_secs_f64()).ceil() as u64
-                }
-                _ => load.transactions() as u64,
-            };
-            let start = load.start_ms();
-            Source::generate(Workload::new(load.workload(), start), count, load.batch_size(), describe(load, start))
-        }
-    };
+    let mut source = source(&options, reference)?;
 
     let cluster = options.target.cluster()?;
     if cluster.is_some() && options.attack_in_flight > 0 {
@@ -300,65 +278,12 @@ fn run(options: Run) -> Result<()> {
         bail!("--state-cache sets up the embedded engine only (shard servers keep their whole state)");
     }
     let opening = Instant::now();
-    let (sink, place) = match &cluster {
-        Some((address, ca)) => (Sink::connect(*address, ca)?, format!("cluster at {address}")),
-        None => {
-            let dir = match &options.target.dir {
-                Some(dir) => dir.clone(),
-                None => tempfile::Builder::new().prefix("caduceus-loadgen-").tempdir()?.keep(),
-            };
-            let ledger_options = LedgerOptions { state_cache_entries: options.state_cache };
-            let ledger = if dir.join("CURRENT").exists() {
-                let ledger =
-                    Ledger::builder().options(ledger_options.clone()).open_existing(&dir).context("open the ledger")?;
-                eprintln!("continuing the ledger in {} at round {}", dir.display(), ledger.round());
-                if ledger.shard_count() != load.shards {
-                    bail!("the ledger in {} has {} shards, not {}", dir.display(), ledger.shard_count(), load.shards);
-                }
-                ledger
-            } else {
-                let config = Config { shards: load.shards, genesis_operators: vec![source.operator] };
-                Ledger::builder().options(ledger_options.clone()).open(&dir, &config).context("create the ledger")?
-            };
-            (Sink::Embedded(ledger), dir.display().to_string())
-        }
-    };
+    let (sink, place) = open_sink(&options, cluster.as_ref(), source.operator)?;
     let open_seconds = opening.elapsed().as_secs_f64();
-
-    // Setup: registrations, then funding, each phase durable before the next.
-    for phase in std::mem::take(&mut source.setup) {
-        for chunk in phase.chunks(load.batch_size()) {
-            for result in sink.submit(0, chunk.to_vec())?.wait()? {
-                match result {
-                    Some(TxResult::Committed) => {}
-                    Some(bad) => {
-                        bail!("a setup transaction was rejected ({bad}): is this ledger from another workload?")
-                    }
-                    None => bail!("a setup transaction was not acknowledged: a cluster shard is unreachable"),
-                }
-            }
-        }
-    }
-
-    let shape = match options.rate {
-        Some(rate) => format!("open loop at {rate:.0} tx/s"),
-        None => format!("closed loop, {} batches in flight", load.in_flight.max(1)),
-    };
-    let extent = match options.duration {
-        Some(duration) => format!("for {:.1} s (at most {} transactions)", duration.as_secs_f64(), source.transactions),
-        None => format!("{} transactions", source.transactions),
-    };
-    let state = options.state_cache.map_or(String::new(), |n| format!(", state cache of {n} entries per shard"));
-    let summary = format!("{shape}, {extent}, {} shards, batches of {}{state}", load.shards, load.batch_size());
+    setup(&sink, &mut source, load.batch_size())?;
+    let summary = summary(&options, &source);
     eprintln!("running: {summary}");
-    let progress = match options.duration {
-        Some(duration) => ProgressBar::new(duration.as_secs()).with_style(
-            ProgressStyle::with_template("   running [{bar:40}] {pos}/{len} s")
-                .expect("template")
-                .progress_chars("=> "),
-        ),
-        None => ProgressBar::new(source.transactions).with_style(report::bar_style("running")),
-    };
+    let progress = progress_bar(&options, &source);
     let ack_log = options.ack_log.as_ref().map(File::create).transpose().context("create the ack log")?;
     let state_reads = || match &sink {
         Sink::Embedded(ledger) => ledger.state_cache_reads(),
@@ -409,42 +334,9 @@ fn run(options: Run) -> Result<()> {
     let figures = report::Figures { tally: &tally, reference, open_seconds, cpu_seconds, storage_reads };
     figures.print(&summary, &place);
     if let Some(attack) = &attack {
-        println!(
-            "attack       a hostile client kept {} batches in flight: {} batches, {} transactions",
-            options.attack_in_flight,
-            attack.batches,
-            attack.results.values().sum::<u64>()
-        );
-        for (result, count) in &attack.results {
-            println!("  {result:<30} {count}");
-        }
-        if let Some(rate) = one_by_one {
-            println!(
-                "one-by-one   {rate:.0} signatures/s (ed25519 verify, 2 threads, this run); honest throughput is {:.2} of it",
-                figures.throughput() / rate
-            );
-        }
+        print_attack(attack, options.attack_in_flight, one_by_one, figures.throughput());
     }
-    let config = json!({
-        "target": if cluster.is_some() { "cluster" } else { "embedded" },
-        "place": place,
-        "shards": load.shards,
-        "batch": load.batch_size(),
-        "load": match options.rate {
-            Some(rate) => json!({ "shape": "open loop", "rate_tps": rate }),
-            None => json!({ "shape": "closed loop", "in_flight": load.in_flight.max(1) }),
-        },
-        "duration_seconds": options.duration.map(|d| d.as_secs_f64()),
-        "attack_in_flight": options.attack_in_flight,
-        "state_cache_entries_per_shard": options.state_cache,
-        "transactions_available": source.transactions,
-        "workload": {
-            "source": source.kind,
-            "file": options.workload,
-            "skip": options.skip,
-            "description": source.description,
-        },
-    });
+    let config = run_config(&options, cluster.is_some(), &place, &source);
     let mut report = figures.json(config);
     report["reference_verify_one_tps"] = json!(one_by_one);
     report["attack"] = json!(attack.as_ref().map(|a| json!({ "batches": a.batches, "results": a.results })));
@@ -464,6 +356,156 @@ fn run(options: Run) -> Result<()> {
         report::plot(path, &tally, &title)?;
     }
     Ok(())
+}
+
+/// The workload: the file given, or one generated in memory, large enough for `--duration`.
+fn source(options: &Run, reference: Option<f64>) -> Result<Source> {
+    let load = &options.load;
+    Ok(match &options.workload {
+        Some(path) => {
+            let limit = load.transactions.map(|n| n as u64);
+            Source::file(path, load.shards, load.batch_size(), options.skip, limit)
+                .with_context(|| format!("read the workload {}", path.display()))?
+        }
+        None => {
+            let count = match (options.duration, load.transactions) {
+                (Some(duration), None) => {
+                    // Enough for the whole duration: the offered rate, or the machine's
+                    // signature-check ceiling, which no run can exceed.
+                    let ceiling = options.rate.or(reference).unwrap_or_else(|| {
+                        eprintln!("measuring how many transactions the duration needs ...");
+                        measure_verify_batch_rate(2, Duration::from_secs(1))
+                    });
+                    (ceiling * duration.as_secs_f64()).ceil() as u64
+                }
+                _ => load.transactions() as u64,
+            };
+            let start = load.start_ms();
+            Source::generate(Workload::new(load.workload(), start), count, load.batch_size(), describe(load, start))
+        }
+    })
+}
+
+/// The target: a cluster's coordinator, or an embedded ledger in `--dir` (continued if it
+/// exists) or a new temporary directory. Also says where the data is.
+fn open_sink(
+    options: &Run,
+    cluster: Option<&(std::net::SocketAddr, PathBuf)>,
+    operator: caduceus_engine::ActorKey,
+) -> Result<(Sink, String)> {
+    let load = &options.load;
+    Ok(match cluster {
+        Some((address, ca)) => (Sink::connect(*address, ca)?, format!("cluster at {address}")),
+        None => {
+            let dir = match &options.target.dir {
+                Some(dir) => dir.clone(),
+                None => tempfile::Builder::new().prefix("caduceus-loadgen-").tempdir()?.keep(),
+            };
+            let ledger_options = LedgerOptions { state_cache_entries: options.state_cache };
+            let ledger = if dir.join("CURRENT").exists() {
+                let ledger =
+                    Ledger::builder().options(ledger_options.clone()).open_existing(&dir).context("open the ledger")?;
+                eprintln!("continuing the ledger in {} at round {}", dir.display(), ledger.round());
+                if ledger.shard_count() != load.shards {
+                    bail!("the ledger in {} has {} shards, not {}", dir.display(), ledger.shard_count(), load.shards);
+                }
+                ledger
+            } else {
+                let config = Config { shards: load.shards, genesis_operators: vec![operator] };
+                Ledger::builder().options(ledger_options.clone()).open(&dir, &config).context("create the ledger")?
+            };
+            (Sink::Embedded(ledger), dir.display().to_string())
+        }
+    })
+}
+
+/// Registrations, then funding, each phase durable before the next.
+fn setup(sink: &Sink, source: &mut Source, batch: usize) -> Result<()> {
+    for phase in std::mem::take(&mut source.setup) {
+        for chunk in phase.chunks(batch) {
+            for result in sink.submit(0, chunk.to_vec())?.wait()? {
+                match result {
+                    Some(TxResult::Committed) => {}
+                    Some(bad) => {
+                        bail!("a setup transaction was rejected ({bad}): is this ledger from another workload?")
+                    }
+                    None => bail!("a setup transaction was not acknowledged: a cluster shard is unreachable"),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One line saying what the run does.
+fn summary(options: &Run, source: &Source) -> String {
+    let load = &options.load;
+    let shape = match options.rate {
+        Some(rate) => format!("open loop at {rate:.0} tx/s"),
+        None => format!("closed loop, {} batches in flight", load.in_flight.max(1)),
+    };
+    let extent = match options.duration {
+        Some(duration) => format!("for {:.1} s (at most {} transactions)", duration.as_secs_f64(), source.transactions),
+        None => format!("{} transactions", source.transactions),
+    };
+    let state = options.state_cache.map_or(String::new(), |n| format!(", state cache of {n} entries per shard"));
+    format!("{shape}, {extent}, {} shards, batches of {}{state}", load.shards, load.batch_size())
+}
+
+/// Progress by time with `--duration`, else by transactions.
+fn progress_bar(options: &Run, source: &Source) -> ProgressBar {
+    match options.duration {
+        Some(duration) => ProgressBar::new(duration.as_secs()).with_style(
+            ProgressStyle::with_template("   running [{bar:40}] {pos}/{len} s")
+                .expect("template")
+                .progress_chars("=> "),
+        ),
+        None => ProgressBar::new(source.transactions).with_style(report::bar_style("running")),
+    }
+}
+
+/// What the hostile client sent and got back, and the one-by-one rate it is measured against.
+fn print_attack(attack: &drive::Attack, in_flight: usize, one_by_one: Option<f64>, throughput: f64) {
+    println!(
+        "attack       a hostile client kept {} batches in flight: {} batches, {} transactions",
+        in_flight,
+        attack.batches,
+        attack.results.values().sum::<u64>()
+    );
+    for (result, count) in &attack.results {
+        println!("  {result:<30} {count}");
+    }
+    if let Some(rate) = one_by_one {
+        println!(
+                "one-by-one   {rate:.0} signatures/s (ed25519 verify, 2 threads, this run); honest throughput is {:.2} of it",
+                throughput / rate
+            );
+    }
+}
+
+/// The run's configuration, as its JSON report records it.
+fn run_config(options: &Run, cluster: bool, place: &str, source: &Source) -> serde_json::Value {
+    let load = &options.load;
+    json!({
+        "target": if cluster { "cluster" } else { "embedded" },
+        "place": place,
+        "shards": load.shards,
+        "batch": load.batch_size(),
+        "load": match options.rate {
+            Some(rate) => json!({ "shape": "open loop", "rate_tps": rate }),
+            None => json!({ "shape": "closed loop", "in_flight": load.in_flight.max(1) }),
+        },
+        "duration_seconds": options.duration.map(|d| d.as_secs_f64()),
+        "attack_in_flight": options.attack_in_flight,
+        "state_cache_entries_per_shard": options.state_cache,
+        "transactions_available": source.transactions,
+        "workload": {
+            "source": source.kind,
+            "file": options.workload,
+            "skip": options.skip,
+            "description": source.description,
+        },
+    })
 }
 
 /// The reference: the raw two-thread `verify_batch` rate over 3 s.

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use caduceus_engine::cache::StorageReads;
+use caduceus_engine::ledger::StorageReads;
 use hdrhistogram::Histogram;
 use indicatif::ProgressStyle;
 use plotters::prelude::*;

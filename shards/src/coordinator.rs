@@ -377,6 +377,10 @@ impl RoundDriver {
         outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Unavailable)).collect()
     }
 
+    /// One round across the shards: singles to their shards, prepares, votes, the logged
+    /// decisions, the decide messages and the checkpoint. Long because it is the protocol's one
+    /// sequence of steps, in the order the invariants require (log before decide); splitting it
+    /// would hide that order across functions.
     async fn round(
         &mut self,
         transactions: &[SignedTransaction],

@@ -83,44 +83,54 @@ impl Shard {
                 plan.effects.push(Effect::PutClaim(*claim, adjudicated));
             }
             Operation::PayClaim { claim, patient, provider, amount } => {
-                self.require_signer(&signer, &[Role::Payer])?;
-                // Each local part is checked; the lowest refusal code wins, as in the
-                // coordinator, so the reason is the same however the parts are placed.
-                let mut refusals = Vec::new();
-                if self.is_local(patient) {
-                    match self.check_claim_payment(t.id, *claim, patient, &signer, provider, *amount) {
-                        Ok(paid) => {
-                            plan.effects.push(Effect::PutClaim(*claim, paid));
-                            plan.locks.push(StateKey::Claim(*patient, *claim));
-                        }
-                        Err(reason) => refusals.push(reason),
-                    }
-                }
-                if self.is_local(&signer) {
-                    let balance = self.state.accounts.get(&signer).map_or(0, |a| a.balance);
-                    let reserved = self.reserved.get(&signer).copied().unwrap_or(0);
-                    if balance.saturating_sub(reserved) < *amount {
-                        refusals.push(Reason::InsufficientFunds);
-                    } else {
-                        plan.effects.push(Effect::Debit { account: signer, amount: *amount });
-                        plan.reserve = Some((signer, *amount));
-                    }
-                }
-                if self.is_local(provider) {
-                    match self.require_role(provider, &[Role::Provider], Reason::UnknownActor) {
-                        Ok(()) => {
-                            plan.effects.push(Effect::Credit { account: *provider, amount: *amount, funding: false })
-                        }
-                        Err(reason) => refusals.push(reason),
-                    }
-                }
-                if let Some(reason) = refusals.into_iter().min_by_key(|r| r.code()) {
-                    return Err(reason);
-                }
+                self.check_payment(t.id, signer, (*claim, patient), provider, *amount, plan)?;
             }
             other => unreachable!("{} is not in the claims family", other.name()),
         }
         Ok(())
+    }
+
+    /// A payment's parts on this shard: the claim (on the patient's shard), the payer's debit
+    /// and the provider's credit (on their accounts' shards). Each local part is checked; the
+    /// lowest refusal code wins, as in the coordinator, so the reason is the same however the
+    /// parts are placed.
+    fn check_payment(
+        &self,
+        payment: TxId,
+        signer: ActorKey,
+        (claim, patient): (u128, &ActorKey),
+        provider: &ActorKey,
+        amount: u64,
+        plan: &mut Plan,
+    ) -> Check {
+        self.require_signer(&signer, &[Role::Payer])?;
+        let mut refusals = Vec::new();
+        if self.is_local(patient) {
+            match self.check_claim_payment(payment, claim, patient, &signer, provider, amount) {
+                Ok(paid) => {
+                    plan.effects.push(Effect::PutClaim(claim, paid));
+                    plan.locks.push(StateKey::Claim(*patient, claim));
+                }
+                Err(reason) => refusals.push(reason),
+            }
+        }
+        if self.is_local(&signer) {
+            let balance = self.state.accounts.get(&signer).map_or(0, |a| a.balance);
+            let reserved = self.reserved.get(&signer).copied().unwrap_or(0);
+            if balance.saturating_sub(reserved) < amount {
+                refusals.push(Reason::InsufficientFunds);
+            } else {
+                plan.effects.push(Effect::Debit { account: signer, amount });
+                plan.reserve = Some((signer, amount));
+            }
+        }
+        if self.is_local(provider) {
+            match self.require_role(provider, &[Role::Provider], Reason::UnknownActor) {
+                Ok(()) => plan.effects.push(Effect::Credit { account: *provider, amount, funding: false }),
+                Err(reason) => refusals.push(reason),
+            }
+        }
+        refusals.into_iter().min_by_key(|r| r.code()).map_or(Ok(()), Err)
     }
 
     /// The claim as paid, if this payment of it is allowed.

@@ -45,35 +45,16 @@ impl Shard {
                 plan.effects.push(Effect::PutRecord(*record, amended));
             }
             Operation::GrantConsent { consent, patient, grantee, scope, purposes, valid_from, valid_until } => {
-                self.require_signer(&signer, &[Role::Patient])?;
-                if signer != *patient {
-                    return Err(Reason::RoleNotPermitted);
-                }
-                if self.role(grantee).is_none() || grantee == patient {
-                    return Err(Reason::UnknownActor);
-                }
-                if valid_from >= valid_until || scope.iter().any(String::is_empty) {
-                    return Err(Reason::InvalidField);
-                }
-                if self.state.consents.contains_key(&(*patient, *consent)) {
-                    return Err(Reason::ConsentExists);
-                }
-                let held = self.state.consent_index.get(&(*patient, *grantee)).map_or(0, Vec::len);
-                if held >= CONSENTS_PER_GRANTEE_MAX {
-                    return Err(Reason::ConsentLimit);
-                }
-                plan.effects.push(Effect::PutConsent(
-                    *consent,
-                    Consent {
-                        patient: *patient,
-                        grantee: *grantee,
-                        scope: scope.clone(),
-                        purposes: *purposes,
-                        valid_from: *valid_from,
-                        valid_until: *valid_until,
-                        revoked_at: None,
-                    },
-                ));
+                let grant = Consent {
+                    patient: *patient,
+                    grantee: *grantee,
+                    scope: scope.clone(),
+                    purposes: *purposes,
+                    valid_from: *valid_from,
+                    valid_until: *valid_until,
+                    revoked_at: None,
+                };
+                self.check_grant(signer, *consent, grant, plan)?;
             }
             Operation::RevokeConsent { consent, patient } => {
                 self.require_signer(&signer, &[Role::Patient])?;
@@ -138,5 +119,29 @@ impl Shard {
             }
         }
         Err(nearest)
+    }
+
+    /// A patient's grant of consent to a grantee: who may grant, what a grant must hold, and
+    /// how many consents one grantee may hold.
+    fn check_grant(&self, signer: ActorKey, id: u128, grant: Consent, plan: &mut Plan) -> Check {
+        self.require_signer(&signer, &[Role::Patient])?;
+        if signer != grant.patient {
+            return Err(Reason::RoleNotPermitted);
+        }
+        if self.role(&grant.grantee).is_none() || grant.grantee == grant.patient {
+            return Err(Reason::UnknownActor);
+        }
+        if grant.valid_from >= grant.valid_until || grant.scope.iter().any(String::is_empty) {
+            return Err(Reason::InvalidField);
+        }
+        if self.state.consents.contains_key(&(grant.patient, id)) {
+            return Err(Reason::ConsentExists);
+        }
+        let held = self.state.consent_index.get(&(grant.patient, grant.grantee)).map_or(0, Vec::len);
+        if held >= CONSENTS_PER_GRANTEE_MAX {
+            return Err(Reason::ConsentLimit);
+        }
+        plan.effects.push(Effect::PutConsent(id, grant));
+        Ok(())
     }
 }
