@@ -16,6 +16,7 @@ const LEAF: u8 = 0;
 const NODE: u8 = 1;
 const CHECKPOINT: u8 = 2;
 
+/// A transaction's Merkle leaf: `H(0x00 ‖ wire bytes)`.
 pub fn transaction_leaf(transaction: &SignedTransaction) -> Hash {
     let mut hasher = blake3::Hasher::new();
     hasher.update(&[LEAF]);
@@ -27,6 +28,7 @@ pub fn transaction_leaf(transaction: &SignedTransaction) -> Hash {
 // `blake3::hash`, which for inputs of one chunk skips the incremental hasher's bookkeeping;
 // the digest is the same as feeding the parts to a `Hasher` one after another.
 
+/// A result's Merkle leaf: `H(0x00 ‖ id LE ‖ result code LE)`.
 pub fn result_leaf(id: TxId, result: TxResult) -> Hash {
     let mut input = [0; 1 + 16 + 2];
     input[0] = LEAF;
@@ -58,7 +60,9 @@ pub fn merkle_root(leaves: &[Hash]) -> Hash {
 /// One step of a Merkle path: the sibling, and whether it sits on the left.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PathStep {
+    /// The sibling's hash.
     pub sibling: Hash,
+    /// Whether the sibling is the left one.
     pub sibling_on_left: bool,
 }
 
@@ -92,21 +96,29 @@ pub fn merkle_fold(leaf: Hash, path: &[PathStep]) -> Hash {
     )
 }
 
+/// A block's header: where it stands in its shard's chain and what it commits to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockHeader {
+    /// The shard whose chain it extends.
     pub shard: u32,
+    /// Its height in that chain, from 1.
     pub height: u64,
     /// The round (group commit) that sealed this block; its checkpoint covers it.
     pub round: u64,
+    /// The previous block's header hash (zeros for the first).
     pub previous: Hash,
     /// Commit time: the same for every block of a round, never decreasing.
     pub time: Timestamp,
+    /// Transactions in the body.
     pub count: u32,
+    /// Merkle root of the transactions' leaves.
     pub transactions_root: Hash,
+    /// Merkle root of the results' leaves.
     pub results_root: Hash,
 }
 
 impl BlockHeader {
+    /// blake3 of the encoded header: what the next block links to.
     pub fn hash(&self) -> Hash {
         *blake3::hash(&self.encode().expect("headers are fixed-size")).as_bytes()
     }
@@ -143,13 +155,16 @@ impl Codec for BlockHeader {
 /// A block's transactions, each with its result on this shard's ledger.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BlockBody {
+    /// In the order they ran.
     pub entries: Vec<(SignedTransaction, TxResult)>,
 }
 
 impl BlockBody {
+    /// The transactions' Merkle leaves, in order.
     pub fn transaction_leaves(&self) -> Vec<Hash> {
         self.entries.iter().map(|(t, _)| transaction_leaf(t)).collect()
     }
+    /// The results' Merkle leaves, in order.
     pub fn result_leaves(&self) -> Vec<Hash> {
         self.entries.iter().map(|(t, r)| result_leaf(t.id(), *r)).collect()
     }
@@ -192,12 +207,16 @@ impl Codec for BlockBody {
 /// One shard's head as folded into a checkpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShardHead {
+    /// The shard.
     pub shard: u32,
+    /// Its last block's height (0: none yet).
     pub height: u64,
+    /// Its last block's header hash.
     pub hash: Hash,
 }
 
 impl ShardHead {
+    /// The head's leaf in the checkpoint's Merkle tree.
     pub fn leaf(&self) -> Hash {
         let mut hasher = blake3::Hasher::new();
         hasher.update(&[LEAF]);
@@ -211,9 +230,11 @@ impl ShardHead {
 /// All shards' heads after a round: one hash attests the whole ledger.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
+    /// The round it follows.
     pub round: u64,
     /// Hash of the previous round's checkpoint (zeros for the first).
     pub previous: Hash,
+    /// Every shard's head, by shard.
     pub heads: Vec<ShardHead>,
 }
 
@@ -228,9 +249,11 @@ pub fn checkpoint_hash(round: u64, previous: &Hash, heads_root: &Hash) -> Hash {
 }
 
 impl Checkpoint {
+    /// Merkle root over the heads' leaves.
     pub fn heads_root(&self) -> Hash {
         merkle_root(&self.heads.iter().map(ShardHead::leaf).collect::<Vec<_>>())
     }
+    /// The checkpoint's hash: what an auditor publishes and a proof leads to.
     pub fn hash(&self) -> Hash {
         checkpoint_hash(self.round, &self.previous, &self.heads_root())
     }
@@ -268,10 +291,13 @@ impl Codec for Checkpoint {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum ProofError {
+    /// The transaction does not lead to the block's transaction root.
     #[error("the transaction does not lead to the block's transaction root")]
     TransactionPath,
+    /// The result does not lead to the block's result root.
     #[error("the result does not lead to the block's result root")]
     ResultPath,
+    /// The block header does not lead to the checkpoint.
     #[error("the block header does not lead to the checkpoint")]
     CheckpointPath,
 }
@@ -279,13 +305,21 @@ pub enum ProofError {
 /// Inclusion of one transaction and its result, up to a checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Proof {
+    /// The transaction as signed.
     pub transaction: SignedTransaction,
+    /// Its result.
     pub result: TxResult,
+    /// From the transaction's leaf to the header's transaction root.
     pub transaction_path: Vec<PathStep>,
+    /// From the result's leaf to the header's result root.
     pub result_path: Vec<PathStep>,
+    /// The block that holds it.
     pub header: BlockHeader,
+    /// From the block's head leaf to the checkpoint's heads root.
     pub head_path: Vec<PathStep>,
+    /// The round of the checkpoint it leads to.
     pub checkpoint_round: u64,
+    /// That checkpoint's previous hash.
     pub checkpoint_previous: Hash,
 }
 

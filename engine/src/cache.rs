@@ -83,7 +83,9 @@ fn needs(transaction: &SignedTransaction, shards: u32, out: &mut Vec<Need>) {
 /// claim or a unit registered for the first time), which storage answers from its filters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StorageReads {
+    /// Entries asked of storage.
     pub keys: u64,
+    /// Of those, the ones storage held.
     pub found: u64,
 }
 

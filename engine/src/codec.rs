@@ -10,18 +10,45 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum DecodeError {
+    /// The input ends before the value does.
     #[error("input ends early: needed {needed} more bytes at offset {offset}")]
-    Truncated { offset: usize, needed: usize },
+    Truncated {
+        /// Where the missing bytes were wanted.
+        offset: usize,
+        /// How many were missing.
+        needed: usize,
+    },
+    /// A length prefix is over its named limit (checked before allocating).
     #[error("{field} is {length} long, over its limit of {limit}")]
-    TooLong { field: &'static str, length: usize, limit: usize },
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// The length it declared.
+        length: usize,
+        /// Its limit.
+        limit: usize,
+    },
+    /// A tag names no known variant.
     #[error("unknown {field} tag {tag}")]
-    UnknownTag { field: &'static str, tag: u8 },
+    UnknownTag {
+        /// The field.
+        field: &'static str,
+        /// The tag read.
+        tag: u8,
+    },
+    /// A version byte this build does not read.
     #[error("unsupported encoding version {0}")]
     Version(u8),
+    /// A text field that is not UTF-8.
     #[error("{0} is not valid UTF-8")]
     Utf8(&'static str),
+    /// Bytes left after a whole value: encodings are canonical, so this is refused.
     #[error("{count} bytes left over after the value")]
-    TrailingBytes { count: usize },
+    TrailingBytes {
+        /// How many.
+        count: usize,
+    },
+    /// A field whose value is out of its range.
     #[error("invalid value for {0}")]
     Invalid(&'static str),
 }
@@ -30,38 +57,55 @@ pub enum DecodeError {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum EncodeError {
+    /// A field over its named limit.
     #[error("{field} is {length} long, over its limit of {limit}")]
-    TooLong { field: &'static str, length: usize, limit: usize },
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// Its length.
+        length: usize,
+        /// Its limit.
+        limit: usize,
+    },
 }
 
 /// Appends fields to a byte buffer.
 #[derive(Default)]
 pub struct Encoder {
+    /// What has been encoded so far.
     pub bytes: Vec<u8>,
 }
 
 impl Encoder {
+    /// An empty buffer.
     pub fn new() -> Self {
         Self::default()
     }
+    /// One byte.
     pub fn u8(&mut self, value: u8) {
         self.bytes.push(value);
     }
+    /// Two bytes, little-endian.
     pub fn u16(&mut self, value: u16) {
         self.bytes.extend_from_slice(&value.to_le_bytes());
     }
+    /// Four bytes, little-endian.
     pub fn u32(&mut self, value: u32) {
         self.bytes.extend_from_slice(&value.to_le_bytes());
     }
+    /// Eight bytes, little-endian.
     pub fn u64(&mut self, value: u64) {
         self.bytes.extend_from_slice(&value.to_le_bytes());
     }
+    /// Sixteen bytes, little-endian.
     pub fn u128(&mut self, value: u128) {
         self.bytes.extend_from_slice(&value.to_le_bytes());
     }
+    /// One byte, 0 or 1.
     pub fn bool(&mut self, value: bool) {
         self.bytes.push(u8::from(value));
     }
+    /// Fixed-size bytes, as they are (no length prefix).
     pub fn array(&mut self, value: &[u8]) {
         self.bytes.extend_from_slice(value);
     }
@@ -74,6 +118,7 @@ impl Encoder {
         self.array(value);
         Ok(())
     }
+    /// A length-prefixed UTF-8 string, refused over `limit` bytes.
     pub fn text(&mut self, field: &'static str, value: &str, limit: usize) -> Result<(), EncodeError> {
         self.bytes(field, value.as_bytes(), limit)
     }
@@ -94,15 +139,19 @@ pub struct Decoder<'a> {
 }
 
 impl<'a> Decoder<'a> {
+    /// Reads `bytes` from the start.
     pub fn new(bytes: &'a [u8]) -> Self {
         Self { bytes, offset: 0 }
     }
+    /// Bytes read so far.
     pub fn offset(&self) -> usize {
         self.offset
     }
+    /// Bytes left.
     pub fn remaining(&self) -> usize {
         self.bytes.len() - self.offset
     }
+    /// The next `count` bytes.
     pub fn take(&mut self, count: usize) -> Result<&'a [u8], DecodeError> {
         if self.remaining() < count {
             return Err(DecodeError::Truncated { offset: self.offset, needed: count - self.remaining() });
@@ -111,23 +160,29 @@ impl<'a> Decoder<'a> {
         self.offset += count;
         Ok(slice)
     }
+    /// The next `N` bytes, as an array.
     pub fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
     }
+    /// One byte.
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
+    /// Two bytes, little-endian.
     pub fn u16(&mut self) -> Result<u16, DecodeError> {
         Ok(u16::from_le_bytes(self.array()?))
     }
+    /// Four bytes, little-endian.
     pub fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
+    /// Eight bytes, little-endian.
     pub fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
+    /// Sixteen bytes, little-endian.
     pub fn u128(&mut self) -> Result<u128, DecodeError> {
         Ok(u128::from_le_bytes(self.array()?))
     }
@@ -138,6 +193,7 @@ impl<'a> Decoder<'a> {
             other => Err(DecodeError::Version(other)),
         }
     }
+    /// One byte, which must be 0 or 1.
     pub fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
         match self.u8()? {
             0 => Ok(false),
@@ -145,6 +201,7 @@ impl<'a> Decoder<'a> {
             _ => Err(DecodeError::Invalid(field)),
         }
     }
+    /// Length-prefixed bytes, refused over `limit` before anything is allocated.
     pub fn bytes(&mut self, field: &'static str, limit: usize) -> Result<&'a [u8], DecodeError> {
         let length = usize::from(self.u16()?);
         if length > limit {
@@ -152,10 +209,12 @@ impl<'a> Decoder<'a> {
         }
         self.take(length)
     }
+    /// A length-prefixed UTF-8 string, refused over `limit` bytes.
     pub fn text(&mut self, field: &'static str, limit: usize) -> Result<String, DecodeError> {
         let raw = self.bytes(field, limit)?;
         std::str::from_utf8(raw).map(str::to_owned).map_err(|_| DecodeError::Utf8(field))
     }
+    /// A count of items that follow, refused over `limit`.
     pub fn count(&mut self, field: &'static str, limit: usize) -> Result<usize, DecodeError> {
         let count = usize::from(self.u16()?);
         if count > limit {
@@ -174,7 +233,9 @@ impl<'a> Decoder<'a> {
 
 /// A value with a canonical encoding.
 pub trait Codec: Sized {
+    /// Appends the value's encoding.
     fn encode_into(&self, encoder: &mut Encoder) -> Result<(), EncodeError>;
+    /// Reads one value, leaving the decoder after it.
     fn decode_from(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError>;
 
     /// Bytes to reserve before encoding: most values (state entries, index entries,
@@ -184,6 +245,7 @@ pub trait Codec: Sized {
         128
     }
 
+    /// The value's whole encoding.
     fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut encoder = Encoder { bytes: Vec::with_capacity(self.encoded_size_hint()) };
         self.encode_into(&mut encoder)?;

@@ -10,17 +10,24 @@ use crate::model::{ActorKey, Purpose, Timestamp, TxId, TxResult};
 /// One access to a patient's record, permitted or denied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccessEntry {
+    /// The access transaction.
     pub transaction: TxId,
+    /// The record read.
     pub record: u128,
+    /// Who read it.
     pub accessor: ActorKey,
     /// `None` for an emergency (break-glass) access.
     pub purpose: Option<Purpose>,
+    /// Commit time.
     pub time: Timestamp,
+    /// Permitted (committed) or why it was denied.
     pub result: TxResult,
+    /// An emergency access, flagged for review.
     pub break_glass: bool,
 }
 
 impl AccessEntry {
+    /// Whether the access was permitted.
     pub fn permitted(&self) -> bool {
         self.result.is_committed()
     }
@@ -56,13 +63,17 @@ impl Codec for AccessEntry {
 /// One event in a unit's custody trail, accepted or refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CustodyEvent {
+    /// The transaction.
     pub transaction: TxId,
     /// The operation's name (`commission-unit`, `ship-unit`, ...).
     pub event: String,
+    /// Who signed it.
     pub actor: ActorKey,
     /// The addressee of a shipment, or the patient of a dispense.
     pub counterparty: Option<ActorKey>,
+    /// Commit time.
     pub time: Timestamp,
+    /// Accepted (committed) or why it was refused.
     pub result: TxResult,
 }
 
@@ -97,9 +108,13 @@ impl Codec for CustodyEvent {
 /// Where a transaction is recorded, and its result: the idempotency index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TxLocation {
+    /// The shard whose block holds it.
     pub shard: u32,
+    /// That block's height.
     pub height: u64,
+    /// Its position in the block.
     pub index: u32,
+    /// Its result.
     pub result: TxResult,
 }
 

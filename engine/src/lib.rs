@@ -16,6 +16,7 @@
 //! (the shard state machine, the coordinator's protocol, participants, the key layout, ...)
 //! are public for the cluster crate, the tests and the fuzz targets of this workspace; they
 //! are not an API to embed against.
+#![warn(missing_docs)]
 
 pub mod block;
 pub(crate) mod cache;

@@ -29,9 +29,11 @@ pub const SIGNATURE_LENGTH: usize = 64;
 pub struct ActorKey(pub [u8; 32]);
 
 impl ActorKey {
+    /// The key as 64 hex digits.
     pub fn to_hex(&self) -> String {
         hex(&self.0)
     }
+    /// A key from 64 hex digits, if they are.
     pub fn from_hex(text: &str) -> Option<Self> {
         let bytes = unhex(text)?;
         Some(Self(bytes.try_into().ok()?))
@@ -69,23 +71,28 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
 }
 
 macro_rules! code_enum {
-    ($(#[$meta:meta])* $name:ident : $repr:ty { $($variant:ident = $value:literal => $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident : $repr:ty { $($(#[$vmeta:meta])* $variant:ident = $value:literal => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         #[repr($repr)]
-        pub enum $name { $($variant = $value),+ }
+        pub enum $name { $($(#[$vmeta])* $variant = $value),+ }
 
         impl $name {
+            /// Every value, in code order.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// The stored and wire code.
             pub fn code(self) -> $repr {
                 self as $repr
             }
+            /// The value with this code, if any.
             pub fn from_code(code: $repr) -> Option<Self> {
                 match code { $($value => Some($name::$variant),)+ _ => None }
             }
+            /// The name shown in reports and logs.
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }
             }
+            /// The value with this name, if any.
             pub fn parse(text: &str) -> Option<Self> {
                 Self::ALL.iter().copied().find(|v| v.as_str() == text)
             }
@@ -102,13 +109,21 @@ macro_rules! code_enum {
 code_enum! {
     /// What an actor may do; each operation names the roles that may sign it.
     Role: u8 {
+        /// A person whose records, consents and claims the ledger holds.
         Patient = 1 => "patient",
+        /// A care provider: registers and reads records, submits claims.
         Provider = 2 => "provider",
+        /// An insurer: funds its account, adjudicates and pays claims.
         Payer = 3 => "payer",
+        /// Commissions serialized units and recalls lots.
         Manufacturer = 4 => "manufacturer",
+        /// Ships and receives units between manufacturers and dispensers.
         Distributor = 5 => "distributor",
+        /// A pharmacy: receives units and dispenses them to patients.
         Dispenser = 6 => "dispenser",
+        /// May read records for oversight and recall lots.
         Regulator = 7 => "regulator",
+        /// Runs the exchange: registers actors.
         Operator = 8 => "operator",
     }
 }
@@ -116,11 +131,17 @@ code_enum! {
 code_enum! {
     /// Purpose of use, after HL7 v3 PurposeOfUse.
     Purpose: u8 {
+        /// Care of the patient.
         Treatment = 0 => "treatment",
+        /// Billing and payment for care.
         Payment = 1 => "payment",
+        /// The provider's or payer's own health care operations.
         Operations = 2 => "operations",
+        /// Research, with the patient's consent.
         Research = 3 => "research",
+        /// Public health reporting.
         PublicHealth = 4 => "public-health",
+        /// At the patient's own request.
         PatientRequest = 5 => "patient-request",
     }
 }
@@ -130,9 +151,11 @@ code_enum! {
 pub struct Purposes(pub u8);
 
 impl Purposes {
+    /// The set of these purposes.
     pub fn of(purposes: &[Purpose]) -> Self {
         Self(purposes.iter().fold(0, |bits, p| bits | (1 << p.code())))
     }
+    /// Whether the set holds `purpose`.
     pub fn contains(self, purpose: Purpose) -> bool {
         self.0 & (1 << purpose.code()) != 0
     }
@@ -144,7 +167,9 @@ impl Purposes {
 /// A serialized unit of a drug product: GTIN (AI 01) and serial (AI 21).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UnitId {
+    /// The product's GTIN-14, as a number.
     pub gtin: u64,
+    /// The serial number.
     pub serial: String,
 }
 
@@ -175,8 +200,17 @@ pub struct ClaimLine {
 /// A payer's decision on a claim.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Adjudication {
-    Approve { amount: u64 },
-    Deny { reason: String },
+    /// Approved for this amount, in cents (at most the claim's total).
+    Approve {
+        /// In cents.
+        amount: u64,
+    },
+    /// Denied, with the payer's reason.
+    Deny {
+        /// Why.
+        reason: String,
+    },
+    /// Held for more information.
     Pend,
 }
 
@@ -184,51 +218,162 @@ pub enum Adjudication {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Operation {
     /// An operator registers an actor with a role. Applies on every shard.
-    RegisterActor { actor: ActorKey, role: Role, name: String },
+    RegisterActor {
+        /// The actor's key.
+        actor: ActorKey,
+        /// What it may do.
+        role: Role,
+        /// A label for reports.
+        name: String,
+    },
 
     /// A provider (the custodian) registers a record by the hash of its off-ledger payload.
     /// Record, consent and claim ids are the patient's own: they need only be unique per patient.
-    RegisterRecord { record: u128, patient: ActorKey, content_hash: Hash, resource_type: String },
+    RegisterRecord {
+        /// The record's id, unique per patient.
+        record: u128,
+        /// Whose record it is.
+        patient: ActorKey,
+        /// blake3 of the payload, which lives off the ledger.
+        content_hash: Hash,
+        /// The kind of record, such as a FHIR resource type.
+        resource_type: String,
+    },
     /// The custodian registers a new version of a record.
-    AmendRecord { record: u128, patient: ActorKey, content_hash: Hash },
+    AmendRecord {
+        /// The record's id.
+        record: u128,
+        /// Whose record it is.
+        patient: ActorKey,
+        /// blake3 of the new version's payload.
+        content_hash: Hash,
+    },
     /// A patient grants a grantee access to records of some types, for some purposes, for a period.
     GrantConsent {
+        /// The consent's id, unique per patient.
         consent: u128,
+        /// The patient granting it (the signer).
         patient: ActorKey,
+        /// Who may read.
         grantee: ActorKey,
+        /// The record types it covers; empty covers every type.
         scope: Vec<String>,
+        /// The purposes of use it covers.
         purposes: Purposes,
+        /// When it starts.
         valid_from: Timestamp,
+        /// When it ends (exclusive).
         valid_until: Timestamp,
     },
     /// A patient revokes a consent.
-    RevokeConsent { consent: u128, patient: ActorKey },
+    RevokeConsent {
+        /// The consent's id.
+        consent: u128,
+        /// The patient who gave it (the signer).
+        patient: ActorKey,
+    },
     /// An actor reads a record; checked against consent at commit time and logged either way.
-    AccessRecord { record: u128, patient: ActorKey, purpose: Purpose },
+    AccessRecord {
+        /// The record's id.
+        record: u128,
+        /// Whose record it is.
+        patient: ActorKey,
+        /// Why it is read.
+        purpose: Purpose,
+    },
     /// A provider reads a record without consent in an emergency; permitted, logged and flagged.
-    EmergencyAccess { record: u128, patient: ActorKey, reason: String },
+    EmergencyAccess {
+        /// The record's id.
+        record: u128,
+        /// Whose record it is.
+        patient: ActorKey,
+        /// Why, for the review every break-glass access gets.
+        reason: String,
+    },
 
     /// A payer adds funds to its own account.
-    FundAccount { amount: u64 },
+    FundAccount {
+        /// In cents.
+        amount: u64,
+    },
     /// A provider submits a claim against a payer.
-    SubmitClaim { claim: u128, patient: ActorKey, payer: ActorKey, service_date: u32, lines: Vec<ClaimLine> },
+    SubmitClaim {
+        /// The claim's id, unique per patient.
+        claim: u128,
+        /// The patient served.
+        patient: ActorKey,
+        /// Who is billed.
+        payer: ActorKey,
+        /// The date of service, YYYYMMDD.
+        service_date: u32,
+        /// The service lines.
+        lines: Vec<ClaimLine>,
+    },
     /// The claim's payer approves, denies or pends it.
-    AdjudicateClaim { claim: u128, patient: ActorKey, decision: Adjudication },
+    AdjudicateClaim {
+        /// The claim's id.
+        claim: u128,
+        /// The claim's patient.
+        patient: ActorKey,
+        /// The decision.
+        decision: Adjudication,
+    },
     /// The claim's payer pays the approved amount to the provider's account, exactly once.
-    PayClaim { claim: u128, patient: ActorKey, provider: ActorKey, amount: u64 },
+    PayClaim {
+        /// The claim's id.
+        claim: u128,
+        /// The claim's patient.
+        patient: ActorKey,
+        /// Whose account is credited: the claim's provider.
+        provider: ActorKey,
+        /// In cents: the approved amount.
+        amount: u64,
+    },
 
     /// A manufacturer commissions a serialized unit; it becomes the custodian.
-    CommissionUnit { unit: UnitId, lot: String, expiry: Timestamp },
+    CommissionUnit {
+        /// GTIN and serial.
+        unit: UnitId,
+        /// The lot (batch) it belongs to.
+        lot: String,
+        /// When it expires.
+        expiry: Timestamp,
+    },
     /// The custodian ships a unit to another actor.
-    ShipUnit { unit: UnitId, to: ActorKey },
+    ShipUnit {
+        /// The unit.
+        unit: UnitId,
+        /// The addressee.
+        to: ActorKey,
+    },
     /// The addressee of a shipment takes custody.
-    ReceiveUnit { unit: UnitId },
+    ReceiveUnit {
+        /// The unit.
+        unit: UnitId,
+    },
     /// A dispenser (pharmacy) holding the unit dispenses it to a patient.
-    DispenseUnit { unit: UnitId, patient: ActorKey },
+    DispenseUnit {
+        /// The unit.
+        unit: UnitId,
+        /// Who receives it.
+        patient: ActorKey,
+    },
     /// The custodian takes a unit out of circulation.
-    DecommissionUnit { unit: UnitId, reason: String },
+    DecommissionUnit {
+        /// The unit.
+        unit: UnitId,
+        /// Why.
+        reason: String,
+    },
     /// A manufacturer or regulator recalls a lot. Applies on every shard.
-    RecallLot { gtin: u64, lot: String, reason: String },
+    RecallLot {
+        /// The product.
+        gtin: u64,
+        /// The lot.
+        lot: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The family of rules an operation belongs to: each has its own module of rules
@@ -250,22 +395,39 @@ pub enum Family {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum OperationKind {
+    /// `Operation::RegisterActor`.
     RegisterActor = 1,
+    /// `Operation::RegisterRecord`.
     RegisterRecord = 2,
+    /// `Operation::AmendRecord`.
     AmendRecord = 3,
+    /// `Operation::GrantConsent`.
     GrantConsent = 4,
+    /// `Operation::RevokeConsent`.
     RevokeConsent = 5,
+    /// `Operation::AccessRecord`.
     AccessRecord = 6,
+    /// `Operation::EmergencyAccess`.
     EmergencyAccess = 7,
+    /// `Operation::FundAccount`.
     FundAccount = 8,
+    /// `Operation::SubmitClaim`.
     SubmitClaim = 9,
+    /// `Operation::AdjudicateClaim`.
     AdjudicateClaim = 10,
+    /// `Operation::PayClaim`.
     PayClaim = 11,
+    /// `Operation::CommissionUnit`.
     CommissionUnit = 12,
+    /// `Operation::ShipUnit`.
     ShipUnit = 13,
+    /// `Operation::ReceiveUnit`.
     ReceiveUnit = 14,
+    /// `Operation::DispenseUnit`.
     DispenseUnit = 15,
+    /// `Operation::DecommissionUnit`.
     DecommissionUnit = 16,
+    /// `Operation::RecallLot`.
     RecallLot = 17,
 }
 
@@ -324,6 +486,7 @@ impl OperationKind {
         }
     }
 
+    /// The family whose rules module checks it.
     pub fn family(self) -> Family {
         match self {
             OperationKind::RegisterActor => Family::Actors,
@@ -348,6 +511,7 @@ impl OperationKind {
 }
 
 impl Operation {
+    /// Which operation this is.
     pub fn kind(&self) -> OperationKind {
         match self {
             Operation::RegisterActor { .. } => OperationKind::RegisterActor,
@@ -618,10 +782,13 @@ impl Codec for Operation {
 /// The signed part of a transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transaction {
+    /// The client's id for it: a resubmission with the same id gets the first result.
     pub id: TxId,
+    /// Who signs it.
     pub signer: ActorKey,
     /// The client's clock when it signed; informational only (commit time is the block's).
     pub timestamp: Timestamp,
+    /// What it does.
     pub operation: Operation,
 }
 
@@ -652,6 +819,7 @@ impl Codec for Transaction {
 /// and copying its strings each time would be work on the commit path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignedTransaction {
+    /// The decoded transaction, shared by every clone.
     pub transaction: Arc<Transaction>,
     bytes: Arc<[u8]>,
 }
@@ -687,6 +855,7 @@ impl SignedTransaction {
         Ok(Self { transaction: Arc::new(transaction), bytes: bytes.into() })
     }
 
+    /// The transaction's id.
     pub fn id(&self) -> TxId {
         self.transaction.id
     }
@@ -694,6 +863,7 @@ impl SignedTransaction {
     pub fn body(&self) -> &[u8] {
         &self.bytes[..self.bytes.len() - SIGNATURE_LENGTH]
     }
+    /// The ed25519 signature.
     pub fn signature(&self) -> [u8; SIGNATURE_LENGTH] {
         self.bytes[self.bytes.len() - SIGNATURE_LENGTH..].try_into().expect("signature length")
     }
@@ -707,48 +877,88 @@ code_enum! {
     /// Why a transaction was rejected. Rejections are business outcomes, recorded in the ledger
     /// like commits (except the first four, which are refused before the ledger sees the transaction).
     Reason: u16 {
+        /// The signature does not verify.
         BadSignature = 1 => "bad-signature",
+        /// The signer key is a small-order point.
         WeakKey = 2 => "weak-key",
+        /// The transaction could not be decoded, or its stored index entry could not.
         Malformed = 3 => "malformed",
+        /// Its chunk held a bad signature and the batch had bad signatures in more than one chunk, so the chunk was refused unsearched.
         BatchAbandoned = 4 => "batch-abandoned",
+        /// The signer is not a registered actor.
         UnknownSigner = 10 => "unknown-signer",
+        /// The signer's role may not perform this operation (or a patient acts for another).
         RoleNotPermitted = 11 => "role-not-permitted",
+        /// The actor is already registered.
         ActorExists = 12 => "actor-exists",
+        /// A named actor is not registered, or not in the role the operation needs.
         UnknownActor = 13 => "unknown-actor",
+        /// A field is empty, out of range or inconsistent.
         InvalidField = 14 => "invalid-field",
+        /// A cross-shard transaction in flight holds a key this one needs.
         KeyLocked = 15 => "key-locked",
-        // A cluster's coordinator could not reach a participant shard, or restarted before
-        // deciding: the cross-shard transaction is aborted everywhere.
+        /// A cluster's coordinator could not reach a participant shard, or restarted before
+        /// deciding: the cross-shard transaction is aborted everywhere.
         ParticipantUnavailable = 16 => "participant-unavailable",
+        /// The named patient is not registered as a patient.
         UnknownPatient = 20 => "unknown-patient",
+        /// The patient already has a record with this id.
         RecordExists = 21 => "record-exists",
+        /// The patient has no record with this id.
         UnknownRecord = 22 => "unknown-record",
+        /// Only the record's custodian may amend it.
         NotCustodian = 23 => "not-custodian",
+        /// The patient already has a consent with this id.
         ConsentExists = 24 => "consent-exists",
+        /// The patient has no consent with this id.
         UnknownConsent = 25 => "unknown-consent",
+        /// No consent of the patient names the accessor.
         ConsentMissing = 26 => "consent-missing",
+        /// The nearest consent was revoked.
         ConsentRevoked = 27 => "consent-revoked",
+        /// The nearest consent is outside its validity period.
         ConsentExpired = 28 => "consent-outside-period",
+        /// The nearest consent does not cover this purpose of use.
         ConsentPurpose = 29 => "consent-purpose-not-covered",
+        /// The nearest consent does not cover this type of record.
         ConsentScope = 30 => "consent-scope-not-covered",
+        /// The grantee already holds as many of the patient's consents as allowed.
         ConsentLimit = 31 => "consent-limit",
+        /// The patient already has a claim with this id.
         ClaimExists = 40 => "claim-exists",
+        /// A claim for the same patient, provider, service date and codes exists.
         DuplicateClaim = 41 => "duplicate-claim",
+        /// The patient has no claim with this id.
         UnknownClaim = 42 => "unknown-claim",
+        /// The claim is not approved.
         ClaimNotPayable = 43 => "claim-not-payable",
+        /// The claim was paid already.
         ClaimAlreadyPaid = 44 => "claim-already-paid",
+        /// The claim was adjudicated already (approved, denied or paid).
         ClaimClosed = 45 => "claim-closed",
+        /// The amount is not the claim's (over its total, or not the approved amount).
         AmountMismatch = 46 => "amount-mismatch",
+        /// The payer's available balance does not cover the payment.
         InsufficientFunds = 47 => "insufficient-funds",
+        /// The service date is after the commit date.
         ServiceDateInFuture = 48 => "service-date-in-future",
+        /// Only the claim's payer may adjudicate or pay it.
         NotClaimPayer = 49 => "not-claim-payer",
+        /// The serial was commissioned before: a counterfeit signal.
         UnitExists = 60 => "serial-already-commissioned",
+        /// No unit with this GTIN and serial was commissioned.
         UnknownUnit = 61 => "unknown-unit",
+        /// Only the unit's custodian may ship, dispense or decommission it.
         NotUnitCustodian = 62 => "not-unit-custodian",
+        /// The unit is in transit, dispensed or decommissioned.
         UnitNotActive = 63 => "unit-not-active",
+        /// The unit is in transit to another actor.
         NotAddressee = 64 => "not-addressee",
+        /// The unit's lot is recalled.
         UnitRecalled = 65 => "unit-recalled",
+        /// The unit is past its expiry.
         UnitExpired = 66 => "unit-expired",
+        /// The lot is recalled already.
         LotAlreadyRecalled = 67 => "lot-already-recalled",
     }
 }
@@ -756,26 +966,32 @@ code_enum! {
 /// The outcome of one transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TxResult {
+    /// Applied.
     Committed,
+    /// Recorded as refused, for this reason (or, for a bad signature, refused unrecorded).
     Rejected(Reason),
 }
 
 impl TxResult {
+    /// Whether it was applied.
     pub fn is_committed(self) -> bool {
         self == TxResult::Committed
     }
+    /// The stored code: 0 for committed, else the reason's.
     pub fn code(self) -> u16 {
         match self {
             TxResult::Committed => 0,
             TxResult::Rejected(reason) => reason.code(),
         }
     }
+    /// The result with this stored code, if any.
     pub fn from_code(code: u16) -> Option<Self> {
         match code {
             0 => Some(TxResult::Committed),
             code => Reason::from_code(code).map(TxResult::Rejected),
         }
     }
+    /// `committed`, or the reason's name.
     pub fn as_str(self) -> &'static str {
         match self {
             TxResult::Committed => "committed",
@@ -810,6 +1026,7 @@ pub fn encode_result(e: &mut Encoder, result: TxResult) {
     e.u16(result.code());
 }
 
+/// Reads a result's stored code.
 pub fn decode_result(d: &mut Decoder<'_>) -> Result<TxResult, DecodeError> {
     TxResult::from_code(d.u16()?).ok_or(DecodeError::Invalid("result"))
 }

@@ -79,6 +79,7 @@ pub struct SignatureVerifier {
 }
 
 impl SignatureVerifier {
+    /// A verifier with an empty key cache.
     pub fn new() -> Self {
         Self::default()
     }

@@ -24,12 +24,20 @@ pub use crate::round::Write;
 #[non_exhaustive]
 pub enum StorageError {
     #[cfg(feature = "rocksdb")]
+    /// RocksDB failed.
     #[error("RocksDB: {0}")]
     Rocks(#[from] rocksdb::Error),
+    /// A fault `FaultyStorage` was told to inject.
     #[error("injected fault: {0}")]
     Injected(&'static str),
+    /// A stored value could not be decoded.
     #[error("stored data is damaged at {place}: {detail} (run `caduceus verify`)")]
-    Damaged { place: String, detail: String },
+    Damaged {
+        /// Which key.
+        place: String,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// RocksDB was built for CPU instructions this machine lacks (`.cargo/config.toml`).
     #[error("this CPU lacks {0}, which this build's RocksDB uses for its checksums")]
     UnsupportedCpu(&'static str),
@@ -37,8 +45,10 @@ pub enum StorageError {
 
 /// An ordered, durable key-value store.
 pub trait Storage: Send + Sync {
+    /// The value stored under `key`, if any.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
 
+    /// The values of many keys, in order (a backend may batch the reads).
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
         keys.iter().map(|key| self.get(key)).collect()
     }
@@ -248,9 +258,11 @@ pub struct MemoryStorage {
 }
 
 impl MemoryStorage {
+    /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
+    /// A store holding these entries.
     pub fn from_map(map: BTreeMap<Vec<u8>, Vec<u8>>) -> Self {
         Self { map: RwLock::new(map) }
     }
@@ -299,6 +311,7 @@ pub struct FaultyStorage {
 }
 
 impl FaultyStorage {
+    /// A store that injects no fault until told to.
     pub fn new() -> Self {
         Self { crash_after: AtomicU64::new(u64::MAX), ..Self::default() }
     }
@@ -314,6 +327,7 @@ impl FaultyStorage {
     pub fn delay_writes(&self, delay: std::time::Duration) {
         self.write_delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
     }
+    /// Writes that succeeded so far.
     pub fn writes_done(&self) -> u64 {
         self.writes_done.load(Ordering::SeqCst)
     }

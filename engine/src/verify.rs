@@ -32,25 +32,33 @@ pub const PROBLEMS_LISTED_MAX: usize = 50;
 /// One damaged place.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
+    /// Where: a key, a block, a round.
     pub place: String,
+    /// What is wrong there.
     pub detail: String,
 }
 
 /// What verification found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Report {
+    /// Shards in the ledger.
     pub shards: u32,
+    /// Rounds replayed.
     pub rounds: u64,
+    /// Blocks whose chain checked.
     pub blocks: u64,
     /// Distinct transactions replayed (a cross-shard one is in several blocks, counted once).
     pub transactions: u64,
+    /// Keys in the store.
     pub keys: u64,
     /// The first `PROBLEMS_LISTED_MAX` problems, first found first.
     pub problems: Vec<Problem>,
+    /// Every problem found, listed or not.
     pub problem_count: u64,
 }
 
 impl Report {
+    /// Whether nothing was found wrong.
     pub fn is_intact(&self) -> bool {
         self.problem_count == 0
     }

@@ -69,6 +69,7 @@ pub fn system_clock() -> Clock {
 /// different shard count is refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
+    /// Shards the state is partitioned into (fixed for the ledger's life).
     pub shards: u32,
     /// Operators that exist from the start; they register every other actor.
     pub genesis_operators: Vec<ActorKey>,
@@ -90,30 +91,59 @@ pub struct Options {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum OpenError {
+    /// The storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The configuration of a new ledger is not valid.
     #[error("invalid configuration: {0}")]
     Config(&'static str),
+    /// The ledger was created with another shard count.
     #[error("the ledger has {stored} shards; it cannot be opened with {requested}")]
-    ShardCount { stored: u32, requested: u32 },
+    ShardCount {
+        /// The ledger's.
+        stored: u32,
+        /// The one asked for.
+        requested: u32,
+    },
+    /// What opening reads is damaged.
     #[error("stored data is damaged at {place}: {detail} (run `caduceus verify`)")]
-    Corrupt { place: String, detail: String },
+    Corrupt {
+        /// Which key.
+        place: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The directory holds no ledger.
     #[error("{0} holds no ledger")]
     NoLedger(std::path::PathBuf),
+    /// The store was written in another format than this build's.
     #[error(
         "the store is in format {stored} and this build reads format {expected}: open it with the build that wrote it, or rebuild it"
     )]
-    Format { stored: u32, expected: u32 },
+    Format {
+        /// The store's format.
+        stored: u32,
+        /// This build's.
+        expected: u32,
+    },
 }
 
 /// Why a batch was not accepted. Per-transaction outcomes are `TxResult`s, not errors.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SubmitError {
+    /// More transactions than a batch may hold.
     #[error("batch of {count} transactions is over the limit of {limit}")]
-    BatchTooLarge { count: usize, limit: usize },
+    BatchTooLarge {
+        /// In the batch.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The write failed: nothing of the batch was applied, and the ledger goes on serving.
     #[error("the write was not made durable, so nothing in the batch was applied: {0}")]
     Storage(String),
+    /// The ledger is shutting down.
     #[error("the ledger is closed")]
     Closed,
 }
@@ -122,25 +152,42 @@ pub enum SubmitError {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum QueryError {
+    /// The storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A stored value could not be decoded.
     #[error("stored data is damaged at {place}: {source} (run `caduceus verify`)")]
-    Corrupt { place: String, source: DecodeError },
+    Corrupt {
+        /// Which key.
+        place: String,
+        /// Why it does not decode.
+        source: DecodeError,
+    },
+    /// Stored values that should agree do not.
     #[error("stored data is inconsistent at {place}: {detail} (run `caduceus verify`)")]
-    Inconsistent { place: String, detail: &'static str },
+    Inconsistent {
+        /// Which key.
+        place: String,
+        /// What disagrees.
+        detail: &'static str,
+    },
 }
 
 /// What the ledger says about a serialized unit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnitVerification {
+    /// The unit asked about.
     pub unit: UnitId,
     /// `None`: never commissioned on this ledger, so not genuine.
     pub state: Option<Unit>,
+    /// Its lot's recall, if recalled.
     pub recall: Option<Recall>,
+    /// Past its expiry at the ledger clock's now.
     pub expired: bool,
 }
 
 impl UnitVerification {
+    /// Commissioned on this ledger.
     pub fn genuine(&self) -> bool {
         self.state.is_some()
     }
@@ -220,6 +267,20 @@ pub struct Ledger {
 impl Ledger {
     /// Opens (or creates) a ledger in a directory, on RocksDB, with default options. See
     /// [`Ledger::builder`] for options, another clock or another storage.
+    ///
+    /// ```
+    /// use caduceus_engine::signature::{actor_key, signing_key};
+    /// use caduceus_engine::{Config, Ledger};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let config = Config { shards: 4, genesis_operators: vec![actor_key(&signing_key([7; 32]))] };
+    /// let ledger = Ledger::open(dir.path(), &config)?;
+    /// assert_eq!((ledger.shard_count(), ledger.round()), (4, 0));
+    /// drop(ledger);
+    /// // Reopening takes the stored configuration.
+    /// assert_eq!(Ledger::open_existing(dir.path())?.shard_count(), 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[cfg(feature = "rocksdb")]
     pub fn open(path: &std::path::Path, config: &Config) -> Result<Self, OpenError> {
         Self::builder().open(path, config)
@@ -266,11 +327,30 @@ impl Ledger {
         Ok(PendingBatch { reply: receiver })
     }
 
-    /// Submits a batch and waits until its results are durable.
+    /// Submits a batch and waits until its results are durable: one result per transaction, in
+    /// order. Business outcomes (a missing consent, a duplicate claim) are results, not errors.
+    ///
+    /// ```
+    /// use caduceus_engine::signature::{actor_key, sign, signing_key};
+    /// use caduceus_engine::{Config, Ledger, Operation, Reason, Role, Transaction, TxResult};
+    ///
+    /// let operator = signing_key([1; 32]);
+    /// let ledger = Ledger::open_in_memory(&Config { shards: 1, genesis_operators: vec![actor_key(&operator)] })?;
+    /// let stranger = signing_key([9; 32]);
+    /// let register = |id, signer: &caduceus_engine::signature::SigningKey| {
+    ///     let actor = actor_key(&signing_key([id as u8; 32]));
+    ///     let operation = Operation::RegisterActor { actor, role: Role::Provider, name: "Clinic".into() };
+    ///     sign(Transaction { id, signer: actor_key(signer), timestamp: 0, operation }, signer)
+    /// };
+    /// let results = ledger.submit(vec![register(2, &operator)?, register(3, &stranger)?])?;
+    /// assert_eq!(results, vec![TxResult::Committed, TxResult::Rejected(Reason::UnknownSigner)]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn submit(&self, transactions: Vec<SignedTransaction>) -> Answer {
         self.submit_async(transactions)?.wait()
     }
 
+    /// Shards the state is partitioned into.
     pub fn shard_count(&self) -> u32 {
         self.core.read().genesis.shards
     }
@@ -300,6 +380,7 @@ impl Ledger {
         self.read_durable(|core| core.checkpoint.clone())
     }
 
+    /// The checkpoint of a round, as stored.
     pub fn checkpoint_at(&self, round: u64) -> Result<Option<Checkpoint>, QueryError> {
         reads::checkpoint_at(self.storage().as_ref(), round)
     }
@@ -338,10 +419,12 @@ impl Ledger {
         self.read_durable(|core| crate::shard::fund_totals(&core.shards))
     }
 
+    /// A registered actor.
     pub fn actor(&self, actor: &ActorKey) -> Option<Actor> {
         self.read_durable(|core| core.shards[0].state().actors.get(actor).cloned())
     }
 
+    /// A payer's or provider's account.
     pub fn account(&self, owner: &ActorKey) -> Option<Account> {
         self.read_durable(|core| {
             core.shards[shard_of_actor(owner, core.genesis.shards) as usize].state().accounts.get(owner).copied()
@@ -375,6 +458,40 @@ impl Ledger {
     }
 
     /// Who accessed the patient's records, when, why, and whether it was permitted; oldest first.
+    ///
+    /// ```
+    /// use caduceus_engine::signature::{actor_key, sign, signing_key};
+    /// use caduceus_engine::{Config, Ledger, Operation, Purpose, Reason, Role, Transaction, TxResult};
+    ///
+    /// let (operator, patient, nurse) = (signing_key([1; 32]), signing_key([2; 32]), signing_key([3; 32]));
+    /// let ledger = Ledger::open_in_memory(&Config { shards: 2, genesis_operators: vec![actor_key(&operator)] })?;
+    /// let tx = |id, key: &caduceus_engine::signature::SigningKey, operation| {
+    ///     sign(Transaction { id, signer: actor_key(key), timestamp: 0, operation }, key)
+    /// };
+    /// let register = |actor: &caduceus_engine::signature::SigningKey, role| Operation::RegisterActor {
+    ///     actor: actor_key(actor),
+    ///     role,
+    ///     name: "someone".into(),
+    /// };
+    /// ledger.submit(vec![tx(1, &operator, register(&patient, Role::Patient))?, tx(2, &operator, register(&nurse, Role::Provider))?])?;
+    /// let record = Operation::RegisterRecord {
+    ///     record: 10,
+    ///     patient: actor_key(&patient),
+    ///     content_hash: [0; 32],
+    ///     resource_type: "Observation".into(),
+    /// };
+    /// // The nurse registers a record (so holds it), then another provider without consent tries to read it.
+    /// let other = signing_key([4; 32]);
+    /// ledger.submit(vec![tx(3, &operator, register(&other, Role::Provider))?, tx(4, &nurse, record)?])?;
+    /// let read = Operation::AccessRecord { record: 10, patient: actor_key(&patient), purpose: Purpose::Treatment };
+    /// assert_eq!(ledger.submit(vec![tx(5, &other, read)?])?, vec![TxResult::Rejected(Reason::ConsentMissing)]);
+    ///
+    /// let report = ledger.access_report(&actor_key(&patient))?;
+    /// assert_eq!(report.len(), 1);
+    /// assert_eq!(report[0].accessor, actor_key(&other));
+    /// assert!(!report[0].permitted());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn access_report(&self, patient: &ActorKey) -> Result<Vec<AccessEntry>, QueryError> {
         reads::access_report(self.storage().as_ref(), patient)
     }
@@ -394,7 +511,9 @@ impl Ledger {
         reads::transaction(self.storage().as_ref(), id)
     }
 
-    /// An inclusion proof of a transaction and its result, up to the checkpoint of the round that sealed it.
+    /// An inclusion proof of a transaction and its result, up to the checkpoint of the round
+    /// that sealed it. Anyone holding that checkpoint's hash checks it offline; the example of
+    /// [`Ledger`] proves a transaction and checks the proof.
     pub fn prove(&self, id: TxId) -> Result<Option<Proof>, QueryError> {
         let storage = self.storage();
         let Some(mut proof) = reads::prove_in_block(storage.as_ref(), id)? else { return Ok(None) };
