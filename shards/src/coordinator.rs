@@ -609,6 +609,8 @@ pub async fn serve(config: NodeConfig, shutdown: impl std::future::Future<Output
     let server = tls::server(config.identity()?, None)?;
     let client_endpoint =
         quinn::Endpoint::server(server, config.listen).with_context(|| format!("binding {}", config.listen))?;
+    // Said once the port is bound, so whoever starts the node knows it took its port.
+    eprintln!("{}: listening on {}", config.name, client_endpoint.local_addr()?);
     let handle = {
         let shared = shared.clone();
         Arc::new(move |request: Request| {

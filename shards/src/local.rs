@@ -36,8 +36,14 @@ pub struct InitOptions {
     pub fixed_time: Option<u64>,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+/// A free port, and the socket that holds it until `init` has chosen every port (so one
+/// cluster's nodes never get the same one). Another process may still take it before the node
+/// binds it: the node then exits saying so, and its starter picks again.
+fn free_port(held: &mut Vec<UdpSocket>) -> Result<u16> {
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    let port = socket.local_addr()?.port();
+    held.push(socket);
+    Ok(port)
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {
@@ -64,9 +70,10 @@ pub fn init(options: &InitOptions) -> Result<()> {
     let (ca, issuer) = tls::new_ca("Caduceus cluster CA")?;
     std::fs::write(dir.join("ca.pem"), &ca.cert)?;
     write_private(&dir.join("ca.key"), &ca.key)?;
-    let port = |offset: u16| -> Result<u16> {
+    let mut held = Vec::new();
+    let mut port = |offset: u16| -> Result<u16> {
         if options.base_port == 0 {
-            free_port()
+            free_port(&mut held)
         } else {
             options.base_port.checked_add(offset).context("port numbers run past 65535")
         }

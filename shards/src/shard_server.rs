@@ -39,6 +39,8 @@ pub async fn serve(config: NodeConfig, shutdown: impl std::future::Future<Output
     let server = tls::server(config.identity()?, Some(tls::roots(&config.ca)?))?;
     let endpoint =
         quinn::Endpoint::server(server, config.listen).with_context(|| format!("binding {}", config.listen))?;
+    // Said once the port is bound, so whoever starts the node knows it took its port.
+    eprintln!("{}: listening on {}", config.name, endpoint.local_addr()?);
     let shards = Arc::new(shards);
     let name = config.name.clone();
     let handle = Arc::new(move |request: Request| {

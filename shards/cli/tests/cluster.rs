@@ -74,7 +74,12 @@ struct Cluster {
     _dir: tempfile::TempDir,
     path: PathBuf,
     nodes: Vec<(String, Option<Child>)>,
+    /// Shards, shard servers and the genesis operator, to make the cluster again.
+    shape: (u32, u32, String),
 }
+
+/// How often a cluster is made again when a port `init` chose was taken before its node bound it.
+const LAUNCH_ATTEMPTS: usize = 5;
 
 impl Cluster {
     fn init(shards: u32, servers: u32, operator: &str) -> Self {
@@ -89,7 +94,47 @@ impl Cluster {
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         let mut nodes: Vec<(String, Option<Child>)> = (0..servers).map(|s| (format!("shard-{s}"), None)).collect();
         nodes.push(("coordinator".into(), None));
-        Cluster { _dir: dir, path, nodes }
+        Cluster { _dir: dir, path, nodes, shape: (shards, servers, operator.to_owned()) }
+    }
+
+    /// Starts every node (those named in `failpoints` with that failpoint) and waits until each
+    /// has bound its port. `init` picks free ports by binding and releasing them, so another
+    /// test may take one before the node binds it: then the cluster is made again with other
+    /// ports (a fresh, empty directory: nothing had started) and started again.
+    fn launch(&mut self, failpoints: &[(&str, &str)]) {
+        for _ in 0..LAUNCH_ATTEMPTS {
+            let names: Vec<String> = self.nodes.iter().map(|(n, _)| n.clone()).collect();
+            for name in &names {
+                let failpoint = failpoints.iter().find(|(n, _)| n == name).map(|(_, f)| *f);
+                self.start(name, failpoint);
+            }
+            if names.iter().all(|name| self.listening(name)) {
+                return;
+            }
+            let (shards, servers, operator) = self.shape.clone();
+            *self = Cluster::init(shards, servers, &operator);
+        }
+        panic!("no free ports for a cluster after {LAUNCH_ATTEMPTS} attempts");
+    }
+
+    /// Waits until the node says it is listening (true), or exits because its port was
+    /// taken (false); any other exit fails the test with the node's own words.
+    fn listening(&mut self, name: &str) -> bool {
+        let log = self.path.join(format!("{name}.err"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            if said.contains("listening on") {
+                return true;
+            }
+            if self.exited(name) {
+                let said = std::fs::read_to_string(&log).unwrap_or_default();
+                assert!(said.contains("Address already in use"), "{name} exited while starting: {said}");
+                return false;
+            }
+            assert!(Instant::now() < deadline, "{name} did not bind its port in 60 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn config(&self, name: &str) -> NodeConfig {
@@ -109,7 +154,8 @@ impl Cluster {
         let role = if name == "coordinator" { "coordinator" } else { "shard" };
         let mut command = caduceus();
         command.args([role, "--config", self.path.join(format!("{name}.toml")).to_str().unwrap()]);
-        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path.join(format!("{name}.err")));
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log.unwrap());
         if let Some(failpoint) = failpoint {
             command.env("CADUCEUS_FAILPOINT", failpoint);
         }
@@ -117,10 +163,7 @@ impl Cluster {
     }
 
     fn start_all(&mut self) {
-        let names: Vec<String> = self.nodes.iter().map(|(n, _)| n.clone()).collect();
-        for name in names {
-            self.start(&name, None);
-        }
+        self.launch(&[]);
     }
 
     fn pid(&self, name: &str) -> u32 {
@@ -275,9 +318,7 @@ fn a_shard_server_killed_during_load_rejoins_and_nothing_acknowledged_is_lost() 
     // shard-1 stops itself with a round in flight (durable, its reply not sent) about halfway
     // through the load; it is started again once a submission has found it gone.
     let stop_at = batches.len() / 2;
-    cluster.start("shard-0", None);
-    cluster.start("shard-1", Some(&format!("after-round:{stop_at}")));
-    cluster.start("coordinator", None);
+    cluster.launch(&[("shard-1", &format!("after-round:{stop_at}"))]);
     let runtime = runtime();
     let client = runtime.block_on(healthy_client(cluster.address(), &cluster.ca()));
 
@@ -341,9 +382,7 @@ fn coordinator_crash(failpoint: &str, expect_committed: bool) {
     // round of this batch.
     let crash_batch = batches.len() - 3;
     assert!(batches[crash_batch].iter().any(|t| is_cross(t, shards)));
-    cluster.start("shard-0", None);
-    cluster.start("shard-1", None);
-    cluster.start("coordinator", Some(&format!("{failpoint}:{}", crash_batch + 1)));
+    cluster.launch(&[("coordinator", &format!("{failpoint}:{}", crash_batch + 1))]);
     let client = runtime.block_on(healthy_client(cluster.address(), &cluster.ca()));
     let mut acknowledged = Vec::new();
     for batch in &batches[..crash_batch] {
@@ -559,4 +598,19 @@ fn a_node_certificate_from_another_ca_is_refused() {
             assert!(refused, "a shard server serves only nodes of its own cluster");
         }
     });
+}
+
+/// A port `init` chose and another process took before the node bound it: the node says so
+/// and exits, and the harness makes the cluster again on other ports instead of failing.
+#[test]
+fn a_taken_port_makes_the_cluster_again_on_other_ports() {
+    let work = workload(16);
+    let mut cluster = Cluster::init(2, 1, &work.operator().to_string());
+    let taken = cluster.config("shard-0").listen;
+    let _holder = std::net::UdpSocket::bind(taken).expect("the port init chose is free a moment later");
+    cluster.start_all();
+    assert_ne!(cluster.config("shard-0").listen, taken, "made again on another port");
+    let runtime = runtime();
+    let client = runtime.block_on(healthy_client(cluster.address(), &cluster.ca()));
+    runtime.block_on(client.close());
 }
