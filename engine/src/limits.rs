@@ -15,6 +15,13 @@ pub const CONSENT_SCOPE_COUNT_MAX: usize = 16;
 pub const CLAIM_LINES_MAX: usize = 50;
 /// Largest amount on one claim line or one funding, in cents (one billion dollars).
 pub const AMOUNT_MAX: u64 = 100_000_000_000;
+/// Largest balance an account may reach, in cents: funding or a payment past it is refused
+/// (`limit-exceeded`). Credits prepared in one round can pass it by at most a round's worth of
+/// `AMOUNT_MAX`, far below `u64::MAX`, so a balance never overflows.
+pub const BALANCE_MAX: u64 = AMOUNT_MAX * 1_000;
+/// Most a payer may fund its account with over its life, in cents: funding past it is refused
+/// (`limit-exceeded`), so the running funding total never overflows.
+pub const FUNDED_MAX: u64 = AMOUNT_MAX * 1_000_000;
 /// Most transactions in one submitted batch.
 pub const BATCH_TRANSACTIONS_MAX: usize = 16_384;
 /// Most transactions in one block, and in one group of rounds written together.

@@ -900,6 +900,9 @@ code_enum! {
         /// A cluster's coordinator could not reach a participant shard, or restarted before
         /// deciding: the cross-shard transaction is aborted everywhere.
         ParticipantUnavailable = 16 => "participant-unavailable",
+        /// An amount would take an account past its bound (`limits::BALANCE_MAX`,
+        /// `limits::FUNDED_MAX`).
+        LimitExceeded = 17 => "limit-exceeded",
         /// The named patient is not registered as a patient.
         UnknownPatient = 20 => "unknown-patient",
         /// The patient already has a record with this id.
@@ -1017,7 +1020,13 @@ pub fn encode_transactions(e: &mut Encoder, transactions: &[SignedTransaction]) 
 
 /// Decodes what `encode_transactions` wrote; signatures are not checked here.
 pub fn decode_transactions(d: &mut Decoder<'_>) -> Result<Vec<SignedTransaction>, DecodeError> {
-    let count = d.count("transactions", crate::limits::ROUND_TRANSACTIONS_MAX)?;
+    decode_transactions_within(d, crate::limits::ROUND_TRANSACTIONS_MAX)
+}
+
+/// `decode_transactions` with a smaller bound on the count (a client's batch), refused from
+/// the count alone, before any transaction is decoded.
+pub fn decode_transactions_within(d: &mut Decoder<'_>, limit: usize) -> Result<Vec<SignedTransaction>, DecodeError> {
+    let count = d.count("transactions", limit.min(crate::limits::ROUND_TRANSACTIONS_MAX))?;
     (0..count).map(|_| SignedTransaction::decode(d.bytes("transaction", TRANSACTION_SIZE_MAX)?)).collect()
 }
 

@@ -296,27 +296,22 @@ impl Participant {
     /// or, for a cross-shard transaction indexed by another participant, from its
     /// participation record.
     pub fn lookup(&self, ids: &[TxId]) -> Result<Vec<Option<TxResult>>, StorageError> {
+        // A damaged entry is an error for the coordinator to report, never a panic: the
+        // request comes from a peer, and the shard server must keep serving.
+        let result_of = |key: &[u8], bytes: Vec<u8>| match TxLocation::decode(&bytes) {
+            Ok(location) => Ok(location.result),
+            Err(error) => Err(StorageError::Damaged { place: layout::describe(key), detail: error.to_string() }),
+        };
         let keys: Vec<Vec<u8>> = ids.iter().map(|id| layout::transaction(*id)).collect();
-        let mut found: Vec<Option<TxResult>> = self
-            .storage
-            .get_many(&keys)?
-            .into_iter()
-            .zip(ids)
-            .map(|(stored, id)| {
-                stored.map(|bytes| match TxLocation::decode(&bytes) {
-                    Ok(location) => location.result,
-                    Err(error) => panic!("transaction index entry of {id:032x} is damaged: {error}"),
-                })
-            })
-            .collect();
+        let mut found = Vec::with_capacity(ids.len());
+        for (key, stored) in keys.iter().zip(self.storage.get_many(&keys)?) {
+            found.push(stored.map(|bytes| result_of(key, bytes)).transpose()?);
+        }
         let missing: Vec<usize> = (0..ids.len()).filter(|&i| found[i].is_none()).collect();
         if !missing.is_empty() {
             let keys: Vec<Vec<u8>> = missing.iter().map(|&i| layout::participation(ids[i])).collect();
-            for (&i, stored) in missing.iter().zip(self.storage.get_many(&keys)?) {
-                found[i] = stored.map(|bytes| match TxLocation::decode(&bytes) {
-                    Ok(location) => location.result,
-                    Err(error) => panic!("participation record of {:032x} is damaged: {error}", ids[i]),
-                });
+            for ((&i, key), stored) in missing.iter().zip(&keys).zip(self.storage.get_many(&keys)?) {
+                found[i] = stored.map(|bytes| result_of(key, bytes)).transpose()?;
             }
         }
         Ok(found)

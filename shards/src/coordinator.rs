@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 use caduceus_engine::block::{Checkpoint, ShardHead};
 use caduceus_engine::coordinator::{Action, Coordinator, Message};
 use caduceus_engine::coordinator_store::CoordinatorStore;
-use caduceus_engine::limits::SUBMIT_QUEUE_DEPTH;
+use caduceus_engine::limits::{BATCH_TRANSACTIONS_MAX, SUBMIT_QUEUE_DEPTH};
 use caduceus_engine::participant::RoundRequest;
 use caduceus_engine::reads::complete_proof;
 use caduceus_engine::round::{split, Genesis};
@@ -631,6 +631,10 @@ async fn handle(shared: &Arc<Shared>, jobs: &mpsc::Sender<Job>, request: Request
         Request::Submit(transactions) => {
             if transactions.is_empty() {
                 return Response::Results(Vec::new());
+            }
+            if transactions.len() > BATCH_TRANSACTIONS_MAX {
+                let detail = format!("a batch holds at most {BATCH_TRANSACTIONS_MAX} transactions");
+                return Response::error(error_code::BATCH_TOO_LARGE, detail);
             }
             let (reply, answer) = oneshot::channel();
             match jobs.try_send(Job { transactions, reply }) {

@@ -12,7 +12,7 @@ use caduceus_engine::block::{Checkpoint, ShardHead};
 use caduceus_engine::codec::{Codec, DecodeError, Decoder, EncodeError, Encoder};
 use caduceus_engine::history::{AccessEntry, CustodyEvent};
 use caduceus_engine::limits::{BATCH_TRANSACTIONS_MAX, ROUND_TRANSACTIONS_MAX, TRANSACTION_SIZE_MAX};
-use caduceus_engine::model::{decode_result, decode_transactions, encode_result, encode_transactions, Hash};
+use caduceus_engine::model::{decode_result, decode_transactions_within, encode_result, encode_transactions, Hash};
 use caduceus_engine::participant::{RoundReply, RoundRequest, Status};
 use caduceus_engine::state::{Account, Actor, Claim, Recall, Unit};
 use caduceus_engine::{ActorKey, Proof, SignedTransaction, TxId, TxResult, UnitId};
@@ -369,8 +369,14 @@ impl Request {
         let mut d = Decoder::new(payload);
         let request = match kind {
             1 => {
-                d.count("batch", BATCH_TRANSACTIONS_MAX)?;
-                Request::Submit(decode_transactions(&mut d)?)
+                // The batch is bounded by the list's own count, checked before anything is
+                // decoded; the leading count must agree with it.
+                let declared = d.count("batch", BATCH_TRANSACTIONS_MAX)?;
+                let transactions = decode_transactions_within(&mut d, BATCH_TRANSACTIONS_MAX)?;
+                if transactions.len() != declared {
+                    return Err(DecodeError::Invalid("batch count").into());
+                }
+                Request::Submit(transactions)
             }
             2 => Request::Query(Query::decode_from(&mut d)?),
             3 => Request::Prove(d.u128()?),
@@ -596,5 +602,46 @@ impl WireError {
             _ => error_code::MALFORMED,
         };
         Response::error(code, self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use caduceus_engine::model::{ActorKey, Operation, Transaction};
+
+    /// A submit frame whose leading count says one thing and whose list holds more than a
+    /// batch may: refused from the list's count, before any transaction is decoded or applied.
+    #[test]
+    fn a_submit_frame_over_the_batch_limit_is_refused_when_decoded() {
+        let transaction = Transaction {
+            id: 1,
+            signer: ActorKey([7; 32]),
+            timestamp: 0,
+            operation: Operation::FundAccount { amount: 1 },
+        };
+        let signed = SignedTransaction::from_parts(transaction, [0; 64]).unwrap();
+        for (declared, listed) in
+            [(1, BATCH_TRANSACTIONS_MAX + 1), (BATCH_TRANSACTIONS_MAX, BATCH_TRANSACTIONS_MAX + 1)]
+        {
+            let mut e = Encoder::new();
+            e.count("batch", declared, BATCH_TRANSACTIONS_MAX).unwrap();
+            encode_transactions(&mut e, &vec![signed.clone(); listed]).unwrap();
+            let refused = Request::decode(1, &e.bytes);
+            assert!(
+                matches!(refused, Err(WireError::Malformed(DecodeError::TooLong { .. }))),
+                "{declared} declared, {listed} listed: {refused:?}"
+            );
+        }
+        // A leading count that disagrees with the list is refused too.
+        let mut e = Encoder::new();
+        e.count("batch", 3, BATCH_TRANSACTIONS_MAX).unwrap();
+        encode_transactions(&mut e, &vec![signed.clone(); 2]).unwrap();
+        assert!(matches!(Request::decode(1, &e.bytes), Err(WireError::Malformed(DecodeError::Invalid(_)))));
+        // A batch at the limit decodes.
+        let full = Request::Submit(vec![signed; BATCH_TRANSACTIONS_MAX]).encode().unwrap();
+        assert!(
+            matches!(Request::decode(full[0], &full[1..]), Ok(Request::Submit(t)) if t.len() == BATCH_TRANSACTIONS_MAX)
+        );
     }
 }

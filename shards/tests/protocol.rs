@@ -343,3 +343,24 @@ fn the_commit_protocol_survives_loss_duplication_reordering_and_crashes() {
         assert!(totals.get(event).copied().unwrap_or(0) > 0, "no {event:?} in any run: {totals:?}");
     }
 }
+
+/// A peer's lookup that meets a damaged transaction-index entry or participation record gets
+/// an error answer; the shard server does not panic and answers the next request.
+#[test]
+fn a_damaged_index_entry_is_an_error_answer_not_a_panic() {
+    let genesis = Genesis { shards: 2, operators: vec![caduceus_engine::ActorKey([1; 32])] };
+    let storage = Arc::new(MemoryStorage::default());
+    let mut participant = Participant::open(storage.clone(), &genesis, 0).unwrap();
+    storage.write(&[(layout::transaction(7), Some(b"not a location".to_vec()))]).unwrap();
+    storage.write(&[(layout::participation(8), Some(vec![1, 2, 3]))]).unwrap();
+    for id in [7, 8] {
+        match serve_one(&mut participant, Request::Lookup(vec![5, id])) {
+            Response::Error { code, message } => {
+                assert_eq!(code, caduceus_shards::wire::error_code::STORAGE);
+                assert!(message.contains("damaged"), "{message}");
+            }
+            other => panic!("a damaged entry answered {other:?}"),
+        }
+    }
+    assert_eq!(serve_one(&mut participant, Request::Lookup(vec![5])), Response::Lookup(vec![None]));
+}

@@ -11,9 +11,13 @@ impl Shard {
         match &t.operation {
             Operation::FundAccount { amount } => {
                 self.require_signer(&signer, &[Role::Payer])?;
-                let balance = self.state.accounts.get(&signer).map_or(0, |a| a.balance);
-                if *amount == 0 || balance.checked_add(*amount).is_none_or(|b| b > AMOUNT_MAX * 1_000) {
+                if *amount == 0 {
                     return Err(Reason::InvalidField);
+                }
+                let account = self.state.accounts.get(&signer).copied().unwrap_or_default();
+                let within = |total: u64, bound: u64| total.checked_add(*amount).is_some_and(|t| t <= bound);
+                if !within(account.balance, BALANCE_MAX) || !within(account.funded, FUNDED_MAX) {
+                    return Err(Reason::LimitExceeded);
                 }
                 plan.effects.push(Effect::Credit { account: signer, amount: *amount, funding: true });
             }
@@ -125,7 +129,11 @@ impl Shard {
             }
         }
         if self.is_local(provider) {
+            let balance = self.state.accounts.get(provider).map_or(0, |a| a.balance);
             match self.require_role(provider, &[Role::Provider], Reason::UnknownActor) {
+                Ok(()) if balance.checked_add(amount).is_none_or(|b| b > BALANCE_MAX) => {
+                    refusals.push(Reason::LimitExceeded)
+                }
                 Ok(()) => plan.effects.push(Effect::Credit { account: *provider, amount, funding: false }),
                 Err(reason) => refusals.push(reason),
             }

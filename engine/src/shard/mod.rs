@@ -22,7 +22,7 @@ use crate::codec::Codec;
 use crate::coordinator::Message;
 use crate::history::{AccessEntry, CustodyEvent, TxLocation};
 use crate::layout;
-use crate::limits::{AMOUNT_MAX, CONSENTS_PER_GRANTEE_MAX};
+use crate::limits::{AMOUNT_MAX, BALANCE_MAX, CONSENTS_PER_GRANTEE_MAX, FUNDED_MAX};
 use crate::model::{
     ActorKey, Adjudication, ClaimLine, Family, Hash, Operation, Purpose, Reason, Role, SignedTransaction, Timestamp,
     Transaction, TxId, TxResult, UnitId,
@@ -547,6 +547,65 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-shard state machine with a payer, a provider and a patient whose accounts are
+    /// set as given, and an approved claim of `approved` cents to pay.
+    fn at_the_edge(payer: crate::state::Account, provider_balance: u64, approved: u64) -> Shard {
+        let mut state = State::default();
+        for (key, role) in [([1; 32], Role::Payer), ([2; 32], Role::Provider), ([3; 32], Role::Patient)] {
+            state.actors.insert(ActorKey(key), Actor { role, name: "x".into(), registered_at: 0 });
+        }
+        state.accounts.insert(ActorKey([1; 32]), payer);
+        state.accounts.insert(ActorKey([2; 32]), crate::state::Account { balance: provider_balance, funded: 0 });
+        let claim = Claim {
+            patient: ActorKey([3; 32]),
+            provider: ActorKey([2; 32]),
+            payer: ActorKey([1; 32]),
+            service_date: 2026_01_01,
+            total: approved,
+            duplicate_key: [0; 32],
+            status: ClaimStatus::Approved { amount: approved },
+            submitted_at: 0,
+        };
+        state.claims.insert((ActorKey([3; 32]), 9), claim);
+        let mut shard = Shard::restore(0, 1, state, 0, [0; 32], 0);
+        shard.begin(1_800_000_000_000);
+        shard
+    }
+
+    fn run(shard: &mut Shard, id: TxId, signer: u8, operation: Operation) -> TxResult {
+        let transaction = Transaction { id, signer: ActorKey([signer; 32]), timestamp: 0, operation };
+        shard.execute(&SignedTransaction::from_parts(transaction, [0; 64]).expect("a small transaction"))
+    }
+
+    #[test]
+    fn amounts_at_the_edge_of_their_bounds_are_refused_as_results_never_a_panic() {
+        use crate::state::Account;
+        let limit = TxResult::Rejected(Reason::LimitExceeded);
+        let fund = |amount| Operation::FundAccount { amount };
+        // A payer's balance up to its bound, and not a cent past it.
+        let mut shard = at_the_edge(Account { balance: BALANCE_MAX - 10, funded: BALANCE_MAX - 10 }, 0, 1);
+        assert_eq!(run(&mut shard, 1, 1, fund(11)), limit);
+        assert_eq!(run(&mut shard, 2, 1, fund(10)), TxResult::Committed);
+        assert_eq!(shard.state().accounts.get(&ActorKey([1; 32])).unwrap().balance, BALANCE_MAX);
+        // Lifetime funding likewise, even with room in the balance; and where adding would
+        // overflow the type itself.
+        for funded in [FUNDED_MAX - 5, u64::MAX - 5] {
+            let mut shard = at_the_edge(Account { balance: 0, funded }, 0, 1);
+            assert_eq!(run(&mut shard, 3, 1, fund(10)), limit, "funded {funded}");
+        }
+        // A provider's balance: a payment that would take it past its bound, or past the type.
+        for balance in [BALANCE_MAX - 5, u64::MAX - 5] {
+            let mut shard = at_the_edge(Account { balance: 100, funded: 100 }, balance, 10);
+            let pay =
+                Operation::PayClaim { claim: 9, patient: ActorKey([3; 32]), provider: ActorKey([2; 32]), amount: 10 };
+            assert_eq!(run(&mut shard, 4, 1, pay), limit, "provider balance {balance}");
+            assert_eq!(shard.fund_totals(), (100 + u128::from(balance), 100), "nothing moved");
+        }
+        let mut shard = at_the_edge(Account { balance: 100, funded: 100 }, BALANCE_MAX - 10, 10);
+        let pay = Operation::PayClaim { claim: 9, patient: ActorKey([3; 32]), provider: ActorKey([2; 32]), amount: 10 };
+        assert_eq!(run(&mut shard, 5, 1, pay), TxResult::Committed, "up to the bound is paid");
+    }
 
     #[test]
     fn civil_dates() {
