@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use caduceus_engine::model::{Adjudication, ClaimLine, Operation, Reason, TxResult, UnitId};
 use caduceus_engine::storage::MemoryStorage;
-use caduceus_engine::Ledger;
+use caduceus_engine::{Ledger, SignedTransaction};
 use proptest::prelude::*;
 
 use crate::support::{Actor, World, DAY, START};
@@ -275,8 +275,74 @@ fn run(world: &World, ledgers: &[Ledger], steps: &[Step]) -> Result<(), TestCase
     Ok(())
 }
 
+/// Submits `steps` in batches of the given sizes (steps past the sizes' sum are left out) to
+/// every ledger, and asks that every ledger give each batch the same results: a batch's results
+/// are a function of the batch, never of the shard count. The model only picks each step's
+/// parameters (a payment names its claim's provider); inside a batch its predictions do not hold.
+fn run_batches(world: &World, ledgers: &[Ledger], steps: &[Step], sizes: &[usize]) -> Result<(), TestCaseError> {
+    let mut model = Model::default();
+    let mut steps = steps.iter();
+    for (number, &size) in sizes.iter().enumerate() {
+        let batch: Vec<SignedTransaction> = steps
+            .by_ref()
+            .take(size)
+            .map(|step| {
+                let (who, operation) = operation(world, &model, step);
+                model.apply(step);
+                world.tx(signer(world, who), operation)
+            })
+            .collect();
+        if batch.is_empty() {
+            break;
+        }
+        let results: Vec<Vec<TxResult>> = ledgers.iter().map(|ledger| ledger.submit(batch.clone()).unwrap()).collect();
+        let names: Vec<&str> = batch.iter().map(|t| t.transaction.operation.name()).collect();
+        for (ledger, got) in ledgers.iter().zip(&results).skip(1) {
+            prop_assert_eq!(got, &results[0], "batch {} {:?} on {} shards", number, names, ledger.shard_count());
+        }
+    }
+    for ledger in ledgers {
+        let (balances, funded) = ledger.fund_totals();
+        prop_assert_eq!(balances, funded);
+    }
+    Ok(())
+}
+
+/// Dependent operations in one batch: a recall and a dispense of a unit of the recalled lot,
+/// a payment and the adjudication that approves its claim. On one shard every operation touches
+/// one shard; on four, the recall and the payment span shards. Both give the same results.
+#[test]
+fn dependent_operations_in_one_batch_give_the_same_results_on_one_and_four_shards() {
+    let world = World::new();
+    let ledgers = [world.ledger(1), world.ledger(4)];
+    let setup = [
+        Step::Fund(1_000),
+        Step::Submit { claim: 1, patient: 0, provider: 0, amount: 500, code: 0 },
+        Step::Commission { serial: 1, lot: 0 },
+        Step::Ship { serial: 1 },
+        Step::Receive { serial: 1 },
+    ];
+    let steps: Vec<Step> = setup
+        .into_iter()
+        .chain([Step::Recall { lot: 0 }, Step::Dispense { serial: 1 }])
+        .chain([Step::Pay { claim: 1, patient: 0, amount: 500 }, Step::Approve { claim: 1, patient: 0, amount: 500 }])
+        .collect();
+    run_batches(&world, &ledgers, &steps, &[1, 1, 1, 1, 1, 2, 2]).unwrap();
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn random_batches_give_the_same_results_on_one_and_four_shards(
+        steps in proptest::collection::vec(step(), 1..80),
+        sizes in proptest::collection::vec(1usize..8, 1..40),
+    ) {
+        let world = World::new();
+        let ledgers = [world.ledger(1), world.ledger(4)];
+        run_batches(&world, &ledgers, &steps, &sizes)?;
+        prop_assert_eq!(ledgers[0].fund_totals(), ledgers[1].fund_totals());
+    }
 
     #[test]
     fn random_sequences_follow_the_model_on_one_and_four_shards(steps in proptest::collection::vec(step(), 1..60)) {

@@ -486,6 +486,16 @@ impl OperationKind {
         }
     }
 
+    /// Whether it runs in a round's second phase, through the coordinator's two-phase commit,
+    /// whatever the shard count: the operations whose keys may lie on several shards (an
+    /// actor registration and a lot recall touch every shard; a payment touches the patient's,
+    /// the payer's and the provider's). Every other operation touches one shard and runs in the
+    /// first phase. Fixed by the kind, never by where the keys land, so a batch's results do not
+    /// depend on the shard count.
+    pub fn coordinated(self) -> bool {
+        matches!(self, OperationKind::RegisterActor | OperationKind::RecallLot | OperationKind::PayClaim)
+    }
+
     /// The family whose rules module checks it.
     pub fn family(self) -> Family {
         match self {

@@ -335,13 +335,14 @@ impl Participant {
         let shards = self.genesis.shards;
         let id = self.shard.id();
         for single in &request.singles {
-            if participants(&single.transaction, shards) != [id] {
+            let coordinated = single.transaction.operation.kind().coordinated();
+            if coordinated || participants(&single.transaction, shards) != [id] {
                 return Err(ParticipantError::Misrouted { id: single.id() });
             }
         }
         for cross in &request.prepares {
-            let touched = participants(&cross.transaction, shards);
-            if touched.len() < 2 || !touched.contains(&id) {
+            let coordinated = cross.transaction.operation.kind().coordinated();
+            if !coordinated || !participants(&cross.transaction, shards).contains(&id) {
                 return Err(ParticipantError::Misrouted { id: cross.id() });
             }
         }

@@ -154,18 +154,20 @@ fn deliver(shards: &mut [Shard], messages: Vec<Message>) -> Vec<Reply> {
         .collect()
 }
 
-/// Splits a round's transactions: per shard, the positions of those that touch only it; and
-/// the cross-shard ones, each with its participants (ascending).
+/// Splits a round's transactions by phase (`OperationKind::coordinated`): per shard, the
+/// positions of the first-phase ones, which touch that shard alone; and the coordinated ones,
+/// each with its participants (ascending; one or more).
 #[allow(clippy::type_complexity)]
 pub fn split(transactions: &[SignedTransaction], shard_count: u32) -> (Vec<Vec<usize>>, Vec<(usize, Vec<u32>)>) {
     let mut singles: Vec<Vec<usize>> = vec![Vec::new(); shard_count as usize];
     let mut cross: Vec<(usize, Vec<u32>)> = Vec::new();
     for (position, transaction) in transactions.iter().enumerate() {
         let touched = participants(&transaction.transaction, shard_count);
-        if touched.len() == 1 {
-            singles[touched[0] as usize].push(position);
-        } else {
+        if transaction.transaction.operation.kind().coordinated() {
             cross.push((position, touched));
+        } else {
+            assert_eq!(touched.len(), 1, "a first-phase operation touches one shard");
+            singles[touched[0] as usize].push(position);
         }
     }
     (singles, cross)

@@ -21,7 +21,6 @@ use crate::codec::Codec;
 use crate::layout;
 use crate::model::{hex, Hash, SignedTransaction, TxId};
 use crate::round::{decode_decisions, execute_round, Genesis, Write};
-use crate::routing::participants;
 use crate::shard::SealedBlock;
 use crate::signature::SignatureVerifier;
 use crate::storage::{Storage, StorageError};
@@ -258,7 +257,7 @@ fn replay(
                 return Ok(());
             }
             let Some(blocks) = read_round(storage, round, placements, report)? else { return Ok(()) };
-            let Some(input) = round_input(storage, genesis.shards, round, &blocks, &mut seen, report)? else {
+            let Some(input) = round_input(storage, round, &blocks, &mut seen, report)? else {
                 return Ok(());
             };
             let outcome = execute_round(&mut shards, round, checkpoint, blocks[0].0.time, &input);
@@ -310,12 +309,11 @@ fn read_round(
     Ok(Some(blocks))
 }
 
-/// The round's transactions in the order the ledger ran them: single-shard ones as the blocks
-/// hold them, then cross-shard ones in the order of the round's logged decisions. `None` with
+/// The round's transactions in the order the ledger ran them: first-phase ones as the blocks
+/// hold them, then coordinated ones in the order of the round's logged decisions. `None` with
 /// the problem reported.
 fn round_input(
     storage: &dyn Storage,
-    shard_count: u32,
     round: u64,
     blocks: &[(BlockHeader, BlockBody)],
     seen: &mut HashSet<TxId>,
@@ -325,7 +323,7 @@ fn round_input(
     let mut cross: HashMap<TxId, SignedTransaction> = HashMap::new();
     for (_, body) in blocks {
         for (transaction, _) in &body.entries {
-            if participants(&transaction.transaction, shard_count).len() > 1 {
+            if transaction.transaction.operation.kind().coordinated() {
                 cross.insert(transaction.id(), transaction.clone());
             } else if seen.insert(transaction.id()) {
                 input.push(transaction.clone());

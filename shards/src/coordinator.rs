@@ -336,7 +336,8 @@ impl RoundDriver {
                 continue;
             }
             candidates.push(position);
-            if touched.len() > 1 {
+            // Coordinated ones are prepared, not executed, so their repeats are found here.
+            if transactions[position].transaction.operation.kind().coordinated() {
                 touched.into_iter().for_each(|shard| lookups.entry(shard).or_default().push(position));
             }
         }
