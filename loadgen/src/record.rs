@@ -194,14 +194,20 @@ pub fn table(dir: &Path) -> Result<String> {
             rows.push(missing("Reopening a 10M-transaction ledger", "`history-on-top`"));
         }
     }
-    rows.push(match (newest(&runs, Label::Cluster), newest(&runs, Label::ClosedLoop)) {
+    // The cluster is compared with an embedded run of its own build where there is one.
+    let cluster = newest(&runs, Label::Cluster);
+    let same_build = cluster.and_then(|c| {
+        runs.iter().rev().find(|run| run["label"] == Label::ClosedLoop.name() && run["commit"] == c["commit"])
+    });
+    rows.push(match (cluster, same_build.or(newest(&runs, Label::ClosedLoop))) {
         (Some(cluster), Some(embedded)) => {
             let (ratio, alone) =
                 (number(cluster, "/ratio_to_reference"), number(embedded, "/ratio_to_reference"));
             format!(
-                "| Cluster on loopback against embedded | {} tx/s, ratio {ratio:.2}: **{:.0}%** of the embedded ratio | {} | {} |",
+                "| Cluster on loopback against embedded | {} tx/s, ratio {ratio:.2}: **{:.0}%** of the embedded ratio ({alone:.2}, build `{}`) | {} | {} |",
                 thousands(number(cluster, "/throughput_tps")),
                 100.0 * ratio / alone,
+                embedded["commit"].as_str().unwrap_or("?"),
                 provenance(cluster),
                 command(cluster)
             )
