@@ -41,8 +41,12 @@ fn oversized_input_is_refused_before_it_is_read() {
     assert!(matches!(SignedTransaction::decode(&oversized), Err(DecodeError::TooLong { .. })));
     let world = World::new();
     let long_name = "x".repeat(10_000);
-    let operation =
-        Operation::RegisterActor { actor: world.stranger.id, role: caduceus_engine::Role::Patient, name: long_name };
+    let operation = Operation::RegisterActor {
+        actor: world.stranger.id,
+        role: caduceus_engine::Role::Patient,
+        name: long_name,
+        prefixes: Vec::new(),
+    };
     let transaction = caduceus_engine::Transaction { id: 1, signer: world.operator.id, timestamp: 0, operation };
     assert!(
         caduceus_engine::signature::sign(transaction, &world.operator.key).is_err(),

@@ -32,7 +32,10 @@ fn scenario(rng: &mut Rng) -> Scenario {
     let patients: Vec<Actor> = (0..8).map(|i| Actor::new(&format!("simulated patient {i}"))).collect();
     let mut shards = Genesis { shards: SHARDS, operators: vec![world.operator.id] }.shards();
     let register = |actor: &Actor, role: Role| {
-        world.tx(&world.operator, Operation::RegisterActor { actor: actor.id, role, name: "x".into() })
+        world.tx(
+            &world.operator,
+            Operation::RegisterActor { actor: actor.id, role, name: "x".into(), prefixes: Vec::new() },
+        )
     };
     let mut round1: Vec<SignedTransaction> = patients.iter().map(|p| register(p, Role::Patient)).collect();
     round1.extend([

@@ -24,7 +24,10 @@ fn register(world: &World, ledger: &caduceus_engine::Ledger, actors: &[(&Actor, 
     let batch = actors
         .iter()
         .map(|(a, role)| {
-            world.tx(&world.operator, Operation::RegisterActor { actor: a.id, role: *role, name: "imported".into() })
+            world.tx(
+                &world.operator,
+                Operation::RegisterActor { actor: a.id, role: *role, name: "imported".into(), prefixes: Vec::new() },
+            )
         })
         .collect();
     assert!(ledger.submit(batch).unwrap().iter().all(|r| r.is_committed()));

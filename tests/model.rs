@@ -141,13 +141,18 @@ impl Model {
                 self.provider_balance[entry.0 as usize] += amount;
             }
             Step::Commission { serial, lot } => {
+                if self.recalled.contains(&lot) {
+                    return reject(UnitRecalled);
+                }
                 if self.units.contains_key(&serial) {
                     return reject(UnitExists);
                 }
                 self.units.insert(serial, (lot, UnitState::AtManufacturer));
             }
+            // Shipments go forward, to the pharmacy: a recalled unit does not.
             Step::Ship { serial } => match self.units.get_mut(&serial) {
                 None => return reject(UnknownUnit),
+                Some((lot, UnitState::AtManufacturer)) if self.recalled.contains(lot) => return reject(UnitRecalled),
                 Some((_, state @ UnitState::AtManufacturer)) => *state = UnitState::InTransit,
                 Some((_, UnitState::InTransit)) => return reject(UnitNotActive),
                 Some(_) => return reject(NotUnitCustodian),

@@ -42,12 +42,22 @@ fn roles_are_enforced() {
             (&w.payer, record(&w, 1, "Observation"), rejected(RoleNotPermitted)),
             (
                 &w.doctor,
-                Operation::RegisterActor { actor: w.stranger.id, role: Role::Operator, name: "x".into() },
+                Operation::RegisterActor {
+                    actor: w.stranger.id,
+                    role: Role::Operator,
+                    name: "x".into(),
+                    prefixes: Vec::new(),
+                },
                 rejected(RoleNotPermitted),
             ),
             (
                 &w.operator,
-                Operation::RegisterActor { actor: w.doctor.id, role: Role::Payer, name: "again".into() },
+                Operation::RegisterActor {
+                    actor: w.doctor.id,
+                    role: Role::Payer,
+                    name: "again".into(),
+                    prefixes: Vec::new(),
+                },
                 rejected(ActorExists),
             ),
             (&w.doctor, Operation::FundAccount { amount: 10 }, rejected(RoleNotPermitted)),
@@ -325,4 +335,58 @@ fn units_have_one_custodian_and_are_never_dispensed_after_recall_or_expiry() {
     assert!(verdict.genuine() && verdict.recall.is_some() && !verdict.dispensable());
     assert!(!ledger.verify_unit(&unit("FAKE")).unwrap().genuine());
     assert!(ledger.verify_unit(&unit("A3")).unwrap().expired);
+}
+
+#[test]
+fn manufacturers_act_only_within_their_prefixes_and_recalled_units_only_go_back() {
+    let w = World::new();
+    let ledger = w.ledger(3);
+    let gtin = 30_001_001_234_568; // within the test manufacturer's prefix 0001001
+    let unit = |serial: &str| UnitId { gtin, serial: serial.into() };
+    let register = |role, prefixes: &[&str]| Operation::RegisterActor {
+        actor: w.stranger.id,
+        role,
+        name: "Rival Pharma".into(),
+        prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+    };
+    let commission = |serial: &str, lot: &str| Operation::CommissionUnit {
+        unit: unit(serial),
+        lot: lot.into(),
+        expiry: START + 365 * DAY,
+    };
+    let recall = || Operation::RecallLot { gtin, lot: "L1".into(), reason: "contamination".into() };
+    let ship = |serial: &str, to: &crate::support::Actor| Operation::ShipUnit { unit: unit(serial), to: to.id };
+    let receive = |serial: &str| Operation::ReceiveUnit { unit: unit(serial) };
+    check(
+        &w,
+        &ledger,
+        &[
+            // A manufacturer is registered with well-formed prefixes; no other role has any.
+            (&w.operator, register(Role::Manufacturer, &[]), rejected(InvalidField)),
+            (&w.operator, register(Role::Manufacturer, &["12ab45"]), rejected(InvalidField)),
+            (&w.operator, register(Role::Dispenser, &["099999"]), rejected(InvalidField)),
+            (&w.operator, register(Role::Manufacturer, &["099999"]), committed()),
+            // Another manufacturer's GTIN: neither commissioned nor recalled by this one.
+            (&w.stranger, commission("R1", "L1"), rejected(PrefixNotOwned)),
+            (&w.stranger, recall(), rejected(PrefixNotOwned)),
+            // The owner commissions two units and moves one to the pharmacy.
+            (&w.manufacturer, commission("A", "L1"), committed()),
+            (&w.manufacturer, commission("B", "L1"), committed()),
+            (&w.manufacturer, ship("A", &w.distributor), committed()),
+            (&w.distributor, receive("A"), committed()),
+            (&w.distributor, ship("A", &w.pharmacy), committed()),
+            (&w.pharmacy, receive("A"), committed()),
+            (&w.regulator, recall(), committed()),
+            // Nothing is commissioned into the recalled lot.
+            (&w.manufacturer, commission("C", "L1"), rejected(UnitRecalled)),
+            // A recalled unit never goes forward to a dispenser...
+            (&w.manufacturer, ship("B", &w.pharmacy), rejected(UnitRecalled)),
+            // ...but goes back toward its manufacturer, by way of a distributor or directly.
+            (&w.pharmacy, ship("A", &w.distributor), committed()),
+            (&w.distributor, receive("A"), committed()),
+            (&w.distributor, ship("A", &w.manufacturer), committed()),
+            (&w.manufacturer, receive("A"), committed()),
+            (&w.manufacturer, ship("B", &w.distributor), committed()),
+        ],
+    );
 }

@@ -13,6 +13,9 @@ use caduceus_engine::{Config, Ledger, SignedTransaction};
 pub const DAY: u64 = 86_400_000;
 /// 2027-01-15, the tests' "now".
 pub const START: u64 = 1_800_000_000_000;
+/// The GS1 company prefixes of the test manufacturer: those of the GTINs the tests commission
+/// (`30001001234568`, and the GS1 US pharma example's `030001`).
+pub const MANUFACTURER_PREFIXES: [&str; 2] = ["0001001", "030001"];
 
 pub struct Actor {
     pub key: SigningKey,
@@ -105,7 +108,16 @@ impl World {
             .map(|(actor, role)| {
                 self.tx(
                     &self.operator,
-                    Operation::RegisterActor { actor: actor.id, role: *role, name: role.as_str().into() },
+                    Operation::RegisterActor {
+                        actor: actor.id,
+                        role: *role,
+                        name: role.as_str().into(),
+                        prefixes: if *role == Role::Manufacturer {
+                            MANUFACTURER_PREFIXES.map(String::from).to_vec()
+                        } else {
+                            Vec::new()
+                        },
+                    },
                 )
             })
             .collect();

@@ -73,8 +73,9 @@ pub const META_FORMAT: &[u8] = b"Mformat";
 /// state entry; 3: that entry holds a copy of every consent it lists; 4: a cluster
 /// participant's participation record holds the transaction's place in its block, not only its
 /// result; 5: coordinated operations (actor registrations, recalls, payments) run in a round's
-/// second phase whatever the shard count, so their decisions are logged even on one shard.
-pub const STORE_FORMAT: u32 = 5;
+/// second phase whatever the shard count, so their decisions are logged even on one shard;
+/// 6: an actor's state entry holds its GS1 company prefixes.
+pub const STORE_FORMAT: u32 = 6;
 
 /// The write that records `STORE_FORMAT`, made with a new store's configuration.
 pub fn format_write() -> (Vec<u8>, Option<Vec<u8>>) {

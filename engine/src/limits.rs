@@ -9,6 +9,8 @@ pub const TRANSACTION_SIZE_MAX: usize = 4096;
 pub const CODE_LENGTH_MAX: usize = 64;
 /// Longest free-text field (an actor's name, a reason), in bytes.
 pub const TEXT_LENGTH_MAX: usize = 256;
+/// Most GS1 company prefixes a manufacturer may be registered with.
+pub const PREFIXES_PER_ACTOR_MAX: usize = 16;
 /// Most resource types a consent may name in its scope.
 pub const CONSENT_SCOPE_COUNT_MAX: usize = 16;
 /// Most service lines on one claim.

@@ -9,8 +9,26 @@ use std::sync::Arc;
 
 use crate::codec::{Codec, DecodeError, Decoder, EncodeError, Encoder};
 use crate::limits::{
-    AMOUNT_MAX, CLAIM_LINES_MAX, CODE_LENGTH_MAX, CONSENT_SCOPE_COUNT_MAX, TEXT_LENGTH_MAX, TRANSACTION_SIZE_MAX,
+    AMOUNT_MAX, CLAIM_LINES_MAX, CODE_LENGTH_MAX, CONSENT_SCOPE_COUNT_MAX, PREFIXES_PER_ACTOR_MAX, TEXT_LENGTH_MAX,
+    TRANSACTION_SIZE_MAX,
 };
+
+/// Longest GS1 company prefix, in digits (and shortest: `GS1_PREFIX_LENGTH_MIN`).
+pub const GS1_PREFIX_LENGTH_MAX: usize = 12;
+/// Shortest GS1 company prefix, in digits.
+pub const GS1_PREFIX_LENGTH_MIN: usize = 6;
+
+/// Whether a GS1 company prefix is well formed: 6 to 12 ASCII digits.
+pub fn valid_gs1_prefix(prefix: &str) -> bool {
+    (GS1_PREFIX_LENGTH_MIN..=GS1_PREFIX_LENGTH_MAX).contains(&prefix.len())
+        && prefix.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether a GTIN-14 is within a GS1 company prefix: the digits after its indicator digit begin
+/// with the prefix.
+pub fn gtin_within_prefix(gtin: u64, prefix: &str) -> bool {
+    format!("{gtin:014}").get(1..).is_some_and(|digits| digits.starts_with(prefix))
+}
 
 /// A blake3 digest.
 pub type Hash = [u8; 32];
@@ -225,6 +243,9 @@ pub enum Operation {
         role: Role,
         /// A label for reports.
         name: String,
+        /// A manufacturer's GS1 company prefixes (6 to 12 digits each): it commissions and
+        /// recalls only GTINs within them. Empty for every other role.
+        prefixes: Vec<String>,
     },
 
     /// A provider (the custodian) registers a record by the hash of its off-ledger payload.
@@ -577,10 +598,14 @@ impl Codec for Operation {
     fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
         e.u8(self.kind().code());
         match self {
-            Operation::RegisterActor { actor, role, name } => {
+            Operation::RegisterActor { actor, role, name, prefixes } => {
                 e.array(&actor.0);
                 e.u8(role.code());
                 e.text("name", name, TEXT_LENGTH_MAX)?;
+                e.count("prefixes", prefixes.len(), PREFIXES_PER_ACTOR_MAX)?;
+                for prefix in prefixes {
+                    e.text("prefix", prefix, GS1_PREFIX_LENGTH_MAX)?;
+                }
             }
             Operation::RegisterRecord { record, patient, content_hash, resource_type } => {
                 e.u128(*record);
@@ -693,6 +718,10 @@ impl Codec for Operation {
                 actor: actor(d)?,
                 role: Role::from_code(d.u8()?).ok_or(DecodeError::Invalid("role"))?,
                 name: d.text("name", TEXT_LENGTH_MAX)?,
+                prefixes: {
+                    let count = d.count("prefixes", PREFIXES_PER_ACTOR_MAX)?;
+                    (0..count).map(|_| d.text("prefix", GS1_PREFIX_LENGTH_MAX)).collect::<Result<_, _>>()?
+                },
             },
             OperationKind::RegisterRecord => Operation::RegisterRecord {
                 record: d.u128()?,
@@ -910,6 +939,8 @@ code_enum! {
         /// A cluster's coordinator could not reach a participant shard, or restarted before
         /// deciding: the cross-shard transaction is aborted everywhere.
         ParticipantUnavailable = 16 => "participant-unavailable",
+        /// The GTIN is not within a GS1 company prefix the manufacturer was registered with.
+        PrefixNotOwned = 68 => "prefix-not-owned",
         /// An amount would take an account past its bound (`limits::BALANCE_MAX`,
         /// `limits::FUNDED_MAX`).
         LimitExceeded = 17 => "limit-exceeded",

@@ -58,9 +58,10 @@ impl Genesis {
     pub fn state(&self) -> State {
         let mut state = State::default();
         for operator in &self.operators {
-            state
-                .actors
-                .insert(*operator, Actor { role: Role::Operator, name: "genesis operator".into(), registered_at: 0 });
+            state.actors.insert(
+                *operator,
+                Actor { role: Role::Operator, name: "genesis operator".into(), registered_at: 0, prefixes: Vec::new() },
+            );
         }
         state
     }

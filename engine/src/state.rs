@@ -7,14 +7,18 @@
 use std::collections::HashMap;
 
 use crate::codec::{Codec, DecodeError, Decoder, EncodeError, Encoder};
-use crate::limits::{CODE_LENGTH_MAX, CONSENTS_PER_GRANTEE_MAX, CONSENT_SCOPE_COUNT_MAX, TEXT_LENGTH_MAX};
-use crate::model::{ActorKey, Hash, Purposes, Role, Timestamp, TxId, UnitId};
+use crate::limits::{
+    CODE_LENGTH_MAX, CONSENTS_PER_GRANTEE_MAX, CONSENT_SCOPE_COUNT_MAX, PREFIXES_PER_ACTOR_MAX, TEXT_LENGTH_MAX,
+};
+use crate::model::{ActorKey, Hash, Purposes, Role, Timestamp, TxId, UnitId, GS1_PREFIX_LENGTH_MAX};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Actor {
     pub role: Role,
     pub name: String,
     pub registered_at: Timestamp,
+    /// A manufacturer's GS1 company prefixes; empty for other roles.
+    pub prefixes: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -286,6 +290,10 @@ impl Codec for Actor {
         e.u8(self.role.code());
         e.text("name", &self.name, TEXT_LENGTH_MAX)?;
         e.u64(self.registered_at);
+        e.count("prefixes", self.prefixes.len(), PREFIXES_PER_ACTOR_MAX)?;
+        for prefix in &self.prefixes {
+            e.text("prefix", prefix, GS1_PREFIX_LENGTH_MAX)?;
+        }
         Ok(())
     }
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
@@ -293,6 +301,10 @@ impl Codec for Actor {
             role: Role::from_code(d.u8()?).ok_or(DecodeError::Invalid("role"))?,
             name: d.text("name", TEXT_LENGTH_MAX)?,
             registered_at: d.u64()?,
+            prefixes: {
+                let count = d.count("prefixes", PREFIXES_PER_ACTOR_MAX)?;
+                (0..count).map(|_| d.text("prefix", GS1_PREFIX_LENGTH_MAX)).collect::<Result<_, _>>()?
+            },
         })
     }
 }

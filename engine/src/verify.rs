@@ -108,7 +108,7 @@ fn read_block(storage: &dyn Storage, shard: u32, height: u64) -> Result<StoredBl
 ///     id: 7,
 ///     signer: signature::actor_key(&operator),
 ///     timestamp: 0,
-///     operation: Operation::RegisterActor { actor, role: Role::Patient, name: "Ada".into() },
+///     operation: Operation::RegisterActor { actor, role: Role::Patient, name: "Ada".into(), prefixes: vec![] },
 /// };
 /// ledger.submit(vec![signature::sign(register, &operator)?])?;
 /// drop(ledger);

@@ -233,7 +233,7 @@ impl PendingBatch {
 ///     id: 1,
 ///     signer: actor_key(&operator),
 ///     timestamp: 0,
-///     operation: Operation::RegisterActor { actor: actor_key(&provider), role: Role::Provider, name: "Clinic".into() },
+///     operation: Operation::RegisterActor { actor: actor_key(&provider), role: Role::Provider, name: "Clinic".into(), prefixes: vec![] },
 /// };
 /// let results = ledger.submit(vec![sign(register, &operator)?])?;
 /// assert_eq!(results, vec![TxResult::Committed]);
@@ -243,7 +243,7 @@ impl PendingBatch {
 ///     id: 1,
 ///     signer: actor_key(&operator),
 ///     timestamp: 0,
-///     operation: Operation::RegisterActor { actor: actor_key(&provider), role: Role::Payer, name: "Clinic".into() },
+///     operation: Operation::RegisterActor { actor: actor_key(&provider), role: Role::Payer, name: "Clinic".into(), prefixes: vec![] },
 /// };
 /// assert_eq!(ledger.submit(vec![sign(again, &operator)?])?, vec![TxResult::Committed]);
 /// assert_eq!(ledger.actor(&actor_key(&provider)).unwrap().role, Role::Provider);
@@ -339,7 +339,7 @@ impl Ledger {
     /// let stranger = signing_key([9; 32]);
     /// let register = |id, signer: &caduceus_engine::signature::SigningKey| {
     ///     let actor = actor_key(&signing_key([id as u8; 32]));
-    ///     let operation = Operation::RegisterActor { actor, role: Role::Provider, name: "Clinic".into() };
+    ///     let operation = Operation::RegisterActor { actor, role: Role::Provider, name: "Clinic".into(), prefixes: vec![] };
     ///     sign(Transaction { id, signer: actor_key(signer), timestamp: 0, operation }, signer)
     /// };
     /// let results = ledger.submit(vec![register(2, &operator)?, register(3, &stranger)?])?;
@@ -472,6 +472,7 @@ impl Ledger {
     ///     actor: actor_key(actor),
     ///     role,
     ///     name: "someone".into(),
+    ///     prefixes: vec![],
     /// };
     /// ledger.submit(vec![tx(1, &operator, register(&patient, Role::Patient))?, tx(2, &operator, register(&nurse, Role::Provider))?])?;
     /// let record = Operation::RegisterRecord {

@@ -24,8 +24,8 @@ use crate::history::{AccessEntry, CustodyEvent, TxLocation};
 use crate::layout;
 use crate::limits::{AMOUNT_MAX, BALANCE_MAX, CONSENTS_PER_GRANTEE_MAX, FUNDED_MAX};
 use crate::model::{
-    ActorKey, Adjudication, ClaimLine, Family, Hash, Operation, Purpose, Reason, Role, SignedTransaction, Timestamp,
-    Transaction, TxId, TxResult, UnitId,
+    gtin_within_prefix, valid_gs1_prefix, ActorKey, Adjudication, ClaimLine, Family, Hash, Operation, Purpose, Reason,
+    Role, SignedTransaction, Timestamp, Transaction, TxId, TxResult, UnitId,
 };
 use crate::routing::{participants, shard_of_actor};
 use crate::state::{Actor, Claim, ClaimStatus, Consent, Map, Recall, Record, Set, State, StateKey, Unit, UnitStatus};
@@ -553,7 +553,9 @@ mod tests {
     fn at_the_edge(payer: crate::state::Account, provider_balance: u64, approved: u64) -> Shard {
         let mut state = State::default();
         for (key, role) in [([1; 32], Role::Payer), ([2; 32], Role::Provider), ([3; 32], Role::Patient)] {
-            state.actors.insert(ActorKey(key), Actor { role, name: "x".into(), registered_at: 0 });
+            state
+                .actors
+                .insert(ActorKey(key), Actor { role, name: "x".into(), registered_at: 0, prefixes: Vec::new() });
         }
         state.accounts.insert(ActorKey([1; 32]), payer);
         state.accounts.insert(ActorKey([2; 32]), crate::state::Account { balance: provider_balance, funded: 0 });

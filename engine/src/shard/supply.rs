@@ -14,6 +14,9 @@ impl Shard {
                 if unit.serial.is_empty() || lot.is_empty() {
                     return Err(Reason::InvalidField);
                 }
+                self.require_prefix(&signer, unit.gtin)?;
+                // Nothing is commissioned into a recalled lot.
+                self.not_recalled(unit.gtin, lot)?;
                 if self.state.units.contains_key(unit) {
                     return Err(Reason::UnitExists);
                 }
@@ -37,6 +40,12 @@ impl Shard {
                 if *to == signer {
                     return Err(Reason::InvalidField);
                 }
+                // A recalled unit goes back toward its manufacturer (directly, or by way of a
+                // distributor's returns), never forward to a dispenser or another manufacturer.
+                let returning = *to == current.manufacturer || self.role(to) == Some(Role::Distributor);
+                if !returning {
+                    self.not_recalled(unit.gtin, &current.lot)?;
+                }
                 let mut shipped = current.clone();
                 shipped.status = UnitStatus::InTransit { to: *to };
                 plan.effects.push(Effect::PutUnit(unit.clone(), shipped));
@@ -58,11 +67,7 @@ impl Shard {
                 let current = self.custodied_unit(unit, &signer)?;
                 self.require_signer(&signer, &[Role::Dispenser])?;
                 self.require_role(patient, &[Role::Patient], Reason::UnknownPatient)?;
-                let recall = StateKey::Recall(unit.gtin, current.lot.clone());
-                self.unlocked(&recall)?;
-                if self.state.recalls.contains_key(&(unit.gtin, current.lot.clone())) {
-                    return Err(Reason::UnitRecalled);
-                }
+                self.not_recalled(unit.gtin, &current.lot)?;
                 if now >= current.expiry {
                     return Err(Reason::UnitExpired);
                 }
@@ -84,6 +89,10 @@ impl Shard {
                 if lot.is_empty() || reason.is_empty() {
                     return Err(Reason::InvalidField);
                 }
+                // A regulator recalls any lot; a manufacturer only its own products'.
+                if self.role(&signer) == Some(Role::Manufacturer) {
+                    self.require_prefix(&signer, *gtin)?;
+                }
                 let key = StateKey::Recall(*gtin, lot.clone());
                 self.unlocked(&key)?;
                 if self.state.recalls.contains_key(&(*gtin, lot.clone())) {
@@ -97,6 +106,25 @@ impl Shard {
                 plan.locks.push(key);
             }
             other => unreachable!("{} is not in the supply family", other.name()),
+        }
+        Ok(())
+    }
+
+    /// The manufacturer owns a GS1 company prefix that the GTIN is within.
+    fn require_prefix(&self, manufacturer: &ActorKey, gtin: u64) -> Check {
+        let owned = self.state.actors.get(manufacturer).map_or(&[][..], |a| &a.prefixes[..]);
+        if owned.iter().any(|prefix| gtin_within_prefix(gtin, prefix)) {
+            Ok(())
+        } else {
+            Err(Reason::PrefixNotOwned)
+        }
+    }
+
+    /// The lot is not recalled (nor being recalled by a cross-shard transaction in flight).
+    fn not_recalled(&self, gtin: u64, lot: &str) -> Check {
+        self.unlocked(&StateKey::Recall(gtin, lot.to_owned()))?;
+        if self.state.recalls.contains_key(&(gtin, lot.to_owned())) {
+            return Err(Reason::UnitRecalled);
         }
         Ok(())
     }

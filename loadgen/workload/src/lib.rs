@@ -143,6 +143,17 @@ struct Unit {
     stage: u8,        // 0 commissioned, 1 at distributor in transit, 2 at distributor, 3 to pharmacy, 4 at pharmacy
 }
 
+/// The GTIN of a manufacturer's product: within its company prefix (`manufacturer_prefix`).
+fn gtin_of(manufacturer: usize, product: u64) -> u64 {
+    3_000_000_000_000 + manufacturer as u64 * 100 + product
+}
+
+/// A manufacturer's GS1 company prefix: the first 11 digits after the indicator digit of its
+/// products' GTINs, which differ only in the last two.
+fn manufacturer_prefix(manufacturer: usize) -> String {
+    format!("{:014}", gtin_of(manufacturer, 0))[1..12].to_owned()
+}
+
 /// The population and the generator's model of what exists.
 pub struct Workload {
     config: WorkloadConfig,
@@ -293,19 +304,19 @@ impl Workload {
     /// goes in a later round: submit the first part and wait before the second.
     pub fn setup(&mut self) -> [Vec<Transaction>; 2] {
         let mut out = Vec::new();
-        let mut register = |w: &mut Self, actor: ActorKey, role: Role, name: String| {
-            let t = w.transaction(w.operator, Operation::RegisterActor { actor, role, name });
+        let mut register = |w: &mut Self, actor: ActorKey, role: Role, name: String, prefixes: Vec<String>| {
+            let t = w.transaction(w.operator, Operation::RegisterActor { actor, role, name, prefixes });
             out.push(t);
         };
-        register(self, self.regulator, Role::Regulator, "National drug regulator".into());
+        register(self, self.regulator, Role::Regulator, "National drug regulator".into(), Vec::new());
         for (i, a) in self.patients.clone().into_iter().enumerate() {
-            register(self, a, Role::Patient, format!("Patient {i}"));
+            register(self, a, Role::Patient, format!("Patient {i}"), Vec::new());
         }
         for (i, a) in self.providers.clone().into_iter().enumerate() {
-            register(self, a, Role::Provider, format!("Provider {i}"));
+            register(self, a, Role::Provider, format!("Provider {i}"), Vec::new());
         }
         for (i, a) in self.payers.clone().into_iter().enumerate() {
-            register(self, a, Role::Payer, format!("Payer {i}"));
+            register(self, a, Role::Payer, format!("Payer {i}"), Vec::new());
         }
         let (m, d) = (self.config.manufacturers, self.config.distributors);
         for (i, a) in self.supply.clone().into_iter().enumerate() {
@@ -316,7 +327,8 @@ impl Workload {
             } else {
                 Role::Dispenser
             };
-            register(self, a, role, format!("{role} {i}"));
+            let prefixes = if role == Role::Manufacturer { vec![manufacturer_prefix(i)] } else { Vec::new() };
+            register(self, a, role, format!("{role} {i}"), prefixes);
         }
         let mut funding = Vec::new();
         for payer in self.payers.clone() {
@@ -541,7 +553,7 @@ impl Workload {
         if roll < 0.3 || self.units.is_empty() {
             let manufacturer = self.rng.below(m);
             let product = self.rng.below(4) as u64;
-            let gtin = 3_000_000_000_000 + manufacturer as u64 * 100 + product;
+            let gtin = gtin_of(manufacturer, product);
             let lot = format!("L{}{:03}", manufacturer, self.next_id / 5_000);
             if self.lots.last() != Some(&(gtin, lot.clone())) {
                 self.lots.push((gtin, lot.clone()));
