@@ -44,16 +44,21 @@ impl Client {
     pub async fn connect(address: SocketAddr, ca: &Path) -> Result<Self, ClientError> {
         let roots = super::tls::roots(ca).map_err(|e| ClientError::Setup(format!("{e:#}")))?;
         let config = super::tls::client(roots, None).map_err(|e| ClientError::Setup(format!("{e:#}")))?;
-        Self::connect_with(address, config).await
+        Self::connect_with(address, config, super::tls::COORDINATOR_NAME).await
     }
 
-    /// Connects with a prepared QUIC client configuration.
-    pub async fn connect_with(address: SocketAddr, config: quinn::ClientConfig) -> Result<Self, ClientError> {
+    /// Connects with a prepared QUIC client configuration to a server whose certificate names
+    /// `server_name` (`tls::COORDINATOR_NAME` or `tls::SHARD_SERVER_NAME`).
+    pub async fn connect_with(
+        address: SocketAddr,
+        config: quinn::ClientConfig,
+        server_name: &str,
+    ) -> Result<Self, ClientError> {
         let connect_error = |detail: String| ClientError::Connect { address, detail };
         let bind: SocketAddr = if address.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("an address");
         let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_error(e.to_string()))?;
         endpoint.set_default_client_config(config);
-        let connecting = endpoint.connect(address, "localhost").map_err(|e| connect_error(e.to_string()))?;
+        let connecting = endpoint.connect(address, server_name).map_err(|e| connect_error(e.to_string()))?;
         let connection = tokio::time::timeout(Duration::from_secs(5), connecting)
             .await
             .map_err(|_| connect_error("no answer within 5 s".into()))?

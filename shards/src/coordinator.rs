@@ -111,7 +111,7 @@ impl Link {
                 slot.is_none()
             };
             if missing {
-                if let Ok(connecting) = endpoint.connect(self.address, "localhost") {
+                if let Ok(connecting) = endpoint.connect(self.address, tls::SHARD_SERVER_NAME) {
                     if let Ok(Ok(connection)) = tokio::time::timeout(Duration::from_secs(2), connecting).await {
                         *self.connection.lock() = Some(connection);
                     }
@@ -620,7 +620,7 @@ pub async fn serve(config: NodeConfig, shutdown: impl std::future::Future<Output
             async move { handle(&shared, &jobs, request).await }
         })
     };
-    rpc::serve_endpoint(&client_endpoint, handle, shutdown).await;
+    rpc::serve_endpoint(&client_endpoint, handle, None, shutdown).await;
     driver.abort();
     verifier.abort();
     probers.iter().for_each(tokio::task::JoinHandle::abort);

@@ -80,7 +80,11 @@ pub fn init(options: &InitOptions) -> Result<()> {
     };
     let operators: Vec<String> = options.operators.iter().map(|k| k.to_string()).collect();
     let node = |role: Role, name: &str, listen: SocketAddr, ids: Vec<u32>| -> Result<NodeConfig> {
-        let issued = tls::new_node(name, &issuer)?;
+        let role_name = match role {
+            Role::Coordinator => tls::COORDINATOR_NAME,
+            Role::Shard => tls::SHARD_SERVER_NAME,
+        };
+        let issued = tls::new_node(name, role_name, &issuer)?;
         std::fs::write(dir.join(format!("{name}.pem")), &issued.cert)?;
         write_private(&dir.join(format!("{name}.key")), &issued.key)?;
         Ok(NodeConfig {
@@ -191,7 +195,7 @@ async fn health(config: &NodeConfig, ca: &Path, identity_from: &NodeConfig) -> R
         Role::Coordinator => Client::connect(config.listen, ca).await?,
         Role::Shard => {
             let tls = tls::client(tls::roots(ca)?, Some(identity_from.identity()?))?;
-            Client::connect_with(config.listen, tls).await?
+            Client::connect_with(config.listen, tls, tls::SHARD_SERVER_NAME).await?
         }
     };
     let answer = client.health().await?;

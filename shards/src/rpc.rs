@@ -88,9 +88,14 @@ where
 }
 
 /// Accepts connections on `endpoint` and serves each with `handle` until `shutdown` resolves;
-/// then closes the endpoint.
-pub async fn serve_endpoint<H, F>(endpoint: &quinn::Endpoint, handle: Arc<H>, shutdown: impl Future<Output = ()>)
-where
+/// then closes the endpoint. With `peer` set, a connection whose peer certificate does not name
+/// that role (`tls::peer_named`) is closed before any request is read.
+pub async fn serve_endpoint<H, F>(
+    endpoint: &quinn::Endpoint,
+    handle: Arc<H>,
+    peer: Option<&'static str>,
+    shutdown: impl Future<Output = ()>,
+) where
     H: Fn(Request) -> F + Send + Sync + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
@@ -105,7 +110,11 @@ where
             let (handle, budget) = (handle.clone(), budget.clone());
             tokio::spawn(async move {
                 if let Ok(connection) = incoming.await {
-                    serve_connection(connection, handle, budget).await;
+                    if peer.is_some_and(|role| !super::tls::peer_named(&connection, role)) {
+                        connection.close(1u32.into(), b"this certificate's role may not call here");
+                    } else {
+                        serve_connection(connection, handle, budget).await;
+                    }
                 }
                 drop(slot);
             });

@@ -48,8 +48,9 @@ pub async fn serve(config: NodeConfig, shutdown: impl std::future::Future<Output
         let name = name.clone();
         async move { handle(&shards, &name, request).await }
     });
-    // A peer without a certificate from the cluster CA fails the handshake.
-    rpc::serve_endpoint(&endpoint, handle, shutdown).await;
+    // A peer without a certificate from the cluster CA fails the handshake; one whose
+    // certificate is not the coordinator's (another shard server's, say) is closed at once.
+    rpc::serve_endpoint(&endpoint, handle, Some(tls::COORDINATOR_NAME), shutdown).await;
     Ok(())
 }
 

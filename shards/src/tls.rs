@@ -1,10 +1,13 @@
 //! The cluster's certificates and the TLS configurations of its endpoints.
 //!
-//! `cluster init` creates a CA and, per node, a certificate signed by it.
-//! Shard servers require a client certificate from that CA (node-to-node
-//! traffic is mutual TLS); the coordinator's client port is TLS with the
-//! server authenticated only, since clients authenticate every transaction
-//! with its ed25519 signature.
+//! `cluster init` creates a CA and, per node, a certificate signed by it that
+//! names the node's role (`COORDINATOR_NAME` or `SHARD_SERVER_NAME`). Shard
+//! servers require a client certificate from that CA that names the
+//! coordinator (node-to-node traffic is mutual TLS, and a shard server's own
+//! certificate cannot send rounds to another); clients and the coordinator
+//! connect by role name, so a node in one role cannot pose as another. The
+//! coordinator's client port authenticates the server only, since clients
+//! authenticate every transaction with its ed25519 signature.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,6 +19,24 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// The application protocol name both sides must agree on.
 pub const ALPN: &[u8] = b"caduceus/1";
+
+/// The name every coordinator certificate holds, and only coordinator certificates: clients
+/// connect to the coordinator by it, and shard servers admit only peers that hold it.
+pub const COORDINATOR_NAME: &str = "coordinator.caduceus.internal";
+/// The name every shard server certificate holds: the coordinator connects to shard servers by
+/// it, so a coordinator certificate cannot stand in for a shard server.
+pub const SHARD_SERVER_NAME: &str = "shard.caduceus.internal";
+
+/// Whether the peer of a connection presented a certificate (already checked against the
+/// cluster CA during the handshake) that names `role_name`.
+pub fn peer_named(connection: &quinn::Connection, role_name: &str) -> bool {
+    let Some(identity) = connection.peer_identity() else { return false };
+    let Ok(chain) = identity.downcast::<Vec<CertificateDer<'static>>>() else { return false };
+    let Some(leaf) = chain.first() else { return false };
+    let Ok(certificate) = webpki::EndEntityCert::try_from(leaf) else { return false };
+    let Ok(name) = rustls::pki_types::ServerName::try_from(role_name) else { return false };
+    certificate.verify_is_valid_for_subject_name(&name).is_ok()
+}
 
 /// A PEM certificate and its PEM private key.
 pub struct Issued {
@@ -35,10 +56,10 @@ pub fn new_ca(name: &str) -> Result<(Issued, Issuer<'static, KeyPair>)> {
     Ok((issued, Issuer::new(params, key)))
 }
 
-/// A node certificate for `name` (also valid for `localhost` and 127.0.0.1), for both
-/// server and client authentication.
-pub fn new_node(name: &str, issuer: &Issuer<'static, KeyPair>) -> Result<Issued> {
-    let mut params = CertificateParams::new(vec![name.to_string(), "localhost".into(), "127.0.0.1".into()])?;
+/// A node certificate for `name` in a role (`COORDINATOR_NAME` or `SHARD_SERVER_NAME`), for
+/// both server and client authentication. It names the role, and no name another role holds.
+pub fn new_node(name: &str, role_name: &str, issuer: &Issuer<'static, KeyPair>) -> Result<Issued> {
+    let mut params = CertificateParams::new(vec![role_name.to_string(), format!("{name}.caduceus.internal")])?;
     params.distinguished_name.push(DnType::CommonName, name);
     params.use_authority_key_identifier_extension = true;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

@@ -493,7 +493,7 @@ fn garbage_oversized_and_unknown_frames_get_errors_while_others_are_served() {
         let config = tls::client(tls::roots(&cluster.ca()).unwrap(), None).unwrap();
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         endpoint.set_default_client_config(config);
-        let hostile = endpoint.connect(cluster.address(), "localhost").unwrap().await.unwrap();
+        let hostile = endpoint.connect(cluster.address(), tls::COORDINATOR_NAME).unwrap().await.unwrap();
 
         let replayed = batches[0].clone();
         let good = tokio::spawn(async move {
@@ -567,10 +567,10 @@ fn garbage_oversized_and_unknown_frames_get_errors_while_others_are_served() {
 }
 
 #[test]
-fn a_node_certificate_from_another_ca_is_refused() {
+fn a_node_certificate_from_another_ca_or_in_another_role_is_refused() {
     let work = workload(15);
     let operator = work.operator().to_string();
-    let mut cluster = Cluster::init(2, 1, &operator);
+    let mut cluster = Cluster::init(2, 2, &operator);
     let stranger = Cluster::init(2, 1, &operator);
     cluster.start_all();
     let runtime = runtime();
@@ -581,22 +581,30 @@ fn a_node_certificate_from_another_ca_is_refused() {
         let own = tls::client(roots.clone(), Some(cluster.config("coordinator").identity().unwrap())).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         let accepted = loop {
-            match Client::connect_with(shard, own.clone()).await {
+            match Client::connect_with(shard, own.clone(), tls::SHARD_SERVER_NAME).await {
                 Ok(client) => break client,
                 Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
                 Err(error) => panic!("{error}"),
             }
         };
         assert!(accepted.health().await.is_ok());
-        // Another cluster's coordinator certificate, and no certificate at all, are not.
-        for identity in [Some(stranger.config("coordinator").identity().unwrap()), None] {
+        // Another cluster's coordinator certificate, no certificate at all, and this cluster's
+        // own shard-server certificate (a node in another role) are not.
+        let other_role = cluster.config("shard-1").identity().unwrap();
+        for identity in [Some(stranger.config("coordinator").identity().unwrap()), None, Some(other_role)] {
             let config = tls::client(roots.clone(), identity).unwrap();
-            let refused = match Client::connect_with(shard, config).await {
+            let refused = match Client::connect_with(shard, config, tls::SHARD_SERVER_NAME).await {
                 Err(_) => true,
                 Ok(client) => client.health().await.is_err(),
             };
-            assert!(refused, "a shard server serves only nodes of its own cluster");
+            assert!(refused, "a shard server serves only its own cluster's coordinator");
         }
+        // A client checks that it reached the coordinator: a shard server's certificate, from the
+        // same CA, does not name it.
+        let posing = Client::connect(shard, &cluster.ca()).await;
+        assert!(posing.is_err(), "a shard server cannot pose as the coordinator");
+        let real = Client::connect(cluster.address(), &cluster.ca()).await.expect("the coordinator");
+        assert!(real.health().await.is_ok());
     });
 }
 
