@@ -34,6 +34,16 @@ pub struct InitOptions {
     pub base_port: u16,
     pub operators: Vec<ActorKey>,
     pub fixed_time: Option<u64>,
+    /// Where the CA's private key goes: apart from the nodes, which never need it (default:
+    /// `DIR.ca.key` beside the cluster directory).
+    pub ca_key: Option<PathBuf>,
+}
+
+/// Where `init` writes the CA's private key by default: beside the cluster directory, not in it.
+pub fn default_ca_key(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_else(|| "cluster".into());
+    name.push(".ca.key");
+    dir.with_file_name(name)
 }
 
 /// A free port, and the socket that holds it until `init` has chosen every port (so one
@@ -69,7 +79,8 @@ pub fn init(options: &InitOptions) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (ca, issuer) = tls::new_ca("Caduceus cluster CA")?;
     std::fs::write(dir.join("ca.pem"), &ca.cert)?;
-    write_private(&dir.join("ca.key"), &ca.key)?;
+    let ca_key = options.ca_key.clone().unwrap_or_else(|| default_ca_key(dir));
+    write_private(&ca_key, &ca.key)?;
     let mut held = Vec::new();
     let mut port = |offset: u16| -> Result<u16> {
         if options.base_port == 0 {
@@ -127,6 +138,7 @@ pub fn init(options: &InitOptions) -> Result<()> {
         println!("  {:<12} {:<11} {}", config.name, format!("{:?}", config.role).to_lowercase(), config.listen);
     }
     println!("client address: {}", nodes.last().expect("a coordinator").listen);
+    println!("the CA's private key is in {} (mode 0600): no node needs it; keep it offline", ca_key.display());
     Ok(())
 }
 

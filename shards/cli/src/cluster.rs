@@ -45,6 +45,10 @@ pub enum ClusterAction {
         /// reproducible runs.
         #[arg(long)]
         fixed_time: Option<u64>,
+        /// Where to write the CA's private key, apart from the nodes' files (default:
+        /// `DIR.ca.key` beside the cluster directory).
+        #[arg(long)]
+        ca_key: Option<PathBuf>,
     },
     /// Start every node, wait until healthy, print the client address; stop on Ctrl-C or SIGTERM.
     Up {
@@ -65,7 +69,7 @@ pub enum ClusterAction {
 
 pub fn command(action: ClusterAction) -> Result<ExitCode> {
     match action {
-        ClusterAction::Init { dir, shards, servers, base_port, operator, seed, fixed_time } => {
+        ClusterAction::Init { dir, shards, servers, base_port, operator, seed, fixed_time, ca_key } => {
             let operators = if operator.is_empty() {
                 let workload = Workload::new(WorkloadConfig { seed, ..WorkloadConfig::default() }, 0);
                 println!("genesis operator: the demo workload's (seed {seed}); name your own with --operator");
@@ -74,7 +78,7 @@ pub fn command(action: ClusterAction) -> Result<ExitCode> {
                 operator
             };
             let servers = servers.unwrap_or(shards);
-            local::init(&local::InitOptions { dir, shards, servers, base_port, operators, fixed_time })?;
+            local::init(&local::InitOptions { dir, shards, servers, base_port, operators, fixed_time, ca_key })?;
             Ok(ExitCode::SUCCESS)
         }
         ClusterAction::Up { dir } => {

@@ -88,3 +88,27 @@ fn demo_verify_query_and_damage() {
     assert_eq!(nothing.status.code(), Some(1));
     assert!(text(&nothing).contains("holds no ledger"));
 }
+
+/// `cluster init` leaves no CA private key among the nodes' files: it writes it apart, says
+/// where, readable by its owner alone.
+#[test]
+fn cluster_init_writes_the_ca_key_apart_from_the_nodes() {
+    use std::os::unix::fs::PermissionsExt;
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("c");
+    let init = caduceus(&["cluster", "init", "--dir", dir.to_str().unwrap(), "--base-port", "0"]);
+    assert!(init.status.success(), "{}", text(&init));
+    let said = text(&init);
+    let key = said.lines().find_map(|l| l.strip_prefix("the CA's private key is in ")).expect("says where");
+    let key = std::path::Path::new(key.split(" (mode").next().unwrap());
+    assert!(!key.starts_with(&dir), "{} is among the nodes' files", key.display());
+    assert_eq!(std::fs::metadata(key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(std::fs::read_to_string(key).unwrap().contains("PRIVATE KEY"));
+    let ca_key = std::fs::read_to_string(key).unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let stored = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(!stored.contains(ca_key.trim()), "{} holds the CA's key", path.display());
+    }
+    assert!(!dir.join("ca.key").exists());
+}
