@@ -198,9 +198,9 @@ fn epcis_pharma_units_are_commissioned_once_traced_and_expire() {
             rejected(Reason::UnitExpired),
         )],
     );
-    let trace = ledger.custody_trace(&first).unwrap();
+    let trace = ledger.custody_trace(&first, None, 100).unwrap();
     assert_eq!(
-        trace.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
+        trace.entries.iter().rev().map(|e| e.event.as_str()).collect::<Vec<_>>(),
         ["commission-unit", "commission-unit", "ship-unit", "receive-unit", "dispense-unit"]
     );
     assert!(ledger.verify_unit(&first).unwrap().genuine() && ledger.verify_unit(&first).unwrap().expired);

@@ -3,6 +3,9 @@
 
 use caduceus_engine::model::{Adjudication, ClaimLine, Operation, Purpose, Purposes, Reason::*, Role, UnitId};
 
+use caduceus_engine::limits::BATCH_TRANSACTIONS_MAX;
+use caduceus_engine::SignedTransaction;
+
 use crate::support::{check, committed, rejected, World, DAY, START};
 
 fn record(world: &World, record: u128, resource_type: &str) -> Operation {
@@ -135,7 +138,9 @@ fn consent_is_checked_at_access_time_and_every_access_is_logged() {
     w.advance(3 * DAY);
     check(&w, &ledger, &[(&w.nurse, access(&w, 11, Purpose::Treatment), rejected(ConsentExpired))]);
 
-    let report = ledger.access_report(&w.patient.id).unwrap();
+    let page = ledger.access_report(&w.patient.id, None, 100).unwrap();
+    assert_eq!((page.total, page.next), (10, None));
+    let report: Vec<_> = page.entries.into_iter().rev().collect(); // oldest first
     let summary: Vec<(u128, bool, bool)> = report.iter().map(|e| (e.record, e.permitted(), e.break_glass)).collect();
     assert_eq!(
         summary,
@@ -307,8 +312,14 @@ fn units_have_one_custodian_and_are_never_dispensed_after_recall_or_expiry() {
     w.advance(2 * DAY);
     check(&w, &ledger, &[(&w.pharmacy, dispense("A3"), rejected(UnitExpired))]);
 
-    let trace: Vec<(String, bool)> =
-        ledger.custody_trace(&unit("A1")).unwrap().into_iter().map(|e| (e.event, e.result.is_committed())).collect();
+    let trace: Vec<(String, bool)> = ledger
+        .custody_trace(&unit("A1"), None, 100)
+        .unwrap()
+        .entries
+        .into_iter()
+        .rev()
+        .map(|e| (e.event, e.result.is_committed()))
+        .collect();
     let expected = [
         ("commission-unit", true),
         ("commission-unit", false),
@@ -389,4 +400,35 @@ fn manufacturers_act_only_within_their_prefixes_and_recalled_units_only_go_back(
             (&w.manufacturer, ship("B", &w.distributor), committed()),
         ],
     );
+}
+
+/// A flood of refused attempts does not bury a patient's real accesses: the report pages newest
+/// first with a cursor and says how many entries there are.
+#[test]
+fn a_flood_of_refused_accesses_does_not_hide_the_last_real_access() {
+    let w = World::new();
+    let ledger = w.ledger(2);
+    check(&w, &ledger, &[(&w.doctor, record(&w, 1, "Observation"), committed())]);
+    // 50,000 attempts by a registered provider with no consent, in batches: each is denied
+    // and logged.
+    let flood: Vec<SignedTransaction> =
+        (0..50_000).map(|_| w.tx(&w.nurse, access(&w, 1, Purpose::Treatment))).collect();
+    for batch in flood.chunks(BATCH_TRANSACTIONS_MAX) {
+        let results = ledger.submit(batch.to_vec()).unwrap();
+        assert!(results.iter().all(|r| *r == rejected(ConsentMissing)));
+    }
+    // Then the custodian reads the record: permitted.
+    check(&w, &ledger, &[(&w.doctor, access(&w, 1, Purpose::Treatment), committed())]);
+    let first = ledger.access_report(&w.patient.id, None, 20).unwrap();
+    assert_eq!(first.entries.len(), 20);
+    assert_eq!(first.total, 50_001, "the report counts every entry");
+    assert_eq!(first.entries[0].accessor, w.doctor.id, "the real access heads the first page");
+    assert!(first.entries[0].permitted());
+    // The cursor walks back through older entries, without overlap.
+    let second = ledger.access_report(&w.patient.id, first.next, 20).unwrap();
+    assert_eq!(second.entries.len(), 20);
+    assert_eq!(second.total, first.total);
+    assert!(second.entries.iter().all(|e| e.accessor == w.nurse.id && !e.permitted()));
+    let (newest_second, oldest_first) = (second.entries[0].transaction, first.entries[19].transaction);
+    assert_ne!(newest_second, oldest_first);
 }

@@ -7,6 +7,46 @@ use crate::codec::{Codec, DecodeError, Decoder, EncodeError, Encoder};
 use crate::limits::CODE_LENGTH_MAX;
 use crate::model::{ActorKey, Purpose, Timestamp, TxId, TxResult};
 
+/// Where a history entry stands: its block's height and its place among the block's entries.
+/// A page's `next` cursor is its oldest entry; the next page holds the entries before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor {
+    /// The block's height.
+    pub height: u64,
+    /// The entry's place in the block.
+    pub index: u32,
+}
+
+impl Cursor {
+    /// The cursor as the last 12 bytes of a history key hold it (big-endian, so keys sort by it).
+    pub fn to_bytes(self) -> [u8; 12] {
+        let mut out = [0; 12];
+        out[..8].copy_from_slice(&self.height.to_be_bytes());
+        out[8..].copy_from_slice(&self.index.to_be_bytes());
+        out
+    }
+
+    /// The cursor of a history key (its last 12 bytes), if the key is long enough.
+    pub fn of_key(key: &[u8]) -> Option<Self> {
+        let tail = key.get(key.len().checked_sub(12)?..)?;
+        Some(Self {
+            height: u64::from_be_bytes(tail[..8].try_into().ok()?),
+            index: u32::from_be_bytes(tail[8..].try_into().ok()?),
+        })
+    }
+}
+
+/// One page of a history, newest first, with how many entries the whole history holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    /// Newest first.
+    pub entries: Vec<T>,
+    /// Entries in the whole history, this page's included.
+    pub total: u64,
+    /// Where the next (older) page begins, if there are older entries.
+    pub next: Option<Cursor>,
+}
+
 /// One access to a patient's record, permitted or denied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccessEntry {

@@ -4,7 +4,7 @@
 
 use crate::block::{merkle_path, BlockBody, BlockHeader, Checkpoint, Proof};
 use crate::codec::{Codec, DecodeError};
-use crate::history::{AccessEntry, CustodyEvent, TxLocation};
+use crate::history::{AccessEntry, Cursor, CustodyEvent, Page, TxLocation};
 use crate::layout;
 use crate::ledger::QueryError;
 use crate::limits::HISTORY_ENTRIES_MAX;
@@ -15,31 +15,61 @@ pub(crate) fn corrupt(key: &[u8]) -> impl FnOnce(DecodeError) -> QueryError + '_
     move |source| QueryError::Corrupt { place: layout::describe(key), source }
 }
 
-/// Decodes every entry under `prefix`, oldest first, up to `HISTORY_ENTRIES_MAX`.
-fn history<T: Codec>(storage: &dyn Storage, prefix: &[u8]) -> Result<Vec<T>, QueryError> {
-    let mut entries = Vec::new();
-    let mut failure = None;
-    storage.scan(prefix, &mut |key, value| match T::decode(value) {
-        Ok(entry) => {
-            entries.push(entry);
-            entries.len() < HISTORY_ENTRIES_MAX
+/// One page of the history under `prefix`: the `limit` newest entries before `before` (or the
+/// newest of all), newest first, with the history's total. Memory is bounded by the page; the
+/// history is scanned once (keys sort oldest first) and only the page's values are decoded.
+fn history_page<T: Codec>(
+    storage: &dyn Storage,
+    prefix: &[u8],
+    before: Option<Cursor>,
+    limit: usize,
+) -> Result<Page<T>, QueryError> {
+    let limit = limit.clamp(1, HISTORY_ENTRIES_MAX);
+    let before = before.map(Cursor::to_bytes);
+    let (mut total, mut older) = (0u64, 0u64);
+    let mut window: std::collections::VecDeque<(Vec<u8>, Vec<u8>)> = std::collections::VecDeque::new();
+    storage.scan(prefix, &mut |key, value| {
+        total += 1;
+        let tail = &key[key.len().saturating_sub(12)..];
+        if before.is_none_or(|before| tail < before.as_slice()) {
+            older += 1;
+            window.push_back((key.to_vec(), value.to_vec()));
+            if window.len() > limit {
+                window.pop_front();
+            }
         }
-        Err(source) => {
-            failure = Some(QueryError::Corrupt { place: layout::describe(key), source });
-            false
-        }
+        true
     })?;
-    failure.map_or(Ok(entries), Err)
+    let next = (older > window.len() as u64).then(|| window.front().and_then(|(key, _)| Cursor::of_key(key))).flatten();
+    let entries = window
+        .iter()
+        .rev()
+        .map(|(key, value)| {
+            T::decode(value).map_err(|source| QueryError::Corrupt { place: layout::describe(key), source })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Page { entries, total, next })
 }
 
-/// Who accessed the patient's records, when, why, and whether it was permitted; oldest first.
-pub fn access_report(storage: &dyn Storage, patient: &ActorKey) -> Result<Vec<AccessEntry>, QueryError> {
-    history(storage, &layout::access_prefix(patient))
+/// Who accessed the patient's records, when, why, and whether it was permitted: a page, newest
+/// first (`limit` entries before `before`, or the newest), with the total.
+pub fn access_report(
+    storage: &dyn Storage,
+    patient: &ActorKey,
+    before: Option<Cursor>,
+    limit: usize,
+) -> Result<Page<AccessEntry>, QueryError> {
+    history_page(storage, &layout::access_prefix(patient), before, limit)
 }
 
-/// Every custody event of a unit, accepted or refused; oldest first.
-pub fn custody_trace(storage: &dyn Storage, unit: &UnitId) -> Result<Vec<CustodyEvent>, QueryError> {
-    history(storage, &layout::custody_prefix(unit))
+/// Custody events of a unit, accepted or refused: a page, newest first, with the total.
+pub fn custody_trace(
+    storage: &dyn Storage,
+    unit: &UnitId,
+    before: Option<Cursor>,
+    limit: usize,
+) -> Result<Page<CustodyEvent>, QueryError> {
+    history_page(storage, &layout::custody_prefix(unit), before, limit)
 }
 
 /// Where a transaction is recorded and its result, if it reached the ledger.

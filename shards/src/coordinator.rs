@@ -713,8 +713,8 @@ async fn query_cluster(shared: &Arc<Shared>, query: Query) -> Response {
     let shard = match &query {
         Query::Actor(_) => Some(0),
         Query::Account(owner) => Some(shard_of_actor(owner, shards)),
-        Query::Claim(patient, _) | Query::AccessReport(patient) => Some(shard_of_actor(patient, shards)),
-        Query::Unit(unit) | Query::Custody(unit) => Some(shard_of_unit(unit, shards)),
+        Query::Claim(patient, _) | Query::AccessReport(patient, ..) => Some(shard_of_actor(patient, shards)),
+        Query::Unit(unit) | Query::Custody(unit, ..) => Some(shard_of_unit(unit, shards)),
         Query::Transaction(_) | Query::Totals => None,
     };
     if let Some(shard) = shard {

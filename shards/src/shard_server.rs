@@ -133,14 +133,18 @@ pub fn serve_one(participant: &mut Participant, request: Request) -> Response {
                     let recall = current.as_ref().and_then(|u| state.recalls.get(&(unit.gtin, u.lot.clone())).cloned());
                     Answer::Unit(current, recall)
                 }
-                Query::AccessReport(patient) => match reads::access_report(storage, &patient) {
-                    Ok(entries) => Answer::AccessReport(entries),
-                    Err(e) => return query_error(e),
-                },
-                Query::Custody(unit) => match reads::custody_trace(storage, &unit) {
-                    Ok(events) => Answer::Custody(events),
-                    Err(e) => return query_error(e),
-                },
+                Query::AccessReport(patient, before, limit) => {
+                    match reads::access_report(storage, &patient, before, limit as usize) {
+                        Ok(page) => Answer::AccessReport(page),
+                        Err(e) => return query_error(e),
+                    }
+                }
+                Query::Custody(unit, before, limit) => {
+                    match reads::custody_trace(storage, &unit, before, limit as usize) {
+                        Ok(page) => Answer::Custody(page),
+                        Err(e) => return query_error(e),
+                    }
+                }
                 Query::Transaction(id) => match reads::transaction(storage, id) {
                     Ok(found) => Answer::Transaction(found),
                     Err(e) => return query_error(e),

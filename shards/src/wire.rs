@@ -10,7 +10,7 @@
 
 use caduceus_engine::block::{Checkpoint, ShardHead};
 use caduceus_engine::codec::{Codec, DecodeError, Decoder, EncodeError, Encoder};
-use caduceus_engine::history::{AccessEntry, CustodyEvent};
+use caduceus_engine::history::{AccessEntry, Cursor, CustodyEvent, Page};
 use caduceus_engine::limits::{BATCH_TRANSACTIONS_MAX, ROUND_TRANSACTIONS_MAX, TRANSACTION_SIZE_MAX};
 use caduceus_engine::model::{decode_result, decode_transactions_within, encode_result, encode_transactions, Hash};
 use caduceus_engine::participant::{RoundReply, RoundRequest, Status};
@@ -57,8 +57,10 @@ pub enum Query {
     Claim(ActorKey, u128),
     /// The unit and the recall of its lot, if any.
     Unit(UnitId),
-    AccessReport(ActorKey),
-    Custody(UnitId),
+    /// A page of a patient's access log: newest first, before the cursor, at most the count.
+    AccessReport(ActorKey, Option<Cursor>, u32),
+    /// A page of a unit's custody trail, likewise.
+    Custody(UnitId, Option<Cursor>, u32),
     /// The transaction as recorded and its result (asked of every shard).
     Transaction(TxId),
     /// Each shard's state hash and fund totals (asked of every shard).
@@ -109,8 +111,8 @@ pub enum Answer {
     Account(Option<Account>),
     Claim(Option<Claim>),
     Unit(Option<Unit>, Option<Recall>),
-    AccessReport(Vec<AccessEntry>),
-    Custody(Vec<CustodyEvent>),
+    AccessReport(Page<AccessEntry>),
+    Custody(Page<CustodyEvent>),
     Transaction(Option<(SignedTransaction, TxResult)>),
     /// State hash, total balances and total funding.
     Totals(Hash, u128, u128),
@@ -177,6 +179,37 @@ fn unit_id(e: &mut Encoder, unit: &UnitId) -> Result<(), EncodeError> {
     e.text("serial", &unit.serial, caduceus_engine::limits::CODE_LENGTH_MAX)
 }
 
+fn write_cursor(e: &mut Encoder, cursor: &Cursor) -> Result<(), EncodeError> {
+    e.u64(cursor.height);
+    e.u32(cursor.index);
+    Ok(())
+}
+
+fn read_cursor(d: &mut Decoder<'_>) -> Result<Cursor, DecodeError> {
+    Ok(Cursor { height: d.u64()?, index: d.u32()? })
+}
+
+/// A page request: the cursor to read before, and the most entries wanted.
+fn page_request(e: &mut Encoder, before: &Option<Cursor>, limit: u32) -> Result<(), EncodeError> {
+    option(e, before, write_cursor)?;
+    e.u32(limit);
+    Ok(())
+}
+
+fn read_page_request(d: &mut Decoder<'_>) -> Result<(Option<Cursor>, u32), DecodeError> {
+    Ok((read_option(d, read_cursor)?, d.u32()?))
+}
+
+fn write_page<T: Codec>(e: &mut Encoder, page: &Page<T>) -> Result<(), EncodeError> {
+    list(e, &page.entries)?;
+    e.u64(page.total);
+    option(e, &page.next, write_cursor)
+}
+
+fn read_page<T: Codec>(d: &mut Decoder<'_>) -> Result<Page<T>, DecodeError> {
+    Ok(Page { entries: read_list(d)?, total: d.u64()?, next: read_option(d, read_cursor)? })
+}
+
 fn read_unit_id(d: &mut Decoder<'_>) -> Result<UnitId, DecodeError> {
     Ok(UnitId { gtin: d.u64()?, serial: d.text("serial", caduceus_engine::limits::CODE_LENGTH_MAX)? })
 }
@@ -225,13 +258,15 @@ impl Query {
                 e.u8(4);
                 unit_id(e, unit)?;
             }
-            Query::AccessReport(patient) => {
+            Query::AccessReport(patient, before, limit) => {
                 e.u8(5);
                 e.array(&patient.0);
+                page_request(e, before, *limit)?;
             }
-            Query::Custody(unit) => {
+            Query::Custody(unit, before, limit) => {
                 e.u8(6);
                 unit_id(e, unit)?;
+                page_request(e, before, *limit)?;
             }
             Query::Transaction(id) => {
                 e.u8(7);
@@ -247,8 +282,16 @@ impl Query {
             2 => Query::Account(ActorKey(d.array()?)),
             3 => Query::Claim(ActorKey(d.array()?), d.u128()?),
             4 => Query::Unit(read_unit_id(d)?),
-            5 => Query::AccessReport(ActorKey(d.array()?)),
-            6 => Query::Custody(read_unit_id(d)?),
+            5 => {
+                let patient = ActorKey(d.array()?);
+                let (before, limit) = read_page_request(d)?;
+                Query::AccessReport(patient, before, limit)
+            }
+            6 => {
+                let unit = read_unit_id(d)?;
+                let (before, limit) = read_page_request(d)?;
+                Query::Custody(unit, before, limit)
+            }
             7 => Query::Transaction(d.u128()?),
             8 => Query::Totals,
             _ => return Err(DecodeError::Invalid("query kind")),
@@ -276,13 +319,13 @@ impl Answer {
                 option(e, unit, |e, u| u.encode_into(e))?;
                 option(e, recall, |e, r| r.encode_into(e))
             }
-            Answer::AccessReport(entries) => {
+            Answer::AccessReport(page) => {
                 e.u8(5);
-                list(e, entries)
+                write_page(e, page)
             }
-            Answer::Custody(events) => {
+            Answer::Custody(page) => {
                 e.u8(6);
-                list(e, events)
+                write_page(e, page)
             }
             Answer::Transaction(found) => {
                 e.u8(7);
@@ -307,8 +350,8 @@ impl Answer {
             2 => Answer::Account(read_option(d, Account::decode_from)?),
             3 => Answer::Claim(read_option(d, Claim::decode_from)?),
             4 => Answer::Unit(read_option(d, Unit::decode_from)?, read_option(d, Recall::decode_from)?),
-            5 => Answer::AccessReport(read_list(d)?),
-            6 => Answer::Custody(read_list(d)?),
+            5 => Answer::AccessReport(read_page(d)?),
+            6 => Answer::Custody(read_page(d)?),
             7 => Answer::Transaction(read_option(d, |d| {
                 Ok((SignedTransaction::decode(d.bytes("transaction", TRANSACTION_SIZE_MAX)?)?, decode_result(d)?))
             })?),

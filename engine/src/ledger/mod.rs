@@ -47,7 +47,7 @@ use crate::block::{Checkpoint, Proof};
 use crate::cache::StateCache;
 pub use crate::cache::StorageReads;
 use crate::codec::DecodeError;
-use crate::history::{AccessEntry, CustodyEvent, TxLocation};
+use crate::history::{AccessEntry, Cursor, CustodyEvent, Page, TxLocation};
 use crate::layout;
 use crate::limits::BATCH_TRANSACTIONS_MAX;
 use crate::model::{ActorKey, Hash, SignedTransaction, Timestamp, TxId, TxResult, UnitId};
@@ -457,7 +457,10 @@ impl Ledger {
         })
     }
 
-    /// Who accessed the patient's records, when, why, and whether it was permitted; oldest first.
+    /// Who accessed the patient's records, when, why, and whether it was permitted: a page of
+    /// at most `limit` entries, newest first, before `before` (`None`: the newest), with the
+    /// history's total and the cursor of the next, older page. However many attempts a history
+    /// holds, its first page shows the latest ones.
     ///
     /// ```
     /// use caduceus_engine::signature::{actor_key, sign, signing_key};
@@ -487,19 +490,29 @@ impl Ledger {
     /// let read = Operation::AccessRecord { record: 10, patient: actor_key(&patient), purpose: Purpose::Treatment };
     /// assert_eq!(ledger.submit(vec![tx(5, &other, read)?])?, vec![TxResult::Rejected(Reason::ConsentMissing)]);
     ///
-    /// let report = ledger.access_report(&actor_key(&patient))?;
-    /// assert_eq!(report.len(), 1);
-    /// assert_eq!(report[0].accessor, actor_key(&other));
-    /// assert!(!report[0].permitted());
+    /// let report = ledger.access_report(&actor_key(&patient), None, 20)?;
+    /// assert_eq!((report.entries.len(), report.total, report.next), (1, 1, None));
+    /// assert_eq!(report.entries[0].accessor, actor_key(&other));
+    /// assert!(!report.entries[0].permitted());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn access_report(&self, patient: &ActorKey) -> Result<Vec<AccessEntry>, QueryError> {
-        reads::access_report(self.storage().as_ref(), patient)
+    pub fn access_report(
+        &self,
+        patient: &ActorKey,
+        before: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Page<AccessEntry>, QueryError> {
+        reads::access_report(self.storage().as_ref(), patient, before, limit)
     }
 
-    /// Every custody event of a unit, accepted or refused; oldest first.
-    pub fn custody_trace(&self, unit: &UnitId) -> Result<Vec<CustodyEvent>, QueryError> {
-        reads::custody_trace(self.storage().as_ref(), unit)
+    /// A unit's custody events, accepted or refused: a page, newest first, with the total.
+    pub fn custody_trace(
+        &self,
+        unit: &UnitId,
+        before: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Page<CustodyEvent>, QueryError> {
+        reads::custody_trace(self.storage().as_ref(), unit, before, limit)
     }
 
     /// Where a transaction is recorded and its result, if it reached the ledger.

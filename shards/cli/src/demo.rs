@@ -145,10 +145,10 @@ fn samples(
     results: &[TxResult],
 ) -> Result<()> {
     let patient = workload.patients()[0];
-    let report = reader.access_report(&patient)?;
+    let report = reader.access_report(&patient, None, 5)?;
     println!();
-    println!("access report of patient {patient} ({} accesses, last 5):", report.len());
-    for entry in report.iter().rev().take(5).rev() {
+    println!("access report of patient {patient} ({} accesses, newest 5):", report.total);
+    for entry in &report.entries {
         let purpose = entry.purpose.map_or("EMERGENCY (break-glass)", |p| p.as_str());
         let verdict = if entry.permitted() { "permitted".to_owned() } else { format!("denied: {}", entry.result) };
         println!(
@@ -168,8 +168,8 @@ fn samples(
     };
     if let Some(dispense) = committed("dispense-unit") {
         if let Operation::DispenseUnit { unit, .. } = &dispense.transaction.operation {
-            let (verification, events) = reader.unit(unit)?;
-            print::unit(&verification, &events);
+            let (verification, events) = reader.unit(unit, None, 20)?;
+            print::unit(&verification, &events.entries);
         }
     }
     if let Some(payment) = committed("pay-claim") {

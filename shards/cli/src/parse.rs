@@ -1,6 +1,7 @@
 //! Value parsers for the command line's keys, ids and hashes, so a malformed one is refused
 //! by clap with the flag's name before any handler runs.
 
+use caduceus_engine::history::Cursor;
 use caduceus_engine::model::{unhex, ActorKey, Hash, TxId};
 
 /// An actor key: 64 hex digits.
@@ -16,6 +17,14 @@ pub fn id(text: &str) -> Result<TxId, String> {
     let mut padded = [0u8; 16];
     padded[16 - bytes.len()..].copy_from_slice(&bytes);
     Ok(u128::from_be_bytes(padded))
+}
+
+/// A history cursor, `HEIGHT:INDEX`, as a report prints it for its next page.
+pub fn cursor(text: &str) -> Result<Cursor, String> {
+    let parsed = text
+        .split_once(':')
+        .and_then(|(height, index)| Some(Cursor { height: height.parse().ok()?, index: index.parse().ok()? }));
+    parsed.ok_or_else(|| format!("{text:?} is not a cursor such as 1234:5 (block height and index)"))
 }
 
 /// A blake3 hash, such as a checkpoint's: 64 hex digits.

@@ -70,6 +70,14 @@ pub fn proof(id: u128, proof: &Proof, checkpoint: &Checkpoint) {
     );
 }
 
+/// How much of a history a page showed, and how to ask for the next one.
+pub fn page_footer(shown: usize, total: u64, next: Option<caduceus_engine::history::Cursor>) {
+    match next {
+        Some(next) => println!("{shown} of {total}, newest first; older: --before {}:{}", next.height, next.index),
+        None => println!("{shown} of {total}, newest first"),
+    }
+}
+
 pub fn checkpoint(checkpoint: &Checkpoint) {
     println!("round {} checkpoint {}", checkpoint.round, hex(&checkpoint.hash()));
     for head in &checkpoint.heads {

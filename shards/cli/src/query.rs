@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use caduceus_engine::codec::Codec;
+use caduceus_engine::history::Cursor;
 use caduceus_engine::model::{hex, ActorKey, UnitId};
 use caduceus_engine::{Checkpoint, Proof, TxId};
 use clap::Subcommand;
@@ -18,6 +19,8 @@ pub enum Question {
     AccessReport {
         #[arg(long, value_parser = parse::actor)]
         patient: ActorKey,
+        #[command(flatten)]
+        page: PageArgs,
     },
     /// A unit's custody trail and whether it is genuine, recalled or expired.
     Unit {
@@ -25,6 +28,8 @@ pub enum Question {
         gtin: u64,
         #[arg(long)]
         serial: String,
+        #[command(flatten)]
+        page: PageArgs,
     },
     /// A claim's status and payment.
     Claim {
@@ -54,6 +59,17 @@ pub enum Question {
     Checkpoint,
 }
 
+/// Which page of a history: the newest first, then older ones by the cursor each page prints.
+#[derive(clap::Args)]
+pub struct PageArgs {
+    /// Entries on the page, newest first.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    /// The cursor a previous page printed, for the entries before it.
+    #[arg(long, value_parser = parse::cursor)]
+    before: Option<Cursor>,
+}
+
 fn proof_of(reader: &dyn Reader, id: TxId) -> Result<(Proof, Checkpoint)> {
     reader.proof(id)?.with_context(|| format!("no transaction {} on this ledger", print::id_hex(id)))
 }
@@ -61,14 +77,17 @@ fn proof_of(reader: &dyn Reader, id: TxId) -> Result<(Proof, Checkpoint)> {
 /// Answers `question`, printing the answer.
 pub fn answer(reader: &dyn Reader, question: Question) -> Result<()> {
     match question {
-        Question::AccessReport { patient } => {
-            for entry in reader.access_report(&patient)? {
-                print::access(&entry);
+        Question::AccessReport { patient, page } => {
+            let report = reader.access_report(&patient, page.before, page.limit)?;
+            for entry in &report.entries {
+                print::access(entry);
             }
+            print::page_footer(report.entries.len(), report.total, report.next);
         }
-        Question::Unit { gtin, serial } => {
-            let (verification, events) = reader.unit(&UnitId { gtin, serial })?;
-            print::unit(&verification, &events);
+        Question::Unit { gtin, serial, page } => {
+            let (verification, events) = reader.unit(&UnitId { gtin, serial }, page.before, page.limit)?;
+            print::unit(&verification, &events.entries);
+            print::page_footer(events.entries.len(), events.total, events.next);
         }
         Question::Claim { patient, claim } => {
             println!("{:#?}", reader.claim(&patient, claim)?.context("no such claim for that patient")?);

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use caduceus_engine::history::{AccessEntry, CustodyEvent};
+use caduceus_engine::history::{AccessEntry, Cursor, CustodyEvent, Page};
 use caduceus_engine::model::{ActorKey, Hash, UnitId};
 use caduceus_engine::state::{Account, Claim};
 use caduceus_engine::{Checkpoint, Ledger, Proof, TxId, UnitVerification};
@@ -16,9 +16,11 @@ pub type Totals = (Hash, u128, u128);
 
 /// The questions `caduceus query` asks, of either target.
 pub trait Reader {
-    fn access_report(&self, patient: &ActorKey) -> Result<Vec<AccessEntry>>;
-    /// Whether a unit is genuine, recalled or expired, and its custody trail.
-    fn unit(&self, unit: &UnitId) -> Result<(UnitVerification, Vec<CustodyEvent>)>;
+    /// A page of a patient's access log, newest first.
+    fn access_report(&self, patient: &ActorKey, before: Option<Cursor>, limit: u32) -> Result<Page<AccessEntry>>;
+    /// Whether a unit is genuine, recalled or expired, and a page of its custody trail.
+    fn unit(&self, unit: &UnitId, before: Option<Cursor>, limit: u32)
+        -> Result<(UnitVerification, Page<CustodyEvent>)>;
     fn claim(&self, patient: &ActorKey, claim: TxId) -> Result<Option<Claim>>;
     fn account(&self, owner: &ActorKey) -> Result<Option<Account>>;
     /// A transaction's proof with the checkpoint it leads to.
@@ -37,11 +39,16 @@ impl Embedded {
 }
 
 impl Reader for Embedded {
-    fn access_report(&self, patient: &ActorKey) -> Result<Vec<AccessEntry>> {
-        Ok(self.0.access_report(patient)?)
+    fn access_report(&self, patient: &ActorKey, before: Option<Cursor>, limit: u32) -> Result<Page<AccessEntry>> {
+        Ok(self.0.access_report(patient, before, limit as usize)?)
     }
-    fn unit(&self, unit: &UnitId) -> Result<(UnitVerification, Vec<CustodyEvent>)> {
-        Ok((self.0.verify_unit(unit)?, self.0.custody_trace(unit)?))
+    fn unit(
+        &self,
+        unit: &UnitId,
+        before: Option<Cursor>,
+        limit: u32,
+    ) -> Result<(UnitVerification, Page<CustodyEvent>)> {
+        Ok((self.0.verify_unit(unit)?, self.0.custody_trace(unit, before, limit as usize)?))
     }
     fn claim(&self, patient: &ActorKey, claim: TxId) -> Result<Option<Claim>> {
         Ok(self.0.claim(patient, claim)?)
@@ -105,14 +112,19 @@ macro_rules! expect {
 }
 
 impl Reader for Cluster {
-    fn access_report(&self, patient: &ActorKey) -> Result<Vec<AccessEntry>> {
-        Ok(expect!(self.ask(Query::AccessReport(*patient))?, Answer::AccessReport))
+    fn access_report(&self, patient: &ActorKey, before: Option<Cursor>, limit: u32) -> Result<Page<AccessEntry>> {
+        Ok(expect!(self.ask(Query::AccessReport(*patient, before, limit))?, Answer::AccessReport))
     }
-    fn unit(&self, unit: &UnitId) -> Result<(UnitVerification, Vec<CustodyEvent>)> {
+    fn unit(
+        &self,
+        unit: &UnitId,
+        before: Option<Cursor>,
+        limit: u32,
+    ) -> Result<(UnitVerification, Page<CustodyEvent>)> {
         let Answer::Unit(state, recall) = self.ask(Query::Unit(unit.clone()))? else {
             bail!("the coordinator answered a unit query with something else")
         };
-        let events = expect!(self.ask(Query::Custody(unit.clone()))?, Answer::Custody);
+        let events = expect!(self.ask(Query::Custody(unit.clone(), before, limit))?, Answer::Custody);
         let expired = state.as_ref().is_some_and(|u| crate::now_ms() >= u.expiry);
         Ok((UnitVerification { unit: unit.clone(), state, recall, expired }, events))
     }
