@@ -139,6 +139,7 @@ impl Default for WorkloadConfig {
 
 struct Unit {
     id: UnitId,
+    lot: String,
     custodian: usize, // index into `supply`
     stage: u8,        // 0 commissioned, 1 at distributor in transit, 2 at distributor, 3 to pharmacy, 4 at pharmacy
 }
@@ -180,6 +181,8 @@ pub struct Workload {
     submitted_keys: Vec<(usize, usize, u32, Vec<ClaimLine>)>,
     units: Vec<Unit>,
     lots: Vec<(u64, String)>,
+    /// Lots recalled so far: their units are not moved forward (the ledger refuses it).
+    recalled: std::collections::HashSet<(u64, String)>,
 }
 
 const RESOURCE_TYPES: [&str; 6] =
@@ -235,6 +238,7 @@ impl Workload {
             submitted_keys: Vec::new(),
             units: Vec::new(),
             lots: Vec::new(),
+            recalled: std::collections::HashSet::new(),
         }
     }
 
@@ -548,6 +552,7 @@ impl Workload {
         if roll < 0.002 && !self.lots.is_empty() && self.config.cross_shard != Some(0.0) {
             let (gtin, lot) = self.lots[self.rng.below(self.lots.len())].clone();
             let reason = "Class I recall: particulate matter".to_owned();
+            self.recalled.insert((gtin, lot.clone()));
             return self.transaction(self.regulator, Operation::RecallLot { gtin, lot, reason });
         }
         if roll < 0.3 || self.units.is_empty() {
@@ -560,7 +565,11 @@ impl Workload {
             }
             let serial = format!("{:012}", self.next_id);
             let unit = UnitId { gtin, serial };
-            self.units.push(Unit { id: unit.clone(), custodian: manufacturer, stage: 0 });
+            // Into a recalled lot the ledger commissions nothing: the attempt is sent (a refusal
+            // the mix means to hold), but no unit follows it.
+            if !self.recalled.contains(&(gtin, lot.clone())) {
+                self.units.push(Unit { id: unit.clone(), lot: lot.clone(), custodian: manufacturer, stage: 0 });
+            }
             let expiry = self.now + 730 * DAY_MS;
             return self.transaction(self.supply[manufacturer], Operation::CommissionUnit { unit, lot, expiry });
         }
@@ -578,6 +587,13 @@ impl Workload {
             1 | 3 => (unit.stage + 1, Operation::ReceiveUnit { unit: id }, holder),
             2 => {
                 let to = m + d + (self.rng.next_u64() as usize % p);
+                let recalled = self.recalled.contains(&(id.gtin, unit.lot.clone()));
+                if recalled {
+                    // A recalled unit does not go forward to a pharmacy: the attempt is refused,
+                    // and the unit moves no further.
+                    self.units.swap_remove(index);
+                    return self.transaction(holder, Operation::ShipUnit { unit: id, to: self.supply[to] });
+                }
                 unit.custodian = to;
                 (3, Operation::ShipUnit { unit: id, to: self.supply[to] }, holder)
             }
