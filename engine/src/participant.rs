@@ -201,6 +201,10 @@ pub enum ParticipantError {
     Misrouted { id: TxId },
     #[error("the decision commits transaction {id:032x}, which this shard voted to refuse")]
     CommitAgainstVote { id: TxId },
+    #[error("a round of {count} transactions is over the limit of {limit}")]
+    RoundTooLarge { count: usize, limit: usize },
+    #[error("transaction {id:032x} is prepared twice in one round")]
+    PreparedTwice { id: TxId },
 }
 
 /// Whether a cluster node's store was created for the cluster of `genesis` (`false`: the store
@@ -331,6 +335,16 @@ impl Participant {
                 Some(reply) if reply.round == request.round => Ok(reply.clone()),
                 _ => Err(ParticipantError::Stale { round: request.round, last: self.head.round }),
             };
+        }
+        // What a peer sends never reaches an assertion: a round too large to seal, or one that
+        // prepares a transaction twice, is refused before anything runs.
+        let count = request.singles.len() + request.prepares.len();
+        if count > ROUND_TRANSACTIONS_MAX {
+            return Err(ParticipantError::RoundTooLarge { count, limit: ROUND_TRANSACTIONS_MAX });
+        }
+        let mut prepared = std::collections::HashSet::new();
+        if let Some(twice) = request.prepares.iter().find(|t| !prepared.insert(t.id())) {
+            return Err(ParticipantError::PreparedTwice { id: twice.id() });
         }
         let shards = self.genesis.shards;
         let id = self.shard.id();

@@ -364,3 +364,39 @@ fn a_damaged_index_entry_is_an_error_answer_not_a_panic() {
     }
     assert_eq!(serve_one(&mut participant, Request::Lookup(vec![5])), Response::Lookup(vec![None]));
 }
+
+/// A round request no coordinator of ours sends (a transaction prepared twice, more
+/// transactions than a block may hold) is refused with an error; the shard server does not
+/// panic and serves the next request.
+#[test]
+fn a_malformed_round_request_is_refused_not_a_panic() {
+    use caduceus_engine::participant::RoundRequest;
+    let mut workload =
+        Workload::new(WorkloadConfig { seed: 5, patients: 20, shards: 1, ..WorkloadConfig::default() }, TIME);
+    let genesis = Genesis { shards: 1, operators: vec![workload.operator()] };
+    let storage = Arc::new(MemoryStorage::default());
+    let mut participant = Participant::open(storage, &genesis, 0).unwrap();
+    let setup = workload.signed_setup();
+    let (registration, funding) = (setup[0][0].clone(), setup[1][0].clone());
+    let twice = RoundRequest {
+        round: 1,
+        now: TIME,
+        singles: Vec::new(),
+        prepares: vec![registration.clone(), registration.clone()],
+    };
+    let too_many = RoundRequest {
+        round: 1,
+        now: TIME,
+        singles: vec![funding; caduceus_engine::limits::ROUND_TRANSACTIONS_MAX],
+        prepares: vec![registration],
+    };
+    for request in [twice, too_many] {
+        match serve_one(&mut participant, Request::Round(request)) {
+            Response::Error { message, .. } => {
+                assert!(message.contains("twice") || message.contains("limit"), "{message}")
+            }
+            other => panic!("a malformed round was answered {other:?}"),
+        }
+    }
+    assert!(matches!(serve_one(&mut participant, Request::Status), Response::Status(_)));
+}
