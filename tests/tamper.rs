@@ -134,3 +134,55 @@ fn verify_names_the_damaged_place_on_rocksdb() {
         report.problems
     );
 }
+
+/// A store that is self-consistent but does not extend a checkpoint published earlier is
+/// refused against that anchor: one cut short by whole rounds, and one rebuilt without one
+/// transaction. The original passes against every anchor it published.
+#[test]
+fn a_store_cut_short_or_rebuilt_fails_against_a_published_checkpoint() {
+    use caduceus_engine::verify::verify_against;
+    let config = WorkloadConfig {
+        seed: 8,
+        patients: 25,
+        providers: 6,
+        payers: 2,
+        manufacturers: 2,
+        pharmacies: 3,
+        ..WorkloadConfig::default()
+    };
+    let mut workload = Workload::new(config, 1_800_000_000_000);
+    let mut batches: Vec<Vec<caduceus_engine::SignedTransaction>> = workload.signed_setup().into_iter().collect();
+    batches.extend((0..4).map(|_| workload.signed_batch(100)));
+    // The same batches on every store, at the same fixed commit time: the same checkpoints.
+    let build = |batches: &[Vec<caduceus_engine::SignedTransaction>]| {
+        let storage = Arc::new(MemoryStorage::new());
+        let ledger = Ledger::builder()
+            .clock(Arc::new(|| 1_800_000_000_000))
+            .open_on(storage.clone(), &workload.ledger_config(3))
+            .expect("open");
+        let mut anchors = Vec::new();
+        for batch in batches {
+            ledger.submit(batch.clone()).unwrap();
+            anchors.push(ledger.checkpoint().unwrap().hash());
+        }
+        (storage, anchors)
+    };
+    let (original, anchors) = build(&batches);
+    let (early, late) = (anchors[2], *anchors.last().unwrap());
+    assert!(verify_against(original.as_ref(), &[early, late]).unwrap().is_intact());
+
+    // Cut short by whole rounds: intact on its own, and against the early anchor, not the late.
+    let (short, _) = build(&batches[..batches.len() - 2]);
+    assert!(verify_against(short.as_ref(), &[early]).unwrap().is_intact());
+    let report = verify_against(short.as_ref(), &[late]).unwrap();
+    assert!(!report.is_intact());
+    assert!(report.problems[0].detail.contains("does not extend"), "{:?}", report.problems);
+
+    // Rebuilt without one transaction of the last batch: intact on its own, not against the anchor.
+    let mut rebuilt = batches.clone();
+    rebuilt.last_mut().unwrap().remove(7);
+    let (without, _) = build(&rebuilt);
+    assert!(verify_storage(without.as_ref()).unwrap().is_intact());
+    assert!(verify_against(without.as_ref(), &[early]).unwrap().is_intact());
+    assert!(!verify_against(without.as_ref(), &[late]).unwrap().is_intact());
+}

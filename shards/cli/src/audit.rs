@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use caduceus_engine::codec::Codec;
 use caduceus_engine::model::{hex, Hash};
 use caduceus_engine::storage::RocksStorage;
-use caduceus_engine::verify::verify_storage;
+use caduceus_engine::verify::verify_against;
 use caduceus_engine::Proof;
 
 use crate::print::id_hex;
@@ -16,18 +16,21 @@ use crate::print::id_hex;
 /// Exit code of a check that ran and found the ledger or proof damaged.
 const DAMAGED: u8 = 2;
 
-pub fn verify(dir: &Path) -> Result<ExitCode> {
+pub fn verify(dir: &Path, anchors: &[Hash]) -> Result<ExitCode> {
     if !dir.join("CURRENT").exists() {
         bail!("{} holds no ledger", dir.display());
     }
     let storage = RocksStorage::open(dir)?;
-    let report = verify_storage(&storage)?;
+    let report = verify_against(&storage, anchors)?;
     println!(
         "checked {} shards, {} rounds, {} blocks, {} transactions, {} stored keys",
         report.shards, report.rounds, report.blocks, report.transactions, report.keys
     );
     if report.is_intact() {
         println!("intact: every chain, root, signature, state entry and index matches the blocks");
+        for anchor in anchors {
+            println!("extends checkpoint {}", hex(anchor));
+        }
         return Ok(ExitCode::SUCCESS);
     }
     println!("DAMAGED: {} problems", report.problem_count);

@@ -48,6 +48,9 @@ enum Command {
         /// The ledger's data directory.
         #[arg(long, alias = "data")]
         dir: PathBuf,
+        /// A checkpoint hash published earlier that the store must extend (repeatable).
+        #[arg(long, value_parser = parse::hash)]
+        checkpoint: Vec<Hash>,
     },
     /// Ask an embedded ledger (`--dir`) or a cluster (`--target` or `--cluster-dir`) a question.
     Query {
@@ -135,7 +138,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             demo::run(dir, &load, reference_seconds)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { dir } => audit::verify(&dir),
+        Command::Verify { dir, checkpoint } => audit::verify(&dir, &checkpoint),
         Command::Query { dir, cluster, question } => {
             let reader: Box<dyn reader::Reader> = match dir {
                 Some(dir) => Box::new(reader::Embedded::open(&dir)?),

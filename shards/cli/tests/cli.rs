@@ -71,6 +71,14 @@ fn demo_verify_query_and_damage() {
     assert_eq!(invalid.status.code(), Some(2), "{}", text(&invalid));
     assert!(text(&invalid).contains("INVALID"));
 
+    // The store extends the checkpoint its proof led to, and not one it never had.
+    let anchored = caduceus(&["verify", "--dir", data_arg, "--checkpoint", &checkpoint]);
+    assert_eq!(anchored.status.code(), Some(0), "{}", text(&anchored));
+    assert!(text(&anchored).contains(&format!("extends checkpoint {checkpoint}")));
+    let stranger = caduceus(&["verify", "--dir", data_arg, "--checkpoint", &other]);
+    assert_eq!(stranger.status.code(), Some(2), "{}", text(&stranger));
+    assert!(text(&stranger).contains("does not extend"), "{}", text(&stranger));
+
     // One changed byte in a block body of shard 2.
     {
         let storage = RocksStorage::open(&data).unwrap();
