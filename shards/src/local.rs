@@ -34,6 +34,9 @@ pub struct InitOptions {
     pub base_port: u16,
     pub operators: Vec<ActorKey>,
     pub fixed_time: Option<u64>,
+    /// DNS names or IP addresses every node's certificate also names, for a deployment
+    /// across machines.
+    pub hosts: Vec<String>,
     /// Where the CA's private key goes: apart from the nodes, which never need it (default:
     /// `DIR.ca.key` beside the cluster directory).
     pub ca_key: Option<PathBuf>,
@@ -95,7 +98,7 @@ pub fn init(options: &InitOptions) -> Result<()> {
             Role::Coordinator => tls::COORDINATOR_NAME,
             Role::Shard => tls::SHARD_SERVER_NAME,
         };
-        let issued = tls::new_node(name, role_name, &issuer)?;
+        let issued = tls::new_node(name, role_name, &options.hosts, &issuer)?;
         std::fs::write(dir.join(format!("{name}.pem")), &issued.cert)?;
         write_private(&dir.join(format!("{name}.key")), &issued.key)?;
         Ok(NodeConfig {

@@ -57,9 +57,12 @@ pub fn new_ca(name: &str) -> Result<(Issued, Issuer<'static, KeyPair>)> {
 }
 
 /// A node certificate for `name` in a role (`COORDINATOR_NAME` or `SHARD_SERVER_NAME`), for
-/// both server and client authentication. It names the role, and no name another role holds.
-pub fn new_node(name: &str, role_name: &str, issuer: &Issuer<'static, KeyPair>) -> Result<Issued> {
-    let mut params = CertificateParams::new(vec![role_name.to_string(), format!("{name}.caduceus.internal")])?;
+/// both server and client authentication. It names the role, and no name another role holds,
+/// plus the `hosts` (DNS names or IP addresses) the node is reached at in a deployment.
+pub fn new_node(name: &str, role_name: &str, hosts: &[String], issuer: &Issuer<'static, KeyPair>) -> Result<Issued> {
+    let mut names = vec![role_name.to_string(), format!("{name}.caduceus.internal")];
+    names.extend(hosts.iter().cloned());
+    let mut params = CertificateParams::new(names)?;
     params.distinguished_name.push(DnType::CommonName, name);
     params.use_authority_key_identifier_extension = true;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -141,4 +144,29 @@ pub fn client(roots: Arc<rustls::RootCertStore>, identity: Option<Identity>) -> 
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(transport(std::time::Duration::from_secs(10)));
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_valid(pem: &str, name: &str) -> bool {
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let certificate = webpki::EndEntityCert::try_from(&der).unwrap();
+        let name = rustls::pki_types::ServerName::try_from(name).unwrap();
+        certificate.verify_is_valid_for_subject_name(&name).is_ok()
+    }
+
+    #[test]
+    fn a_node_certificate_names_its_role_and_its_hosts_and_nothing_else() {
+        let (_, issuer) = new_ca("test CA").unwrap();
+        let hosts = vec!["db1.exchange.example".to_owned(), "10.1.2.3".to_owned()];
+        let node = new_node("shard-0", SHARD_SERVER_NAME, &hosts, &issuer).unwrap();
+        for name in [SHARD_SERVER_NAME, "db1.exchange.example", "10.1.2.3"] {
+            assert!(names_valid(&node.cert, name), "{name}");
+        }
+        for name in [COORDINATOR_NAME, "localhost", "127.0.0.1", "db2.exchange.example"] {
+            assert!(!names_valid(&node.cert, name), "{name}");
+        }
+    }
 }

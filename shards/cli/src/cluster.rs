@@ -49,6 +49,10 @@ pub enum ClusterAction {
         /// `DIR.ca.key` beside the cluster directory).
         #[arg(long)]
         ca_key: Option<PathBuf>,
+        /// A DNS name or IP address the nodes are reached at, written into their
+        /// certificates (repeatable), for a deployment across machines.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
     },
     /// Start every node, wait until healthy, print the client address; stop on Ctrl-C or SIGTERM.
     Up {
@@ -69,7 +73,7 @@ pub enum ClusterAction {
 
 pub fn command(action: ClusterAction) -> Result<ExitCode> {
     match action {
-        ClusterAction::Init { dir, shards, servers, base_port, operator, seed, fixed_time, ca_key } => {
+        ClusterAction::Init { dir, shards, servers, base_port, operator, seed, fixed_time, ca_key, hosts } => {
             let operators = if operator.is_empty() {
                 let workload = Workload::new(WorkloadConfig { seed, ..WorkloadConfig::default() }, 0);
                 println!("genesis operator: the demo workload's (seed {seed}); name your own with --operator");
@@ -78,7 +82,8 @@ pub fn command(action: ClusterAction) -> Result<ExitCode> {
                 operator
             };
             let servers = servers.unwrap_or(shards);
-            local::init(&local::InitOptions { dir, shards, servers, base_port, operators, fixed_time, ca_key })?;
+            let options = local::InitOptions { dir, shards, servers, base_port, operators, fixed_time, ca_key, hosts };
+            local::init(&options)?;
             Ok(ExitCode::SUCCESS)
         }
         ClusterAction::Up { dir } => {
