@@ -33,10 +33,14 @@ fn history_page<T: Codec>(
         let tail = &key[key.len().saturating_sub(12)..];
         if before.is_none_or(|before| tail < before.as_slice()) {
             older += 1;
-            window.push_back((key.to_vec(), value.to_vec()));
-            if window.len() > limit {
-                window.pop_front();
-            }
+            // A full window gives its oldest entry's buffers to the newest.
+            let (mut k, mut v) =
+                if window.len() == limit { window.pop_front().expect("a full window") } else { Default::default() };
+            k.clear();
+            k.extend_from_slice(key);
+            v.clear();
+            v.extend_from_slice(value);
+            window.push_back((k, v));
         }
         true
     })?;

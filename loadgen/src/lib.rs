@@ -4,3 +4,12 @@
 
 pub mod args;
 pub mod embedded;
+
+/// The progress bars' look, labelled: the demo's and `loadgen`'s alike.
+pub fn bar_style(label: &str) -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(&format!(
+        "{label:>10} [{{bar:40}}] {{pos}}/{{len}} ({{per_sec}}, {{eta}} left)"
+    ))
+    .expect("template")
+    .progress_chars("=> ")
+}

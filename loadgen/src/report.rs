@@ -5,17 +5,12 @@ use std::path::Path;
 use anyhow::Result;
 use caduceus_engine::ledger::StorageReads;
 use hdrhistogram::Histogram;
-use indicatif::ProgressStyle;
 use plotters::prelude::*;
 use serde_json::{json, Value};
 
 use crate::drive::Tally;
 
-pub fn bar_style(label: &str) -> ProgressStyle {
-    ProgressStyle::with_template(&format!("{label:>10} [{{bar:40}}] {{pos}}/{{len}} ({{per_sec}}, {{eta}} left)"))
-        .expect("template")
-        .progress_chars("=> ")
-}
+pub use caduceus_loadgen::bar_style;
 
 /// The latency percentiles every report gives, in microseconds.
 pub fn percentiles(latency: &Histogram<u64>) -> Value {

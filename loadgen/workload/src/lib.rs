@@ -155,6 +155,17 @@ fn manufacturer_prefix(manufacturer: usize) -> String {
     format!("{:014}", gtin_of(manufacturer, 0))[1..12].to_owned()
 }
 
+/// The signing key of a workload's `index`th actor of a kind, derived from the seed alone.
+fn key_of(seed: u64, role: &str, index: usize) -> SigningKey {
+    let material = format!("caduceus workload {seed} {role} {index}");
+    signing_key(*blake3::hash(material.as_bytes()).as_bytes())
+}
+
+/// The genesis operator of the workload with this seed, without making its population.
+pub fn operator_of(seed: u64) -> ActorKey {
+    actor_key(&key_of(seed, "operator", 0))
+}
+
 /// The population and the generator's model of what exists.
 pub struct Workload {
     config: WorkloadConfig,
@@ -198,8 +209,7 @@ impl Workload {
         let mut make = |role: &str, count: usize| -> Vec<ActorKey> {
             (0..count)
                 .map(|i| {
-                    let material = format!("caduceus workload {seed} {role} {i}");
-                    let key = signing_key(*blake3::hash(material.as_bytes()).as_bytes());
+                    let key = key_of(seed, role, i);
                     let actor = actor_key(&key);
                     keys.insert(actor, key);
                     actor
@@ -609,5 +619,17 @@ impl Workload {
         let signer =
             if matches!(operation, Operation::ReceiveUnit { .. }) { self.supply[unit.custodian] } else { signer };
         self.transaction(signer, operation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_operator_of_a_seed_is_the_operator_of_its_workload() {
+        let config = WorkloadConfig { seed: 9, patients: 3, providers: 2, ..WorkloadConfig::default() };
+        assert_eq!(operator_of(9), Workload::new(config, 0).operator());
+        assert_ne!(operator_of(9), operator_of(10));
     }
 }

@@ -12,7 +12,7 @@ use caduceus_loadgen::args::LoadArgs;
 use caduceus_shards::client::Client;
 use caduceus_shards::local;
 use caduceus_shards::wire::Outcome;
-use caduceus_workload::{Workload, WorkloadConfig};
+use caduceus_workload::Workload;
 use clap::Subcommand;
 
 use crate::parse;
@@ -75,9 +75,8 @@ pub fn command(action: ClusterAction) -> Result<ExitCode> {
     match action {
         ClusterAction::Init { dir, shards, servers, base_port, operator, seed, fixed_time, ca_key, hosts } => {
             let operators = if operator.is_empty() {
-                let workload = Workload::new(WorkloadConfig { seed, ..WorkloadConfig::default() }, 0);
                 println!("genesis operator: the demo workload's (seed {seed}); name your own with --operator");
-                vec![workload.operator()]
+                vec![caduceus_workload::operator_of(seed)]
             } else {
                 operator
             };

@@ -12,20 +12,13 @@ use caduceus_engine::{Ledger, SignedTransaction, TxResult};
 use caduceus_loadgen::args::LoadArgs;
 use caduceus_loadgen::embedded::closed_loop;
 use caduceus_workload::Workload;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::print;
 use crate::reader::{Embedded, Reader};
 
 fn bar(length: u64, label: &'static str) -> ProgressBar {
-    let bar = ProgressBar::new(length);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(label);
-    bar
+    ProgressBar::new(length).with_style(caduceus_loadgen::bar_style(label))
 }
 
 /// Submits batches keeping `in_flight` of them pending, and returns every result in order.
