@@ -47,7 +47,7 @@ fn oversized_input_is_refused_before_it_is_read() {
         name: long_name,
         prefixes: Vec::new(),
     };
-    let transaction = caduceus_engine::Transaction { id: 1, signer: world.operator.id, timestamp: 0, operation };
+    let transaction = caduceus_engine::Transaction { nonce: 1, signer: world.operator.id, timestamp: 0, operation };
     assert!(
         caduceus_engine::signature::sign(transaction, &world.operator.key).is_err(),
         "fields over their limit cannot be encoded"
@@ -86,8 +86,11 @@ fn bad_signatures_unknown_actors_and_replays_change_nothing() {
         results,
         vec![rejected(Reason::UnknownSigner), rejected(Reason::RoleNotPermitted), rejected(Reason::RoleNotPermitted)]
     );
-    assert_eq!(ledger.state_hash().unwrap(), before, "a rejected transaction is recorded but changes no state");
-    assert!(ledger.heights() > heights, "the rejection itself is on the ledger");
+    assert_eq!(
+        (ledger.state_hash().unwrap(), ledger.heights()),
+        (before, heights.clone()),
+        "an unknown or wrong-role signer is refused before the ledger: nothing is recorded"
+    );
 
     let fund = world.tx(&world.payer, Operation::FundAccount { amount: 70 });
     assert_eq!(ledger.submit(vec![fund.clone()]).unwrap(), vec![committed()]);
@@ -99,7 +102,7 @@ fn bad_signatures_unknown_actors_and_replays_change_nothing() {
         &world.payer.key,
     )
     .unwrap();
-    assert_eq!(ledger.submit(vec![same_id]).unwrap(), vec![committed()]);
+    assert_eq!(ledger.submit(vec![same_id]).unwrap(), vec![rejected(Reason::Conflict)]);
     assert_eq!(ledger.state_hash().unwrap(), after, "a replayed id applies once");
     assert_eq!(ledger.account(&world.payer.id).unwrap().balance, 70);
 
@@ -119,7 +122,7 @@ fn bad_signatures_unknown_actors_and_replays_change_nothing() {
     weak[0] = 1;
     let weak_signer = caduceus_engine::SignedTransaction::from_parts(
         caduceus_engine::Transaction {
-            id: 77,
+            nonce: 77,
             signer: ActorKey(weak),
             timestamp: 0,
             operation: Operation::FundAccount { amount: 1 },
@@ -200,7 +203,10 @@ fn a_client_sending_forgeries_is_refused_and_others_are_served() {
 
     let config = WorkloadConfig { seed: 5, patients: 200, providers: 20, ..WorkloadConfig::default() };
     let mut workload = Workload::new(config, 1_800_000_000_000);
-    let ledger = caduceus_engine::Ledger::open_in_memory(&workload.ledger_config(2)).unwrap();
+    let ledger = caduceus_engine::Ledger::builder()
+        .clock(std::sync::Arc::new(|| 1_800_000_000_000))
+        .open_in_memory(&workload.ledger_config(2))
+        .unwrap();
     for phase in workload.signed_setup() {
         assert!(ledger.submit(phase).unwrap().iter().all(|r| r.is_committed()));
     }
@@ -236,4 +242,51 @@ fn a_client_sending_forgeries_is_refused_and_others_are_served() {
     let good = workload.signed_batch(64);
     let results = ledger.submit_async_from(7, good).unwrap().wait().unwrap();
     assert!(results.iter().any(|r| *r == committed()));
+}
+
+/// A nonce is the signer's own: another actor using it first takes nothing from the signer. A
+/// transaction commits only within a day of its signing, and not ahead of the commit time by
+/// more than the allowed clock skew; refused for either, it is not recorded and its nonce
+/// stays free.
+#[test]
+fn a_nonce_belongs_to_its_signer_and_a_transaction_to_its_validity_window() {
+    use caduceus_engine::limits::{CLOCK_SKEW_MS, TRANSACTION_VALIDITY_MS};
+    use caduceus_engine::signature::sign;
+    use caduceus_engine::Transaction;
+
+    use crate::support::{Actor, START};
+
+    let world = World::new();
+    let ledger = world.ledger(2);
+    let signed = |actor: &Actor, nonce: u128, timestamp: u64, operation: Operation| {
+        sign(Transaction { nonce, signer: actor.id, timestamp, operation }, &actor.key).unwrap()
+    };
+    // The doctor sees the payer's next nonce and uses it first (its transaction is recorded).
+    let squat = signed(
+        &world.doctor,
+        8,
+        START,
+        Operation::AmendRecord { record: 1, patient: world.patient.id, content_hash: [1; 32] },
+    );
+    assert_eq!(ledger.submit(vec![squat]).unwrap(), vec![rejected(Reason::UnknownRecord)]);
+    // The payer's own transaction under that nonce is its own, and applies.
+    let fund = signed(&world.payer, 8, START, Operation::FundAccount { amount: 40 });
+    assert_eq!(ledger.submit(vec![fund.clone()]).unwrap(), vec![committed()]);
+    assert_eq!(ledger.account(&world.payer.id).unwrap().balance, 40);
+
+    // A day and a moment later: a transaction signed at the start is expired, refused unrecorded.
+    world.advance(TRANSACTION_VALIDITY_MS + 1);
+    let now = START + TRANSACTION_VALIDITY_MS + 1;
+    let heights = ledger.heights();
+    let stale = signed(&world.payer, 9, START, Operation::FundAccount { amount: 5 });
+    assert_eq!(ledger.submit(vec![stale]).unwrap(), vec![rejected(Reason::Expired)]);
+    let early = signed(&world.payer, 9, now + CLOCK_SKEW_MS + 1, Operation::FundAccount { amount: 5 });
+    assert_eq!(ledger.submit(vec![early]).unwrap(), vec![rejected(Reason::NotYetValid)]);
+    assert_eq!(ledger.heights(), heights, "refusals reach no block");
+    // The nonce is still free: signed now, and within the skew ahead, it commits once.
+    let fresh = signed(&world.payer, 9, now + CLOCK_SKEW_MS, Operation::FundAccount { amount: 5 });
+    assert_eq!(ledger.submit(vec![fresh.clone(), fresh]).unwrap(), vec![committed(), committed()]);
+    // The first fund, sent again after its window, keeps its first result and applies nothing.
+    assert_eq!(ledger.submit(vec![fund]).unwrap(), vec![committed()]);
+    assert_eq!(ledger.account(&world.payer.id).unwrap().balance, 45);
 }

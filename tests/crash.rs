@@ -71,10 +71,12 @@ fn a_crash_after_any_write_loses_nothing_acknowledged() {
             "crash point {crash_point}: reopening restores the durable state"
         );
         for (id, result) in &acknowledged {
-            let location = reopened
-                .locate(*id)
-                .unwrap()
-                .unwrap_or_else(|| panic!("crash point {crash_point}: acknowledged {id:x} lost"));
+            let location = reopened.locate(*id).unwrap();
+            if !result.is_recorded() {
+                assert!(location.is_none(), "crash point {crash_point}: refused {id:x} recorded");
+                continue;
+            }
+            let location = location.unwrap_or_else(|| panic!("crash point {crash_point}: acknowledged {id:x} lost"));
             assert_eq!(location.result, *result);
         }
         // Resubmitting everything completes the work exactly once.
@@ -231,6 +233,11 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         let storage = RocksStorage::open(dir.path()).expect("reopens after SIGKILL");
         for (id, code) in &acknowledged {
             let key = caduceus_engine::layout::transaction(*id);
+            let refused = caduceus_engine::TxResult::from_code(*code).is_some_and(|r| !r.is_recorded());
+            if refused {
+                assert!(storage.get(&key).unwrap().is_none(), "kill {round}: refused {id:x} recorded");
+                continue;
+            }
             let stored = storage.get(&key).unwrap().unwrap_or_else(|| panic!("kill {round}: acknowledged {id:x} lost"));
             let location =
                 <caduceus_engine::history::TxLocation as caduceus_engine::codec::Codec>::decode(&stored).unwrap();

@@ -135,7 +135,8 @@ impl World {
     }
 
     pub fn tx(&self, signer: &Actor, operation: Operation) -> SignedTransaction {
-        let transaction = Transaction { id: self.id(), signer: signer.id, timestamp: START, operation };
+        let transaction =
+            Transaction { nonce: self.id(), signer: signer.id, timestamp: self.time.load(Ordering::SeqCst), operation };
         sign(transaction, &signer.key).expect("sign")
     }
 }

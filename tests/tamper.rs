@@ -34,7 +34,7 @@ pub fn small_ledger(storage: Arc<dyn Storage>, transactions: usize) -> Ledger {
         ledger.submit(workload.signed_batch(50)).unwrap();
     }
     let recall = workload.sign(vec![caduceus_engine::Transaction {
-        id: 0xdead,
+        nonce: 0xdead,
         signer: workload.regulator(),
         timestamp: 0,
         operation: caduceus_engine::Operation::RecallLot {

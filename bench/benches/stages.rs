@@ -85,7 +85,7 @@ fn codec_and_signatures(c: &mut Criterion) {
         .map(|i| {
             let key = signing_key(*blake3::hash(&i.to_le_bytes()).as_bytes());
             let transaction = Transaction {
-                id: i as u128,
+                nonce: i as u128,
                 signer: actor_key(&key),
                 timestamp: NOW,
                 operation: Operation::FundAccount { amount: 5 },

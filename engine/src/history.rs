@@ -5,7 +5,7 @@
 
 use crate::codec::{Codec, DecodeError, Decoder, EncodeError, Encoder};
 use crate::limits::CODE_LENGTH_MAX;
-use crate::model::{ActorKey, Purpose, Timestamp, TxId, TxResult};
+use crate::model::{ActorKey, Hash, Purpose, Timestamp, TxId, TxResult};
 
 /// Where a history entry stands: its block's height and its place among the block's entries.
 /// A page's `next` cursor is its oldest entry; the next page holds the entries before it.
@@ -156,6 +156,16 @@ pub struct TxLocation {
     pub index: u32,
     /// Its result.
     pub result: TxResult,
+    /// Its body's digest (`SignedTransaction::digest`): a resubmission under its id with
+    /// another body is a conflict.
+    pub digest: Hash,
+}
+
+impl TxLocation {
+    /// What a resubmission under this id with body `digest` is answered.
+    pub fn answer(&self, digest: &Hash) -> TxResult {
+        TxResult::for_repeat(self.result, &self.digest, digest)
+    }
 }
 
 impl Codec for TxLocation {
@@ -164,6 +174,7 @@ impl Codec for TxLocation {
         e.u64(self.height);
         e.u32(self.index);
         e.u16(self.result.code());
+        e.array(&self.digest);
         Ok(())
     }
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
@@ -172,6 +183,7 @@ impl Codec for TxLocation {
             height: d.u64()?,
             index: d.u32()?,
             result: TxResult::from_code(d.u16()?).ok_or(DecodeError::Invalid("result"))?,
+            digest: d.array()?,
         })
     }
 }

@@ -74,8 +74,10 @@ pub const META_FORMAT: &[u8] = b"Mformat";
 /// participant's participation record holds the transaction's place in its block, not only its
 /// result; 5: coordinated operations (actor registrations, recalls, payments) run in a round's
 /// second phase whatever the shard count, so their decisions are logged even on one shard;
-/// 6: an actor's state entry holds its GS1 company prefixes.
-pub const STORE_FORMAT: u32 = 6;
+/// 6: an actor's state entry holds its GS1 company prefixes; 7: transactions are indexed by an
+/// id derived from their signer and nonce, with their body's digest, and refused transactions
+/// (unknown or wrong-role signers) are not in the blocks.
+pub const STORE_FORMAT: u32 = 7;
 
 /// The write that records `STORE_FORMAT`, made with a new store's configuration.
 pub fn format_write() -> (Vec<u8>, Option<Vec<u8>>) {

@@ -24,6 +24,13 @@ pub const BALANCE_MAX: u64 = AMOUNT_MAX * 1_000;
 /// Most a payer may fund its account with over its life, in cents: funding past it is refused
 /// (`limit-exceeded`), so the running funding total never overflows.
 pub const FUNDED_MAX: u64 = AMOUNT_MAX * 1_000_000;
+/// How long after its timestamp a transaction may commit, in milliseconds (one day): later it
+/// is refused as `expired`, so an old signed transaction cannot be replayed into a much later
+/// ledger, and a duplicate can only arrive within this window of the first.
+pub const TRANSACTION_VALIDITY_MS: u64 = 24 * 60 * 60 * 1000;
+/// How far a transaction's timestamp may be ahead of the round's commit time, in milliseconds
+/// (five minutes of clock skew): further ahead it is refused as `not-yet-valid`.
+pub const CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 /// Most transactions in one submitted batch.
 pub const BATCH_TRANSACTIONS_MAX: usize = 16_384;
 /// Most transactions in one block, and in one group of rounds written together.

@@ -34,8 +34,22 @@ pub fn gtin_within_prefix(gtin: u64, prefix: &str) -> bool {
 pub type Hash = [u8; 32];
 /// Milliseconds since the Unix epoch.
 pub type Timestamp = u64;
-/// A client-chosen transaction id; resubmitting an id returns the first result.
+/// A transaction's id on the ledger: derived from its signer and the signer's own number for it
+/// (`Transaction::nonce`, see `transaction_id`), so no one can take an id that another signer's
+/// transaction will need. A resubmission of the same signed body gets the first result; a
+/// different body under the same id is refused as a conflict.
 pub type TxId = u128;
+
+/// The ledger id of the transaction a signer numbers `nonce`: the first 16 bytes of a
+/// domain-separated blake3 of the signer's key and the number.
+pub fn transaction_id(signer: &ActorKey, nonce: u128) -> TxId {
+    let mut input = [0u8; 16 + 32 + 16];
+    input[..16].copy_from_slice(b"caduceus.tx-id.1");
+    input[16..48].copy_from_slice(&signer.0);
+    input[48..].copy_from_slice(&nonce.to_le_bytes());
+    let hash = blake3::hash(&input);
+    u128::from_le_bytes(hash.as_bytes()[..16].try_into().expect("16 bytes"))
+}
 
 /// The encoding version this build writes and reads.
 pub const ENCODING_VERSION: u8 = 1;
@@ -517,6 +531,26 @@ impl OperationKind {
         matches!(self, OperationKind::RegisterActor | OperationKind::RecallLot | OperationKind::PayClaim)
     }
 
+    /// The roles that may sign it. A transaction signed by anyone else (an unregistered key, or
+    /// an actor of another role) is refused before the ledger: not recorded, its id not burnt.
+    pub fn signer_roles(self) -> &'static [Role] {
+        const CUSTODIANS: &[Role] = &[Role::Manufacturer, Role::Distributor, Role::Dispenser];
+        match self {
+            OperationKind::RegisterActor => &[Role::Operator],
+            OperationKind::RegisterRecord | OperationKind::AmendRecord | OperationKind::EmergencyAccess => {
+                &[Role::Provider]
+            }
+            OperationKind::GrantConsent | OperationKind::RevokeConsent => &[Role::Patient],
+            OperationKind::AccessRecord => &[Role::Patient, Role::Provider, Role::Payer, Role::Regulator],
+            OperationKind::FundAccount | OperationKind::AdjudicateClaim | OperationKind::PayClaim => &[Role::Payer],
+            OperationKind::SubmitClaim => &[Role::Provider],
+            OperationKind::CommissionUnit => &[Role::Manufacturer],
+            OperationKind::ShipUnit | OperationKind::ReceiveUnit | OperationKind::DecommissionUnit => CUSTODIANS,
+            OperationKind::DispenseUnit => &[Role::Dispenser],
+            OperationKind::RecallLot => &[Role::Manufacturer, Role::Regulator],
+        }
+    }
+
     /// The family whose rules module checks it.
     pub fn family(self) -> Family {
         match self {
@@ -821,11 +855,14 @@ impl Codec for Operation {
 /// The signed part of a transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transaction {
-    /// The client's id for it: a resubmission with the same id gets the first result.
-    pub id: TxId,
+    /// The signer's own number for it, unique among the signer's transactions: with the signer
+    /// it makes the ledger id (`transaction_id`).
+    pub nonce: u128,
     /// Who signs it.
     pub signer: ActorKey,
-    /// The client's clock when it signed; informational only (commit time is the block's).
+    /// When it was signed, by the signer's clock. It bounds when the transaction may commit: not
+    /// later than `limits::TRANSACTION_VALIDITY_MS` after it, nor before it by more than
+    /// `limits::CLOCK_SKEW_MS` (checked against the round's commit time).
     pub timestamp: Timestamp,
     /// What it does.
     pub operation: Operation,
@@ -834,7 +871,7 @@ pub struct Transaction {
 impl Codec for Transaction {
     fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
         e.u8(ENCODING_VERSION);
-        e.u128(self.id);
+        e.u128(self.nonce);
         e.array(&self.signer.0);
         e.u64(self.timestamp);
         self.operation.encode_into(e)
@@ -842,7 +879,7 @@ impl Codec for Transaction {
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
         d.version()?;
         Ok(Transaction {
-            id: d.u128()?,
+            nonce: d.u128()?,
             signer: ActorKey(d.array()?),
             timestamp: d.u64()?,
             operation: Operation::decode_from(d)?,
@@ -850,7 +887,8 @@ impl Codec for Transaction {
     }
 }
 
-/// A transaction with its signature and its wire bytes (body then signature).
+/// A transaction with its signature and its wire bytes (body then signature), its ledger id and
+/// the digest of its body.
 ///
 /// The bytes are kept so that signature checks, hashing and storage never
 /// re-encode. Cloning shares both the bytes and the decoded transaction: a
@@ -861,6 +899,8 @@ pub struct SignedTransaction {
     /// The decoded transaction, shared by every clone.
     pub transaction: Arc<Transaction>,
     bytes: Arc<[u8]>,
+    id: TxId,
+    digest: Hash,
 }
 
 impl SignedTransaction {
@@ -875,7 +915,13 @@ impl SignedTransaction {
                 limit: TRANSACTION_SIZE_MAX,
             });
         }
-        Ok(Self { transaction: Arc::new(transaction), bytes: bytes.into() })
+        Ok(Self::assemble(transaction, bytes.into()))
+    }
+
+    fn assemble(transaction: Transaction, bytes: Arc<[u8]>) -> Self {
+        let id = transaction_id(&transaction.signer, transaction.nonce);
+        let digest = *blake3::hash(&bytes[..bytes.len() - SIGNATURE_LENGTH]).as_bytes();
+        Self { transaction: Arc::new(transaction), bytes, id, digest }
     }
 
     /// Decodes untrusted wire bytes. The signature is not checked here.
@@ -891,12 +937,17 @@ impl SignedTransaction {
             return Err(DecodeError::Truncated { offset: bytes.len(), needed: SIGNATURE_LENGTH - bytes.len() });
         }
         let transaction = Transaction::decode(&bytes[..bytes.len() - SIGNATURE_LENGTH])?;
-        Ok(Self { transaction: Arc::new(transaction), bytes: bytes.into() })
+        Ok(Self::assemble(transaction, bytes.into()))
     }
 
-    /// The transaction's id.
+    /// The transaction's ledger id (`transaction_id` of its signer and nonce).
     pub fn id(&self) -> TxId {
-        self.transaction.id
+        self.id
+    }
+    /// blake3 of the signed body: two transactions under one id are the same transaction when
+    /// their digests are equal.
+    pub fn digest(&self) -> &Hash {
+        &self.digest
     }
     /// The bytes the signature covers.
     pub fn body(&self) -> &[u8] {
@@ -914,7 +965,8 @@ impl SignedTransaction {
 
 code_enum! {
     /// Why a transaction was rejected. Rejections are business outcomes, recorded in the ledger
-    /// like commits (except the first four, which are refused before the ledger sees the transaction).
+    /// like commits, except refusals (`Reason::is_refusal`): those the ledger never records, so
+    /// they burn no id and write no history.
     Reason: u16 {
         /// The signature does not verify.
         BadSignature = 1 => "bad-signature",
@@ -924,10 +976,22 @@ code_enum! {
         Malformed = 3 => "malformed",
         /// Its chunk held a bad signature and the batch had bad signatures in more than one chunk, so the chunk was refused unsearched.
         BatchAbandoned = 4 => "batch-abandoned",
-        /// The signer is not a registered actor.
+        /// Another transaction of the signer's holds this id (the same nonce) with a different
+        /// body. Refused.
+        Conflict = 5 => "conflict",
+        /// The round's commit time is past the transaction's validity window
+        /// (`limits::TRANSACTION_VALIDITY_MS` after its timestamp). Refused.
+        Expired = 6 => "expired",
+        /// The transaction's timestamp is ahead of the round's commit time by more than
+        /// `limits::CLOCK_SKEW_MS`. Refused.
+        NotYetValid = 7 => "not-yet-valid",
+        /// The signer is not a registered actor. Refused.
         UnknownSigner = 10 => "unknown-signer",
-        /// The signer's role may not perform this operation (or a patient acts for another).
+        /// The signer's role may not sign this kind of operation (`OperationKind::signer_roles`).
+        /// Refused.
         RoleNotPermitted = 11 => "role-not-permitted",
+        /// A patient signed for another patient's consents.
+        NotThePatient = 18 => "not-the-patient",
         /// The actor is already registered.
         ActorExists = 12 => "actor-exists",
         /// A named actor is not registered, or not in the role the operation needs.
@@ -1007,16 +1071,53 @@ code_enum! {
     }
 }
 
+impl Reason {
+    /// Whether the ledger refuses a transaction for this reason without recording it: it is
+    /// not in any block, its id stays free, and no history (access log, custody trail) holds it.
+    /// These are the reasons that say the transaction is not a registered actor's valid act
+    /// (a bad signature, a malformed body, an unknown or wrong-role signer, an id conflict, a
+    /// validity window missed); every other reason is a business outcome, recorded.
+    pub fn is_refusal(self) -> bool {
+        matches!(
+            self,
+            Reason::BadSignature
+                | Reason::WeakKey
+                | Reason::Malformed
+                | Reason::BatchAbandoned
+                | Reason::Conflict
+                | Reason::Expired
+                | Reason::NotYetValid
+                | Reason::UnknownSigner
+                | Reason::RoleNotPermitted
+        )
+    }
+}
+
 /// The outcome of one transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TxResult {
     /// Applied.
     Committed,
-    /// Recorded as refused, for this reason (or, for a bad signature, refused unrecorded).
+    /// Rejected for this reason: recorded in the ledger, unless the reason is a refusal
+    /// (`Reason::is_refusal`).
     Rejected(Reason),
 }
 
 impl TxResult {
+    /// Whether the ledger records it (in a block, the transaction index and the histories).
+    pub fn is_recorded(self) -> bool {
+        !matches!(self, TxResult::Rejected(reason) if reason.is_refusal())
+    }
+    /// The result of a transaction already recorded (`first`, with its body's `digest`) for a
+    /// resubmission whose body has `digest`: the first result for the same body, a conflict
+    /// for any other.
+    pub fn for_repeat(first: TxResult, first_digest: &Hash, digest: &Hash) -> TxResult {
+        if first_digest == digest {
+            first
+        } else {
+            TxResult::Rejected(Reason::Conflict)
+        }
+    }
     /// Whether it was applied.
     pub fn is_committed(self) -> bool {
         self == TxResult::Committed

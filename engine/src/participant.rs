@@ -300,11 +300,44 @@ impl Participant {
     /// or, for a cross-shard transaction indexed by another participant, from its
     /// participation record.
     pub fn lookup(&self, ids: &[TxId]) -> Result<Vec<Option<TxResult>>, StorageError> {
+        Ok(self.locations(ids)?.into_iter().map(|found| found.map(|location| location.result)).collect())
+    }
+
+    /// What each transaction (id, body digest) is answered if this shard holds its id already:
+    /// the first result for the same body, a conflict for another (`TxLocation::answer`).
+    pub fn repeats(&self, transactions: &[(TxId, Hash)]) -> Result<Vec<Option<TxResult>>, StorageError> {
+        let ids: Vec<TxId> = transactions.iter().map(|(id, _)| *id).collect();
+        let found = self.locations(&ids)?;
+        Ok(found.into_iter().zip(transactions).map(|(found, (_, digest))| found.map(|l| l.answer(digest))).collect())
+    }
+
+    /// What each transaction is answered before a round at commit time `now`, without running
+    /// it: the first result or a conflict if this shard holds its id (`repeats`); else a
+    /// refusal if it may not reach the rules (`Shard::admit`, the same on every shard); else
+    /// nothing (it is new). The coordinator asks every shard, so an id recorded anywhere is
+    /// found, and a round holds only transactions the ledger will record.
+    pub fn admit(
+        &self,
+        now: Timestamp,
+        transactions: &[SignedTransaction],
+    ) -> Result<Vec<Option<TxResult>>, StorageError> {
+        let ids: Vec<(TxId, Hash)> = transactions.iter().map(|t| (t.id(), *t.digest())).collect();
+        let found = self.repeats(&ids)?;
+        Ok(found
+            .into_iter()
+            .zip(transactions)
+            .map(|(found, t)| found.or_else(|| self.shard.admit(&t.transaction, now).err().map(TxResult::Rejected)))
+            .collect())
+    }
+
+    /// Where this shard recorded each id, if it holds it: from the transaction index, or, for
+    /// a cross-shard transaction indexed by another participant, from its participation record.
+    fn locations(&self, ids: &[TxId]) -> Result<Vec<Option<TxLocation>>, StorageError> {
         // A damaged entry is an error for the coordinator to report, never a panic: the
         // request comes from a peer, and the shard server must keep serving.
-        let result_of = |key: &[u8], bytes: Vec<u8>| match TxLocation::decode(&bytes) {
-            Ok(location) => Ok(location.result),
-            Err(error) => Err(StorageError::Damaged { place: layout::describe(key), detail: error.to_string() }),
+        let result_of = |key: &[u8], bytes: Vec<u8>| {
+            TxLocation::decode(&bytes)
+                .map_err(|error| StorageError::Damaged { place: layout::describe(key), detail: error.to_string() })
         };
         let keys: Vec<Vec<u8>> = ids.iter().map(|id| layout::transaction(*id)).collect();
         let mut found = Vec::with_capacity(ids.len());
@@ -425,20 +458,22 @@ impl Participant {
 
     /// Executes the singles and prepares the cross-shard transactions of a request in memory.
     fn run(&mut self, request: &RoundRequest) -> Result<RoundReply, StorageError> {
-        let ids: Vec<TxId> = request.singles.iter().map(SignedTransaction::id).collect();
-        let earlier = self.lookup(&ids)?;
+        let ids: Vec<(TxId, Hash)> = request.singles.iter().map(|t| (t.id(), *t.digest())).collect();
+        let earlier = self.repeats(&ids)?;
         self.shard.begin(request.now.max(self.shard.last_time()));
-        let mut seen: HashMap<TxId, TxResult> = HashMap::new();
+        let mut seen: HashMap<TxId, (TxResult, Hash)> = HashMap::new();
         let results = request
             .singles
             .iter()
             .zip(earlier)
             .map(|(transaction, earlier)| {
-                if let Some(result) = earlier.or_else(|| seen.get(&transaction.id()).copied()) {
+                let digest = transaction.digest();
+                let repeat = seen.get(&transaction.id()).map(|(first, d)| TxResult::for_repeat(*first, d, digest));
+                if let Some(result) = earlier.or(repeat) {
                     return result; // applies once: a repeat gets the first result
                 }
                 let result = self.shard.execute(transaction);
-                seen.insert(transaction.id(), result);
+                seen.insert(transaction.id(), (result, *digest));
                 result
             })
             .collect();
@@ -474,7 +509,8 @@ impl Participant {
             let (shard, height) = (block.header.shard, block.header.height);
             for (index, (transaction, result)) in block.body.entries.iter().enumerate() {
                 if participants(&transaction.transaction, self.genesis.shards)[0] != self.shard.id() {
-                    let location = TxLocation { shard, height, index: index as u32, result: *result };
+                    let digest = *transaction.digest();
+                    let location = TxLocation { shard, height, index: index as u32, result: *result, digest };
                     let value = location.encode().expect("fixed size");
                     writes.push((layout::participation(transaction.id()), Some(value)));
                 }

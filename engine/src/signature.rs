@@ -355,8 +355,12 @@ mod tests {
 
     fn signed(seed: u8, id: u128) -> SignedTransaction {
         let key = signing_key([seed; 32]);
-        let transaction =
-            Transaction { id, signer: actor_key(&key), timestamp: 1, operation: Operation::FundAccount { amount: 5 } };
+        let transaction = Transaction {
+            nonce: id,
+            signer: actor_key(&key),
+            timestamp: 1,
+            operation: Operation::FundAccount { amount: 5 },
+        };
         sign(transaction, &key).unwrap()
     }
 
@@ -531,8 +535,12 @@ mod tests {
         a[31] |= 64;
         let a = Scalar::from_bytes_mod_order(a);
         assert_eq!(ED25519_BASEPOINT_POINT * a, verifying.to_edwards());
-        let transaction =
-            Transaction { id, signer: actor_key(&key), timestamp: 1, operation: Operation::FundAccount { amount: 3 } };
+        let transaction = Transaction {
+            nonce: id,
+            signer: actor_key(&key),
+            timestamp: 1,
+            operation: Operation::FundAccount { amount: 3 },
+        };
         let body = SignedTransaction::from_parts(transaction.clone(), [0; 64]).unwrap().body().to_vec();
         let nonce = Scalar::from_bytes_mod_order_wide(&Sha512::digest(id.to_le_bytes()).into());
         let r = (ED25519_BASEPOINT_POINT * nonce + curve25519_dalek::constants::EIGHT_TORSION[1]).compress().to_bytes();
@@ -621,7 +629,7 @@ mod tests {
         weak_key[0] = 1;
         let weak = SignedTransaction::from_parts(
             Transaction {
-                id: 2,
+                nonce: 2,
                 signer: ActorKey(weak_key),
                 timestamp: 0,
                 operation: Operation::FundAccount { amount: 1 },

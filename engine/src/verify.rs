@@ -105,17 +105,18 @@ fn read_block(storage: &dyn Storage, shard: u32, height: u64) -> Result<StoredBl
 /// let ledger = Ledger::builder().clock(caduceus_engine::ledger::system_clock()).open_on(storage.clone(), &config)?;
 /// let actor = signature::actor_key(&signature::signing_key([2; 32]));
 /// let register = Transaction {
-///     id: 7,
+///     nonce: 7,
 ///     signer: signature::actor_key(&operator),
-///     timestamp: 0,
+///     timestamp: caduceus_engine::ledger::system_clock()(),
 ///     operation: Operation::RegisterActor { actor, role: Role::Patient, name: "Ada".into(), prefixes: vec![] },
 /// };
-/// ledger.submit(vec![signature::sign(register, &operator)?])?;
+/// let register = signature::sign(register, &operator)?;
+/// ledger.submit(vec![register.clone()])?;
 /// drop(ledger);
 /// assert!(verify_storage(storage.as_ref())?.is_intact());
 ///
 /// // Change one byte of the transaction index: verification names the place.
-/// let key = caduceus_engine::layout::transaction(7);
+/// let key = caduceus_engine::layout::transaction(register.id());
 /// let mut value = storage.get(&key)?.unwrap();
 /// value[0] ^= 1;
 /// storage.write(&[(key, Some(value))])?;

@@ -358,14 +358,36 @@ fn run(options: Run) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a workload file signed too long ago for its transactions to commit now (they would
+/// all be refused as `expired`): a ledger takes a transaction within
+/// `limits::TRANSACTION_VALIDITY_MS` of its signing.
+fn still_valid(path: &std::path::Path, description: &serde_json::Value) -> Result<()> {
+    use caduceus_engine::limits::TRANSACTION_VALIDITY_MS;
+    let Some(signed) = description.get("start_ms").and_then(serde_json::Value::as_u64) else { return Ok(()) };
+    let now = caduceus_engine::ledger::system_clock()();
+    // An hour to spare, so that a run does not cross the end of the window.
+    if now.saturating_add(3_600_000) > signed.saturating_add(TRANSACTION_VALIDITY_MS) {
+        let age = humantime::format_duration(Duration::from_secs(now.saturating_sub(signed) / 1000));
+        anyhow::bail!(
+            "{} was signed {age} ago; a ledger takes a transaction only within {} of its signing \
+             (less an hour for the run): generate it again with `loadgen generate`",
+            path.display(),
+            humantime::format_duration(Duration::from_millis(TRANSACTION_VALIDITY_MS))
+        );
+    }
+    Ok(())
+}
+
 /// The workload: the file given, or one generated in memory, large enough for `--duration`.
 fn source(options: &Run, reference: Option<f64>) -> Result<Source> {
     let load = &options.load;
     Ok(match &options.workload {
         Some(path) => {
             let limit = load.transactions.map(|n| n as u64);
-            Source::file(path, load.shards, load.batch_size(), options.skip, limit)
-                .with_context(|| format!("read the workload {}", path.display()))?
+            let source = Source::file(path, load.shards, load.batch_size(), options.skip, limit)
+                .with_context(|| format!("read the workload {}", path.display()))?;
+            still_valid(path, &source.description)?;
+            source
         }
         None => {
             let count = match (options.duration, load.transactions) {

@@ -169,3 +169,18 @@ fn the_readme_headline_is_generated_from_the_recorded_runs() {
     let root = Path::new(&package).parent().unwrap().to_owned();
     succeeds(&root, &["headline", "--check"]);
 }
+
+/// A workload file signed more than a day ago would be refused transaction by transaction
+/// (`expired`): the run refuses it up front and says what to do.
+#[test]
+fn a_workload_signed_more_than_a_day_ago_is_refused_before_the_run() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let two_days_ago = (now - 2 * 86_400_000).to_string();
+    succeeds(dir, &["generate", "--out", "old.cw", "--transactions", "100", "--start", &two_days_ago]);
+    let output = loadgen(dir, &["run", "--embedded", "--dir", "l", "--workload", "old.cw", "--no-reference"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("was signed 2days") && stderr.contains("generate it again"), "{stderr}");
+}

@@ -13,7 +13,7 @@
 //! for its status and settles its prepared round from the log: re-sending the
 //! logged decisions, or aborting a round that was never decided.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -28,7 +28,7 @@ use caduceus_engine::limits::{BATCH_TRANSACTIONS_MAX, SUBMIT_QUEUE_DEPTH};
 use caduceus_engine::participant::RoundRequest;
 use caduceus_engine::reads::complete_proof;
 use caduceus_engine::round::{split, Genesis};
-use caduceus_engine::routing::{participants, shard_of_actor, shard_of_unit};
+use caduceus_engine::routing::{shard_of_actor, shard_of_unit};
 use caduceus_engine::signature::verify_all;
 use caduceus_engine::storage::RocksStorage;
 use caduceus_engine::{Reason, SignedTransaction, TxId, TxResult};
@@ -304,7 +304,8 @@ impl RoundDriver {
         let shard_count = shared.genesis.shards;
         let mut outcomes: Vec<Option<Outcome>> =
             verdicts.iter().map(|v| v.map(|reason| Outcome::Done(TxResult::Rejected(reason)))).collect();
-        // A repeated id within the batch gets the first occurrence's outcome.
+        // A repeated id within the batch gets the first occurrence's outcome if it is the same
+        // transaction, and is refused as a conflict if its body differs.
         let mut first: HashMap<TxId, usize> = HashMap::new();
         let mut repeat_of: Vec<(usize, usize)> = Vec::new();
         for (position, transaction) in transactions.iter().enumerate() {
@@ -312,7 +313,10 @@ impl RoundDriver {
                 continue;
             }
             match first.get(&transaction.id()) {
-                Some(&earlier) => repeat_of.push((position, earlier)),
+                Some(&earlier) if transactions[earlier].digest() == transaction.digest() => {
+                    repeat_of.push((position, earlier))
+                }
+                Some(_) => outcomes[position] = Some(Outcome::Done(TxResult::Rejected(Reason::Conflict))),
                 None => {
                     first.insert(transaction.id(), position);
                 }
@@ -324,36 +328,42 @@ impl RoundDriver {
             (0..shard_count).map(|shard| shared.down(shard) || unresolved.contains(&shard)).collect()
         };
 
-        // Candidates: verified, first of their id, and every participant reachable. A cross-shard
-        // one seen before keeps its first result: ask every participant (one that never saw it
-        // may be the one that indexes it). Single-shard repeats are caught by their shard.
-        let mut candidates: Vec<usize> = Vec::new();
-        let mut lookups: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-        for &position in first.values() {
-            let touched = participants(&transactions[position].transaction, shard_count);
-            if touched.iter().any(|&s| unavailable[s as usize]) {
-                outcomes[position] = Some(Outcome::Unavailable);
-                continue;
-            }
-            candidates.push(position);
-            // Coordinated ones are prepared, not executed, so their repeats are found here.
-            if transactions[position].transaction.operation.kind().coordinated() {
-                touched.into_iter().for_each(|shard| lookups.entry(shard).or_default().push(position));
-            }
-        }
+        // Candidates: verified, first of their id, and every shard reachable. An id is unique on
+        // the whole ledger, as in the embedded engine, but the shard that recorded it may be
+        // any (a different body under the same id lands where its own keys do), so every
+        // shard is asked about every candidate (`Request::Admit`): a shard that holds its id
+        // answers its first result or a conflict; every shard refuses alike what may not reach
+        // the rules. What holds an id wins over a refusal, as in the embedded engine, which
+        // looks up an id before admitting it.
+        let mut candidates: Vec<usize> = first.values().copied().collect();
         candidates.sort_unstable();
+        if unavailable.iter().any(|&down| down) {
+            for &position in &candidates {
+                outcomes[position] = Some(Outcome::Unavailable);
+            }
+            candidates.clear();
+        }
+        let now = self.now();
         let mut unasked = Vec::new();
-        for (shard, positions) in lookups {
-            let ids = positions.iter().map(|&p| transactions[p].id()).collect();
-            match shared.at_shard(shard, Request::Lookup(ids)).await {
-                Ok(Response::Lookup(found)) if found.len() == positions.len() => {
-                    for (&position, known) in positions.iter().zip(found) {
-                        if let Some(result) = known {
+        let mut calls = tokio::task::JoinSet::new();
+        for shard in (0..shard_count).filter(|_| !candidates.is_empty()) {
+            let asked: Vec<SignedTransaction> = candidates.iter().map(|&p| transactions[p].clone()).collect();
+            let shared = shared.clone();
+            calls.spawn(async move { shared.at_shard(shard, Request::Admit { now, transactions: asked }).await });
+        }
+        let holds_id = |result: TxResult| result.is_recorded() || result == TxResult::Rejected(Reason::Conflict);
+        while let Some(joined) = calls.join_next().await {
+            match joined.expect("a shard call does not panic") {
+                Ok(Response::Lookup(found)) if found.len() == candidates.len() => {
+                    for (&position, known) in candidates.iter().zip(found) {
+                        let Some(result) = known else { continue };
+                        let settled = matches!(outcomes[position], Some(Outcome::Done(earlier)) if holds_id(earlier));
+                        if !settled {
                             outcomes[position] = Some(Outcome::Done(result));
                         }
                     }
                 }
-                _ => unasked.extend(positions),
+                _ => unasked.extend(candidates.iter().copied()),
             }
         }
         // Not known to be new: wait for the shard that could not say.
@@ -363,7 +373,7 @@ impl RoundDriver {
         candidates.retain(|&p| outcomes[p].is_none());
 
         if !candidates.is_empty() {
-            if let Err(error) = self.round(&transactions, &candidates, &mut outcomes).await {
+            if let Err(error) = self.round(&transactions, &candidates, now, &mut outcomes).await {
                 eprintln!("round failed: {error}");
                 for &p in &candidates {
                     if outcomes[p].is_none() {
@@ -386,13 +396,13 @@ impl RoundDriver {
         &mut self,
         transactions: &[SignedTransaction],
         candidates: &[usize],
+        now: u64,
         outcomes: &mut [Option<Outcome>],
     ) -> Result<(), String> {
         let shared = self.shared.clone();
         let shard_count = shared.genesis.shards;
         let round_transactions: Vec<SignedTransaction> = candidates.iter().map(|&p| transactions[p].clone()).collect();
         let round = shared.next_round()?;
-        let now = self.now();
         let (singles, cross) = split(&round_transactions, shard_count);
         let mut coordinator = Coordinator::new(
             round,

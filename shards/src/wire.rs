@@ -85,6 +85,13 @@ pub enum Request {
     },
     Status,
     Lookup(Vec<TxId>),
+    /// Before a round at commit time `now`: what each transaction is answered without running
+    /// (`Participant::admit`), as `Response::Lookup`: its first result or a conflict if the
+    /// shard holds its id, a refusal if it may not reach the rules, nothing if it is new.
+    Admit {
+        now: u64,
+        transactions: Vec<SignedTransaction>,
+    },
     /// A request for one shard of a shard server (which may serve several).
     AtShard {
         shard: u32,
@@ -399,6 +406,11 @@ impl Request {
                 e.count("ids", ids.len(), ROUND_TRANSACTIONS_MAX)?;
                 ids.iter().for_each(|id| e.u128(*id));
             }
+            Request::Admit { now, transactions } => {
+                e.u8(14);
+                e.u64(*now);
+                encode_transactions(&mut e, transactions)?;
+            }
             Request::AtShard { shard, request } => {
                 e.u8(20);
                 e.u32(*shard);
@@ -433,6 +445,10 @@ impl Request {
                 let count = d.count("ids", ROUND_TRANSACTIONS_MAX)?;
                 Request::Lookup((0..count).map(|_| d.u128()).collect::<Result<_, _>>()?)
             }
+            14 => Request::Admit {
+                now: d.u64()?,
+                transactions: decode_transactions_within(&mut d, ROUND_TRANSACTIONS_MAX)?,
+            },
             20 => {
                 let shard = d.u32()?;
                 let rest = d.take(d.remaining())?;
@@ -658,7 +674,7 @@ mod tests {
     #[test]
     fn a_submit_frame_over_the_batch_limit_is_refused_when_decoded() {
         let transaction = Transaction {
-            id: 1,
+            nonce: 1,
             signer: ActorKey([7; 32]),
             timestamp: 0,
             operation: Operation::FundAccount { amount: 1 },

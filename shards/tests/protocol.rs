@@ -211,8 +211,10 @@ fn check(sim: &Sim, acknowledged: &HashMap<TxId, (SignedTransaction, TxResult)>,
                 .collect();
             if result.is_committed() {
                 assert_eq!(holders, participants(&transaction.transaction, SHARDS), "{id:032x} committed everywhere");
-            } else {
+            } else if result.is_recorded() {
                 assert!(!holders.is_empty(), "rejected {id:032x} is recorded somewhere");
+            } else {
+                assert!(holders.is_empty(), "refused {id:032x} is recorded nowhere");
             }
         }
     }

@@ -14,7 +14,10 @@ fn main() -> anyhow::Result<()> {
     let seed: u64 = args.next().expect("usage: crash-writer DIR SEED").parse()?;
     let config = WorkloadConfig { seed: 7, patients: 300, providers: 30, pharmacies: 20, ..WorkloadConfig::default() };
     let mut workload = Workload::new(config, 1_800_000_000_000);
-    let ledger = Ledger::open(std::path::Path::new(&dir), &workload.ledger_config(3))?;
+    // A fixed commit time, the workload's own: every run signs and commits the same transactions.
+    let ledger = Ledger::builder()
+        .clock(std::sync::Arc::new(|| 1_800_000_000_000))
+        .open(std::path::Path::new(&dir), &workload.ledger_config(3))?;
     let mut out = std::io::stdout().lock();
     let setup = workload.signed_setup();
     // The workload is the same on every run: resubmitting is idempotent.

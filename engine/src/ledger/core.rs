@@ -11,7 +11,7 @@ use crate::codec::Codec;
 use crate::history::TxLocation;
 use crate::layout;
 use crate::limits::SHARDS_MAX;
-use crate::model::{Hash, Reason, TxId, TxResult};
+use crate::model::{Hash, Reason, SignedTransaction, TxId, TxResult};
 use crate::round::{decode_round_meta, execute_round, Genesis};
 use crate::shard::Shard;
 use crate::state::{Map, Set, State, StateKey, StateLoader};
@@ -68,9 +68,9 @@ pub(super) struct Core {
     pub(super) executed: u64,
     /// Bumped whenever a failed write throws away executed, not yet durable groups.
     pub(super) epoch: u64,
-    /// Results of transactions executed in groups not yet durable, so a repeat of one in a
-    /// later group gets the same answer: id -> (group, result).
-    pub(super) unpersisted: Map<TxId, (u64, TxResult)>,
+    /// Results of transactions recorded in groups not yet durable, so a repeat of one in a
+    /// later group gets the same answer: id -> (group, result, body digest).
+    pub(super) unpersisted: Map<TxId, (u64, TxResult, Hash)>,
     /// The ids each not yet durable group executed, and the state entries it wrote, oldest first.
     pub(super) unpersisted_groups: std::collections::VecDeque<UnpersistedGroup>,
     /// Which state entries of the families that grow with history are in memory, with a limit;
@@ -167,7 +167,7 @@ impl Core {
         while self.unpersisted_groups.front().is_some_and(|group| group.seq <= durable) {
             let UnpersistedGroup { seq, ids, .. } = self.unpersisted_groups.pop_front().expect("a durable group");
             for id in ids {
-                if self.unpersisted.get(&id).is_some_and(|(s, _)| *s == seq) {
+                if self.unpersisted.get(&id).is_some_and(|(s, _, _)| *s == seq) {
                     self.unpersisted.remove(&id);
                 }
             }
@@ -193,10 +193,12 @@ impl Core {
         let mut written = Vec::new();
         let mut writes = Vec::new();
         let mut answers: Vec<Vec<TxResult>> = Vec::with_capacity(group.len());
-        let now = clock();
+        // The commit time of the group's rounds, never before any shard's last block (as
+        // `execute_round` takes it): transactions are admitted against it.
+        let now = self.shards.iter().map(Shard::last_time).fold(clock(), u64::max);
         for verified in &group {
             let mut slots = Vec::with_capacity(verified.transactions.len());
-            let mut round_transactions = Vec::new();
+            let mut round_transactions: Vec<SignedTransaction> = Vec::new();
             let mut in_round: Map<TxId, usize> = Map::default();
             for (transaction, verdict) in verified.transactions.iter().zip(&verified.verdicts) {
                 let earlier = stored.next().expect("one lookup per transaction");
@@ -204,13 +206,20 @@ impl Core {
                     Slot::Done(TxResult::Rejected(*reason))
                 } else if let Some(bytes) = earlier {
                     match TxLocation::decode(&bytes) {
-                        Ok(location) => Slot::Done(location.result),
+                        Ok(location) => Slot::Done(location.answer(transaction.digest())),
                         Err(_) => Slot::Done(TxResult::Rejected(Reason::Malformed)),
                     }
-                } else if let Some((_, result)) = self.unpersisted.get(&transaction.id()) {
-                    Slot::Done(*result)
+                } else if let Some((_, result, digest)) = self.unpersisted.get(&transaction.id()) {
+                    Slot::Done(TxResult::for_repeat(*result, digest, transaction.digest()))
                 } else if let Some(&position) = in_round.get(&transaction.id()) {
-                    Slot::Round(position)
+                    if round_transactions[position].digest() == transaction.digest() {
+                        Slot::Round(position)
+                    } else {
+                        Slot::Done(TxResult::Rejected(Reason::Conflict))
+                    }
+                } else if let Err(reason) = self.shards[0].admit(&transaction.transaction, now) {
+                    // Refused before the ledger: no round sees it, and its id stays free.
+                    Slot::Done(TxResult::Rejected(reason))
                 } else {
                     in_round.insert(transaction.id(), round_transactions.len());
                     round_transactions.push(transaction.clone());
@@ -234,8 +243,9 @@ impl Core {
                     }
                 }
                 results = std::mem::take(&mut outcome.results);
-                for (transaction, result) in round_transactions.iter().zip(&results) {
-                    self.unpersisted.insert(transaction.id(), (seq, *result));
+                // A refused transaction is not recorded: its id stays free.
+                for (transaction, result) in round_transactions.iter().zip(&results).filter(|(_, r)| r.is_recorded()) {
+                    self.unpersisted.insert(transaction.id(), (seq, *result, *transaction.digest()));
                     executed_ids.push(transaction.id());
                 }
                 self.round = round;

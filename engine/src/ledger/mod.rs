@@ -221,34 +221,38 @@ impl PendingBatch {
 /// An open ledger.
 ///
 /// ```
-/// use caduceus_engine::{Config, Ledger, Operation, Role, Transaction, TxResult};
+/// use caduceus_engine::{Config, Ledger, Operation, Reason, Role, Transaction, TxResult};
 /// use caduceus_engine::signature::{actor_key, sign, signing_key};
 ///
 /// let operator = signing_key([1; 32]);
 /// let config = Config { shards: 2, genesis_operators: vec![actor_key(&operator)] };
 /// let ledger = Ledger::open_in_memory(&config)?;
+/// // A transaction is signed with the time of its signing; it may commit within a day of it.
+/// let now = caduceus_engine::ledger::system_clock()();
 ///
 /// let provider = signing_key([2; 32]);
 /// let register = Transaction {
-///     id: 1,
+///     nonce: 1,
 ///     signer: actor_key(&operator),
-///     timestamp: 0,
+///     timestamp: now,
 ///     operation: Operation::RegisterActor { actor: actor_key(&provider), role: Role::Provider, name: "Clinic".into(), prefixes: vec![] },
 /// };
-/// let results = ledger.submit(vec![sign(register, &operator)?])?;
-/// assert_eq!(results, vec![TxResult::Committed]);
+/// let register = sign(register, &operator)?;
+/// assert_eq!(ledger.submit(vec![register.clone()])?, vec![TxResult::Committed]);
+/// // The same transaction again gets the first result and applies nothing.
+/// assert_eq!(ledger.submit(vec![register.clone()])?, vec![TxResult::Committed]);
 ///
-/// // The same id again returns the first result and applies nothing.
+/// // Another transaction under the same nonce (so the same id) is refused as a conflict.
 /// let again = Transaction {
-///     id: 1,
+///     nonce: 1,
 ///     signer: actor_key(&operator),
-///     timestamp: 0,
+///     timestamp: now,
 ///     operation: Operation::RegisterActor { actor: actor_key(&provider), role: Role::Payer, name: "Clinic".into(), prefixes: vec![] },
 /// };
-/// assert_eq!(ledger.submit(vec![sign(again, &operator)?])?, vec![TxResult::Committed]);
+/// assert_eq!(ledger.submit(vec![sign(again, &operator)?])?, vec![TxResult::Rejected(Reason::Conflict)]);
 /// assert_eq!(ledger.actor(&actor_key(&provider)).unwrap().role, Role::Provider);
 ///
-/// let proof = ledger.prove(1)?.expect("committed transactions have proofs");
+/// let proof = ledger.prove(register.id())?.expect("committed transactions have proofs");
 /// let checkpoint = ledger.checkpoint_at(proof.checkpoint_round)?.expect("stored checkpoint");
 /// assert!(proof.verify(&checkpoint.hash()).is_ok());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -337,11 +341,13 @@ impl Ledger {
     /// let operator = signing_key([1; 32]);
     /// let ledger = Ledger::open_in_memory(&Config { shards: 1, genesis_operators: vec![actor_key(&operator)] })?;
     /// let stranger = signing_key([9; 32]);
+    /// let now = caduceus_engine::ledger::system_clock()();
     /// let register = |id, signer: &caduceus_engine::signature::SigningKey| {
     ///     let actor = actor_key(&signing_key([id as u8; 32]));
     ///     let operation = Operation::RegisterActor { actor, role: Role::Provider, name: "Clinic".into(), prefixes: vec![] };
-    ///     sign(Transaction { id, signer: actor_key(signer), timestamp: 0, operation }, signer)
+    ///     sign(Transaction { nonce: id, signer: actor_key(signer), timestamp: now, operation }, signer)
     /// };
+    /// // A stranger's transaction is refused before the ledger: not recorded, nothing burnt.
     /// let results = ledger.submit(vec![register(2, &operator)?, register(3, &stranger)?])?;
     /// assert_eq!(results, vec![TxResult::Committed, TxResult::Rejected(Reason::UnknownSigner)]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -468,8 +474,9 @@ impl Ledger {
     ///
     /// let (operator, patient, nurse) = (signing_key([1; 32]), signing_key([2; 32]), signing_key([3; 32]));
     /// let ledger = Ledger::open_in_memory(&Config { shards: 2, genesis_operators: vec![actor_key(&operator)] })?;
+    /// let now = caduceus_engine::ledger::system_clock()();
     /// let tx = |id, key: &caduceus_engine::signature::SigningKey, operation| {
-    ///     sign(Transaction { id, signer: actor_key(key), timestamp: 0, operation }, key)
+    ///     sign(Transaction { nonce: id, signer: actor_key(key), timestamp: now, operation }, key)
     /// };
     /// let register = |actor: &caduceus_engine::signature::SigningKey, role| Operation::RegisterActor {
     ///     actor: actor_key(actor),

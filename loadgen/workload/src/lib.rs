@@ -287,7 +287,7 @@ impl Workload {
     }
 
     fn transaction(&mut self, signer: ActorKey, operation: Operation) -> Transaction {
-        Transaction { id: self.id(), signer, timestamp: self.now, operation }
+        Transaction { nonce: self.id(), signer, timestamp: self.now, operation }
     }
 
     /// Signs transactions on all cores.

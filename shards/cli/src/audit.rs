@@ -49,7 +49,7 @@ pub fn check_proof(path: &Path, trusted: &Hash) -> Result<ExitCode> {
     let transaction = &proof.transaction.transaction;
     println!(
         "transaction {}: {} signed by {}, result {}, shard {} height {}, round {}",
-        id_hex(transaction.id),
+        id_hex(proof.transaction.id()),
         transaction.operation.name(),
         transaction.signer,
         proof.result,

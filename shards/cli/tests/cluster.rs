@@ -248,8 +248,27 @@ async fn assert_conserved(client: &Client) {
 fn a_cluster_gives_the_embedded_engine_s_results_state_and_checkpoint() {
     let mut work = workload(11);
     let operator = work.operator().to_string();
-    let batches = batches(&mut work, 6_000);
+    let mut batches = batches(&mut work, 6_000);
     let shards = 4;
+    // One signer's nonce used twice, for reads of two patients' records on different shards:
+    // the second is a conflict in either deployment (the cluster once checked it only on its
+    // own shard, and recorded it there), and the first, sent again, keeps its first result.
+    let patients = work.patients();
+    let first_patient = patients[0];
+    let shard_of = |patient| caduceus_engine::routing::shard_of_actor(patient, shards);
+    let other_patient = *patients.iter().find(|p| shard_of(*p) != shard_of(&first_patient)).unwrap();
+    let read = |patient| caduceus_engine::Transaction {
+        nonce: 0x5a3e,
+        signer: work.regulator(),
+        timestamp: FIXED_TIME,
+        operation: caduceus_engine::Operation::AccessRecord {
+            record: 1,
+            patient,
+            purpose: caduceus_engine::Purpose::PublicHealth,
+        },
+    };
+    let reads = work.sign(vec![read(first_patient), read(other_patient)]);
+    batches.extend([vec![reads[0].clone()], vec![reads[1].clone()], vec![reads[0].clone()]]);
 
     let clock: Clock = Arc::new(|| FIXED_TIME);
     let ledger = Ledger::builder()
@@ -257,6 +276,10 @@ fn a_cluster_gives_the_embedded_engine_s_results_state_and_checkpoint() {
         .open_on(Arc::new(MemoryStorage::default()), &work.ledger_config(shards))
         .unwrap();
     let embedded: Vec<Vec<TxResult>> = batches.iter().map(|b| ledger.submit(b.clone()).unwrap()).collect();
+    let last_three = &embedded[embedded.len() - 3..];
+    assert!(last_three[0][0].is_recorded(), "{:?}", last_three[0]);
+    assert_eq!(last_three[1], vec![TxResult::Rejected(caduceus_engine::Reason::Conflict)]);
+    assert_eq!(last_three[2], last_three[0]);
 
     let cluster = Cluster::init(shards, 2, &operator);
     // `cluster up` prints the client address on its first line once every node is healthy.
@@ -296,10 +319,13 @@ fn a_cluster_gives_the_embedded_engine_s_results_state_and_checkpoint() {
         assert_eq!((balances, funded), ledger.fund_totals());
         let checkpoint = client.checkpoint().await.unwrap().unwrap();
         assert_eq!(checkpoint, ledger.checkpoint().unwrap(), "same blocks, same checkpoint");
-        // A proof from the cluster checks against the cluster's checkpoint.
-        let last = batches.last().unwrap().last().unwrap().id();
+        // A proof from the cluster checks against the cluster's checkpoint that holds its block.
+        let (load, results) = (&batches[batches.len() - 4], &embedded[batches.len() - 4]);
+        let last = load.iter().zip(results).rfind(|(_, r)| r.is_recorded()).unwrap().0.id();
         let proof = client.prove(last).await.unwrap().unwrap();
-        proof.verify(&client.checkpoint().await.unwrap().unwrap().hash()).unwrap();
+        let holding = client.checkpoint_at(proof.checkpoint_round).await.unwrap().unwrap();
+        assert_eq!(Some(holding.clone()), ledger.checkpoint_at(proof.checkpoint_round).unwrap());
+        proof.verify(&holding.hash()).unwrap();
         client.close().await;
     });
 
