@@ -80,7 +80,7 @@ pub fn init(options: &InitOptions) -> Result<()> {
         bail!("there must be between 1 and {} shard servers", options.shards);
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (ca, issuer) = tls::new_ca("Caduceus cluster CA")?;
+    let (ca, issuer) = tls::new_ca(tls::CA_NAME)?;
     std::fs::write(dir.join("ca.pem"), &ca.cert)?;
     let ca_key = options.ca_key.clone().unwrap_or_else(|| default_ca_key(dir));
     write_private(&ca_key, &ca.key)?;
@@ -142,6 +142,52 @@ pub fn init(options: &InitOptions) -> Result<()> {
     }
     println!("client address: {}", nodes.last().expect("a coordinator").listen);
     println!("the CA's private key is in {} (mode 0600): no node needs it; keep it offline", ca_key.display());
+    Ok(())
+}
+
+/// What `add_node` issues.
+pub struct AddNode {
+    /// The cluster directory (its `ca.pem` is the CA).
+    pub dir: PathBuf,
+    /// The node's name: its files are `NAME.pem` and `NAME.key` in `dir`.
+    pub name: String,
+    pub role: Role,
+    /// DNS names or IP addresses the node is reached at.
+    pub hosts: Vec<String>,
+    /// The CA's private key, kept apart (default: `DIR.ca.key`).
+    pub ca_key: Option<PathBuf>,
+}
+
+/// Issues a certificate for one more node (a shard server replaced, or moved to another
+/// machine) with the CA key `init` wrote apart, checked against the cluster's `ca.pem` as the
+/// node's peers will check it. Writing the node's configuration is the deployment's.
+pub fn add_node(options: &AddNode) -> Result<()> {
+    let dir = &options.dir;
+    let (cert_path, key_path) = (dir.join(format!("{}.pem", options.name)), dir.join(format!("{}.key", options.name)));
+    if cert_path.exists() || key_path.exists() {
+        bail!("{} already holds a node named {}", dir.display(), options.name);
+    }
+    let ca_pem_path = dir.join("ca.pem");
+    let ca_key = options.ca_key.clone().unwrap_or_else(|| default_ca_key(dir));
+    let key_pem = std::fs::read_to_string(&ca_key)
+        .with_context(|| format!("reading the CA's private key {}", ca_key.display()))?;
+    let issuer = tls::ca_issuer(tls::CA_NAME, &key_pem)?;
+    let role_name = match options.role {
+        Role::Coordinator => tls::COORDINATOR_NAME,
+        Role::Shard => tls::SHARD_SERVER_NAME,
+    };
+    let issued = tls::new_node(&options.name, role_name, &options.hosts, &issuer)?;
+    let roots = tls::roots(&ca_pem_path).with_context(|| format!("reading the CA {}", ca_pem_path.display()))?;
+    tls::check_node(roots, &issued.cert, role_name).with_context(|| {
+        format!(
+            "{} is not the private key of {}: a certificate issued with it is refused",
+            ca_key.display(),
+            ca_pem_path.display()
+        )
+    })?;
+    std::fs::write(&cert_path, &issued.cert)?;
+    write_private(&key_path, &issued.key)?;
+    println!("issued {} ({role_name}) and its key {} (mode 0600)", cert_path.display(), key_path.display());
     Ok(())
 }
 

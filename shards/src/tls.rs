@@ -44,16 +44,43 @@ pub struct Issued {
     pub key: String,
 }
 
-/// A new cluster CA.
-pub fn new_ca(name: &str) -> Result<(Issued, Issuer<'static, KeyPair>)> {
+/// The common name of the CA `cluster init` creates.
+pub const CA_NAME: &str = "Caduceus cluster CA";
+
+fn ca_params(name: &str) -> Result<CertificateParams> {
     let mut params = CertificateParams::new(Vec::new())?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, name);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    Ok(params)
+}
+
+/// A new cluster CA.
+pub fn new_ca(name: &str) -> Result<(Issued, Issuer<'static, KeyPair>)> {
+    let params = ca_params(name)?;
     let key = KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
     let issued = Issued { cert: cert.pem(), key: key.serialize_pem() };
     Ok((issued, Issuer::new(params, key)))
+}
+
+/// The issuer of a CA `new_ca(name)` created, from its private key (PEM), to issue more node
+/// certificates. Whether the key is that of a given CA certificate is for `check_node` to say.
+pub fn ca_issuer(name: &str, key_pem: &str) -> Result<Issuer<'static, KeyPair>> {
+    let key = KeyPair::from_pem(key_pem).context("the CA key is not a PEM private key")?;
+    Ok(Issuer::new(ca_params(name)?, key))
+}
+
+/// Checks that a node certificate (PEM) chains to the CA in `roots` and names `role_name`, as
+/// the node's peers will check it.
+pub fn check_node(roots: Arc<rustls::RootCertStore>, cert_pem: &str, role_name: &str) -> Result<()> {
+    use rustls::client::danger::ServerCertVerifier;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider).build()?;
+    let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).context("not a PEM certificate")?;
+    let name = rustls::pki_types::ServerName::try_from(role_name.to_owned())?;
+    verifier.verify_server_cert(&cert, &[], &name, &[], rustls::pki_types::UnixTime::now())?;
+    Ok(())
 }
 
 /// A node certificate for `name` in a role (`COORDINATOR_NAME` or `SHARD_SERVER_NAME`), for

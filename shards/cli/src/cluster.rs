@@ -10,8 +10,8 @@ use anyhow::Result;
 use caduceus_engine::model::{hex, ActorKey};
 use caduceus_loadgen::args::LoadArgs;
 use caduceus_shards::client::Client;
-use caduceus_shards::local;
 use caduceus_shards::wire::Outcome;
+use caduceus_shards::{config, local};
 use caduceus_workload::Workload;
 use clap::Subcommand;
 
@@ -54,6 +54,24 @@ pub enum ClusterAction {
         #[arg(long = "host")]
         hosts: Vec<String>,
     },
+    /// Issue a certificate for one more node (a shard server replaced or moved to another
+    /// machine) with the CA key that `init` wrote apart; it is checked against `DIR/ca.pem`.
+    AddNode {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The node's name: its files are `NAME.pem` and `NAME.key` in DIR.
+        #[arg(long)]
+        name: String,
+        /// `shard` (a shard server) or `coordinator`.
+        #[arg(long, value_parser = ["shard", "coordinator"])]
+        role: String,
+        /// A DNS name or IP address the node is reached at (repeatable).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// The CA's private key (default: `DIR.ca.key` beside the cluster directory).
+        #[arg(long)]
+        ca_key: Option<PathBuf>,
+    },
     /// Start every node, wait until healthy, print the client address; stop on Ctrl-C or SIGTERM.
     Up {
         #[arg(long)]
@@ -83,6 +101,11 @@ pub fn command(action: ClusterAction) -> Result<ExitCode> {
             let servers = servers.unwrap_or(shards);
             let options = local::InitOptions { dir, shards, servers, base_port, operators, fixed_time, ca_key, hosts };
             local::init(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterAction::AddNode { dir, name, role, hosts, ca_key } => {
+            let role = if role == "coordinator" { config::Role::Coordinator } else { config::Role::Shard };
+            local::add_node(&local::AddNode { dir, name, role, hosts, ca_key })?;
             Ok(ExitCode::SUCCESS)
         }
         ClusterAction::Up { dir } => {

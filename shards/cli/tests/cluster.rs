@@ -631,6 +631,32 @@ fn a_node_certificate_from_another_ca_or_in_another_role_is_refused() {
         assert!(posing.is_err(), "a shard server cannot pose as the coordinator");
         let real = Client::connect(cluster.address(), &cluster.ca()).await.expect("the coordinator");
         assert!(real.health().await.is_ok());
+
+        // A node added later with the CA key kept apart (a coordinator moved to another
+        // machine) is one of the cluster's: the shard server serves it.
+        let add = |name: &str, ca_key: &Path| {
+            caduceus()
+                .args(["cluster", "add-node", "--dir", cluster.path.to_str().unwrap(), "--name", name])
+                .args(["--role", "coordinator", "--host", "coordinator2.exchange.example"])
+                .args(["--ca-key", ca_key.to_str().unwrap()])
+                .output()
+                .unwrap()
+        };
+        let ca_key = caduceus_shards::local::default_ca_key(&cluster.path);
+        let added = add("coordinator-2", &ca_key);
+        assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+        let identity =
+            tls::Identity::load(&cluster.path.join("coordinator-2.pem"), &cluster.path.join("coordinator-2.key"))
+                .unwrap();
+        let config = tls::client(roots.clone(), Some(identity)).unwrap();
+        let client = Client::connect_with(shard, config, tls::SHARD_SERVER_NAME).await.unwrap();
+        assert!(client.health().await.is_ok(), "the added coordinator is served");
+        // Another cluster's CA key issues nothing here, and a name is never issued twice.
+        let foreign = add("coordinator-3", &caduceus_shards::local::default_ca_key(&stranger.path));
+        assert!(!foreign.status.success());
+        assert!(String::from_utf8_lossy(&foreign.stderr).contains("is not the private key of"));
+        assert!(!cluster.path.join("coordinator-3.pem").exists());
+        assert!(!add("coordinator-2", &ca_key).status.success(), "coordinator-2 exists already");
     });
 }
 
