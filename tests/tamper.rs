@@ -154,12 +154,10 @@ fn a_store_cut_short_or_rebuilt_fails_against_a_published_checkpoint() {
     let mut batches: Vec<Vec<caduceus_engine::SignedTransaction>> = workload.signed_setup().into_iter().collect();
     batches.extend((0..4).map(|_| workload.signed_batch(100)));
     // The same batches on every store, at the same fixed commit time: the same checkpoints.
-    let build = |batches: &[Vec<caduceus_engine::SignedTransaction>]| {
+    let build_on = |config: &caduceus_engine::Config, batches: &[Vec<caduceus_engine::SignedTransaction>]| {
         let storage = Arc::new(MemoryStorage::new());
-        let ledger = Ledger::builder()
-            .clock(Arc::new(|| 1_800_000_000_000))
-            .open_on(storage.clone(), &workload.ledger_config(3))
-            .expect("open");
+        let ledger =
+            Ledger::builder().clock(Arc::new(|| 1_800_000_000_000)).open_on(storage.clone(), config).expect("open");
         let mut anchors = Vec::new();
         for batch in batches {
             ledger.submit(batch.clone()).unwrap();
@@ -167,6 +165,7 @@ fn a_store_cut_short_or_rebuilt_fails_against_a_published_checkpoint() {
         }
         (storage, anchors)
     };
+    let build = |batches: &[Vec<caduceus_engine::SignedTransaction>]| build_on(&workload.ledger_config(3), batches);
     let (original, anchors) = build(&batches);
     let (early, late) = (anchors[2], *anchors.last().unwrap());
     assert!(verify_against(original.as_ref(), &[early, late]).unwrap().is_intact());
@@ -185,4 +184,14 @@ fn a_store_cut_short_or_rebuilt_fails_against_a_published_checkpoint() {
     assert!(verify_storage(without.as_ref()).unwrap().is_intact());
     assert!(verify_against(without.as_ref(), &[early]).unwrap().is_intact());
     assert!(!verify_against(without.as_ref(), &[late]).unwrap().is_intact());
+
+    // Rebuilt from another genesis (one more operator), with the same batches: the chain starts
+    // from the genesis, so it is intact on its own and extends not even the earliest anchor.
+    let mut config = workload.ledger_config(3);
+    config.genesis_operators.push(caduceus_engine::ActorKey([7; 32]));
+    let (regenesis, _) = build_on(&config, &batches);
+    assert!(verify_storage(regenesis.as_ref()).unwrap().is_intact());
+    assert!(!verify_against(regenesis.as_ref(), &[anchors[0]]).unwrap().is_intact());
+    let report = verify_against(original.as_ref(), &[]).unwrap();
+    assert_eq!(report.operators, vec![workload.operator()], "the report names the genesis it checked");
 }

@@ -76,7 +76,8 @@ pub const META_FORMAT: &[u8] = b"Mformat";
 /// second phase whatever the shard count, so their decisions are logged even on one shard;
 /// 6: an actor's state entry holds its GS1 company prefixes; 7: transactions are indexed by an
 /// id derived from their signer and nonce, with their body's digest, and refused transactions
-/// (unknown or wrong-role signers) are not in the blocks.
+/// (unknown or wrong-role signers) are not in the blocks, and the checkpoint chain starts from
+/// the genesis hash.
 pub const STORE_FORMAT: u32 = 7;
 
 /// The write that records `STORE_FORMAT`, made with a new store's configuration.

@@ -31,6 +31,18 @@ pub struct Genesis {
     pub operators: Vec<ActorKey>,
 }
 
+impl Genesis {
+    /// The hash the checkpoint chain starts from: round 1's checkpoint names it as its
+    /// previous, so every checkpoint commits to the shard count and the genesis operators, and
+    /// a store rebuilt on another genesis extends no checkpoint published from this one.
+    pub fn hash(&self) -> Hash {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"caduceus.genesis.1");
+        hasher.update(&self.encode().expect("a genesis is bounded"));
+        *hasher.finalize().as_bytes()
+    }
+}
+
 impl Codec for Genesis {
     fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
         e.u8(crate::model::ENCODING_VERSION);

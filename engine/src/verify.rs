@@ -42,6 +42,10 @@ pub struct Problem {
 pub struct Report {
     /// Shards in the ledger.
     pub shards: u32,
+    /// The genesis hash the checkpoint chain starts from (`Genesis::hash`).
+    pub genesis: Hash,
+    /// The genesis operators.
+    pub operators: Vec<crate::model::ActorKey>,
     /// Rounds replayed.
     pub rounds: u64,
     /// Blocks whose chain checked.
@@ -137,6 +141,8 @@ pub fn verify_against(storage: &dyn Storage, anchors: &[Hash]) -> Result<Report,
     let mut report = Report::default();
     let Some(genesis) = read_genesis(storage, &mut report)? else { return Ok(report) };
     report.shards = genesis.shards;
+    report.genesis = genesis.hash();
+    report.operators = genesis.operators.clone();
     let rounds = check_chains(storage, &genesis, &mut report)?;
     let mut replayed = HashSet::new();
     let expected = replay(storage, &genesis, &rounds, &mut replayed, &mut report)?;
@@ -263,7 +269,7 @@ fn replay(
     let mut expected = Expected::new();
     apply(&mut expected, genesis.writes());
     let mut shards = genesis.shards();
-    let mut checkpoint: Hash = [0; 32];
+    let mut checkpoint: Hash = genesis.hash();
     let mut seen: HashSet<TxId> = HashSet::new();
     let replayed = catch_unwind(AssertUnwindSafe(|| -> Result<(), StorageError> {
         for (expected_round, (&round, placements)) in (1..).zip(rounds) {

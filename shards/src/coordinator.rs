@@ -214,7 +214,7 @@ impl Shared {
                 let mut store = self.store.lock();
                 let checkpoint = Checkpoint {
                     round,
-                    previous: store.checkpoint().map_or([0; 32], Checkpoint::hash),
+                    previous: store.checkpoint().map_or_else(|| self.genesis.hash(), Checkpoint::hash),
                     heads: self.heads.lock().clone(),
                 };
                 store.record_late_checkpoint(checkpoint, shard, head.height).map_err(|e| e.to_string())?;
@@ -526,7 +526,7 @@ impl RoundDriver {
             let store = shared.store.lock();
             Checkpoint {
                 round,
-                previous: store.checkpoint().map_or([0; 32], Checkpoint::hash),
+                previous: store.checkpoint().map_or_else(|| shared.genesis.hash(), Checkpoint::hash),
                 heads: shared.heads.lock().clone(),
             }
         };

@@ -80,7 +80,7 @@ pub(super) struct Core {
 
 impl Core {
     pub(super) fn checkpoint_hash(&self) -> Hash {
-        self.checkpoint.as_ref().map_or([0; 32], Checkpoint::hash)
+        self.checkpoint.as_ref().map_or_else(|| self.genesis.hash(), Checkpoint::hash)
     }
 
     /// Loads the durable state: config, each shard's state and head, the last checkpoint.

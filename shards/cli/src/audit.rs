@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use caduceus_engine::codec::Codec;
-use caduceus_engine::model::{hex, Hash};
+use caduceus_engine::model::{hex, ActorKey, Hash};
 use caduceus_engine::storage::RocksStorage;
 use caduceus_engine::verify::verify_against;
 use caduceus_engine::Proof;
@@ -26,6 +26,8 @@ pub fn verify(dir: &Path, anchors: &[Hash]) -> Result<ExitCode> {
         "checked {} shards, {} rounds, {} blocks, {} transactions, {} stored keys",
         report.shards, report.rounds, report.blocks, report.transactions, report.keys
     );
+    let operators: Vec<String> = report.operators.iter().map(ActorKey::to_hex).collect();
+    println!("genesis {} ({} shards; operators {})", hex(&report.genesis), report.shards, operators.join(", "));
     if report.is_intact() {
         println!("intact: every chain, root, signature, state entry and index matches the blocks");
         for anchor in anchors {
