@@ -442,3 +442,70 @@ fn a_flood_of_refused_accesses_does_not_hide_the_last_real_access() {
     let (newest_second, oldest_first) = (second.entries[0].transaction, first.entries[19].transaction);
     assert_ne!(newest_second, oldest_first);
 }
+
+/// An operator revokes an actor: its later transactions are refused unrecorded, its earlier
+/// ones stand (in the access report, and in a ledger that verifies). Roles change only by an
+/// operator's transaction, never to or from operator.
+#[test]
+fn operators_revoke_actors_and_change_roles_and_no_one_else_does() {
+    let w = World::new();
+    let storage = std::sync::Arc::new(caduceus_engine::storage::MemoryStorage::new());
+    let ledger = w.ledger_on(storage.clone(), 2);
+    check(
+        &w,
+        &ledger,
+        &[
+            (&w.doctor, record(&w, 1, "Observation"), committed()),
+            (&w.patient, consent(&w, 100, &[], &[Purpose::Treatment], 30), committed()),
+            (&w.nurse, access(&w, 1, Purpose::Treatment), committed()),
+            // Only an operator revokes, and not itself.
+            (&w.doctor, Operation::RevokeActor { actor: w.nurse.id }, rejected(RoleNotPermitted)),
+            (&w.operator, Operation::RevokeActor { actor: w.operator.id }, rejected(InvalidField)),
+            (&w.operator, Operation::RevokeActor { actor: w.stranger.id }, rejected(UnknownActor)),
+            (&w.operator, Operation::RevokeActor { actor: w.nurse.id }, committed()),
+            (&w.operator, Operation::RevokeActor { actor: w.nurse.id }, rejected(ActorRevoked)),
+        ],
+    );
+    // The revoked nurse's later attempt is refused and recorded nowhere.
+    let heights = ledger.heights();
+    check(&w, &ledger, &[(&w.nurse, access(&w, 1, Purpose::Treatment), rejected(SignerRevoked))]);
+    assert_eq!(ledger.heights(), heights, "a revoked signer's transaction reaches no block");
+    let report = ledger.access_report(&w.patient.id, None, 10).unwrap();
+    assert_eq!(report.total, 1, "its earlier access stands, and only that one is logged");
+    assert_eq!(report.entries[0].accessor, w.nurse.id);
+
+    // Roles change by an operator's transaction: the doctor becomes a payer.
+    let to_payer = Operation::ChangeRole { actor: w.doctor.id, role: Role::Payer, prefixes: Vec::new() };
+    check(
+        &w,
+        &ledger,
+        &[
+            (&w.doctor, to_payer.clone(), rejected(RoleNotPermitted)),
+            (
+                &w.operator,
+                Operation::ChangeRole { actor: w.doctor.id, role: Role::Operator, prefixes: Vec::new() },
+                rejected(InvalidField),
+            ),
+            (
+                &w.operator,
+                Operation::ChangeRole { actor: w.operator.id, role: Role::Payer, prefixes: Vec::new() },
+                rejected(InvalidField),
+            ),
+            (
+                &w.operator,
+                Operation::ChangeRole { actor: w.doctor.id, role: Role::Manufacturer, prefixes: Vec::new() },
+                rejected(InvalidField),
+            ),
+            (
+                &w.operator,
+                Operation::ChangeRole { actor: w.nurse.id, role: Role::Payer, prefixes: Vec::new() },
+                rejected(ActorRevoked),
+            ),
+            (&w.operator, to_payer, committed()),
+            (&w.doctor, record(&w, 2, "Observation"), rejected(RoleNotPermitted)),
+            (&w.doctor, Operation::FundAccount { amount: 10 }, committed()),
+        ],
+    );
+    drop(ledger);
+    assert!(caduceus_engine::verify::verify_storage(storage.as_ref()).unwrap().is_intact());
+}

@@ -74,7 +74,12 @@ fn needs(transaction: &SignedTransaction, shards: u32, out: &mut Vec<Need>) {
         | Operation::DecommissionUnit { unit, .. } => {
             out.push(Need::Entry(shard_of_unit(unit, shards), StateKey::Unit(unit.clone())));
         }
-        Operation::RegisterActor { .. } | Operation::FundAccount { .. } | Operation::RecallLot { .. } => {}
+        // Actors, accounts and recalls are resident.
+        Operation::RegisterActor { .. }
+        | Operation::RevokeActor { .. }
+        | Operation::ChangeRole { .. }
+        | Operation::FundAccount { .. }
+        | Operation::RecallLot { .. } => {}
     }
 }
 

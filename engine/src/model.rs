@@ -409,6 +409,23 @@ pub enum Operation {
         /// Why.
         reason: String,
     },
+
+    /// An operator revokes an actor's registration: its later transactions are refused
+    /// (`signer-revoked`); its earlier ones stand. Applies on every shard.
+    RevokeActor {
+        /// The actor.
+        actor: ActorKey,
+    },
+    /// An operator changes an actor's role (and a manufacturer's prefixes): the only way a role
+    /// changes. Applies on every shard.
+    ChangeRole {
+        /// The actor.
+        actor: ActorKey,
+        /// Its new role; not the operator role.
+        role: Role,
+        /// Its GS1 company prefixes if the new role is manufacturer; empty otherwise.
+        prefixes: Vec<String>,
+    },
 }
 
 /// The family of rules an operation belongs to: each has its own module of rules
@@ -464,11 +481,15 @@ pub enum OperationKind {
     DecommissionUnit = 16,
     /// `Operation::RecallLot`.
     RecallLot = 17,
+    /// `Operation::RevokeActor`.
+    RevokeActor = 18,
+    /// `Operation::ChangeRole`.
+    ChangeRole = 19,
 }
 
 impl OperationKind {
     /// Every kind, in tag order: tags run from 1 without gaps (a test checks it).
-    pub const ALL: [OperationKind; 17] = [
+    pub const ALL: [OperationKind; 19] = [
         OperationKind::RegisterActor,
         OperationKind::RegisterRecord,
         OperationKind::AmendRecord,
@@ -486,6 +507,8 @@ impl OperationKind {
         OperationKind::DispenseUnit,
         OperationKind::DecommissionUnit,
         OperationKind::RecallLot,
+        OperationKind::RevokeActor,
+        OperationKind::ChangeRole,
     ];
 
     /// The kind with this wire tag, if any.
@@ -518,6 +541,8 @@ impl OperationKind {
             OperationKind::DispenseUnit => "dispense-unit",
             OperationKind::DecommissionUnit => "decommission-unit",
             OperationKind::RecallLot => "recall-lot",
+            OperationKind::RevokeActor => "revoke-actor",
+            OperationKind::ChangeRole => "change-role",
         }
     }
 
@@ -528,7 +553,14 @@ impl OperationKind {
     /// first phase. Fixed by the kind, never by where the keys land, so a batch's results do not
     /// depend on the shard count.
     pub fn coordinated(self) -> bool {
-        matches!(self, OperationKind::RegisterActor | OperationKind::RecallLot | OperationKind::PayClaim)
+        matches!(
+            self,
+            OperationKind::RegisterActor
+                | OperationKind::RevokeActor
+                | OperationKind::ChangeRole
+                | OperationKind::RecallLot
+                | OperationKind::PayClaim
+        )
     }
 
     /// The roles that may sign it. A transaction signed by anyone else (an unregistered key, or
@@ -536,7 +568,7 @@ impl OperationKind {
     pub fn signer_roles(self) -> &'static [Role] {
         const CUSTODIANS: &[Role] = &[Role::Manufacturer, Role::Distributor, Role::Dispenser];
         match self {
-            OperationKind::RegisterActor => &[Role::Operator],
+            OperationKind::RegisterActor | OperationKind::RevokeActor | OperationKind::ChangeRole => &[Role::Operator],
             OperationKind::RegisterRecord | OperationKind::AmendRecord | OperationKind::EmergencyAccess => {
                 &[Role::Provider]
             }
@@ -554,7 +586,7 @@ impl OperationKind {
     /// The family whose rules module checks it.
     pub fn family(self) -> Family {
         match self {
-            OperationKind::RegisterActor => Family::Actors,
+            OperationKind::RegisterActor | OperationKind::RevokeActor | OperationKind::ChangeRole => Family::Actors,
             OperationKind::RegisterRecord
             | OperationKind::AmendRecord
             | OperationKind::GrantConsent
@@ -596,6 +628,8 @@ impl Operation {
             Operation::DispenseUnit { .. } => OperationKind::DispenseUnit,
             Operation::DecommissionUnit { .. } => OperationKind::DecommissionUnit,
             Operation::RecallLot { .. } => OperationKind::RecallLot,
+            Operation::RevokeActor { .. } => OperationKind::RevokeActor,
+            Operation::ChangeRole { .. } => OperationKind::ChangeRole,
         }
     }
 
@@ -739,6 +773,15 @@ impl Codec for Operation {
                 e.text("lot", lot, CODE_LENGTH_MAX)?;
                 e.text("reason", reason, TEXT_LENGTH_MAX)?;
             }
+            Operation::RevokeActor { actor } => e.array(&actor.0),
+            Operation::ChangeRole { actor, role, prefixes } => {
+                e.array(&actor.0);
+                e.u8(role.code());
+                e.count("prefixes", prefixes.len(), PREFIXES_PER_ACTOR_MAX)?;
+                for prefix in prefixes {
+                    e.text("prefix", prefix, GS1_PREFIX_LENGTH_MAX)?;
+                }
+            }
         }
         Ok(())
     }
@@ -847,6 +890,15 @@ impl Codec for Operation {
                 gtin: d.u64()?,
                 lot: d.text("lot", CODE_LENGTH_MAX)?,
                 reason: d.text("reason", TEXT_LENGTH_MAX)?,
+            },
+            OperationKind::RevokeActor => Operation::RevokeActor { actor: actor(d)? },
+            OperationKind::ChangeRole => Operation::ChangeRole {
+                actor: actor(d)?,
+                role: Role::from_code(d.u8()?).ok_or(DecodeError::Invalid("role"))?,
+                prefixes: {
+                    let count = d.count("prefixes", PREFIXES_PER_ACTOR_MAX)?;
+                    (0..count).map(|_| d.text("prefix", GS1_PREFIX_LENGTH_MAX)).collect::<Result<_, _>>()?
+                },
             },
         })
     }
@@ -985,6 +1037,8 @@ code_enum! {
         /// The transaction's timestamp is ahead of the round's commit time by more than
         /// `limits::CLOCK_SKEW_MS`. Refused.
         NotYetValid = 7 => "not-yet-valid",
+        /// The signer's registration was revoked by an operator. Refused.
+        SignerRevoked = 8 => "signer-revoked",
         /// The signer is not a registered actor. Refused.
         UnknownSigner = 10 => "unknown-signer",
         /// The signer's role may not sign this kind of operation (`OperationKind::signer_roles`).
@@ -992,6 +1046,8 @@ code_enum! {
         RoleNotPermitted = 11 => "role-not-permitted",
         /// A patient signed for another patient's consents.
         NotThePatient = 18 => "not-the-patient",
+        /// The actor's registration is revoked already.
+        ActorRevoked = 19 => "actor-revoked",
         /// The actor is already registered.
         ActorExists = 12 => "actor-exists",
         /// A named actor is not registered, or not in the role the operation needs.
@@ -1087,6 +1143,7 @@ impl Reason {
                 | Reason::Conflict
                 | Reason::Expired
                 | Reason::NotYetValid
+                | Reason::SignerRevoked
                 | Reason::UnknownSigner
                 | Reason::RoleNotPermitted
         )

@@ -72,7 +72,13 @@ impl Genesis {
         for operator in &self.operators {
             state.actors.insert(
                 *operator,
-                Actor { role: Role::Operator, name: "genesis operator".into(), registered_at: 0, prefixes: Vec::new() },
+                Actor {
+                    role: Role::Operator,
+                    name: "genesis operator".into(),
+                    registered_at: 0,
+                    prefixes: Vec::new(),
+                    revoked_at: None,
+                },
             );
         }
         state

@@ -30,7 +30,10 @@ pub fn shard_of_unit(unit: &UnitId, shard_count: u32) -> u32 {
 pub fn participants(transaction: &Transaction, shard_count: u32) -> Vec<u32> {
     let actor = |key: &ActorKey| shard_of_actor(key, shard_count);
     let mut shards = match &transaction.operation {
-        Operation::RegisterActor { .. } | Operation::RecallLot { .. } => return (0..shard_count).collect(),
+        Operation::RegisterActor { .. }
+        | Operation::RevokeActor { .. }
+        | Operation::ChangeRole { .. }
+        | Operation::RecallLot { .. } => return (0..shard_count).collect(),
         Operation::RegisterRecord { patient, .. }
         | Operation::AmendRecord { patient, .. }
         | Operation::GrantConsent { patient, .. }

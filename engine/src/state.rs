@@ -19,6 +19,8 @@ pub struct Actor {
     pub registered_at: Timestamp,
     /// A manufacturer's GS1 company prefixes; empty for other roles.
     pub prefixes: Vec<String>,
+    /// When an operator revoked it: its later transactions are refused; its earlier ones stand.
+    pub revoked_at: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -294,6 +296,10 @@ impl Codec for Actor {
         for prefix in &self.prefixes {
             e.text("prefix", prefix, GS1_PREFIX_LENGTH_MAX)?;
         }
+        e.bool(self.revoked_at.is_some());
+        if let Some(at) = self.revoked_at {
+            e.u64(at);
+        }
         Ok(())
     }
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
@@ -305,6 +311,7 @@ impl Codec for Actor {
                 let count = d.count("prefixes", PREFIXES_PER_ACTOR_MAX)?;
                 (0..count).map(|_| d.text("prefix", GS1_PREFIX_LENGTH_MAX)).collect::<Result<_, _>>()?
             },
+            revoked_at: if d.bool("revoked")? { Some(d.u64()?) } else { None },
         })
     }
 }

@@ -1,4 +1,5 @@
-//! The rules of registering actors.
+//! The rules of actors: registering them, revoking them, and changing their roles, all an
+//! operator's.
 
 use super::*;
 
@@ -11,26 +12,72 @@ impl Shard {
                 if name.is_empty() {
                     return Err(Reason::InvalidField);
                 }
-                // A manufacturer owns one or more GS1 company prefixes; no one else has any.
-                let prefixes_fit = match role {
-                    Role::Manufacturer => !prefixes.is_empty() && prefixes.iter().all(|p| valid_gs1_prefix(p)),
-                    _ => prefixes.is_empty(),
-                };
-                if !prefixes_fit {
-                    return Err(Reason::InvalidField);
-                }
+                prefixes_fit(*role, prefixes)?;
                 let key = StateKey::Actor(*actor);
                 self.unlocked(&key)?;
                 if self.state.actors.contains_key(actor) {
                     return Err(Reason::ActorExists);
                 }
-                let registered =
-                    Actor { role: *role, name: name.clone(), registered_at: now, prefixes: prefixes.clone() };
+                let registered = Actor {
+                    role: *role,
+                    name: name.clone(),
+                    registered_at: now,
+                    prefixes: prefixes.clone(),
+                    revoked_at: None,
+                };
                 plan.effects.push(Effect::PutActor(*actor, registered));
                 plan.locks.push(key);
+            }
+            Operation::RevokeActor { actor } => {
+                // An operator does not revoke itself: the exchange keeps someone who can act.
+                if *actor == t.signer {
+                    return Err(Reason::InvalidField);
+                }
+                let mut revoked = self.current_actor(actor, plan)?;
+                revoked.revoked_at = Some(now);
+                plan.effects.push(Effect::PutActor(*actor, revoked));
+            }
+            Operation::ChangeRole { actor, role, prefixes } => {
+                // Operators are made and unmade otherwise (a quorum of operators), never by one.
+                if *role == Role::Operator {
+                    return Err(Reason::InvalidField);
+                }
+                prefixes_fit(*role, prefixes)?;
+                let mut changed = self.current_actor(actor, plan)?;
+                if changed.role == Role::Operator {
+                    return Err(Reason::InvalidField);
+                }
+                changed.role = *role;
+                changed.prefixes = prefixes.clone();
+                plan.effects.push(Effect::PutActor(*actor, changed));
             }
             other => unreachable!("{} is not in the actors family", other.name()),
         }
         Ok(())
+    }
+
+    /// A registered, unrevoked actor's entry, to change; its key is locked for the change.
+    fn current_actor(&self, actor: &ActorKey, plan: &mut Plan) -> Check<Actor> {
+        let key = StateKey::Actor(*actor);
+        self.unlocked(&key)?;
+        let current = self.state.actors.get(actor).ok_or(Reason::UnknownActor)?;
+        if current.revoked_at.is_some() {
+            return Err(Reason::ActorRevoked);
+        }
+        plan.locks.push(key);
+        Ok(current.clone())
+    }
+}
+
+/// A manufacturer owns one or more GS1 company prefixes; no one else has any.
+fn prefixes_fit(role: Role, prefixes: &[String]) -> Check {
+    let fit = match role {
+        Role::Manufacturer => !prefixes.is_empty() && prefixes.iter().all(|p| valid_gs1_prefix(p)),
+        _ => prefixes.is_empty(),
+    };
+    if fit {
+        Ok(())
+    } else {
+        Err(Reason::InvalidField)
     }
 }

@@ -508,9 +508,10 @@ impl Shard {
     }
 
     fn require_signer(&self, signer: &ActorKey, roles: &[Role]) -> Check {
-        match self.role(signer) {
+        match self.state.actors.get(signer) {
             None => Err(Reason::UnknownSigner),
-            Some(role) if roles.contains(&role) => Ok(()),
+            Some(actor) if actor.revoked_at.is_some() => Err(Reason::SignerRevoked),
+            Some(actor) if roles.contains(&actor.role) => Ok(()),
             Some(_) => Err(Reason::RoleNotPermitted),
         }
     }
@@ -579,9 +580,10 @@ mod tests {
     fn at_the_edge(payer: crate::state::Account, provider_balance: u64, approved: u64) -> Shard {
         let mut state = State::default();
         for (key, role) in [([1; 32], Role::Payer), ([2; 32], Role::Provider), ([3; 32], Role::Patient)] {
-            state
-                .actors
-                .insert(ActorKey(key), Actor { role, name: "x".into(), registered_at: 0, prefixes: Vec::new() });
+            state.actors.insert(
+                ActorKey(key),
+                Actor { role, name: "x".into(), registered_at: 0, prefixes: Vec::new(), revoked_at: None },
+            );
         }
         state.accounts.insert(ActorKey([1; 32]), payer);
         state.accounts.insert(ActorKey([2; 32]), crate::state::Account { balance: provider_balance, funded: 0 });
