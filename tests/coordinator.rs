@@ -30,7 +30,7 @@ struct Scenario {
 fn scenario(rng: &mut Rng) -> Scenario {
     let world = World::new();
     let patients: Vec<Actor> = (0..8).map(|i| Actor::new(&format!("simulated patient {i}"))).collect();
-    let mut shards = Genesis { shards: SHARDS, operators: vec![world.operator.id] }.shards();
+    let mut shards = Genesis { shards: SHARDS, operators: vec![world.operator.id], quorum: 1 }.shards();
     let register = |actor: &Actor, role: Role| {
         world.tx(
             &world.operator,

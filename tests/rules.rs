@@ -509,3 +509,52 @@ fn operators_revoke_actors_and_change_roles_and_no_one_else_does() {
     drop(ledger);
     assert!(caduceus_engine::verify::verify_storage(storage.as_ref()).unwrap().is_intact());
 }
+
+/// With a quorum of 2 of 3 genesis operators, one operator alone cannot add an operator: its
+/// own approval counts once, an approval from a non-operator or over another actor counts not
+/// at all, and one other operator's approval completes the quorum.
+#[test]
+fn adding_an_operator_needs_the_genesis_quorum() {
+    use caduceus_engine::signature::approve_operator;
+
+    use crate::support::Actor;
+
+    let w = World::new();
+    let (second, third, newcomer) = (Actor::new("second"), Actor::new("third"), Actor::new("newcomer"));
+    let config = caduceus_engine::Config {
+        shards: 2,
+        genesis_operators: vec![w.operator.id, second.id, third.id],
+        operator_quorum: 2,
+    };
+    let open =
+        |config: &caduceus_engine::Config| caduceus_engine::Ledger::builder().clock(w.clock()).open_in_memory(config);
+    let ledger = open(&config).unwrap();
+    let add = |approvals| Operation::AddOperator { actor: newcomer.id, name: "newcomer".into(), approvals };
+    let register_as_operator =
+        Operation::RegisterActor { actor: newcomer.id, role: Role::Operator, name: "x".into(), prefixes: Vec::new() };
+    check(
+        &w,
+        &ledger,
+        &[
+            (&w.operator, register_as_operator, rejected(InvalidField)),
+            (&w.operator, add(vec![]), rejected(QuorumNotMet)),
+            (&w.operator, add(vec![approve_operator(&w.operator.key, &newcomer.id)]), rejected(QuorumNotMet)),
+            (&w.operator, add(vec![approve_operator(&w.stranger.key, &newcomer.id)]), rejected(QuorumNotMet)),
+            (&w.operator, add(vec![approve_operator(&second.key, &w.doctor.id)]), rejected(QuorumNotMet)),
+            (&w.operator, add(vec![approve_operator(&second.key, &newcomer.id)]), committed()),
+            (
+                &newcomer,
+                Operation::RegisterActor {
+                    actor: w.nurse.id,
+                    role: Role::Provider,
+                    name: "n".into(),
+                    prefixes: Vec::new(),
+                },
+                committed(),
+            ),
+        ],
+    );
+    // A quorum larger than the genesis operators is refused when the ledger is made.
+    let too_many = caduceus_engine::Config { operator_quorum: 4, ..config };
+    assert!(open(&too_many).is_err());
+}

@@ -65,7 +65,7 @@ impl World {
     }
 
     pub fn config(&self, shards: u32) -> Config {
-        Config { shards, genesis_operators: vec![self.operator.id] }
+        Config { shards, genesis_operators: vec![self.operator.id], operator_quorum: 1 }
     }
 
     pub fn clock(&self) -> Clock {

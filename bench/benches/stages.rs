@@ -116,7 +116,7 @@ fn codec_and_signatures(c: &mut Criterion) {
 /// Shards warmed with the default mix (setup and 20,480 transactions), and the workload that did it.
 fn warm_shards() -> (Workload, Vec<Shard>, u64) {
     let mut workload = workload();
-    let genesis = Genesis { shards: 4, operators: workload.ledger_config(4).genesis_operators };
+    let genesis = Genesis { shards: 4, operators: workload.ledger_config(4).genesis_operators, quorum: 1 };
     let mut shards = genesis.shards();
     let mut round = 0;
     for phase in workload.signed_setup() {

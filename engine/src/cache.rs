@@ -78,6 +78,7 @@ fn needs(transaction: &SignedTransaction, shards: u32, out: &mut Vec<Need>) {
         Operation::RegisterActor { .. }
         | Operation::RevokeActor { .. }
         | Operation::ChangeRole { .. }
+        | Operation::AddOperator { .. }
         | Operation::FundAccount { .. }
         | Operation::RecallLot { .. } => {}
     }

@@ -11,6 +11,8 @@ pub const CODE_LENGTH_MAX: usize = 64;
 pub const TEXT_LENGTH_MAX: usize = 256;
 /// Most GS1 company prefixes a manufacturer may be registered with.
 pub const PREFIXES_PER_ACTOR_MAX: usize = 16;
+/// Most operators' approvals one `add-operator` carries.
+pub const APPROVALS_MAX: usize = 16;
 /// Most resource types a consent may name in its scope.
 pub const CONSENT_SCOPE_COUNT_MAX: usize = 16;
 /// Most service lines on one claim.

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use crate::codec::{Codec, DecodeError, Decoder, EncodeError, Encoder};
 use crate::limits::{
-    AMOUNT_MAX, CLAIM_LINES_MAX, CODE_LENGTH_MAX, CONSENT_SCOPE_COUNT_MAX, PREFIXES_PER_ACTOR_MAX, TEXT_LENGTH_MAX,
-    TRANSACTION_SIZE_MAX,
+    AMOUNT_MAX, APPROVALS_MAX, CLAIM_LINES_MAX, CODE_LENGTH_MAX, CONSENT_SCOPE_COUNT_MAX, PREFIXES_PER_ACTOR_MAX,
+    TEXT_LENGTH_MAX, TRANSACTION_SIZE_MAX,
 };
 
 /// Longest GS1 company prefix, in digits (and shortest: `GS1_PREFIX_LENGTH_MIN`).
@@ -410,6 +410,17 @@ pub enum Operation {
         reason: String,
     },
 
+    /// Operators add another operator: the signer and `approvals` from other registered
+    /// operators must reach the ledger's quorum (`Config::operator_quorum`). Applies on every
+    /// shard.
+    AddOperator {
+        /// The new operator's key.
+        actor: ActorKey,
+        /// A label for reports.
+        name: String,
+        /// Other operators' signatures over `operator_approval(actor)`.
+        approvals: Vec<Approval>,
+    },
     /// An operator revokes an actor's registration: its later transactions are refused
     /// (`signer-revoked`); its earlier ones stand. Applies on every shard.
     RevokeActor {
@@ -426,6 +437,21 @@ pub enum Operation {
         /// Its GS1 company prefixes if the new role is manufacturer; empty otherwise.
         prefixes: Vec<String>,
     },
+}
+
+/// One operator's approval of adding an operator: its ed25519 signature over
+/// `operator_approval(actor)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Approval {
+    /// The approving operator.
+    pub operator: ActorKey,
+    /// Its signature.
+    pub signature: [u8; SIGNATURE_LENGTH],
+}
+
+/// What an operator signs to approve adding `actor` as an operator.
+pub fn operator_approval(actor: &ActorKey) -> Vec<u8> {
+    [b"caduceus.add-operator.1".as_slice(), &actor.0].concat()
 }
 
 /// The family of rules an operation belongs to: each has its own module of rules
@@ -485,11 +511,13 @@ pub enum OperationKind {
     RevokeActor = 18,
     /// `Operation::ChangeRole`.
     ChangeRole = 19,
+    /// `Operation::AddOperator`.
+    AddOperator = 20,
 }
 
 impl OperationKind {
     /// Every kind, in tag order: tags run from 1 without gaps (a test checks it).
-    pub const ALL: [OperationKind; 19] = [
+    pub const ALL: [OperationKind; 20] = [
         OperationKind::RegisterActor,
         OperationKind::RegisterRecord,
         OperationKind::AmendRecord,
@@ -509,6 +537,7 @@ impl OperationKind {
         OperationKind::RecallLot,
         OperationKind::RevokeActor,
         OperationKind::ChangeRole,
+        OperationKind::AddOperator,
     ];
 
     /// The kind with this wire tag, if any.
@@ -543,6 +572,7 @@ impl OperationKind {
             OperationKind::RecallLot => "recall-lot",
             OperationKind::RevokeActor => "revoke-actor",
             OperationKind::ChangeRole => "change-role",
+            OperationKind::AddOperator => "add-operator",
         }
     }
 
@@ -558,6 +588,7 @@ impl OperationKind {
             OperationKind::RegisterActor
                 | OperationKind::RevokeActor
                 | OperationKind::ChangeRole
+                | OperationKind::AddOperator
                 | OperationKind::RecallLot
                 | OperationKind::PayClaim
         )
@@ -568,7 +599,10 @@ impl OperationKind {
     pub fn signer_roles(self) -> &'static [Role] {
         const CUSTODIANS: &[Role] = &[Role::Manufacturer, Role::Distributor, Role::Dispenser];
         match self {
-            OperationKind::RegisterActor | OperationKind::RevokeActor | OperationKind::ChangeRole => &[Role::Operator],
+            OperationKind::RegisterActor
+            | OperationKind::RevokeActor
+            | OperationKind::ChangeRole
+            | OperationKind::AddOperator => &[Role::Operator],
             OperationKind::RegisterRecord | OperationKind::AmendRecord | OperationKind::EmergencyAccess => {
                 &[Role::Provider]
             }
@@ -586,7 +620,10 @@ impl OperationKind {
     /// The family whose rules module checks it.
     pub fn family(self) -> Family {
         match self {
-            OperationKind::RegisterActor | OperationKind::RevokeActor | OperationKind::ChangeRole => Family::Actors,
+            OperationKind::RegisterActor
+            | OperationKind::RevokeActor
+            | OperationKind::ChangeRole
+            | OperationKind::AddOperator => Family::Actors,
             OperationKind::RegisterRecord
             | OperationKind::AmendRecord
             | OperationKind::GrantConsent
@@ -630,6 +667,7 @@ impl Operation {
             Operation::RecallLot { .. } => OperationKind::RecallLot,
             Operation::RevokeActor { .. } => OperationKind::RevokeActor,
             Operation::ChangeRole { .. } => OperationKind::ChangeRole,
+            Operation::AddOperator { .. } => OperationKind::AddOperator,
         }
     }
 
@@ -774,6 +812,15 @@ impl Codec for Operation {
                 e.text("reason", reason, TEXT_LENGTH_MAX)?;
             }
             Operation::RevokeActor { actor } => e.array(&actor.0),
+            Operation::AddOperator { actor, name, approvals } => {
+                e.array(&actor.0);
+                e.text("name", name, TEXT_LENGTH_MAX)?;
+                e.count("approvals", approvals.len(), APPROVALS_MAX)?;
+                for approval in approvals {
+                    e.array(&approval.operator.0);
+                    e.array(&approval.signature);
+                }
+            }
             Operation::ChangeRole { actor, role, prefixes } => {
                 e.array(&actor.0);
                 e.u8(role.code());
@@ -892,6 +939,18 @@ impl Codec for Operation {
                 reason: d.text("reason", TEXT_LENGTH_MAX)?,
             },
             OperationKind::RevokeActor => Operation::RevokeActor { actor: actor(d)? },
+            OperationKind::AddOperator => {
+                Operation::AddOperator {
+                    actor: actor(d)?,
+                    name: d.text("name", TEXT_LENGTH_MAX)?,
+                    approvals: {
+                        let count = d.count("approvals", APPROVALS_MAX)?;
+                        (0..count)
+                            .map(|_| Ok(Approval { operator: actor(d)?, signature: d.array()? }))
+                            .collect::<Result<_, DecodeError>>()?
+                    },
+                }
+            }
             OperationKind::ChangeRole => Operation::ChangeRole {
                 actor: actor(d)?,
                 role: Role::from_code(d.u8()?).ok_or(DecodeError::Invalid("role"))?,
@@ -1048,6 +1107,8 @@ code_enum! {
         NotThePatient = 18 => "not-the-patient",
         /// The actor's registration is revoked already.
         ActorRevoked = 19 => "actor-revoked",
+        /// Fewer operators than the ledger's quorum agreed to add an operator.
+        QuorumNotMet = 50 => "quorum-not-met",
         /// The actor is already registered.
         ActorExists = 12 => "actor-exists",
         /// A named actor is not registered, or not in the role the operation needs.

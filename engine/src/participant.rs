@@ -263,7 +263,8 @@ impl Participant {
             None => Head { height: 0, hash: [0; 32], time: 0, round: 0 },
         };
         let state = load_state(storage.as_ref(), id, None)?;
-        let shard = Shard::restore(id, genesis.shards, state, head.height, head.hash, head.time);
+        let shard =
+            Shard::restore(id, genesis.shards, state, head.height, head.hash, head.time).with_quorum(genesis.quorum);
         let mut participant =
             Self { genesis: genesis.clone(), storage: storage.clone(), shard, head, pending: None, last_reply: None };
         if let Some(bytes) = storage.get(layout::META_PENDING)? {

@@ -29,6 +29,8 @@ pub struct Genesis {
     pub shards: u32,
     /// Operators registered before the first transaction; they register everyone else.
     pub operators: Vec<ActorKey>,
+    /// How many operators must agree to add another operator (1 to `operators.len()`).
+    pub quorum: u32,
 }
 
 impl Genesis {
@@ -51,6 +53,7 @@ impl Codec for Genesis {
         for operator in &self.operators {
             e.array(&operator.0);
         }
+        e.u32(self.quorum);
         Ok(())
     }
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
@@ -60,8 +63,12 @@ impl Codec for Genesis {
             return Err(DecodeError::Invalid("shard count"));
         }
         let count = d.count("operators", 64)?;
-        let operators = (0..count).map(|_| d.array().map(ActorKey)).collect::<Result<_, _>>()?;
-        Ok(Self { shards, operators })
+        let operators: Vec<ActorKey> = (0..count).map(|_| d.array().map(ActorKey)).collect::<Result<_, _>>()?;
+        let quorum = d.u32()?;
+        if quorum == 0 || quorum as usize > operators.len() {
+            return Err(DecodeError::Invalid("operator quorum"));
+        }
+        Ok(Self { shards, operators, quorum })
     }
 }
 
@@ -85,7 +92,9 @@ impl Genesis {
     }
 
     pub fn shards(&self) -> Vec<Shard> {
-        (0..self.shards).map(|id| Shard::restore(id, self.shards, self.state(), 0, [0; 32], 0)).collect()
+        (0..self.shards)
+            .map(|id| Shard::restore(id, self.shards, self.state(), 0, [0; 32], 0).with_quorum(self.quorum))
+            .collect()
     }
 
     /// What a new store of this ledger or cluster records first: its configuration and the

@@ -33,6 +33,7 @@ pub fn participants(transaction: &Transaction, shard_count: u32) -> Vec<u32> {
         Operation::RegisterActor { .. }
         | Operation::RevokeActor { .. }
         | Operation::ChangeRole { .. }
+        | Operation::AddOperator { .. }
         | Operation::RecallLot { .. } => return (0..shard_count).collect(),
         Operation::RegisterRecord { patient, .. }
         | Operation::AmendRecord { patient, .. }

@@ -58,6 +58,19 @@ pub fn sign(transaction: Transaction, key: &SigningKey) -> Result<SignedTransact
     SignedTransaction::from_parts(std::sync::Arc::unwrap_or_clone(unsigned.transaction), signature.to_bytes())
 }
 
+/// Whether `signature` is `actor`'s ed25519 signature of `message` (strict: no weak key, no
+/// malleable signature). For the few signatures the rules check themselves (an operator's
+/// approval); transactions' signatures are checked in batches by `Verifier`.
+pub fn verify_one(actor: &ActorKey, message: &[u8], signature: &[u8; 64]) -> bool {
+    parse_key(actor).is_ok_and(|key| key.verify_strict(message, &Signature::from_bytes(signature)).is_ok())
+}
+
+/// Signs an approval of adding `actor` as an operator (`Operation::AddOperator`).
+pub fn approve_operator(key: &SigningKey, actor: &ActorKey) -> crate::model::Approval {
+    let signature = key.sign(&crate::model::operator_approval(actor));
+    crate::model::Approval { operator: actor_key(key), signature: signature.to_bytes() }
+}
+
 /// Parses a signer's key, refusing invalid and weak keys.
 fn parse_key(actor: &ActorKey) -> Result<VerifyingKey, Reason> {
     let key = VerifyingKey::from_bytes(&actor.0).map_err(|_| Reason::BadSignature)?;

@@ -105,7 +105,7 @@ fn read_block(storage: &dyn Storage, shard: u32, height: u64) -> Result<StoredBl
 ///
 /// let operator = signature::signing_key([1; 32]);
 /// let storage = Arc::new(MemoryStorage::new());
-/// let config = Config { shards: 2, genesis_operators: vec![signature::actor_key(&operator)] };
+/// let config = Config { shards: 2, genesis_operators: vec![signature::actor_key(&operator)], operator_quorum: 1 };
 /// let ledger = Ledger::builder().clock(caduceus_engine::ledger::system_clock()).open_on(storage.clone(), &config)?;
 /// let actor = signature::actor_key(&signature::signing_key([2; 32]));
 /// let register = Transaction {

@@ -433,7 +433,7 @@ fn open_sink(
                 }
                 ledger
             } else {
-                let config = Config { shards: load.shards, genesis_operators: vec![operator] };
+                let config = Config { shards: load.shards, genesis_operators: vec![operator], operator_quorum: 1 };
                 Ledger::builder().options(ledger_options.clone()).open(&dir, &config).context("create the ledger")?
             };
             (Sink::Embedded(ledger), dir.display().to_string())

@@ -43,6 +43,9 @@ pub struct NodeConfig {
     /// its stores against them.
     pub shard_count: u32,
     pub operators: Vec<String>,
+    /// How many operators must agree to add an operator (1 if not given).
+    #[serde(default = "one")]
+    pub operator_quorum: u32,
     /// Shard servers only: the shards this one serves.
     #[serde(default)]
     pub ids: Vec<u32>,
@@ -53,6 +56,10 @@ pub struct NodeConfig {
     /// system clock (never earlier than the last block), for reproducible runs and replays.
     #[serde(default)]
     pub fixed_time: Option<u64>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl NodeConfig {
@@ -97,7 +104,11 @@ impl NodeConfig {
         if self.shard_count == 0 || self.shard_count > caduceus_engine::limits::SHARDS_MAX || operators.is_empty() {
             bail!("shard_count must be 1..=256 and there must be at least one operator");
         }
-        Ok(Genesis { shards: self.shard_count, operators })
+        let quorum = self.operator_quorum;
+        if quorum == 0 || quorum as usize > operators.len() {
+            bail!("operator_quorum must be between 1 and the number of operators");
+        }
+        Ok(Genesis { shards: self.shard_count, operators, quorum })
     }
 
     pub fn identity(&self) -> Result<Identity> {

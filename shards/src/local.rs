@@ -33,6 +33,8 @@ pub struct InitOptions {
     /// The coordinator's client port; shard servers take the ports after it. 0: free ports.
     pub base_port: u16,
     pub operators: Vec<ActorKey>,
+    /// How many operators must agree to add an operator.
+    pub operator_quorum: u32,
     pub fixed_time: Option<u64>,
     /// DNS names or IP addresses every node's certificate also names, for a deployment
     /// across machines.
@@ -111,6 +113,7 @@ pub fn init(options: &InitOptions) -> Result<()> {
             key: format!("{name}.key").into(),
             shard_count: options.shards,
             operators: operators.clone(),
+            operator_quorum: options.operator_quorum,
             ids,
             shard_servers: Vec::new(),
             fixed_time: None,

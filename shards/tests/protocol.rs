@@ -244,7 +244,7 @@ async fn simulate(seed: u64) -> HashMap<&'static str, u32> {
         ..WorkloadConfig::default()
     };
     let mut workload = Workload::new(config, TIME);
-    let genesis = Genesis { shards: SHARDS, operators: vec![workload.operator()] };
+    let genesis = Genesis { shards: SHARDS, operators: vec![workload.operator()], quorum: 1 };
     let sim = Arc::new(Sim {
         nodes: Mutex::new(
             (0..SHARDS)
@@ -350,7 +350,7 @@ fn the_commit_protocol_survives_loss_duplication_reordering_and_crashes() {
 /// an error answer; the shard server does not panic and answers the next request.
 #[test]
 fn a_damaged_index_entry_is_an_error_answer_not_a_panic() {
-    let genesis = Genesis { shards: 2, operators: vec![caduceus_engine::ActorKey([1; 32])] };
+    let genesis = Genesis { shards: 2, operators: vec![caduceus_engine::ActorKey([1; 32])], quorum: 1 };
     let storage = Arc::new(MemoryStorage::default());
     let mut participant = Participant::open(storage.clone(), &genesis, 0).unwrap();
     storage.write(&[(layout::transaction(7), Some(b"not a location".to_vec()))]).unwrap();
@@ -375,7 +375,7 @@ fn a_malformed_round_request_is_refused_not_a_panic() {
     use caduceus_engine::participant::RoundRequest;
     let mut workload =
         Workload::new(WorkloadConfig { seed: 5, patients: 20, shards: 1, ..WorkloadConfig::default() }, TIME);
-    let genesis = Genesis { shards: 1, operators: vec![workload.operator()] };
+    let genesis = Genesis { shards: 1, operators: vec![workload.operator()], quorum: 1 };
     let storage = Arc::new(MemoryStorage::default());
     let mut participant = Participant::open(storage, &genesis, 0).unwrap();
     let setup = workload.signed_setup();

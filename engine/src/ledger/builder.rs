@@ -31,7 +31,7 @@ use super::{system_clock, Clock, Config, Ledger, OpenError, Options};
 /// use caduceus_engine::signature::{actor_key, signing_key};
 /// use caduceus_engine::{Config, Ledger};
 ///
-/// let config = Config { shards: 2, genesis_operators: vec![actor_key(&signing_key([1; 32]))] };
+/// let config = Config { shards: 2, genesis_operators: vec![actor_key(&signing_key([1; 32]))], operator_quorum: 1 };
 /// let dir = tempfile::tempdir()?;
 /// // At most 10,000 entries of the state that grows with history in memory per shard.
 /// let options = Options { state_cache_entries: Some(10_000) };
@@ -89,7 +89,8 @@ impl LedgerBuilder {
         })?;
         let genesis = <Genesis as crate::codec::Codec>::decode(&bytes)
             .map_err(|e| OpenError::Corrupt { place: layout::describe(layout::META_CONFIG), detail: e.to_string() })?;
-        let config = Config { shards: genesis.shards, genesis_operators: genesis.operators };
+        let config =
+            Config { shards: genesis.shards, genesis_operators: genesis.operators, operator_quorum: genesis.quorum };
         self.open_on(storage, &config)
     }
 

@@ -102,7 +102,11 @@ impl Core {
                 if config.genesis_operators.is_empty() {
                     return Err(OpenError::Config("a new ledger needs at least one genesis operator"));
                 }
-                let genesis = Genesis { shards: config.shards, operators: config.genesis_operators.clone() };
+                let quorum = config.operator_quorum;
+                if quorum == 0 || quorum as usize > config.genesis_operators.len() {
+                    return Err(OpenError::Config("the operator quorum must be between 1 and the genesis operators"));
+                }
+                let genesis = Genesis { shards: config.shards, operators: config.genesis_operators.clone(), quorum };
                 storage.write(&genesis.writes())?;
                 genesis
             }
@@ -143,7 +147,7 @@ impl Core {
                     }
                     _ => (0, [0; 32], 0),
                 };
-                Ok(Shard::restore(id, genesis.shards, state, height, head, time))
+                Ok(Shard::restore(id, genesis.shards, state, height, head, time).with_quorum(genesis.quorum))
             })
             .collect::<Result<Vec<Shard>, OpenError>>()?;
         let cache = options.state_cache_entries.map(|limit| StateCache::new(shards.len(), limit));
@@ -276,7 +280,11 @@ impl Core {
 
     /// Goes back to what is durable, after a failed write: everything executed since is dropped.
     pub(super) fn reload(&mut self) {
-        let config = Config { shards: self.genesis.shards, genesis_operators: self.genesis.operators.clone() };
+        let config = Config {
+            shards: self.genesis.shards,
+            genesis_operators: self.genesis.operators.clone(),
+            operator_quorum: self.genesis.quorum,
+        };
         let options = Options { state_cache_entries: self.cache.as_ref().map(StateCache::limit) };
         match Core::load(self.storage.clone(), &config, &options) {
             Ok(reloaded) => {

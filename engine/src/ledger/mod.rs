@@ -73,6 +73,9 @@ pub struct Config {
     pub shards: u32,
     /// Operators that exist from the start; they register every other actor.
     pub genesis_operators: Vec<ActorKey>,
+    /// How many operators must agree to add another operator (`add-operator`): between 1 and
+    /// the number of genesis operators (for example 2 of 3).
+    pub operator_quorum: u32,
 }
 
 /// How this process runs a ledger; nothing here is stored.
@@ -225,7 +228,7 @@ impl PendingBatch {
 /// use caduceus_engine::signature::{actor_key, sign, signing_key};
 ///
 /// let operator = signing_key([1; 32]);
-/// let config = Config { shards: 2, genesis_operators: vec![actor_key(&operator)] };
+/// let config = Config { shards: 2, genesis_operators: vec![actor_key(&operator)], operator_quorum: 1 };
 /// let ledger = Ledger::open_in_memory(&config)?;
 /// // A transaction is signed with the time of its signing; it may commit within a day of it.
 /// let now = caduceus_engine::ledger::system_clock()();
@@ -277,7 +280,7 @@ impl Ledger {
     /// use caduceus_engine::{Config, Ledger};
     ///
     /// let dir = tempfile::tempdir()?;
-    /// let config = Config { shards: 4, genesis_operators: vec![actor_key(&signing_key([7; 32]))] };
+    /// let config = Config { shards: 4, genesis_operators: vec![actor_key(&signing_key([7; 32]))], operator_quorum: 1 };
     /// let ledger = Ledger::open(dir.path(), &config)?;
     /// assert_eq!((ledger.shard_count(), ledger.round()), (4, 0));
     /// drop(ledger);
@@ -339,7 +342,7 @@ impl Ledger {
     /// use caduceus_engine::{Config, Ledger, Operation, Reason, Role, Transaction, TxResult};
     ///
     /// let operator = signing_key([1; 32]);
-    /// let ledger = Ledger::open_in_memory(&Config { shards: 1, genesis_operators: vec![actor_key(&operator)] })?;
+    /// let ledger = Ledger::open_in_memory(&Config { shards: 1, genesis_operators: vec![actor_key(&operator)], operator_quorum: 1 })?;
     /// let stranger = signing_key([9; 32]);
     /// let now = caduceus_engine::ledger::system_clock()();
     /// let register = |id, signer: &caduceus_engine::signature::SigningKey| {
@@ -473,7 +476,7 @@ impl Ledger {
     /// use caduceus_engine::{Config, Ledger, Operation, Purpose, Reason, Role, Transaction, TxResult};
     ///
     /// let (operator, patient, nurse) = (signing_key([1; 32]), signing_key([2; 32]), signing_key([3; 32]));
-    /// let ledger = Ledger::open_in_memory(&Config { shards: 2, genesis_operators: vec![actor_key(&operator)] })?;
+    /// let ledger = Ledger::open_in_memory(&Config { shards: 2, genesis_operators: vec![actor_key(&operator)], operator_quorum: 1 })?;
     /// let now = caduceus_engine::ledger::system_clock()();
     /// let tx = |id, key: &caduceus_engine::signature::SigningKey, operation| {
     ///     sign(Transaction { nonce: id, signer: actor_key(key), timestamp: now, operation }, key)

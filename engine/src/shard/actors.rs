@@ -9,7 +9,8 @@ impl Shard {
         let now = self.now;
         match &t.operation {
             Operation::RegisterActor { actor, role, name, prefixes } => {
-                if name.is_empty() {
+                // Operators are added by a quorum of operators (`add-operator`), never by one.
+                if name.is_empty() || *role == Role::Operator {
                     return Err(Reason::InvalidField);
                 }
                 prefixes_fit(*role, prefixes)?;
@@ -26,6 +27,41 @@ impl Shard {
                     revoked_at: None,
                 };
                 plan.effects.push(Effect::PutActor(*actor, registered));
+                plan.locks.push(key);
+            }
+            Operation::AddOperator { actor, name, approvals } => {
+                if name.is_empty() {
+                    return Err(Reason::InvalidField);
+                }
+                let key = StateKey::Actor(*actor);
+                self.unlocked(&key)?;
+                if self.state.actors.contains_key(actor) {
+                    return Err(Reason::ActorExists);
+                }
+                // The signer and each other registered operator whose approval verifies, once.
+                let message = crate::model::operator_approval(actor);
+                let mut agreed = vec![t.signer];
+                for approval in approvals {
+                    let operator = self.state.actors.get(&approval.operator);
+                    let active = operator.is_some_and(|o| o.role == Role::Operator && o.revoked_at.is_none());
+                    if active
+                        && !agreed.contains(&approval.operator)
+                        && crate::signature::verify_one(&approval.operator, &message, &approval.signature)
+                    {
+                        agreed.push(approval.operator);
+                    }
+                }
+                if (agreed.len() as u32) < self.operator_quorum {
+                    return Err(Reason::QuorumNotMet);
+                }
+                let operator = Actor {
+                    role: Role::Operator,
+                    name: name.clone(),
+                    registered_at: now,
+                    prefixes: Vec::new(),
+                    revoked_at: None,
+                };
+                plan.effects.push(Effect::PutActor(*actor, operator));
                 plan.locks.push(key);
             }
             Operation::RevokeActor { actor } => {

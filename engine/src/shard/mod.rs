@@ -114,6 +114,8 @@ pub struct Shard {
     recorded: Map<TxId, TxResult>,
     dirty: Set<StateKey>,
     index_writes: Vec<(Vec<u8>, Vec<u8>)>,
+    /// How many operators must agree to add an operator.
+    operator_quorum: u32,
 }
 
 type Check<T = ()> = Result<T, Reason>;
@@ -196,7 +198,14 @@ impl Shard {
             recorded: Map::default(),
             dirty: Set::default(),
             index_writes: Vec::new(),
+            operator_quorum: 1,
         }
+    }
+
+    /// The ledger's operator quorum (`Genesis::quorum`): how many operators add an operator.
+    pub fn with_quorum(mut self, quorum: u32) -> Self {
+        self.operator_quorum = quorum;
+        self
     }
 
     pub fn id(&self) -> u32 {

@@ -254,7 +254,7 @@ impl Workload {
 
     /// The ledger configuration this population expects: its operator is the genesis operator.
     pub fn ledger_config(&self, shards: u32) -> Config {
-        Config { shards, genesis_operators: vec![self.operator] }
+        Config { shards, genesis_operators: vec![self.operator], operator_quorum: 1 }
     }
 
     pub fn patients(&self) -> &[ActorKey] {

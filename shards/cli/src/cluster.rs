@@ -39,6 +39,10 @@ pub enum ClusterAction {
         /// deployment names its own.
         #[arg(long, value_parser = parse::actor)]
         operator: Vec<ActorKey>,
+        /// How many operators must agree to add another operator (at most the number of
+        /// `--operator`s; for example 2 of 3).
+        #[arg(long, default_value_t = 1)]
+        operator_quorum: u32,
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Commit every round at this time (ms since the epoch) instead of the clock, for
@@ -91,7 +95,18 @@ pub enum ClusterAction {
 
 pub fn command(action: ClusterAction) -> Result<ExitCode> {
     match action {
-        ClusterAction::Init { dir, shards, servers, base_port, operator, seed, fixed_time, ca_key, hosts } => {
+        ClusterAction::Init {
+            dir,
+            shards,
+            servers,
+            base_port,
+            operator,
+            operator_quorum,
+            seed,
+            fixed_time,
+            ca_key,
+            hosts,
+        } => {
             let operators = if operator.is_empty() {
                 println!("genesis operator: the demo workload's (seed {seed}); name your own with --operator");
                 vec![caduceus_workload::operator_of(seed)]
@@ -99,7 +114,20 @@ pub fn command(action: ClusterAction) -> Result<ExitCode> {
                 operator
             };
             let servers = servers.unwrap_or(shards);
-            let options = local::InitOptions { dir, shards, servers, base_port, operators, fixed_time, ca_key, hosts };
+            if operator_quorum == 0 || operator_quorum as usize > operators.len() {
+                anyhow::bail!("--operator-quorum must be between 1 and the number of operators ({})", operators.len());
+            }
+            let options = local::InitOptions {
+                dir,
+                shards,
+                servers,
+                base_port,
+                operators,
+                operator_quorum,
+                fixed_time,
+                ca_key,
+                hosts,
+            };
             local::init(&options)?;
             Ok(ExitCode::SUCCESS)
         }
