@@ -268,9 +268,12 @@ fn run(options: Run) -> Result<()> {
     });
     let hostile = hostile_batches(load, options.attack_in_flight * 4);
 
-    let mut source = source(&options, reference)?;
-
     let cluster = options.target.cluster()?;
+    // A cluster made with a generated operator key: the workload's registrations are signed
+    // with it.
+    let operator = cluster.as_ref().map(|(_, ca)| caduceus_shards::local::operator_key(ca)).transpose()?.flatten();
+    let mut source = source(&options, reference, operator)?;
+
     if cluster.is_some() && options.attack_in_flight > 0 {
         bail!("--attack-in-flight drives the embedded engine only");
     }
@@ -379,7 +382,11 @@ fn still_valid(path: &std::path::Path, description: &serde_json::Value) -> Resul
 }
 
 /// The workload: the file given, or one generated in memory, large enough for `--duration`.
-fn source(options: &Run, reference: Option<f64>) -> Result<Source> {
+fn source(
+    options: &Run,
+    reference: Option<f64>,
+    operator: Option<caduceus_engine::signature::SigningKey>,
+) -> Result<Source> {
     let load = &options.load;
     Ok(match &options.workload {
         Some(path) => {
@@ -387,6 +394,14 @@ fn source(options: &Run, reference: Option<f64>) -> Result<Source> {
             let source = Source::file(path, load.shards, load.batch_size(), options.skip, limit)
                 .with_context(|| format!("read the workload {}", path.display()))?;
             still_valid(path, &source.description)?;
+            if operator.as_ref().is_some_and(|key| caduceus_engine::signature::actor_key(key) != source.operator) {
+                bail!(
+                    "{} is signed by its seeded operator, and this cluster has its own operator key: \
+                     run a generated workload (no --workload), or a cluster made with --operator {}",
+                    path.display(),
+                    source.operator
+                );
+            }
             source
         }
         None => {
@@ -403,7 +418,11 @@ fn source(options: &Run, reference: Option<f64>) -> Result<Source> {
                 _ => load.transactions() as u64,
             };
             let start = load.start_ms();
-            Source::generate(Workload::new(load.workload(), start), count, load.batch_size(), describe(load, start))
+            let mut workload = Workload::new(load.workload(), start);
+            if let Some(key) = operator {
+                workload = workload.with_operator(key);
+            }
+            Source::generate(workload, count, load.batch_size(), describe(load, start))
         }
     })
 }

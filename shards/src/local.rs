@@ -51,6 +51,39 @@ pub fn default_ca_key(dir: &Path) -> PathBuf {
     dir.with_file_name(name)
 }
 
+/// Where `cluster init` writes the operator key it generates: beside the cluster directory,
+/// like the CA key, never among the nodes' files.
+pub fn default_operator_key(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_else(|| "cluster".into());
+    name.push(".operator.key");
+    dir.with_file_name(name)
+}
+
+/// Generates a genesis operator's signing key from the system's secure random source, writes
+/// it (64 hex digits, mode 0600) to `path`, and returns its public key.
+pub fn new_operator_key(path: &Path) -> Result<ActorKey> {
+    let mut seed = [0u8; 32];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut seed)
+        .map_err(|_| anyhow::anyhow!("the system's random source failed"))?;
+    write_private(path, &format!("{}\n", caduceus_engine::model::hex(&seed)))?;
+    Ok(caduceus_engine::signature::actor_key(&caduceus_engine::signature::signing_key(seed)))
+}
+
+/// The operator key `cluster init` generated for the cluster whose CA is `ca` (the cluster
+/// directory's `ca.pem`), if there is one: `submit` and `loadgen` sign the workload's
+/// registrations with it.
+pub fn operator_key(ca: &Path) -> Result<Option<caduceus_engine::signature::SigningKey>> {
+    let Some(dir) = ca.parent().filter(|dir| !dir.as_os_str().is_empty()) else { return Ok(None) };
+    let path = default_operator_key(dir);
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+    let seed = caduceus_engine::model::unhex(text.trim())
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .with_context(|| format!("{} does not hold an operator key (64 hex digits)", path.display()))?;
+    Ok(Some(caduceus_engine::signature::signing_key(seed)))
+}
+
 /// A free port, and the socket that holds it until `init` has chosen every port (so one
 /// cluster's nodes never get the same one). Another process may still take it before the node
 /// binds it: the node then exits saying so, and its starter picks again.

@@ -266,6 +266,15 @@ impl Workload {
         self.config.mix = mix;
     }
 
+    /// The same population with another genesis operator: a real operator's key (from
+    /// `cluster init`) signs the registrations instead of the seeded one.
+    pub fn with_operator(mut self, key: caduceus_engine::signature::SigningKey) -> Self {
+        self.keys.remove(&self.operator);
+        self.operator = actor_key(&key);
+        self.keys.insert(self.operator, key);
+        self
+    }
+
     /// The genesis operator, who registers everyone else.
     pub fn operator(&self) -> ActorKey {
         self.operator

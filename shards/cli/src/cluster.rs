@@ -34,17 +34,15 @@ pub enum ClusterAction {
         /// The coordinator's client port; shard servers take the next ones. 0 picks free ports.
         #[arg(long, default_value_t = 7400)]
         base_port: u16,
-        /// A genesis operator's actor key (hex); repeat for several. Default: the operator of
-        /// the seeded demo workload with `--seed`, so `caduceus submit` works at once. A real
-        /// deployment names its own.
+        /// A genesis operator's actor key (hex); repeat for several. Default: a new key from
+        /// the system's random source, written to `DIR.operator.key` beside the cluster
+        /// directory (`caduceus submit` and `loadgen run` sign registrations with it).
         #[arg(long, value_parser = parse::actor)]
         operator: Vec<ActorKey>,
         /// How many operators must agree to add another operator (at most the number of
         /// `--operator`s; for example 2 of 3).
         #[arg(long, default_value_t = 1)]
         operator_quorum: u32,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
         /// Commit every round at this time (ms since the epoch) instead of the clock, for
         /// reproducible runs.
         #[arg(long)]
@@ -102,14 +100,17 @@ pub fn command(action: ClusterAction) -> Result<ExitCode> {
             base_port,
             operator,
             operator_quorum,
-            seed,
             fixed_time,
             ca_key,
             hosts,
         } => {
             let operators = if operator.is_empty() {
-                println!("genesis operator: the demo workload's (seed {seed}); name your own with --operator");
-                vec![caduceus_workload::operator_of(seed)]
+                // A real key, from the system's random source, kept apart from the nodes.
+                let path = local::default_operator_key(&dir);
+                let key = local::new_operator_key(&path)?;
+                println!("genesis operator {key}: its private key is in {} (mode 0600)", path.display());
+                println!("  `caduceus submit` and `loadgen run` with --cluster-dir sign registrations with it");
+                vec![key]
             } else {
                 operator
             };
@@ -155,6 +156,9 @@ pub fn command(action: ClusterAction) -> Result<ExitCode> {
 pub async fn submit(target: std::net::SocketAddr, ca: &Path, load: &LoadArgs) -> Result<()> {
     let client = Client::connect(target, ca).await?;
     let mut workload = Workload::new(load.workload(), load.start_ms());
+    if let Some(key) = local::operator_key(ca)? {
+        workload = workload.with_operator(key);
+    }
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     let started = Instant::now();
     let mut total = 0;
