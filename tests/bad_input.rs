@@ -47,7 +47,8 @@ fn oversized_input_is_refused_before_it_is_read() {
         name: long_name,
         prefixes: Vec::new(),
     };
-    let transaction = caduceus_engine::Transaction { nonce: 1, signer: world.operator.id, timestamp: 0, operation };
+    let transaction =
+        caduceus_engine::Transaction { nonce: 1, signer: world.operator.id, timestamp: 0, operation, key: None };
     assert!(
         caduceus_engine::signature::sign(transaction, &world.operator.key).is_err(),
         "fields over their limit cannot be encoded"
@@ -126,6 +127,7 @@ fn bad_signatures_unknown_actors_and_replays_change_nothing() {
             signer: ActorKey(weak),
             timestamp: 0,
             operation: Operation::FundAccount { amount: 1 },
+            key: None,
         },
         [0; 64],
     )
@@ -259,7 +261,7 @@ fn a_nonce_belongs_to_its_signer_and_a_transaction_to_its_validity_window() {
     let world = World::new();
     let ledger = world.ledger(2);
     let signed = |actor: &Actor, nonce: u128, timestamp: u64, operation: Operation| {
-        sign(Transaction { nonce, signer: actor.id, timestamp, operation }, &actor.key).unwrap()
+        sign(Transaction { nonce, signer: actor.id, timestamp, operation, key: None }, &actor.key).unwrap()
     };
     // The doctor sees the payer's next nonce and uses it first (its transaction is recorded).
     let squat = signed(

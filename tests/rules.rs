@@ -558,3 +558,54 @@ fn adding_an_operator_needs_the_genesis_quorum() {
     let too_many = caduceus_engine::Config { operator_quorum: 4, ..config };
     assert!(open(&too_many).is_err());
 }
+
+/// An actor rotates its key with a transaction signed by its current one; it keeps its
+/// identity (its records, consents and accounts), signs with the new key from then on, and
+/// whatever is signed with an earlier key is refused unrecorded.
+#[test]
+fn an_actor_rotates_its_key_and_keeps_its_identity() {
+    use caduceus_engine::signature::sign;
+    use caduceus_engine::Transaction;
+
+    use crate::support::Actor;
+
+    let w = World::new();
+    let storage = std::sync::Arc::new(caduceus_engine::storage::MemoryStorage::new());
+    let ledger = w.ledger_on(storage.clone(), 2);
+    let (second, third) = (Actor::new("patient key 2"), Actor::new("patient key 3"));
+    let with_key = |key: &Actor, nonce: u128, operation: Operation| {
+        let transaction =
+            Transaction { nonce, signer: w.patient.id, key: Some(key.id), timestamp: crate::support::START, operation };
+        sign(transaction, &key.key).unwrap()
+    };
+    check(
+        &w,
+        &ledger,
+        &[
+            (&w.doctor, record(&w, 1, "Observation"), committed()),
+            (&w.patient, Operation::RotateKey { new_key: w.doctor.id }, rejected(InvalidField)),
+            (&w.patient, Operation::RotateKey { new_key: second.id }, committed()),
+            // The first key is stale now.
+            (&w.patient, consent(&w, 100, &[], &[Purpose::Treatment], 30), rejected(StaleKey)),
+        ],
+    );
+    // Signed with the new key, as the same patient: its own consents and reads.
+    let results = ledger
+        .submit(vec![
+            with_key(&second, 1, consent(&w, 100, &[], &[Purpose::Treatment], 30)),
+            with_key(&second, 2, access(&w, 1, Purpose::PatientRequest)),
+        ])
+        .unwrap();
+    assert_eq!(results, vec![committed(), committed()]);
+    check(&w, &ledger, &[(&w.nurse, access(&w, 1, Purpose::Treatment), committed())]);
+    // Rotating again, with the current key; then the second key is stale too.
+    let again = with_key(&second, 3, Operation::RotateKey { new_key: third.id });
+    assert_eq!(ledger.submit(vec![again]).unwrap(), vec![committed()]);
+    let stale = with_key(&second, 4, Operation::RevokeConsent { consent: 100, patient: w.patient.id });
+    assert_eq!(ledger.submit(vec![stale]).unwrap(), vec![rejected(StaleKey)]);
+    let current = with_key(&third, 5, Operation::RevokeConsent { consent: 100, patient: w.patient.id });
+    assert_eq!(ledger.submit(vec![current]).unwrap(), vec![committed()]);
+    assert_eq!(ledger.access_report(&w.patient.id, None, 10).unwrap().total, 2);
+    drop(ledger);
+    assert!(caduceus_engine::verify::verify_storage(storage.as_ref()).unwrap().is_intact());
+}

@@ -135,8 +135,13 @@ impl World {
     }
 
     pub fn tx(&self, signer: &Actor, operation: Operation) -> SignedTransaction {
-        let transaction =
-            Transaction { nonce: self.id(), signer: signer.id, timestamp: self.time.load(Ordering::SeqCst), operation };
+        let transaction = Transaction {
+            nonce: self.id(),
+            signer: signer.id,
+            timestamp: self.time.load(Ordering::SeqCst),
+            operation,
+            key: None,
+        };
         sign(transaction, &signer.key).expect("sign")
     }
 }

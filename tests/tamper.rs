@@ -42,6 +42,7 @@ pub fn small_ledger(storage: Arc<dyn Storage>, transactions: usize) -> Ledger {
             lot: "L0000".into(),
             reason: "test".into(),
         },
+        key: None,
     }]);
     ledger.submit(recall).unwrap();
     ledger

@@ -89,6 +89,7 @@ fn codec_and_signatures(c: &mut Criterion) {
                 signer: actor_key(&key),
                 timestamp: NOW,
                 operation: Operation::FundAccount { amount: 5 },
+                key: None,
             };
             sign(transaction, &key).unwrap()
         })

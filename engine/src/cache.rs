@@ -79,6 +79,7 @@ fn needs(transaction: &SignedTransaction, shards: u32, out: &mut Vec<Need>) {
         | Operation::RevokeActor { .. }
         | Operation::ChangeRole { .. }
         | Operation::AddOperator { .. }
+        | Operation::RotateKey { .. }
         | Operation::FundAccount { .. }
         | Operation::RecallLot { .. } => {}
     }

@@ -77,7 +77,8 @@ pub const META_FORMAT: &[u8] = b"Mformat";
 /// 6: an actor's state entry holds its GS1 company prefixes; 7: transactions are indexed by an
 /// id derived from their signer and nonce, with their body's digest, and refused transactions
 /// (unknown or wrong-role signers) are not in the blocks, and the checkpoint chain starts from
-/// the genesis hash.
+/// the genesis hash; an actor's entry holds its revocation and its current key, the genesis its
+/// operator quorum.
 pub const STORE_FORMAT: u32 = 7;
 
 /// The write that records `STORE_FORMAT`, made with a new store's configuration.

@@ -51,8 +51,9 @@ pub fn transaction_id(signer: &ActorKey, nonce: u128) -> TxId {
     u128::from_le_bytes(hash.as_bytes()[..16].try_into().expect("16 bytes"))
 }
 
-/// The encoding version this build writes and reads.
-pub const ENCODING_VERSION: u8 = 1;
+/// The encoding version this build writes and reads (2: a transaction names the key that
+/// signed it when that is not its signer's first key).
+pub const ENCODING_VERSION: u8 = 2;
 /// Length of an ed25519 signature.
 pub const SIGNATURE_LENGTH: usize = 64;
 
@@ -410,6 +411,14 @@ pub enum Operation {
         reason: String,
     },
 
+    /// An actor replaces the key it signs with (signed with its current key); it keeps its
+    /// identity (its first key), under which its records, claims, accounts and units stay.
+    /// Transactions signed with an earlier key are refused afterwards (`stale-key`). Applies on
+    /// every shard.
+    RotateKey {
+        /// The new key.
+        new_key: ActorKey,
+    },
     /// Operators add another operator: the signer and `approvals` from other registered
     /// operators must reach the ledger's quorum (`Config::operator_quorum`). Applies on every
     /// shard.
@@ -513,11 +522,13 @@ pub enum OperationKind {
     ChangeRole = 19,
     /// `Operation::AddOperator`.
     AddOperator = 20,
+    /// `Operation::RotateKey`.
+    RotateKey = 21,
 }
 
 impl OperationKind {
     /// Every kind, in tag order: tags run from 1 without gaps (a test checks it).
-    pub const ALL: [OperationKind; 20] = [
+    pub const ALL: [OperationKind; 21] = [
         OperationKind::RegisterActor,
         OperationKind::RegisterRecord,
         OperationKind::AmendRecord,
@@ -538,6 +549,7 @@ impl OperationKind {
         OperationKind::RevokeActor,
         OperationKind::ChangeRole,
         OperationKind::AddOperator,
+        OperationKind::RotateKey,
     ];
 
     /// The kind with this wire tag, if any.
@@ -573,6 +585,7 @@ impl OperationKind {
             OperationKind::RevokeActor => "revoke-actor",
             OperationKind::ChangeRole => "change-role",
             OperationKind::AddOperator => "add-operator",
+            OperationKind::RotateKey => "rotate-key",
         }
     }
 
@@ -589,6 +602,7 @@ impl OperationKind {
                 | OperationKind::RevokeActor
                 | OperationKind::ChangeRole
                 | OperationKind::AddOperator
+                | OperationKind::RotateKey
                 | OperationKind::RecallLot
                 | OperationKind::PayClaim
         )
@@ -614,6 +628,7 @@ impl OperationKind {
             OperationKind::ShipUnit | OperationKind::ReceiveUnit | OperationKind::DecommissionUnit => CUSTODIANS,
             OperationKind::DispenseUnit => &[Role::Dispenser],
             OperationKind::RecallLot => &[Role::Manufacturer, Role::Regulator],
+            OperationKind::RotateKey => Role::ALL,
         }
     }
 
@@ -623,7 +638,8 @@ impl OperationKind {
             OperationKind::RegisterActor
             | OperationKind::RevokeActor
             | OperationKind::ChangeRole
-            | OperationKind::AddOperator => Family::Actors,
+            | OperationKind::AddOperator
+            | OperationKind::RotateKey => Family::Actors,
             OperationKind::RegisterRecord
             | OperationKind::AmendRecord
             | OperationKind::GrantConsent
@@ -668,6 +684,7 @@ impl Operation {
             Operation::RevokeActor { .. } => OperationKind::RevokeActor,
             Operation::ChangeRole { .. } => OperationKind::ChangeRole,
             Operation::AddOperator { .. } => OperationKind::AddOperator,
+            Operation::RotateKey { .. } => OperationKind::RotateKey,
         }
     }
 
@@ -812,6 +829,7 @@ impl Codec for Operation {
                 e.text("reason", reason, TEXT_LENGTH_MAX)?;
             }
             Operation::RevokeActor { actor } => e.array(&actor.0),
+            Operation::RotateKey { new_key } => e.array(&new_key.0),
             Operation::AddOperator { actor, name, approvals } => {
                 e.array(&actor.0);
                 e.text("name", name, TEXT_LENGTH_MAX)?;
@@ -939,6 +957,7 @@ impl Codec for Operation {
                 reason: d.text("reason", TEXT_LENGTH_MAX)?,
             },
             OperationKind::RevokeActor => Operation::RevokeActor { actor: actor(d)? },
+            OperationKind::RotateKey => Operation::RotateKey { new_key: actor(d)? },
             OperationKind::AddOperator => {
                 Operation::AddOperator {
                     actor: actor(d)?,
@@ -971,6 +990,9 @@ pub struct Transaction {
     pub nonce: u128,
     /// Who signs it.
     pub signer: ActorKey,
+    /// The key that signed it, when the signer rotated its key (`Operation::RotateKey`);
+    /// `None`: the signer's own key, the one it was registered with.
+    pub key: Option<ActorKey>,
     /// When it was signed, by the signer's clock. It bounds when the transaction may commit: not
     /// later than `limits::TRANSACTION_VALIDITY_MS` after it, nor before it by more than
     /// `limits::CLOCK_SKEW_MS` (checked against the round's commit time).
@@ -979,11 +1001,22 @@ pub struct Transaction {
     pub operation: Operation,
 }
 
+impl Transaction {
+    /// The key its signature verifies with: `key`, or the signer's own.
+    pub fn verifying_key(&self) -> &ActorKey {
+        self.key.as_ref().unwrap_or(&self.signer)
+    }
+}
+
 impl Codec for Transaction {
     fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
         e.u8(ENCODING_VERSION);
         e.u128(self.nonce);
         e.array(&self.signer.0);
+        e.bool(self.key.is_some());
+        if let Some(key) = &self.key {
+            e.array(&key.0);
+        }
         e.u64(self.timestamp);
         self.operation.encode_into(e)
     }
@@ -992,6 +1025,7 @@ impl Codec for Transaction {
         Ok(Transaction {
             nonce: d.u128()?,
             signer: ActorKey(d.array()?),
+            key: if d.bool("key")? { Some(ActorKey(d.array()?)) } else { None },
             timestamp: d.u64()?,
             operation: Operation::decode_from(d)?,
         })
@@ -1098,6 +1132,8 @@ code_enum! {
         NotYetValid = 7 => "not-yet-valid",
         /// The signer's registration was revoked by an operator. Refused.
         SignerRevoked = 8 => "signer-revoked",
+        /// Signed with a key that is not the signer's current one (it rotated its key). Refused.
+        StaleKey = 9 => "stale-key",
         /// The signer is not a registered actor. Refused.
         UnknownSigner = 10 => "unknown-signer",
         /// The signer's role may not sign this kind of operation (`OperationKind::signer_roles`).
@@ -1205,6 +1241,7 @@ impl Reason {
                 | Reason::Expired
                 | Reason::NotYetValid
                 | Reason::SignerRevoked
+                | Reason::StaleKey
                 | Reason::UnknownSigner
                 | Reason::RoleNotPermitted
         )

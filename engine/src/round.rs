@@ -85,6 +85,7 @@ impl Genesis {
                     registered_at: 0,
                     prefixes: Vec::new(),
                     revoked_at: None,
+                    key: None,
                 },
             );
         }

@@ -34,6 +34,7 @@ pub fn participants(transaction: &Transaction, shard_count: u32) -> Vec<u32> {
         | Operation::RevokeActor { .. }
         | Operation::ChangeRole { .. }
         | Operation::AddOperator { .. }
+        | Operation::RotateKey { .. }
         | Operation::RecallLot { .. } => return (0..shard_count).collect(),
         Operation::RegisterRecord { patient, .. }
         | Operation::AmendRecord { patient, .. }

@@ -52,7 +52,7 @@ pub fn actor_key(key: &SigningKey) -> ActorKey {
 
 /// Encodes and signs a transaction. Its `signer` must be `key`'s actor key.
 pub fn sign(transaction: Transaction, key: &SigningKey) -> Result<SignedTransaction, EncodeError> {
-    assert_eq!(transaction.signer, actor_key(key), "transaction signer must match the signing key");
+    assert_eq!(*transaction.verifying_key(), actor_key(key), "the transaction must name the key that signs it");
     let unsigned = SignedTransaction::from_parts(transaction, [0; 64])?;
     let signature = key.sign(unsigned.body());
     SignedTransaction::from_parts(std::sync::Arc::unwrap_or_clone(unsigned.transaction), signature.to_bytes())
@@ -111,7 +111,7 @@ impl SignatureVerifier {
     }
 
     fn check_one(&self, transaction: &SignedTransaction) -> Option<Reason> {
-        let key = match self.key(&transaction.transaction.signer) {
+        let key = match self.key(transaction.transaction.verifying_key()) {
             Ok(key) => key,
             Err(reason) => return Some(reason),
         };
@@ -122,7 +122,7 @@ impl SignatureVerifier {
     fn check_chunk(&self, chunk: &[SignedTransaction]) -> Result<Vec<Option<Reason>>, Vec<VerifyingKey>> {
         let mut keys = Vec::with_capacity(chunk.len());
         for transaction in chunk {
-            match self.key(&transaction.transaction.signer) {
+            match self.key(transaction.transaction.verifying_key()) {
                 Ok(key) => keys.push(key),
                 // A bad key spoils the batch call: check this chunk one by one.
                 Err(_) => return Ok(chunk.iter().map(|t| self.check_one(t)).collect()),
@@ -373,6 +373,7 @@ mod tests {
             signer: actor_key(&key),
             timestamp: 1,
             operation: Operation::FundAccount { amount: 5 },
+            key: None,
         };
         sign(transaction, &key).unwrap()
     }
@@ -553,6 +554,7 @@ mod tests {
             signer: actor_key(&key),
             timestamp: 1,
             operation: Operation::FundAccount { amount: 3 },
+            key: None,
         };
         let body = SignedTransaction::from_parts(transaction.clone(), [0; 64]).unwrap().body().to_vec();
         let nonce = Scalar::from_bytes_mod_order_wide(&Sha512::digest(id.to_le_bytes()).into());
@@ -646,6 +648,7 @@ mod tests {
                 signer: ActorKey(weak_key),
                 timestamp: 0,
                 operation: Operation::FundAccount { amount: 1 },
+                key: None,
             },
             [0; 64],
         )

@@ -21,6 +21,8 @@ pub struct Actor {
     pub prefixes: Vec<String>,
     /// When an operator revoked it: its later transactions are refused; its earlier ones stand.
     pub revoked_at: Option<Timestamp>,
+    /// The key it signs with now, after a rotation; `None`: its own (first) key.
+    pub key: Option<ActorKey>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -300,6 +302,10 @@ impl Codec for Actor {
         if let Some(at) = self.revoked_at {
             e.u64(at);
         }
+        e.bool(self.key.is_some());
+        if let Some(key) = &self.key {
+            e.array(&key.0);
+        }
         Ok(())
     }
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
@@ -312,6 +318,7 @@ impl Codec for Actor {
                 (0..count).map(|_| d.text("prefix", GS1_PREFIX_LENGTH_MAX)).collect::<Result<_, _>>()?
             },
             revoked_at: if d.bool("revoked")? { Some(d.u64()?) } else { None },
+            key: if d.bool("key")? { Some(ActorKey(d.array()?)) } else { None },
         })
     }
 }

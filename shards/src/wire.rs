@@ -678,6 +678,7 @@ mod tests {
             signer: ActorKey([7; 32]),
             timestamp: 0,
             operation: Operation::FundAccount { amount: 1 },
+            key: None,
         };
         let signed = SignedTransaction::from_parts(transaction, [0; 64]).unwrap();
         for (declared, listed) in

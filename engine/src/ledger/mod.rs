@@ -239,6 +239,7 @@ impl PendingBatch {
 ///     signer: actor_key(&operator),
 ///     timestamp: now,
 ///     operation: Operation::RegisterActor { actor: actor_key(&provider), role: Role::Provider, name: "Clinic".into(), prefixes: vec![] },
+///     key: None,
 /// };
 /// let register = sign(register, &operator)?;
 /// assert_eq!(ledger.submit(vec![register.clone()])?, vec![TxResult::Committed]);
@@ -251,6 +252,7 @@ impl PendingBatch {
 ///     signer: actor_key(&operator),
 ///     timestamp: now,
 ///     operation: Operation::RegisterActor { actor: actor_key(&provider), role: Role::Payer, name: "Clinic".into(), prefixes: vec![] },
+///     key: None,
 /// };
 /// assert_eq!(ledger.submit(vec![sign(again, &operator)?])?, vec![TxResult::Rejected(Reason::Conflict)]);
 /// assert_eq!(ledger.actor(&actor_key(&provider)).unwrap().role, Role::Provider);
@@ -348,7 +350,7 @@ impl Ledger {
     /// let register = |id, signer: &caduceus_engine::signature::SigningKey| {
     ///     let actor = actor_key(&signing_key([id as u8; 32]));
     ///     let operation = Operation::RegisterActor { actor, role: Role::Provider, name: "Clinic".into(), prefixes: vec![] };
-    ///     sign(Transaction { nonce: id, signer: actor_key(signer), timestamp: now, operation }, signer)
+    ///     sign(Transaction { nonce: id, signer: actor_key(signer), timestamp: now, operation, key: None }, signer)
     /// };
     /// // A stranger's transaction is refused before the ledger: not recorded, nothing burnt.
     /// let results = ledger.submit(vec![register(2, &operator)?, register(3, &stranger)?])?;
@@ -479,7 +481,7 @@ impl Ledger {
     /// let ledger = Ledger::open_in_memory(&Config { shards: 2, genesis_operators: vec![actor_key(&operator)], operator_quorum: 1 })?;
     /// let now = caduceus_engine::ledger::system_clock()();
     /// let tx = |id, key: &caduceus_engine::signature::SigningKey, operation| {
-    ///     sign(Transaction { nonce: id, signer: actor_key(key), timestamp: now, operation }, key)
+    ///     sign(Transaction { nonce: id, signer: actor_key(key), timestamp: now, operation, key: None }, key)
     /// };
     /// let register = |actor: &caduceus_engine::signature::SigningKey, role| Operation::RegisterActor {
     ///     actor: actor_key(actor),

@@ -25,6 +25,7 @@ impl Shard {
                     registered_at: now,
                     prefixes: prefixes.clone(),
                     revoked_at: None,
+                    key: None,
                 };
                 plan.effects.push(Effect::PutActor(*actor, registered));
                 plan.locks.push(key);
@@ -60,9 +61,19 @@ impl Shard {
                     registered_at: now,
                     prefixes: Vec::new(),
                     revoked_at: None,
+                    key: None,
                 };
                 plan.effects.push(Effect::PutActor(*actor, operator));
                 plan.locks.push(key);
+            }
+            Operation::RotateKey { new_key } => {
+                // A key that names a registered actor would sign as two.
+                if self.state.actors.contains_key(new_key) || new_key == t.verifying_key() {
+                    return Err(Reason::InvalidField);
+                }
+                let mut rotated = self.current_actor(&t.signer, plan)?;
+                rotated.key = Some(*new_key);
+                plan.effects.push(Effect::PutActor(t.signer, rotated));
             }
             Operation::RevokeActor { actor } => {
                 // An operator does not revoke itself: the exchange keeps someone who can act.

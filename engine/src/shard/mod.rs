@@ -516,10 +516,11 @@ impl Shard {
         self.state.actors.get(actor).map(|a| a.role)
     }
 
-    fn require_signer(&self, signer: &ActorKey, roles: &[Role]) -> Check {
+    fn require_signer(&self, signer: &ActorKey, key: &ActorKey, roles: &[Role]) -> Check {
         match self.state.actors.get(signer) {
             None => Err(Reason::UnknownSigner),
             Some(actor) if actor.revoked_at.is_some() => Err(Reason::SignerRevoked),
+            Some(actor) if actor.key.as_ref().unwrap_or(signer) != key => Err(Reason::StaleKey),
             Some(actor) if roles.contains(&actor.role) => Ok(()),
             Some(_) => Err(Reason::RoleNotPermitted),
         }
@@ -571,7 +572,7 @@ impl Shard {
         if t.timestamp > now.saturating_add(CLOCK_SKEW_MS) {
             return Err(Reason::NotYetValid);
         }
-        self.require_signer(&t.signer, t.operation.kind().signer_roles())
+        self.require_signer(&t.signer, t.verifying_key(), t.operation.kind().signer_roles())
     }
 
     /// Sum of balances and of funding over this shard's accounts, kept as they change.
@@ -591,7 +592,7 @@ mod tests {
         for (key, role) in [([1; 32], Role::Payer), ([2; 32], Role::Provider), ([3; 32], Role::Patient)] {
             state.actors.insert(
                 ActorKey(key),
-                Actor { role, name: "x".into(), registered_at: 0, prefixes: Vec::new(), revoked_at: None },
+                Actor { role, name: "x".into(), registered_at: 0, prefixes: Vec::new(), revoked_at: None, key: None },
             );
         }
         state.accounts.insert(ActorKey([1; 32]), payer);
@@ -613,8 +614,13 @@ mod tests {
     }
 
     fn run(shard: &mut Shard, id: TxId, signer: u8, operation: Operation) -> TxResult {
-        let transaction =
-            Transaction { nonce: id, signer: ActorKey([signer; 32]), timestamp: 1_800_000_000_000, operation };
+        let transaction = Transaction {
+            nonce: id,
+            signer: ActorKey([signer; 32]),
+            timestamp: 1_800_000_000_000,
+            operation,
+            key: None,
+        };
         shard.execute(&SignedTransaction::from_parts(transaction, [0; 64]).expect("a small transaction"))
     }
 

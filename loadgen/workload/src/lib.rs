@@ -296,7 +296,7 @@ impl Workload {
     }
 
     fn transaction(&mut self, signer: ActorKey, operation: Operation) -> Transaction {
-        Transaction { nonce: self.id(), signer, timestamp: self.now, operation }
+        Transaction { nonce: self.id(), signer, timestamp: self.now, operation, key: None }
     }
 
     /// Signs transactions on all cores.

@@ -269,6 +269,7 @@ fn a_cluster_gives_the_embedded_engine_s_results_state_and_checkpoint() {
             patient,
             purpose: caduceus_engine::Purpose::PublicHealth,
         },
+        key: None,
     };
     let reads = work.sign(vec![read(first_patient), read(other_patient)]);
     batches.extend([vec![reads[0].clone()], vec![reads[1].clone()], vec![reads[0].clone()]]);
