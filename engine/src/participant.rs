@@ -32,7 +32,7 @@ use crate::model::{
 };
 use crate::round::{Genesis, Write};
 use crate::routing::participants;
-use crate::shard::{Reply, SealedBlock, Shard};
+use crate::shard::{Admission, Reply, SealedBlock, Shard};
 use crate::storage::{Storage, StorageError};
 
 /// A coordinator's request to run one round on one shard.
@@ -317,17 +317,13 @@ impl Participant {
     /// refusal if it may not reach the rules (`Shard::admit`, the same on every shard); else
     /// nothing (it is new). The coordinator asks every shard, so an id recorded anywhere is
     /// found, and a round holds only transactions the ledger will record.
-    pub fn admit(
-        &self,
-        now: Timestamp,
-        transactions: &[SignedTransaction],
-    ) -> Result<Vec<Option<TxResult>>, StorageError> {
-        let ids: Vec<(TxId, Hash)> = transactions.iter().map(|t| (t.id(), *t.digest())).collect();
+    pub fn admit(&self, now: Timestamp, entries: &[Admission]) -> Result<Vec<Option<TxResult>>, StorageError> {
+        let ids: Vec<(TxId, Hash)> = entries.iter().map(|a| (a.id, a.digest)).collect();
         let found = self.repeats(&ids)?;
         Ok(found
             .into_iter()
-            .zip(transactions)
-            .map(|(found, t)| found.or_else(|| self.shard.admit(&t.transaction, now).err().map(TxResult::Rejected)))
+            .zip(entries)
+            .map(|(found, a)| found.or_else(|| self.shard.admit_parts(a, now).err().map(TxResult::Rejected)))
             .collect())
     }
 

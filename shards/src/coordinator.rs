@@ -29,6 +29,7 @@ use caduceus_engine::participant::RoundRequest;
 use caduceus_engine::reads::complete_proof;
 use caduceus_engine::round::{split, Genesis};
 use caduceus_engine::routing::{shard_of_actor, shard_of_unit};
+use caduceus_engine::shard::Admission;
 use caduceus_engine::signature::verify_all;
 use caduceus_engine::storage::RocksStorage;
 use caduceus_engine::{Reason, SignedTransaction, TxId, TxResult};
@@ -346,10 +347,11 @@ impl RoundDriver {
         let now = self.now();
         let mut unasked = Vec::new();
         let mut calls = tokio::task::JoinSet::new();
+        let entries: Vec<Admission> = candidates.iter().map(|&p| Admission::of(&transactions[p])).collect();
         for shard in (0..shard_count).filter(|_| !candidates.is_empty()) {
-            let asked: Vec<SignedTransaction> = candidates.iter().map(|&p| transactions[p].clone()).collect();
+            let entries = entries.clone();
             let shared = shared.clone();
-            calls.spawn(async move { shared.at_shard(shard, Request::Admit { now, transactions: asked }).await });
+            calls.spawn(async move { shared.at_shard(shard, Request::Admit { now, entries }).await });
         }
         let holds_id = |result: TxResult| result.is_recorded() || result == TxResult::Rejected(Reason::Conflict);
         while let Some(joined) = calls.join_next().await {

@@ -119,9 +119,9 @@ pub fn serve_one(participant: &mut Participant, request: Request) -> Response {
         Request::Lookup(ids) => {
             participant.lookup(&ids).map_or_else(|e| Response::error(error_code::STORAGE, e), Response::Lookup)
         }
-        Request::Admit { now, transactions } => participant
-            .admit(now, &transactions)
-            .map_or_else(|e| Response::error(error_code::STORAGE, e), Response::Lookup),
+        Request::Admit { now, entries } => {
+            participant.admit(now, &entries).map_or_else(|e| Response::error(error_code::STORAGE, e), Response::Lookup)
+        }
         Request::Prove(id) => reads::prove_in_block(participant.storage().as_ref(), id)
             .map_or_else(query_error, |p| Response::Proof(p.map(Box::new))),
         Request::Query(query) => {

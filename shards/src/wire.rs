@@ -14,6 +14,7 @@ use caduceus_engine::history::{AccessEntry, Cursor, CustodyEvent, Page};
 use caduceus_engine::limits::{BATCH_TRANSACTIONS_MAX, ROUND_TRANSACTIONS_MAX, TRANSACTION_SIZE_MAX};
 use caduceus_engine::model::{decode_result, decode_transactions_within, encode_result, encode_transactions, Hash};
 use caduceus_engine::participant::{RoundReply, RoundRequest, Status};
+use caduceus_engine::shard::Admission;
 use caduceus_engine::state::{Account, Actor, Claim, Recall, Unit};
 use caduceus_engine::{ActorKey, Proof, SignedTransaction, TxId, TxResult, UnitId};
 use thiserror::Error;
@@ -90,7 +91,7 @@ pub enum Request {
     /// shard holds its id, a refusal if it may not reach the rules, nothing if it is new.
     Admit {
         now: u64,
-        transactions: Vec<SignedTransaction>,
+        entries: Vec<Admission>,
     },
     /// A request for one shard of a shard server (which may serve several).
     AtShard {
@@ -406,10 +407,13 @@ impl Request {
                 e.count("ids", ids.len(), ROUND_TRANSACTIONS_MAX)?;
                 ids.iter().for_each(|id| e.u128(*id));
             }
-            Request::Admit { now, transactions } => {
+            Request::Admit { now, entries } => {
                 e.u8(14);
                 e.u64(*now);
-                encode_transactions(&mut e, transactions)?;
+                e.count("entries", entries.len(), ROUND_TRANSACTIONS_MAX)?;
+                for entry in entries {
+                    entry.encode_into(&mut e)?;
+                }
             }
             Request::AtShard { shard, request } => {
                 e.u8(20);
@@ -445,10 +449,12 @@ impl Request {
                 let count = d.count("ids", ROUND_TRANSACTIONS_MAX)?;
                 Request::Lookup((0..count).map(|_| d.u128()).collect::<Result<_, _>>()?)
             }
-            14 => Request::Admit {
-                now: d.u64()?,
-                transactions: decode_transactions_within(&mut d, ROUND_TRANSACTIONS_MAX)?,
-            },
+            14 => {
+                let now = d.u64()?;
+                let count = d.count("entries", ROUND_TRANSACTIONS_MAX)?;
+                let entries = (0..count).map(|_| Admission::decode_from(&mut d)).collect::<Result<_, _>>()?;
+                Request::Admit { now, entries }
+            }
             20 => {
                 let shard = d.u32()?;
                 let rest = d.take(d.remaining())?;

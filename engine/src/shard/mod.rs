@@ -168,6 +168,60 @@ pub fn claim_duplicate_key(patient: &ActorKey, provider: &ActorKey, service_date
     *hasher.finalize().as_bytes()
 }
 
+/// What admission reads of a transaction (`Shard::admit_parts`), with its id and body digest:
+/// what the cluster's coordinator sends every shard before a round, instead of the whole
+/// transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admission {
+    pub id: TxId,
+    pub digest: Hash,
+    pub signer: ActorKey,
+    pub key: Option<ActorKey>,
+    pub kind: crate::model::OperationKind,
+    pub timestamp: Timestamp,
+}
+
+impl Admission {
+    fn of_transaction(t: &Transaction) -> Self {
+        // Only the fields admission reads; id and digest are not needed here.
+        Self { id: 0, digest: [0; 32], signer: t.signer, key: t.key, kind: t.operation.kind(), timestamp: t.timestamp }
+    }
+
+    /// A signed transaction's admission entry.
+    pub fn of(t: &SignedTransaction) -> Self {
+        Self { id: t.id(), digest: *t.digest(), ..Self::of_transaction(&t.transaction) }
+    }
+}
+
+impl Codec for Admission {
+    fn encode_into(&self, e: &mut crate::codec::Encoder) -> Result<(), crate::codec::EncodeError> {
+        e.u128(self.id);
+        e.array(&self.digest);
+        e.array(&self.signer.0);
+        e.bool(self.key.is_some());
+        if let Some(key) = &self.key {
+            e.array(&key.0);
+        }
+        e.u8(self.kind.code());
+        e.u64(self.timestamp);
+        Ok(())
+    }
+    fn decode_from(d: &mut crate::codec::Decoder<'_>) -> Result<Self, crate::codec::DecodeError> {
+        Ok(Self {
+            id: d.u128()?,
+            digest: d.array()?,
+            signer: ActorKey(d.array()?),
+            key: if d.bool("key")? { Some(ActorKey(d.array()?)) } else { None },
+            kind: {
+                let tag = d.u8()?;
+                crate::model::OperationKind::from_code(tag)
+                    .ok_or(crate::codec::DecodeError::UnknownTag { field: "operation", tag })?
+            },
+            timestamp: d.u64()?,
+        })
+    }
+}
+
 /// Sum of balances and of funding over all shards; equal whenever no payment is in flight.
 pub fn fund_totals(shards: &[Shard]) -> (u128, u128) {
     shards.iter().map(Shard::fund_totals).fold((0, 0), |(b, f), (sb, sf)| (b + sb, f + sf))
@@ -566,13 +620,18 @@ impl Shard {
     /// that may not is refused (`Reason::is_refusal`) and never recorded. Every shard holds
     /// every actor, so every shard gives the same answer.
     pub fn admit(&self, t: &Transaction, now: Timestamp) -> Check {
-        if now > t.timestamp.saturating_add(TRANSACTION_VALIDITY_MS) {
+        self.admit_parts(&Admission::of_transaction(t), now)
+    }
+
+    /// `admit` on the parts of a transaction it reads (`Admission`).
+    pub fn admit_parts(&self, a: &Admission, now: Timestamp) -> Check {
+        if now > a.timestamp.saturating_add(TRANSACTION_VALIDITY_MS) {
             return Err(Reason::Expired);
         }
-        if t.timestamp > now.saturating_add(CLOCK_SKEW_MS) {
+        if a.timestamp > now.saturating_add(CLOCK_SKEW_MS) {
             return Err(Reason::NotYetValid);
         }
-        self.require_signer(&t.signer, t.verifying_key(), t.operation.kind().signer_roles())
+        self.require_signer(&a.signer, a.key.as_ref().unwrap_or(&a.signer), a.kind.signer_roles())
     }
 
     /// Sum of balances and of funding over this shard's accounts, kept as they change.
