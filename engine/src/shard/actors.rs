@@ -14,28 +14,13 @@ impl Shard {
                     return Err(Reason::InvalidField);
                 }
                 prefixes_fit(*role, prefixes)?;
-                let key = StateKey::Actor(*actor);
-                self.unlocked(&key)?;
-                if self.state.actors.contains_key(actor) {
-                    return Err(Reason::ActorExists);
-                }
-                let registered = Actor {
-                    role: *role,
-                    name: name.clone(),
-                    registered_at: now,
-                    prefixes: prefixes.clone(),
-                    revoked_at: None,
-                    key: None,
-                };
-                plan.effects.push(Effect::PutActor(*actor, registered));
-                plan.locks.push(key);
+                self.register(*actor, *role, name, prefixes, plan)?;
             }
             Operation::AddOperator { actor, name, approvals } => {
                 if name.is_empty() {
                     return Err(Reason::InvalidField);
                 }
-                let key = StateKey::Actor(*actor);
-                self.unlocked(&key)?;
+                self.unlocked(&StateKey::Actor(*actor))?;
                 if self.state.actors.contains_key(actor) {
                     return Err(Reason::ActorExists);
                 }
@@ -55,16 +40,7 @@ impl Shard {
                 if (agreed.len() as u32) < self.operator_quorum {
                     return Err(Reason::QuorumNotMet);
                 }
-                let operator = Actor {
-                    role: Role::Operator,
-                    name: name.clone(),
-                    registered_at: now,
-                    prefixes: Vec::new(),
-                    revoked_at: None,
-                    key: None,
-                };
-                plan.effects.push(Effect::PutActor(*actor, operator));
-                plan.locks.push(key);
+                self.register(*actor, Role::Operator, name, &[], plan)?;
             }
             Operation::RotateKey { new_key } => {
                 // A key that names a registered actor would sign as two.
@@ -100,6 +76,26 @@ impl Shard {
             }
             other => unreachable!("{} is not in the actors family", other.name()),
         }
+        Ok(())
+    }
+
+    /// Registers a new actor (its key locked for the registration), unless it exists.
+    fn register(&self, actor: ActorKey, role: Role, name: &str, prefixes: &[String], plan: &mut Plan) -> Check {
+        let key = StateKey::Actor(actor);
+        self.unlocked(&key)?;
+        if self.state.actors.contains_key(&actor) {
+            return Err(Reason::ActorExists);
+        }
+        let registered = Actor {
+            role,
+            name: name.to_owned(),
+            registered_at: self.now,
+            prefixes: prefixes.to_vec(),
+            revoked_at: None,
+            key: None,
+        };
+        plan.effects.push(Effect::PutActor(actor, registered));
+        plan.locks.push(key);
         Ok(())
     }
 

@@ -182,14 +182,17 @@ pub struct Admission {
 }
 
 impl Admission {
-    fn of_transaction(t: &Transaction) -> Self {
-        // Only the fields admission reads; id and digest are not needed here.
-        Self { id: 0, digest: [0; 32], signer: t.signer, key: t.key, kind: t.operation.kind(), timestamp: t.timestamp }
-    }
-
     /// A signed transaction's admission entry.
-    pub fn of(t: &SignedTransaction) -> Self {
-        Self { id: t.id(), digest: *t.digest(), ..Self::of_transaction(&t.transaction) }
+    pub fn of(signed: &SignedTransaction) -> Self {
+        let t = &signed.transaction;
+        Self {
+            id: signed.id(),
+            digest: *signed.digest(),
+            signer: t.signer,
+            key: t.key,
+            kind: t.operation.kind(),
+            timestamp: t.timestamp,
+        }
     }
 }
 
@@ -335,7 +338,9 @@ impl Shard {
     /// and records the transaction with the coordinator's decision.
     pub fn finish(&mut self, id: TxId, result: TxResult) {
         let (transaction, plan) = self.prepared.remove(&id).expect("a decided transaction was prepared here");
-        let plan_verdict: Result<(), Reason> = plan.as_ref().map(|_| ()).map_err(|reason| *reason);
+        // A transaction refused before the rules (every participant refuses it alike) is not
+        // recorded, whatever the decision says (a presumed abort names no reason).
+        let refused = matches!(&plan, Err(reason) if reason.is_refusal());
         match plan {
             Ok(plan) => {
                 for key in &plan.locks {
@@ -354,9 +359,6 @@ impl Shard {
             }
             Err(_) => assert!(!result.is_committed(), "a transaction this shard refused never commits"),
         }
-        // A transaction refused before the rules (every participant refuses it alike) is not
-        // recorded, whatever the decision says (a presumed abort names no reason).
-        let refused = matches!(&plan_verdict, Err(reason) if reason.is_refusal());
         if result.is_recorded() && !refused {
             let indexed_here = participants(&transaction.transaction, self.shard_count)[0] == self.id;
             self.record(&transaction, result, indexed_here);
@@ -620,18 +622,29 @@ impl Shard {
     /// that may not is refused (`Reason::is_refusal`) and never recorded. Every shard holds
     /// every actor, so every shard gives the same answer.
     pub fn admit(&self, t: &Transaction, now: Timestamp) -> Check {
-        self.admit_parts(&Admission::of_transaction(t), now)
+        self.admit_signed(&t.signer, t.verifying_key(), t.operation.kind(), t.timestamp, now)
     }
 
-    /// `admit` on the parts of a transaction it reads (`Admission`).
+    /// `admit` on the parts of a transaction it reads, as the coordinator sends them.
     pub fn admit_parts(&self, a: &Admission, now: Timestamp) -> Check {
-        if now > a.timestamp.saturating_add(TRANSACTION_VALIDITY_MS) {
+        self.admit_signed(&a.signer, a.key.as_ref().unwrap_or(&a.signer), a.kind, a.timestamp, now)
+    }
+
+    fn admit_signed(
+        &self,
+        signer: &ActorKey,
+        key: &ActorKey,
+        kind: crate::model::OperationKind,
+        signed: Timestamp,
+        now: Timestamp,
+    ) -> Check {
+        if now > signed.saturating_add(TRANSACTION_VALIDITY_MS) {
             return Err(Reason::Expired);
         }
-        if a.timestamp > now.saturating_add(CLOCK_SKEW_MS) {
+        if signed > now.saturating_add(CLOCK_SKEW_MS) {
             return Err(Reason::NotYetValid);
         }
-        self.require_signer(&a.signer, a.key.as_ref().unwrap_or(&a.signer), a.kind.signer_roles())
+        self.require_signer(signer, key, kind.signer_roles())
     }
 
     /// Sum of balances and of funding over this shard's accounts, kept as they change.
