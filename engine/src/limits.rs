@@ -56,6 +56,9 @@ pub const PERSIST_QUEUE_DEPTH: usize = 2;
 /// RocksDB's block cache with a state cache limit (`ledger::Options`): data blocks, indexes and
 /// filters of every table.
 pub const BLOCK_CACHE_BYTES: usize = 256 << 20;
+/// Entries of the state that grows with history `caduceus verify` keeps in memory per shard
+/// while it replays (the rest is in its scratch store).
+pub const VERIFY_STATE_CACHE_ENTRIES: usize = 100_000;
 /// Decompressed signer keys a signature verifier keeps (about 200 bytes each).
 pub const KEY_CACHE_ENTRIES_MAX: usize = 262_144;
 /// Most signatures checked together in one batched equation.

@@ -691,6 +691,16 @@ impl State {
         }
     }
 
+    /// Entries of every family: what the shard stores.
+    pub fn len(&self) -> usize {
+        self.cached_len() + self.actors.len() + self.accounts.len() + self.recalls.len()
+    }
+
+    /// Whether it holds no entry at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Entries of the families that grow with history (see `cache`).
     pub fn cached_len(&self) -> usize {
         self.records.len()

@@ -120,6 +120,8 @@ mod rocks {
     /// RocksDB on a local directory.
     pub struct RocksStorage {
         db: rocksdb::DB,
+        /// Whether a write is durable when it returns (false only for a scratch store).
+        durable: bool,
     }
 
     impl RocksStorage {
@@ -127,6 +129,14 @@ mod rocks {
         /// about 2.5 bytes per stored key, so that memory grows with history.
         pub fn open(path: &Path) -> Result<Self, StorageError> {
             Self::open_with(path, None)
+        }
+
+        /// A scratch store for work that is thrown away if the process stops (`verify`'s
+        /// replayed state): bounded memory, and writes neither logged nor fsynced.
+        pub fn scratch(path: &Path) -> Result<Self, StorageError> {
+            let mut storage = Self::open_with(path, Some(crate::limits::BLOCK_CACHE_BYTES / 4))?;
+            storage.durable = false;
+            Ok(storage)
         }
 
         /// Opens (or creates) a store whose RocksDB memory is bounded whatever the history: with
@@ -198,7 +208,7 @@ mod rocks {
             // files: compaction then moves a pointer instead of rewriting the body at every level.
             options.set_enable_blob_files(true);
             options.set_min_blob_size(BLOB_MIN_BYTES);
-            Ok(Self { db: rocksdb::DB::open(&options, path)? })
+            Ok(Self { db: rocksdb::DB::open(&options, path)?, durable: true })
         }
     }
 
@@ -245,7 +255,8 @@ mod rocks {
                 }
             }
             let mut options = rocksdb::WriteOptions::default();
-            options.set_sync(true);
+            options.set_sync(self.durable);
+            options.disable_wal(!self.durable);
             Ok(self.db.write_opt(batch, &options)?)
         }
     }

@@ -63,6 +63,11 @@ fn one() -> u32 {
 }
 
 impl NodeConfig {
+    /// A shard server's store of shard `id`, inside its data directory.
+    pub fn shard_store(&self, id: u32) -> PathBuf {
+        self.data.join(format!("shard-{id}"))
+    }
+
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut config: NodeConfig = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;

@@ -242,6 +242,34 @@ fn nodes(dir: &Path) -> Result<Vec<(PathBuf, NodeConfig)>> {
         .collect()
 }
 
+/// Where a local cluster's stores are: the coordinator's data directory, and each shard's
+/// (by shard id), as its nodes' configurations name them.
+pub fn stores(dir: &Path) -> Result<(PathBuf, Vec<PathBuf>)> {
+    let mut coordinator = None;
+    let mut shards: Vec<Option<PathBuf>> = Vec::new();
+    for (path, config) in nodes(dir)? {
+        match config.role {
+            Role::Coordinator => coordinator = Some(config.data),
+            Role::Shard => {
+                shards.resize(config.shard_count as usize, None);
+                for &id in &config.ids {
+                    let slot = shards
+                        .get_mut(id as usize)
+                        .with_context(|| format!("{} names shard {id} of {}", path.display(), config.shard_count))?;
+                    *slot = Some(config.shard_store(id));
+                }
+            }
+        }
+    }
+    let coordinator = coordinator.with_context(|| format!("{} names no coordinator", dir.display()))?;
+    let shards = shards
+        .into_iter()
+        .enumerate()
+        .map(|(id, path)| path.with_context(|| format!("no node of {} holds shard {id}", dir.display())))
+        .collect::<Result<_>>()?;
+    Ok((coordinator, shards))
+}
+
 fn pid_file(dir: &Path, name: &str) -> PathBuf {
     dir.join("run").join(format!("{name}.pid"))
 }

@@ -26,7 +26,7 @@ pub async fn serve(config: NodeConfig, shutdown: impl std::future::Future<Output
     let genesis = config.genesis()?;
     let mut shards = Shards::new();
     for &id in &config.ids {
-        let path = config.data.join(format!("shard-{id}"));
+        let path = config.shard_store(id);
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         let storage = Arc::new(RocksStorage::open(&path).with_context(|| format!("opening {}", path.display()))?);
         let participant = Participant::open(storage, &genesis, id).with_context(|| format!("opening shard {id}"))?;

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use caduceus_engine::codec::Codec;
+use caduceus_engine::limits::{BLOCK_CACHE_BYTES, VERIFY_STATE_CACHE_ENTRIES};
 use caduceus_engine::model::{hex, ActorKey, Hash};
 use caduceus_engine::storage::RocksStorage;
-use caduceus_engine::verify::verify_against;
+use caduceus_engine::storage::Storage;
+use caduceus_engine::verify::{verify_stores_with, Report, Scratch, Stores};
 use caduceus_engine::Proof;
 
 use crate::print::id_hex;
@@ -17,14 +19,43 @@ use crate::print::id_hex;
 const DAMAGED: u8 = 2;
 
 pub fn verify(dir: &Path, anchors: &[Hash]) -> Result<ExitCode> {
+    let storage = open_store(dir)?;
+    let report = verify_bounded(Stores::Embedded(&storage), anchors)?;
+    print_report(&report, anchors)
+}
+
+/// Verifies with bounded memory: the replayed state in a scratch store in the system's
+/// temporary directory, removed afterwards.
+fn verify_bounded(stores: Stores<'_>, anchors: &[Hash]) -> Result<Report> {
+    let scratch_dir = tempfile::Builder::new().prefix("caduceus-verify-").tempdir()?;
+    let scratch = RocksStorage::scratch(scratch_dir.path())?;
+    let scratch = Scratch { storage: &scratch, entries: VERIFY_STATE_CACHE_ENTRIES };
+    Ok(verify_stores_with(stores, anchors, Some(scratch))?)
+}
+
+/// Verifies a stopped local cluster: each shard's store and the coordinator's, against each other.
+pub fn verify_cluster(cluster: &Path, anchors: &[Hash]) -> Result<ExitCode> {
+    let (coordinator, shards) = caduceus_shards::local::stores(cluster)?;
+    let coordinator = open_store(&coordinator)?;
+    let shards: Vec<RocksStorage> = shards.iter().map(|dir| open_store(dir)).collect::<Result<_>>()?;
+    let shards: Vec<&dyn Storage> = shards.iter().map(|s| s as &dyn Storage).collect();
+    let report = verify_bounded(Stores::Cluster { shards: &shards, coordinator: &coordinator }, anchors)?;
+    print_report(&report, anchors)
+}
+
+fn open_store(dir: &Path) -> Result<RocksStorage> {
     if !dir.join("CURRENT").exists() {
         bail!("{} holds no ledger", dir.display());
     }
-    let storage = RocksStorage::open(dir)?;
-    let report = verify_against(&storage, anchors)?;
+    // A bounded block cache: RocksDB's indexes and filters would otherwise grow with history.
+    RocksStorage::open_with(dir, Some(BLOCK_CACHE_BYTES))
+        .with_context(|| format!("opening {} (a running node holds its store: stop the cluster first)", dir.display()))
+}
+
+fn print_report(report: &Report, anchors: &[Hash]) -> Result<ExitCode> {
     println!(
-        "checked {} shards, {} rounds, {} blocks, {} transactions, {} stored keys",
-        report.shards, report.rounds, report.blocks, report.transactions, report.keys
+        "checked {} shards, {} rounds, {} blocks, {} transactions, {} checkpoints, {} stored keys",
+        report.shards, report.rounds, report.blocks, report.transactions, report.checkpoints, report.keys
     );
     let operators: Vec<String> = report.operators.iter().map(ActorKey::to_hex).collect();
     println!("genesis {} ({} shards; operators {})", hex(&report.genesis), report.shards, operators.join(", "));

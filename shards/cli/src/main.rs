@@ -43,11 +43,15 @@ enum Command {
         #[arg(long, default_value_t = 3.0)]
         reference_seconds: f64,
     },
-    /// Check every chain, root, proof path and state entry in a data directory.
+    /// Check every chain, root, proof path and state entry of a ledger: an embedded one's data
+    /// directory, or a stopped cluster's stores, checked against each other.
     Verify {
         /// The ledger's data directory.
-        #[arg(long, alias = "data")]
-        dir: PathBuf,
+        #[arg(long, alias = "data", required_unless_present = "cluster_dir", conflicts_with = "cluster_dir")]
+        dir: Option<PathBuf>,
+        /// A local cluster's directory (from `cluster init`): every shard's store and the coordinator's.
+        #[arg(long)]
+        cluster_dir: Option<PathBuf>,
         /// A checkpoint hash published earlier that the store must extend (repeatable).
         #[arg(long, value_parser = parse::hash)]
         checkpoint: Vec<Hash>,
@@ -138,7 +142,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             demo::run(dir, &load, reference_seconds)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { dir, checkpoint } => audit::verify(&dir, &checkpoint),
+        Command::Verify { dir, cluster_dir, checkpoint } => match (dir, cluster_dir) {
+            (Some(dir), _) => audit::verify(&dir, &checkpoint),
+            (None, Some(cluster)) => audit::verify_cluster(&cluster, &checkpoint),
+            (None, None) => unreachable!("clap requires one"),
+        },
         Command::Query { dir, cluster, question } => {
             let reader: Box<dyn reader::Reader> = match dir {
                 Some(dir) => Box::new(reader::Embedded::open(&dir)?),

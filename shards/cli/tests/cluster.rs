@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use caduceus_engine::ledger::Clock;
 use caduceus_engine::routing::participants;
-use caduceus_engine::storage::MemoryStorage;
+use caduceus_engine::storage::{MemoryStorage, Storage};
 use caduceus_engine::{Ledger, SignedTransaction, TxResult};
 use caduceus_shards::client::Client;
 use caduceus_shards::config::NodeConfig;
@@ -199,6 +199,34 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Stops every node (killed: whatever a node acknowledged is durable already).
+    fn stop_all(&mut self) {
+        for (_, child) in &mut self.nodes {
+            if let Some(mut child) = child.take() {
+                let _ = child.kill();
+                child.wait().unwrap();
+            }
+        }
+    }
+}
+
+/// `caduceus verify --cluster-dir` on a stopped cluster: whether it found the stores intact, and what it said.
+fn verify_cluster(path: &Path, anchors: &[String]) -> (bool, String) {
+    let mut command = caduceus();
+    command.args(["verify", "--cluster-dir", path.to_str().unwrap()]);
+    for anchor in anchors {
+        command.args(["--checkpoint", anchor]);
+    }
+    let output = command.output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    match output.status.code() {
+        Some(0) => (true, said),
+        Some(2) => (false, said),
+        other => panic!("verify failed to run ({other:?}): {said}"),
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for (_, child) in &mut self.nodes {
@@ -340,6 +368,48 @@ fn a_cluster_gives_the_embedded_engine_s_results_state_and_checkpoint() {
         assert!(Instant::now() < deadline, "`cluster up` returns once its nodes are down");
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    // The stopped cluster's stores verify, against each other and against the checkpoint the
+    // embedded ledger published for the same batches.
+    let anchor = caduceus_engine::model::hex(&ledger.checkpoint().unwrap().hash());
+    let (intact, said) = verify_cluster(&cluster.path, std::slice::from_ref(&anchor));
+    assert!(intact, "{said}");
+    assert!(said.contains(&format!("extends checkpoint {anchor}")), "{said}");
+    // A changed state entry in one shard's store is found there; a block removed from the end
+    // of another's chain is found through the coordinator's store (its decisions need the
+    // block's votes; its checkpoints name the block).
+    let (coordinator_store, shard_stores) = caduceus_shards::local::stores(&cluster.path).unwrap();
+    assert!(coordinator_store.exists());
+    {
+        let store = caduceus_engine::storage::RocksStorage::open(&shard_stores[2]).unwrap();
+        let mut entry = None;
+        store
+            .scan(&caduceus_engine::layout::state_prefix(2), &mut |key, value| {
+                entry = Some((key.to_vec(), value.to_vec()));
+                false
+            })
+            .unwrap();
+        let (key, mut value) = entry.expect("shard 2 holds state");
+        let last = value.len() - 1;
+        value[last] ^= 1;
+        store.write(&[(key, Some(value))]).unwrap();
+    }
+    let (intact, said) = verify_cluster(&cluster.path, &[]);
+    assert!(!intact && said.contains("shard 2 store: state entry shard 2"), "{said}");
+    {
+        let store = caduceus_engine::storage::RocksStorage::open(&shard_stores[1]).unwrap();
+        let mut last_height = 0;
+        store
+            .scan(&[caduceus_engine::layout::HEADER], &mut |key, _| {
+                last_height = u64::from_be_bytes(key[5..13].try_into().unwrap());
+                true
+            })
+            .unwrap();
+        let cut = [caduceus_engine::layout::header(1, last_height), caduceus_engine::layout::body(1, last_height)];
+        store.write(&cut.map(|key| (key, None))).unwrap();
+    }
+    let (intact, said) = verify_cluster(&cluster.path, &[]);
+    assert!(!intact && said.contains("coordinator store: "), "{said}");
 }
 
 #[test]
@@ -400,6 +470,11 @@ fn a_shard_server_killed_during_load_rejoins_and_nothing_acknowledged_is_lost() 
         assert_conserved(&client).await;
         client.close().await;
     });
+    // Blocks sealed while the coordinator did not hear from their shard, and rounds it aborted
+    // for it: the stores still verify against each other.
+    cluster.stop_all();
+    let (intact, said) = verify_cluster(&cluster.path, &[]);
+    assert!(intact, "{said}");
 }
 
 /// Kills the coordinator at a failpoint in the round that holds the first cross-shard
@@ -462,6 +537,11 @@ fn coordinator_crash(failpoint: &str, expect_committed: bool) {
         assert_conserved(&client).await;
         client.close().await;
     });
+    // A round decided from the log after a restart, or aborted because nothing was logged: the
+    // stores still verify against each other.
+    cluster.stop_all();
+    let (intact, said) = verify_cluster(&cluster.path, &[]);
+    assert!(intact, "{said}");
 }
 
 #[test]
