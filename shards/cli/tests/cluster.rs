@@ -380,6 +380,25 @@ fn a_cluster_gives_the_embedded_engine_s_results_state_and_checkpoint() {
     // block's votes; its checkpoints name the block).
     let (coordinator_store, shard_stores) = caduceus_shards::local::stores(&cluster.path).unwrap();
     assert!(coordinator_store.exists());
+    // One shard indexing a transaction id another shard indexes: found across the stores.
+    let copied = {
+        let from = caduceus_engine::storage::RocksStorage::open(&shard_stores[0]).unwrap();
+        let mut entry = None;
+        from.scan(&[caduceus_engine::layout::TRANSACTION], &mut |key, value| {
+            entry = Some((key.to_vec(), value.to_vec()));
+            false
+        })
+        .unwrap();
+        entry.expect("shard 0 indexes transactions")
+    };
+    let to = caduceus_engine::storage::RocksStorage::open(&shard_stores[3]).unwrap();
+    to.write(&[(copied.0.clone(), Some(copied.1))]).unwrap();
+    drop(to);
+    let (intact, said) = verify_cluster(&cluster.path, &[]);
+    assert!(!intact && said.contains("indexed by shard 0's store too"), "{said}");
+    let to = caduceus_engine::storage::RocksStorage::open(&shard_stores[3]).unwrap();
+    to.write(&[(copied.0, None)]).unwrap();
+    drop(to);
     {
         let store = caduceus_engine::storage::RocksStorage::open(&shard_stores[2]).unwrap();
         let mut entry = None;
