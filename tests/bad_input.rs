@@ -6,18 +6,19 @@ use caduceus_engine::model::{ActorKey, ClaimLine, Operation, Purpose, Reason, Tx
 use caduceus_engine::{SignedTransaction, SubmitError};
 use proptest::prelude::*;
 
-use crate::support::{committed, rejected, World};
+use crate::support::{committed, rejected, submit_claim, World};
 
 fn sample(world: &World) -> SignedTransaction {
     world.tx(
         &world.doctor,
-        Operation::SubmitClaim {
-            claim: 9,
-            patient: world.patient.id,
-            payer: world.payer.id,
-            service_date: 2027_01_01,
-            lines: vec![ClaimLine { procedure: "99213".into(), diagnosis: "E11.9".into(), amount: 100 }],
-        },
+        submit_claim(
+            9,
+            &world.patient.id,
+            &world.doctor.id,
+            &world.payer.id,
+            2027_01_01,
+            &[ClaimLine { procedure: "99213".into(), diagnosis: "E11.9".into(), amount: 100 }],
+        ),
     )
 }
 
@@ -40,13 +41,9 @@ fn oversized_input_is_refused_before_it_is_read() {
     let oversized = vec![1u8; TRANSACTION_SIZE_MAX + 1];
     assert!(matches!(SignedTransaction::decode(&oversized), Err(DecodeError::TooLong { .. })));
     let world = World::new();
-    let long_name = "x".repeat(10_000);
-    let operation = Operation::RegisterActor {
-        actor: world.stranger.id,
-        role: caduceus_engine::Role::Patient,
-        name: long_name,
-        prefixes: Vec::new(),
-    };
+    let long_lot = "x".repeat(10_000);
+    let unit = caduceus_engine::UnitId { gtin: 30_001_001_234_568, serial: "1".into() };
+    let operation = Operation::CommissionUnit { unit, lot: long_lot, expiry: 0 };
     let transaction =
         caduceus_engine::Transaction { nonce: 1, signer: world.operator.id, timestamp: 0, operation, key: None };
     assert!(
@@ -80,8 +77,10 @@ fn bad_signatures_unknown_actors_and_replays_change_nothing() {
 
     let stranger = world.tx(&world.stranger, Operation::FundAccount { amount: 5 });
     let wrong_role = world.tx(&world.doctor, Operation::FundAccount { amount: 5 });
-    let wrong_role_everywhere = world
-        .tx(&world.patient, Operation::RecallLot { gtin: 1, lot: "L1".into(), reason: "not theirs to recall".into() });
+    let wrong_role_everywhere = world.tx(
+        &world.patient,
+        Operation::RecallLot { gtin: 1, lot: "L1".into(), reason: caduceus_engine::model::RecallClass::ClassII },
+    );
     let results = ledger.submit(vec![stranger, wrong_role, wrong_role_everywhere]).unwrap();
     assert_eq!(
         results,

@@ -16,7 +16,7 @@ use caduceus_engine::shard::{Reply, Shard};
 use caduceus_engine::SignedTransaction;
 use caduceus_workload::Rng;
 
-use crate::support::{Actor, World, START};
+use crate::support::{submit_claim, Actor, World, START};
 
 const SHARDS: u32 = 3;
 
@@ -32,10 +32,7 @@ fn scenario(rng: &mut Rng) -> Scenario {
     let patients: Vec<Actor> = (0..8).map(|i| Actor::new(&format!("simulated patient {i}"))).collect();
     let mut shards = Genesis { shards: SHARDS, operators: vec![world.operator.id], quorum: 1 }.shards();
     let register = |actor: &Actor, role: Role| {
-        world.tx(
-            &world.operator,
-            Operation::RegisterActor { actor: actor.id, role, name: "x".into(), prefixes: Vec::new() },
-        )
+        world.tx(&world.operator, Operation::RegisterActor { actor: actor.id, role, prefixes: Vec::new() })
     };
     let mut round1: Vec<SignedTransaction> = patients.iter().map(|p| register(p, Role::Patient)).collect();
     round1.extend([
@@ -54,16 +51,9 @@ fn scenario(rng: &mut Rng) -> Scenario {
         let provider = if rng.chance(0.5) { &world.doctor } else { &world.nurse };
         let amount = 300 + rng.below(700) as u64;
         let line = ClaimLine { procedure: format!("9921{claim}"), diagnosis: "I10".into(), amount };
-        round2.push(world.tx(
-            provider,
-            Operation::SubmitClaim {
-                claim,
-                patient: patient.id,
-                payer: world.payer.id,
-                service_date: 2027_01_02,
-                lines: vec![line],
-            },
-        ));
+        round2.push(
+            world.tx(provider, submit_claim(claim, &patient.id, &provider.id, &world.payer.id, 2027_01_02, &[line])),
+        );
         round3.push(world.tx(
             &world.payer,
             Operation::AdjudicateClaim { claim, patient: patient.id, decision: Adjudication::Approve { amount } },

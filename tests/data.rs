@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use caduceus_engine::model::{Adjudication, ClaimLine, Operation, Purpose, Purposes, Reason, Role, UnitId};
 use caduceus_engine::shard::timestamp_of;
 
-use crate::support::{check, committed, rejected, Actor, World};
+use crate::support::{check, committed, dispense, rejected, submit_claim, Actor, World};
 
 /// A file of the real test data in `tests/data/` (each source with its SOURCE.md and licence).
 /// The package directory is read when the test runs (cargo sets it), not when it was
@@ -24,10 +24,7 @@ fn register(world: &World, ledger: &caduceus_engine::Ledger, actors: &[(&Actor, 
     let batch = actors
         .iter()
         .map(|(a, role)| {
-            world.tx(
-                &world.operator,
-                Operation::RegisterActor { actor: a.id, role: *role, name: "imported".into(), prefixes: Vec::new() },
-            )
+            world.tx(&world.operator, Operation::RegisterActor { actor: a.id, role: *role, prefixes: Vec::new() })
         })
         .collect();
     assert!(ledger.submit(batch).unwrap().iter().all(|r| r.is_committed()));
@@ -75,13 +72,7 @@ fn synpuf_carrier_claims_are_submitted_caught_as_duplicates_and_paid() {
         let provider = Actor::new(&format!("npi {npi}"));
         register(&world, &ledger, &[(&patient, Role::Patient), (&provider, Role::Provider)]);
         let total: u64 = lines.iter().map(|l| l.amount).sum();
-        let claim = |id: u128| Operation::SubmitClaim {
-            claim: id,
-            patient: patient.id,
-            payer: world.payer.id,
-            service_date: date,
-            lines: lines.clone(),
-        };
+        let claim = |id: u128| submit_claim(id, &patient.id, &provider.id, &world.payer.id, date, &lines);
         let base = 1_000 * (number as u128 + 1);
         let patient_id = patient.id;
         check(
@@ -192,11 +183,7 @@ fn epcis_pharma_units_are_commissioned_once_traced_and_expire() {
     check(
         &world,
         &ledger,
-        &[(
-            &world.pharmacy,
-            Operation::DispenseUnit { unit: first.clone(), patient: world.patient.id },
-            rejected(Reason::UnitExpired),
-        )],
+        &[(&world.pharmacy, dispense(first.clone(), &world.patient.id), rejected(Reason::UnitExpired))],
     );
     let trace = ledger.custody_trace(&first, None, 100).unwrap();
     assert_eq!(

@@ -6,6 +6,7 @@ mod crash;
 mod data;
 mod model;
 mod pipeline;
+mod privacy;
 mod proofs;
 mod rules;
 mod support;

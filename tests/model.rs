@@ -11,7 +11,7 @@ use caduceus_engine::storage::MemoryStorage;
 use caduceus_engine::{Ledger, SignedTransaction};
 use proptest::prelude::*;
 
-use crate::support::{Actor, World, DAY, START};
+use crate::support::{dispense, submit_claim, Actor, World, DAY, START};
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -195,13 +195,14 @@ fn operation(world: &World, model: &Model, step: &Step) -> (&'static str, Operat
         Step::Fund(amount) => ("payer", Operation::FundAccount { amount }),
         Step::Submit { claim, patient, provider, amount, code } => (
             if provider == 0 { "doctor" } else { "nurse" },
-            Operation::SubmitClaim {
-                claim: u128::from(claim),
-                patient: patients[patient as usize].id,
-                payer: world.payer.id,
-                service_date: 2027_01_02,
-                lines: vec![ClaimLine { procedure: CODES[code as usize].into(), diagnosis: "I10".into(), amount }],
-            },
+            submit_claim(
+                u128::from(claim),
+                &patients[patient as usize].id,
+                &[&world.doctor, &world.nurse][provider as usize].id,
+                &world.payer.id,
+                2027_01_02,
+                &[ClaimLine { procedure: CODES[code as usize].into(), diagnosis: "I10".into(), amount }],
+            ),
         ),
         Step::Approve { claim, patient, amount } => (
             "payer",
@@ -216,7 +217,7 @@ fn operation(world: &World, model: &Model, step: &Step) -> (&'static str, Operat
             Operation::AdjudicateClaim {
                 claim: u128::from(claim),
                 patient: patients[patient as usize].id,
-                decision: Adjudication::Deny { reason: "no".into() },
+                decision: Adjudication::Deny { reason: 29 },
             },
         ),
         Step::Pay { claim, patient, amount } => {
@@ -237,12 +238,14 @@ fn operation(world: &World, model: &Model, step: &Step) -> (&'static str, Operat
         ),
         Step::Ship { serial } => ("manufacturer", Operation::ShipUnit { unit: unit(serial), to: world.pharmacy.id }),
         Step::Receive { serial } => ("pharmacy", Operation::ReceiveUnit { unit: unit(serial) }),
-        Step::Dispense { serial } => {
-            ("pharmacy", Operation::DispenseUnit { unit: unit(serial), patient: world.patient.id })
-        }
+        Step::Dispense { serial } => ("pharmacy", dispense(unit(serial), &world.patient.id)),
         Step::Recall { lot } => (
             "regulator",
-            Operation::RecallLot { gtin: 30_001_001_234_568, lot: format!("LOT{lot}"), reason: "recall".into() },
+            Operation::RecallLot {
+                gtin: 30_001_001_234_568,
+                lot: format!("LOT{lot}"),
+                reason: caduceus_engine::model::RecallClass::ClassI,
+            },
         ),
     }
 }

@@ -6,7 +6,7 @@ use caduceus_engine::model::{Adjudication, ClaimLine, Operation, Purpose, Purpos
 use caduceus_engine::limits::BATCH_TRANSACTIONS_MAX;
 use caduceus_engine::SignedTransaction;
 
-use crate::support::{check, committed, rejected, World, DAY, START};
+use crate::support::{check, committed, dispense, rejected, submit_claim, World, DAY, START};
 
 fn record(world: &World, record: u128, resource_type: &str) -> Operation {
     Operation::RegisterRecord {
@@ -45,28 +45,18 @@ fn roles_are_enforced() {
             (&w.payer, record(&w, 1, "Observation"), rejected(RoleNotPermitted)),
             (
                 &w.doctor,
-                Operation::RegisterActor {
-                    actor: w.stranger.id,
-                    role: Role::Operator,
-                    name: "x".into(),
-                    prefixes: Vec::new(),
-                },
+                Operation::RegisterActor { actor: w.stranger.id, role: Role::Operator, prefixes: Vec::new() },
                 rejected(RoleNotPermitted),
             ),
             (
                 &w.operator,
-                Operation::RegisterActor {
-                    actor: w.doctor.id,
-                    role: Role::Payer,
-                    name: "again".into(),
-                    prefixes: Vec::new(),
-                },
+                Operation::RegisterActor { actor: w.doctor.id, role: Role::Payer, prefixes: Vec::new() },
                 rejected(ActorExists),
             ),
             (&w.doctor, Operation::FundAccount { amount: 10 }, rejected(RoleNotPermitted)),
             (
                 &w.patient,
-                Operation::RecallLot { gtin: 1, lot: "L".into(), reason: "r".into() },
+                Operation::RecallLot { gtin: 1, lot: "L".into(), reason: caduceus_engine::model::RecallClass::ClassII },
                 rejected(RoleNotPermitted),
             ),
             (
@@ -127,7 +117,11 @@ fn consent_is_checked_at_access_time_and_every_access_is_logged() {
             (&w.patient, Operation::RevokeConsent { consent: 100, patient: w.patient.id }, rejected(ConsentRevoked)),
             (
                 &w.nurse,
-                Operation::EmergencyAccess { record: 11, patient: w.patient.id, reason: "cardiac arrest".into() },
+                Operation::EmergencyAccess {
+                    record: 11,
+                    patient: w.patient.id,
+                    reason: caduceus_engine::model::EmergencyReason::LifeThreatening,
+                },
                 committed(),
             ),
             (&w.patient, consent(&w, 101, &[], &[Purpose::Treatment, Purpose::Payment], 2), committed()),
@@ -162,17 +156,13 @@ fn consent_is_checked_at_access_time_and_every_access_is_logged() {
     assert_eq!(report.last().unwrap().time, START + 3 * DAY);
 }
 
+fn lines(codes: &[(&str, &str, u64)]) -> Vec<ClaimLine> {
+    codes.iter().map(|(p, d, a)| ClaimLine { procedure: p.to_string(), diagnosis: d.to_string(), amount: *a }).collect()
+}
+
+/// A claim as the doctor submits it: its total and the intake's commitment to date and codes.
 fn claim(w: &World, claim: u128, date: u32, codes: &[(&str, &str, u64)]) -> Operation {
-    Operation::SubmitClaim {
-        claim,
-        patient: w.patient.id,
-        payer: w.payer.id,
-        service_date: date,
-        lines: codes
-            .iter()
-            .map(|(p, d, a)| ClaimLine { procedure: p.to_string(), diagnosis: d.to_string(), amount: *a })
-            .collect(),
-    }
+    submit_claim(claim, &w.patient.id, &w.doctor.id, &w.payer.id, date, &lines(codes))
 }
 
 #[test]
@@ -199,15 +189,13 @@ fn claims_are_checked_for_duplicates_and_paid_exactly_once() {
                 claim(&w, 2, 2027_01_10, &[("80053", "E11.9", 9), ("99213", "E11.9", 5)]),
                 rejected(DuplicateClaim),
             ),
-            (&w.doctor, claim(&w, 3, 2027_02_10, &[("99213", "E11.9", 100)]), rejected(ServiceDateInFuture)),
-            (&w.doctor, claim(&w, 4, 2027_13_10, &[("99213", "E11.9", 100)]), rejected(InvalidField)),
             (&w.doctor, claim(&w, 5, 2027_01_11, &[("99213", "E11.9", 0)]), rejected(InvalidField)),
             (&w.payer, pay(1, 14_000), rejected(ClaimNotPayable)),
             (&w.regulator, adjudicate(1, Adjudication::Approve { amount: 14_000 }), rejected(RoleNotPermitted)),
             (&w.payer, adjudicate(1, Adjudication::Approve { amount: 16_001 }), rejected(AmountMismatch)),
             (&w.payer, adjudicate(1, Adjudication::Pend), committed()),
             (&w.payer, adjudicate(1, Adjudication::Approve { amount: 14_000 }), committed()),
-            (&w.payer, adjudicate(1, Adjudication::Deny { reason: "late".into() }), rejected(ClaimClosed)),
+            (&w.payer, adjudicate(1, Adjudication::Deny { reason: 29 }), rejected(ClaimClosed)),
             (&w.payer, pay(1, 14_000), rejected(InsufficientFunds)),
             (&w.payer, Operation::FundAccount { amount: 20_000 }, committed()),
             (&w.payer, pay(1, 13_999), rejected(AmountMismatch)),
@@ -223,6 +211,18 @@ fn claims_are_checked_for_duplicates_and_paid_exactly_once() {
         ledger.claim(&w.patient.id, 1).unwrap().unwrap().status,
         caduceus_engine::state::ClaimStatus::Paid { amount: 14_000, .. }
     ));
+    // The date and codes never reach the ledger: the intake checks them before it commits.
+    let check_claim = caduceus_engine::commitment::check_claim;
+    let today = 2027_01_31;
+    assert_eq!(
+        check_claim(2027_01_10, &lines(&[("99213", "E11.9", 12_000), ("80053", "E11.9", 4_000)]), today),
+        Ok(16_000)
+    );
+    assert_eq!(check_claim(2027_02_10, &lines(&[("99213", "E11.9", 100)]), today), Err(ServiceDateInFuture));
+    assert_eq!(check_claim(2027_13_10, &lines(&[("99213", "E11.9", 100)]), today), Err(InvalidField));
+    assert_eq!(check_claim(2027_01_11, &lines(&[("99213", "E11.9", 0)]), today), Err(InvalidField));
+    assert_eq!(check_claim(2027_01_11, &lines(&[("", "E11.9", 10)]), today), Err(InvalidField));
+    assert_eq!(check_claim(2027_01_11, &[], today), Err(InvalidField));
 }
 
 #[test]
@@ -265,7 +265,7 @@ fn units_have_one_custodian_and_are_never_dispensed_after_recall_or_expiry() {
     };
     let ship = |serial: &str, to: &crate::support::Actor| Operation::ShipUnit { unit: unit(serial), to: to.id };
     let receive = |serial: &str| Operation::ReceiveUnit { unit: unit(serial) };
-    let dispense = |serial: &str| Operation::DispenseUnit { unit: unit(serial), patient: w.patient.id };
+    let dispense = |serial: &str| dispense(unit(serial), &w.patient.id);
     check(
         &w,
         &ledger,
@@ -295,16 +295,28 @@ fn units_have_one_custodian_and_are_never_dispensed_after_recall_or_expiry() {
             (&w.pharmacy, receive("A2"), committed()),
             (
                 &w.regulator,
-                Operation::RecallLot { gtin: 30_001_001_234_568, lot: "LOT2".into(), reason: "contamination".into() },
+                Operation::RecallLot {
+                    gtin: 30_001_001_234_568,
+                    lot: "LOT2".into(),
+                    reason: caduceus_engine::model::RecallClass::ClassII,
+                },
                 committed(),
             ),
             (
                 &w.manufacturer,
-                Operation::RecallLot { gtin: 30_001_001_234_568, lot: "LOT2".into(), reason: "again".into() },
+                Operation::RecallLot {
+                    gtin: 30_001_001_234_568,
+                    lot: "LOT2".into(),
+                    reason: caduceus_engine::model::RecallClass::ClassII,
+                },
                 rejected(LotAlreadyRecalled),
             ),
             (&w.pharmacy, dispense("A2"), rejected(UnitRecalled)),
-            (&w.pharmacy, Operation::DecommissionUnit { unit: unit("A2"), reason: "recalled".into() }, committed()),
+            (
+                &w.pharmacy,
+                Operation::DecommissionUnit { unit: unit("A2"), reason: caduceus_engine::model::Disposition::Recalled },
+                committed(),
+            ),
             (&w.manufacturer, ship("A3", &w.pharmacy), committed()),
             (&w.pharmacy, receive("A3"), committed()),
         ],
@@ -356,7 +368,6 @@ fn manufacturers_act_only_within_their_prefixes_and_recalled_units_only_go_back(
     let register = |role, prefixes: &[&str]| Operation::RegisterActor {
         actor: w.stranger.id,
         role,
-        name: "Rival Pharma".into(),
         prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
     };
     let commission = |serial: &str, lot: &str| Operation::CommissionUnit {
@@ -364,7 +375,8 @@ fn manufacturers_act_only_within_their_prefixes_and_recalled_units_only_go_back(
         lot: lot.into(),
         expiry: START + 365 * DAY,
     };
-    let recall = || Operation::RecallLot { gtin, lot: "L1".into(), reason: "contamination".into() };
+    let recall =
+        || Operation::RecallLot { gtin, lot: "L1".into(), reason: caduceus_engine::model::RecallClass::ClassII };
     let ship = |serial: &str, to: &crate::support::Actor| Operation::ShipUnit { unit: unit(serial), to: to.id };
     let receive = |serial: &str| Operation::ReceiveUnit { unit: unit(serial) };
     check(
@@ -529,9 +541,9 @@ fn adding_an_operator_needs_the_genesis_quorum() {
     let open =
         |config: &caduceus_engine::Config| caduceus_engine::Ledger::builder().clock(w.clock()).open_in_memory(config);
     let ledger = open(&config).unwrap();
-    let add = |approvals| Operation::AddOperator { actor: newcomer.id, name: "newcomer".into(), approvals };
+    let add = |approvals| Operation::AddOperator { actor: newcomer.id, approvals };
     let register_as_operator =
-        Operation::RegisterActor { actor: newcomer.id, role: Role::Operator, name: "x".into(), prefixes: Vec::new() };
+        Operation::RegisterActor { actor: newcomer.id, role: Role::Operator, prefixes: Vec::new() };
     check(
         &w,
         &ledger,
@@ -544,12 +556,7 @@ fn adding_an_operator_needs_the_genesis_quorum() {
             (&w.operator, add(vec![approve_operator(&second.key, &newcomer.id)]), committed()),
             (
                 &newcomer,
-                Operation::RegisterActor {
-                    actor: w.nurse.id,
-                    role: Role::Provider,
-                    name: "n".into(),
-                    prefixes: Vec::new(),
-                },
+                Operation::RegisterActor { actor: w.nurse.id, role: Role::Provider, prefixes: Vec::new() },
                 committed(),
             ),
         ],

@@ -111,7 +111,6 @@ impl World {
                     Operation::RegisterActor {
                         actor: actor.id,
                         role: *role,
-                        name: role.as_str().into(),
                         prefixes: if *role == Role::Manufacturer {
                             MANUFACTURER_PREFIXES.map(String::from).to_vec()
                         } else {
@@ -161,4 +160,31 @@ pub fn committed() -> TxResult {
 
 pub fn rejected(reason: caduceus_engine::Reason) -> TxResult {
     TxResult::Rejected(reason)
+}
+
+/// The exchange's commitment secret in the tests.
+pub fn commitment_key() -> caduceus_engine::commitment::CommitmentKey {
+    caduceus_engine::commitment::CommitmentKey::new([0x5e; 32])
+}
+
+/// A claim as its provider submits it: its total, and the intake's commitment to the service
+/// date and codes (which never reach the ledger).
+pub fn submit_claim(
+    claim: u128,
+    patient: &ActorKey,
+    provider: &ActorKey,
+    payer: &ActorKey,
+    service_date: u32,
+    lines: &[caduceus_engine::ClaimLine],
+) -> Operation {
+    let commitment =
+        caduceus_engine::commitment::claim_commitment(&commitment_key(), patient, provider, service_date, lines);
+    let total = lines.iter().map(|l| l.amount).sum();
+    Operation::SubmitClaim { claim, patient: *patient, payer: *payer, total, commitment }
+}
+
+/// A dispense to a patient, who is named on the ledger only by a commitment.
+pub fn dispense(unit: caduceus_engine::UnitId, patient: &ActorKey) -> Operation {
+    let recipient = caduceus_engine::commitment::recipient_commitment(&commitment_key(), patient, &unit);
+    Operation::DispenseUnit { unit, recipient }
 }

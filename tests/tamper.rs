@@ -40,7 +40,7 @@ pub fn small_ledger(storage: Arc<dyn Storage>, transactions: usize) -> Ledger {
         operation: caduceus_engine::Operation::RecallLot {
             gtin: 3_000_000_000_000,
             lot: "L0000".into(),
-            reason: "test".into(),
+            reason: caduceus_engine::model::RecallClass::ClassII,
         },
         key: None,
     }]);

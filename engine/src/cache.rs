@@ -24,7 +24,7 @@
 use crate::layout;
 use crate::model::{ActorKey, Operation, SignedTransaction};
 use crate::routing::{shard_of_actor, shard_of_unit};
-use crate::shard::{claim_duplicate_key, Shard};
+use crate::shard::Shard;
 use crate::state::{Map, Set, StateKey};
 use crate::storage::{Storage, StorageError};
 
@@ -58,11 +58,10 @@ fn needs(transaction: &SignedTransaction, shards: u32, out: &mut Vec<Need>) {
         Operation::RevokeConsent { consent, patient } => {
             out.push(Need::Changed(patient_shard(patient), *patient, *consent));
         }
-        Operation::SubmitClaim { claim, patient, service_date, lines, .. } => {
+        Operation::SubmitClaim { claim, patient, commitment, .. } => {
             let shard = patient_shard(patient);
             out.push(Need::Entry(shard, StateKey::Claim(*patient, *claim)));
-            let duplicate = claim_duplicate_key(patient, &transaction.transaction.signer, *service_date, lines);
-            out.push(Need::Entry(shard, StateKey::ClaimKey(duplicate)));
+            out.push(Need::Entry(shard, StateKey::ClaimKey(*commitment)));
         }
         Operation::AdjudicateClaim { claim, patient, .. } | Operation::PayClaim { claim, patient, .. } => {
             out.push(Need::Entry(patient_shard(patient), StateKey::Claim(*patient, *claim)));

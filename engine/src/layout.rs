@@ -78,8 +78,10 @@ pub const META_FORMAT: &[u8] = b"Mformat";
 /// id derived from their signer and nonce, with their body's digest, and refused transactions
 /// (unknown or wrong-role signers) are not in the blocks, and the checkpoint chain starts from
 /// the genesis hash; an actor's entry holds its revocation and its current key, the genesis its
-/// operator quorum.
-pub const STORE_FORMAT: u32 = 7;
+/// operator quorum; 8: no health data in clear: actors have no names, claims hold a keyed
+/// commitment instead of their service date and codes, a dispensed unit a commitment to its
+/// recipient, and reasons are codes.
+pub const STORE_FORMAT: u32 = 8;
 
 /// The write that records `STORE_FORMAT`, made with a new store's configuration.
 pub fn format_write() -> (Vec<u8>, Option<Vec<u8>>) {

@@ -21,6 +21,7 @@
 pub mod block;
 pub(crate) mod cache;
 pub mod codec;
+pub mod commitment;
 #[doc(hidden)]
 pub mod coordinator;
 #[doc(hidden)]

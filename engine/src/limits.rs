@@ -7,16 +7,12 @@
 pub const TRANSACTION_SIZE_MAX: usize = 4096;
 /// Longest short text field (a code, a resource type, a lot number), in bytes.
 pub const CODE_LENGTH_MAX: usize = 64;
-/// Longest free-text field (an actor's name, a reason), in bytes.
-pub const TEXT_LENGTH_MAX: usize = 256;
 /// Most GS1 company prefixes a manufacturer may be registered with.
 pub const PREFIXES_PER_ACTOR_MAX: usize = 16;
 /// Most operators' approvals one `add-operator` carries.
 pub const APPROVALS_MAX: usize = 16;
 /// Most resource types a consent may name in its scope.
 pub const CONSENT_SCOPE_COUNT_MAX: usize = 16;
-/// Most service lines on one claim.
-pub const CLAIM_LINES_MAX: usize = 50;
 /// Largest amount on one claim line or one funding, in cents (one billion dollars).
 pub const AMOUNT_MAX: u64 = 100_000_000_000;
 /// Largest balance an account may reach, in cents: funding or a payment past it is refused

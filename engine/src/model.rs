@@ -9,8 +9,7 @@ use std::sync::Arc;
 
 use crate::codec::{Codec, DecodeError, Decoder, EncodeError, Encoder};
 use crate::limits::{
-    AMOUNT_MAX, APPROVALS_MAX, CLAIM_LINES_MAX, CODE_LENGTH_MAX, CONSENT_SCOPE_COUNT_MAX, PREFIXES_PER_ACTOR_MAX,
-    TEXT_LENGTH_MAX, TRANSACTION_SIZE_MAX,
+    AMOUNT_MAX, APPROVALS_MAX, CODE_LENGTH_MAX, CONSENT_SCOPE_COUNT_MAX, PREFIXES_PER_ACTOR_MAX, TRANSACTION_SIZE_MAX,
 };
 
 /// Longest GS1 company prefix, in digits (and shortest: `GS1_PREFIX_LENGTH_MIN`).
@@ -53,7 +52,7 @@ pub fn transaction_id(signer: &ActorKey, nonce: u128) -> TxId {
 
 /// The encoding version this build writes and reads (2: a transaction names the key that
 /// signed it when that is not its signer's first key).
-pub const ENCODING_VERSION: u8 = 2;
+pub const ENCODING_VERSION: u8 = 3;
 /// Length of an ed25519 signature.
 pub const SIGNATURE_LENGTH: usize = 64;
 
@@ -179,6 +178,51 @@ code_enum! {
     }
 }
 
+code_enum! {
+    /// Why a provider broke the glass: a code, never free text (the ledger holds no health data).
+    EmergencyReason: u8 {
+        /// The patient cannot consent (unconscious, or unable to communicate).
+        Unresponsive = 1 => "unresponsive",
+        /// A threat to life or limb that cannot wait for consent.
+        LifeThreatening = 2 => "life-threatening",
+        /// Urgent care where the consenting grantee is unavailable.
+        UrgentCare = 3 => "urgent-care",
+    }
+}
+
+code_enum! {
+    /// Why a unit leaves circulation, after the GS1 Core Business Vocabulary's dispositions.
+    Disposition: u8 {
+        /// Damaged beyond use.
+        Damaged = 1 => "damaged",
+        /// Destroyed.
+        Destroyed = 2 => "destroyed",
+        /// Disposed of as waste.
+        Disposed = 3 => "disposed",
+        /// Past its expiry.
+        Expired = 4 => "expired",
+        /// Stolen (reported by its last custodian).
+        Stolen = 5 => "stolen",
+        /// Taken back under a recall.
+        Recalled = 6 => "recalled",
+    }
+}
+
+code_enum! {
+    /// A recall's class, after the FDA's classification.
+    RecallClass: u8 {
+        /// A reasonable probability of serious harm or death.
+        ClassI = 1 => "class-i",
+        /// Temporary or reversible harm.
+        ClassII = 2 => "class-ii",
+        /// Unlikely to cause harm.
+        ClassIII = 3 => "class-iii",
+    }
+}
+
+/// The highest X12 Claim Adjustment Reason Code a denial may carry.
+pub const DENIAL_REASON_MAX: u16 = 999;
+
 /// A set of purposes, one bit per `Purpose`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Purposes(pub u8);
@@ -219,7 +263,9 @@ impl fmt::Display for UnitId {
     }
 }
 
-/// One service line of a claim.
+/// One service line of a claim. Never on the ledger: its codes enter only through a claim's
+/// keyed commitment (`commitment::claim_commitment`), and the claim itself travels as an
+/// encrypted payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClaimLine {
     /// Procedure code (CPT/HCPCS).
@@ -240,8 +286,8 @@ pub enum Adjudication {
     },
     /// Denied, with the payer's reason.
     Deny {
-        /// Why.
-        reason: String,
+        /// Why: an X12 Claim Adjustment Reason Code (1 to `DENIAL_REASON_MAX`), never free text.
+        reason: u16,
     },
     /// Held for more information.
     Pend,
@@ -256,8 +302,6 @@ pub enum Operation {
         actor: ActorKey,
         /// What it may do.
         role: Role,
-        /// A label for reports.
-        name: String,
         /// A manufacturer's GS1 company prefixes (6 to 12 digits each): it commissions and
         /// recalls only GTINs within them. Empty for every other role.
         prefixes: Vec<String>,
@@ -324,7 +368,7 @@ pub enum Operation {
         /// Whose record it is.
         patient: ActorKey,
         /// Why, for the review every break-glass access gets.
-        reason: String,
+        reason: EmergencyReason,
     },
 
     /// A payer adds funds to its own account.
@@ -340,10 +384,12 @@ pub enum Operation {
         patient: ActorKey,
         /// Who is billed.
         payer: ActorKey,
-        /// The date of service, YYYYMMDD.
-        service_date: u32,
-        /// The service lines.
-        lines: Vec<ClaimLine>,
+        /// What is billed, in cents: the sum of the service lines' charges.
+        total: u64,
+        /// The keyed commitment to patient, provider, service date and codes under the
+        /// exchange's secret (`commitment::claim_commitment`): what the duplicate check compares.
+        /// The date and codes themselves are never on the ledger.
+        commitment: Hash,
     },
     /// The claim's payer approves, denies or pends it.
     AdjudicateClaim {
@@ -391,15 +437,17 @@ pub enum Operation {
     DispenseUnit {
         /// The unit.
         unit: UnitId,
-        /// Who receives it.
-        patient: ActorKey,
+        /// Who receives it, as a commitment (`commitment::recipient_commitment`): which patient
+        /// was dispensed which drug is health data, kept with the dispenser's record off the
+        /// ledger.
+        recipient: Hash,
     },
     /// The custodian takes a unit out of circulation.
     DecommissionUnit {
         /// The unit.
         unit: UnitId,
         /// Why.
-        reason: String,
+        reason: Disposition,
     },
     /// A manufacturer or regulator recalls a lot. Applies on every shard.
     RecallLot {
@@ -407,8 +455,8 @@ pub enum Operation {
         gtin: u64,
         /// The lot.
         lot: String,
-        /// Why.
-        reason: String,
+        /// How serious.
+        reason: RecallClass,
     },
 
     /// An actor replaces the key it signs with (signed with its current key); it keeps its
@@ -425,8 +473,6 @@ pub enum Operation {
     AddOperator {
         /// The new operator's key.
         actor: ActorKey,
-        /// A label for reports.
-        name: String,
         /// Other operators' signatures over `operator_approval(actor)`.
         approvals: Vec<Approval>,
     },
@@ -707,6 +753,15 @@ fn unit_decode(d: &mut Decoder<'_>) -> Result<UnitId, DecodeError> {
     Ok(UnitId { gtin, serial: d.text("serial", CODE_LENGTH_MAX)? })
 }
 
+/// An X12 Claim Adjustment Reason Code: 1 to `DENIAL_REASON_MAX`.
+pub fn denial_reason_decode(d: &mut Decoder<'_>) -> Result<u16, DecodeError> {
+    let reason = d.u16()?;
+    if reason == 0 || reason > DENIAL_REASON_MAX {
+        return Err(DecodeError::Invalid("denial reason"));
+    }
+    Ok(reason)
+}
+
 fn amount_decode(d: &mut Decoder<'_>) -> Result<u64, DecodeError> {
     let amount = d.u64()?;
     if amount > AMOUNT_MAX {
@@ -721,10 +776,9 @@ impl Codec for Operation {
     fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
         e.u8(self.kind().code());
         match self {
-            Operation::RegisterActor { actor, role, name, prefixes } => {
+            Operation::RegisterActor { actor, role, prefixes } => {
                 e.array(&actor.0);
                 e.u8(role.code());
-                e.text("name", name, TEXT_LENGTH_MAX)?;
                 e.count("prefixes", prefixes.len(), PREFIXES_PER_ACTOR_MAX)?;
                 for prefix in prefixes {
                     e.text("prefix", prefix, GS1_PREFIX_LENGTH_MAX)?;
@@ -765,22 +819,17 @@ impl Codec for Operation {
             Operation::EmergencyAccess { record, patient, reason } => {
                 e.u128(*record);
                 e.array(&patient.0);
-                e.text("reason", reason, TEXT_LENGTH_MAX)?;
+                e.u8(reason.code());
             }
             Operation::FundAccount { amount } => {
                 e.u64(*amount);
             }
-            Operation::SubmitClaim { claim, patient, payer, service_date, lines } => {
+            Operation::SubmitClaim { claim, patient, payer, total, commitment } => {
                 e.u128(*claim);
                 e.array(&patient.0);
                 e.array(&payer.0);
-                e.u32(*service_date);
-                e.count("lines", lines.len(), CLAIM_LINES_MAX)?;
-                for line in lines {
-                    e.text("procedure", &line.procedure, CODE_LENGTH_MAX)?;
-                    e.text("diagnosis", &line.diagnosis, CODE_LENGTH_MAX)?;
-                    e.u64(line.amount);
-                }
+                e.u64(*total);
+                e.array(commitment);
             }
             Operation::AdjudicateClaim { claim, patient, decision } => {
                 e.u128(*claim);
@@ -792,7 +841,7 @@ impl Codec for Operation {
                     }
                     Adjudication::Deny { reason } => {
                         e.u8(2);
-                        e.text("reason", reason, TEXT_LENGTH_MAX)?;
+                        e.u16(*reason);
                     }
                     Adjudication::Pend => e.u8(3),
                 }
@@ -815,24 +864,23 @@ impl Codec for Operation {
             Operation::ReceiveUnit { unit } => {
                 unit_encode(unit, e)?;
             }
-            Operation::DispenseUnit { unit, patient } => {
+            Operation::DispenseUnit { unit, recipient } => {
                 unit_encode(unit, e)?;
-                e.array(&patient.0);
+                e.array(recipient);
             }
             Operation::DecommissionUnit { unit, reason } => {
                 unit_encode(unit, e)?;
-                e.text("reason", reason, TEXT_LENGTH_MAX)?;
+                e.u8(reason.code());
             }
             Operation::RecallLot { gtin, lot, reason } => {
                 e.u64(*gtin);
                 e.text("lot", lot, CODE_LENGTH_MAX)?;
-                e.text("reason", reason, TEXT_LENGTH_MAX)?;
+                e.u8(reason.code());
             }
             Operation::RevokeActor { actor } => e.array(&actor.0),
             Operation::RotateKey { new_key } => e.array(&new_key.0),
-            Operation::AddOperator { actor, name, approvals } => {
+            Operation::AddOperator { actor, approvals } => {
                 e.array(&actor.0);
-                e.text("name", name, TEXT_LENGTH_MAX)?;
                 e.count("approvals", approvals.len(), APPROVALS_MAX)?;
                 for approval in approvals {
                     e.array(&approval.operator.0);
@@ -859,7 +907,6 @@ impl Codec for Operation {
             OperationKind::RegisterActor => Operation::RegisterActor {
                 actor: actor(d)?,
                 role: Role::from_code(d.u8()?).ok_or(DecodeError::Invalid("role"))?,
-                name: d.text("name", TEXT_LENGTH_MAX)?,
                 prefixes: {
                     let count = d.count("prefixes", PREFIXES_PER_ACTOR_MAX)?;
                     (0..count).map(|_| d.text("prefix", GS1_PREFIX_LENGTH_MAX)).collect::<Result<_, _>>()?
@@ -903,32 +950,22 @@ impl Codec for Operation {
             OperationKind::EmergencyAccess => Operation::EmergencyAccess {
                 record: d.u128()?,
                 patient: actor(d)?,
-                reason: d.text("reason", TEXT_LENGTH_MAX)?,
+                reason: EmergencyReason::from_code(d.u8()?).ok_or(DecodeError::Invalid("emergency reason"))?,
             },
             OperationKind::FundAccount => Operation::FundAccount { amount: amount_decode(d)? },
-            OperationKind::SubmitClaim => {
-                let claim = d.u128()?;
-                let patient = actor(d)?;
-                let payer = actor(d)?;
-                let service_date = d.u32()?;
-                let count = d.count("lines", CLAIM_LINES_MAX)?;
-                let lines = (0..count)
-                    .map(|_| {
-                        Ok(ClaimLine {
-                            procedure: d.text("procedure", CODE_LENGTH_MAX)?,
-                            diagnosis: d.text("diagnosis", CODE_LENGTH_MAX)?,
-                            amount: amount_decode(d)?,
-                        })
-                    })
-                    .collect::<Result<_, DecodeError>>()?;
-                Operation::SubmitClaim { claim, patient, payer, service_date, lines }
-            }
+            OperationKind::SubmitClaim => Operation::SubmitClaim {
+                claim: d.u128()?,
+                patient: actor(d)?,
+                payer: actor(d)?,
+                total: amount_decode(d)?,
+                commitment: d.array()?,
+            },
             OperationKind::AdjudicateClaim => {
                 let claim = d.u128()?;
                 let patient = actor(d)?;
                 let decision = match d.u8()? {
                     1 => Adjudication::Approve { amount: amount_decode(d)? },
-                    2 => Adjudication::Deny { reason: d.text("reason", TEXT_LENGTH_MAX)? },
+                    2 => Adjudication::Deny { reason: denial_reason_decode(d)? },
                     3 => Adjudication::Pend,
                     tag => return Err(DecodeError::UnknownTag { field: "adjudication", tag }),
                 };
@@ -947,21 +984,21 @@ impl Codec for Operation {
             },
             OperationKind::ShipUnit => Operation::ShipUnit { unit: unit_decode(d)?, to: actor(d)? },
             OperationKind::ReceiveUnit => Operation::ReceiveUnit { unit: unit_decode(d)? },
-            OperationKind::DispenseUnit => Operation::DispenseUnit { unit: unit_decode(d)?, patient: actor(d)? },
-            OperationKind::DecommissionUnit => {
-                Operation::DecommissionUnit { unit: unit_decode(d)?, reason: d.text("reason", TEXT_LENGTH_MAX)? }
-            }
+            OperationKind::DispenseUnit => Operation::DispenseUnit { unit: unit_decode(d)?, recipient: d.array()? },
+            OperationKind::DecommissionUnit => Operation::DecommissionUnit {
+                unit: unit_decode(d)?,
+                reason: Disposition::from_code(d.u8()?).ok_or(DecodeError::Invalid("disposition"))?,
+            },
             OperationKind::RecallLot => Operation::RecallLot {
                 gtin: d.u64()?,
                 lot: d.text("lot", CODE_LENGTH_MAX)?,
-                reason: d.text("reason", TEXT_LENGTH_MAX)?,
+                reason: RecallClass::from_code(d.u8()?).ok_or(DecodeError::Invalid("recall class"))?,
             },
             OperationKind::RevokeActor => Operation::RevokeActor { actor: actor(d)? },
             OperationKind::RotateKey => Operation::RotateKey { new_key: actor(d)? },
             OperationKind::AddOperator => {
                 Operation::AddOperator {
                     actor: actor(d)?,
-                    name: d.text("name", TEXT_LENGTH_MAX)?,
                     approvals: {
                         let count = d.count("approvals", APPROVALS_MAX)?;
                         (0..count)

@@ -79,14 +79,7 @@ impl Genesis {
         for operator in &self.operators {
             state.actors.insert(
                 *operator,
-                Actor {
-                    role: Role::Operator,
-                    name: "genesis operator".into(),
-                    registered_at: 0,
-                    prefixes: Vec::new(),
-                    revoked_at: None,
-                    key: None,
-                },
+                Actor { role: Role::Operator, registered_at: 0, prefixes: Vec::new(), revoked_at: None, key: None },
             );
         }
         state

@@ -7,15 +7,14 @@
 use std::collections::HashMap;
 
 use crate::codec::{Codec, DecodeError, Decoder, EncodeError, Encoder};
-use crate::limits::{
-    CODE_LENGTH_MAX, CONSENTS_PER_GRANTEE_MAX, CONSENT_SCOPE_COUNT_MAX, PREFIXES_PER_ACTOR_MAX, TEXT_LENGTH_MAX,
+use crate::limits::{CODE_LENGTH_MAX, CONSENTS_PER_GRANTEE_MAX, CONSENT_SCOPE_COUNT_MAX, PREFIXES_PER_ACTOR_MAX};
+use crate::model::{
+    ActorKey, Disposition, Hash, Purposes, RecallClass, Role, Timestamp, TxId, UnitId, GS1_PREFIX_LENGTH_MAX,
 };
-use crate::model::{ActorKey, Hash, Purposes, Role, Timestamp, TxId, UnitId, GS1_PREFIX_LENGTH_MAX};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Actor {
     pub role: Role,
-    pub name: String,
     pub registered_at: Timestamp,
     /// A manufacturer's GS1 company prefixes; empty for other roles.
     pub prefixes: Vec<String>,
@@ -52,9 +51,17 @@ pub struct Consent {
 pub enum ClaimStatus {
     Submitted,
     Pended,
-    Approved { amount: u64 },
-    Denied { reason: String },
-    Paid { amount: u64, payment: TxId },
+    Approved {
+        amount: u64,
+    },
+    /// With an X12 Claim Adjustment Reason Code.
+    Denied {
+        reason: u16,
+    },
+    Paid {
+        amount: u64,
+        payment: TxId,
+    },
 }
 
 impl ClaimStatus {
@@ -74,7 +81,6 @@ pub struct Claim {
     pub patient: ActorKey,
     pub provider: ActorKey,
     pub payer: ActorKey,
-    pub service_date: u32,
     pub total: u64,
     pub duplicate_key: Hash,
     pub status: ClaimStatus,
@@ -91,9 +97,16 @@ pub struct Account {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UnitStatus {
     Active,
-    InTransit { to: ActorKey },
-    Dispensed { patient: ActorKey },
-    Decommissioned { reason: String },
+    InTransit {
+        to: ActorKey,
+    },
+    /// To a patient, named only by a keyed commitment (`commitment::recipient_commitment`).
+    Dispensed {
+        recipient: Hash,
+    },
+    Decommissioned {
+        reason: Disposition,
+    },
 }
 
 impl UnitStatus {
@@ -119,7 +132,7 @@ pub struct Unit {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recall {
     pub by: ActorKey,
-    pub reason: String,
+    pub reason: RecallClass,
     pub recalled_at: Timestamp,
 }
 
@@ -292,7 +305,6 @@ fn actor_key(d: &mut Decoder<'_>) -> Result<ActorKey, DecodeError> {
 impl Codec for Actor {
     fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
         e.u8(self.role.code());
-        e.text("name", &self.name, TEXT_LENGTH_MAX)?;
         e.u64(self.registered_at);
         e.count("prefixes", self.prefixes.len(), PREFIXES_PER_ACTOR_MAX)?;
         for prefix in &self.prefixes {
@@ -311,7 +323,6 @@ impl Codec for Actor {
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
         Ok(Self {
             role: Role::from_code(d.u8()?).ok_or(DecodeError::Invalid("role"))?,
-            name: d.text("name", TEXT_LENGTH_MAX)?,
             registered_at: d.u64()?,
             prefixes: {
                 let count = d.count("prefixes", PREFIXES_PER_ACTOR_MAX)?;
@@ -389,7 +400,6 @@ impl Codec for Claim {
         e.array(&self.patient.0);
         e.array(&self.provider.0);
         e.array(&self.payer.0);
-        e.u32(self.service_date);
         e.u64(self.total);
         e.array(&self.duplicate_key);
         e.u64(self.submitted_at);
@@ -402,7 +412,7 @@ impl Codec for Claim {
             }
             ClaimStatus::Denied { reason } => {
                 e.u8(4);
-                e.text("reason", reason, TEXT_LENGTH_MAX)?;
+                e.u16(*reason);
             }
             ClaimStatus::Paid { amount, payment } => {
                 e.u8(5);
@@ -417,7 +427,6 @@ impl Codec for Claim {
             patient: actor_key(d)?,
             provider: actor_key(d)?,
             payer: actor_key(d)?,
-            service_date: d.u32()?,
             total: d.u64()?,
             duplicate_key: d.array()?,
             submitted_at: d.u64()?,
@@ -425,7 +434,7 @@ impl Codec for Claim {
                 1 => ClaimStatus::Submitted,
                 2 => ClaimStatus::Pended,
                 3 => ClaimStatus::Approved { amount: d.u64()? },
-                4 => ClaimStatus::Denied { reason: d.text("reason", TEXT_LENGTH_MAX)? },
+                4 => ClaimStatus::Denied { reason: crate::model::denial_reason_decode(d)? },
                 5 => ClaimStatus::Paid { amount: d.u64()?, payment: d.u128()? },
                 tag => return Err(DecodeError::UnknownTag { field: "claim status", tag }),
             },
@@ -456,13 +465,13 @@ impl Codec for Unit {
                 e.u8(2);
                 e.array(&to.0);
             }
-            UnitStatus::Dispensed { patient } => {
+            UnitStatus::Dispensed { recipient } => {
                 e.u8(3);
-                e.array(&patient.0);
+                e.array(recipient);
             }
             UnitStatus::Decommissioned { reason } => {
                 e.u8(4);
-                e.text("reason", reason, TEXT_LENGTH_MAX)?;
+                e.u8(reason.code());
             }
         }
         Ok(())
@@ -476,8 +485,10 @@ impl Codec for Unit {
             status: match d.u8()? {
                 1 => UnitStatus::Active,
                 2 => UnitStatus::InTransit { to: actor_key(d)? },
-                3 => UnitStatus::Dispensed { patient: actor_key(d)? },
-                4 => UnitStatus::Decommissioned { reason: d.text("reason", TEXT_LENGTH_MAX)? },
+                3 => UnitStatus::Dispensed { recipient: d.array()? },
+                4 => UnitStatus::Decommissioned {
+                    reason: Disposition::from_code(d.u8()?).ok_or(DecodeError::Invalid("disposition"))?,
+                },
                 tag => return Err(DecodeError::UnknownTag { field: "unit status", tag }),
             },
         })
@@ -487,12 +498,16 @@ impl Codec for Unit {
 impl Codec for Recall {
     fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
         e.array(&self.by.0);
-        e.text("reason", &self.reason, TEXT_LENGTH_MAX)?;
+        e.u8(self.reason.code());
         e.u64(self.recalled_at);
         Ok(())
     }
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        Ok(Self { by: actor_key(d)?, reason: d.text("reason", TEXT_LENGTH_MAX)?, recalled_at: d.u64()? })
+        Ok(Self {
+            by: actor_key(d)?,
+            reason: RecallClass::from_code(d.u8()?).ok_or(DecodeError::Invalid("recall class"))?,
+            recalled_at: d.u64()?,
+        })
     }
 }
 

@@ -196,7 +196,7 @@ fn read_block(storage: &dyn Storage, shard: u32, height: u64) -> Result<StoredBl
 ///     nonce: 7,
 ///     signer: signature::actor_key(&operator),
 ///     timestamp: caduceus_engine::ledger::system_clock()(),
-///     operation: Operation::RegisterActor { actor, role: Role::Patient, name: "Ada".into(), prefixes: vec![] },
+///     operation: Operation::RegisterActor { actor, role: Role::Patient, prefixes: vec![] },
 ///     key: None,
 /// };
 /// let register = signature::sign(register, &operator)?;

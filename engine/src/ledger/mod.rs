@@ -238,7 +238,7 @@ impl PendingBatch {
 ///     nonce: 1,
 ///     signer: actor_key(&operator),
 ///     timestamp: now,
-///     operation: Operation::RegisterActor { actor: actor_key(&provider), role: Role::Provider, name: "Clinic".into(), prefixes: vec![] },
+///     operation: Operation::RegisterActor { actor: actor_key(&provider), role: Role::Provider, prefixes: vec![] },
 ///     key: None,
 /// };
 /// let register = sign(register, &operator)?;
@@ -251,7 +251,7 @@ impl PendingBatch {
 ///     nonce: 1,
 ///     signer: actor_key(&operator),
 ///     timestamp: now,
-///     operation: Operation::RegisterActor { actor: actor_key(&provider), role: Role::Payer, name: "Clinic".into(), prefixes: vec![] },
+///     operation: Operation::RegisterActor { actor: actor_key(&provider), role: Role::Payer, prefixes: vec![] },
 ///     key: None,
 /// };
 /// assert_eq!(ledger.submit(vec![sign(again, &operator)?])?, vec![TxResult::Rejected(Reason::Conflict)]);
@@ -349,7 +349,7 @@ impl Ledger {
     /// let now = caduceus_engine::ledger::system_clock()();
     /// let register = |id, signer: &caduceus_engine::signature::SigningKey| {
     ///     let actor = actor_key(&signing_key([id as u8; 32]));
-    ///     let operation = Operation::RegisterActor { actor, role: Role::Provider, name: "Clinic".into(), prefixes: vec![] };
+    ///     let operation = Operation::RegisterActor { actor, role: Role::Provider, prefixes: vec![] };
     ///     sign(Transaction { nonce: id, signer: actor_key(signer), timestamp: now, operation, key: None }, signer)
     /// };
     /// // A stranger's transaction is refused before the ledger: not recorded, nothing burnt.
@@ -486,7 +486,6 @@ impl Ledger {
     /// let register = |actor: &caduceus_engine::signature::SigningKey, role| Operation::RegisterActor {
     ///     actor: actor_key(actor),
     ///     role,
-    ///     name: "someone".into(),
     ///     prefixes: vec![],
     /// };
     /// ledger.submit(vec![tx(1, &operator, register(&patient, Role::Patient))?, tx(2, &operator, register(&nurse, Role::Provider))?])?;

@@ -8,18 +8,15 @@ impl Shard {
     pub(super) fn check_actors(&self, t: &Transaction, plan: &mut Plan) -> Check {
         let now = self.now;
         match &t.operation {
-            Operation::RegisterActor { actor, role, name, prefixes } => {
+            Operation::RegisterActor { actor, role, prefixes } => {
                 // Operators are added by a quorum of operators (`add-operator`), never by one.
-                if name.is_empty() || *role == Role::Operator {
+                if *role == Role::Operator {
                     return Err(Reason::InvalidField);
                 }
                 prefixes_fit(*role, prefixes)?;
-                self.register(*actor, *role, name, prefixes, plan)?;
+                self.register(*actor, *role, prefixes, plan)?;
             }
-            Operation::AddOperator { actor, name, approvals } => {
-                if name.is_empty() {
-                    return Err(Reason::InvalidField);
-                }
+            Operation::AddOperator { actor, approvals } => {
                 self.unlocked(&StateKey::Actor(*actor))?;
                 if self.state.actors.contains_key(actor) {
                     return Err(Reason::ActorExists);
@@ -40,7 +37,7 @@ impl Shard {
                 if (agreed.len() as u32) < self.operator_quorum {
                     return Err(Reason::QuorumNotMet);
                 }
-                self.register(*actor, Role::Operator, name, &[], plan)?;
+                self.register(*actor, Role::Operator, &[], plan)?;
             }
             Operation::RotateKey { new_key } => {
                 // A key that names a registered actor would sign as two.
@@ -80,20 +77,14 @@ impl Shard {
     }
 
     /// Registers a new actor (its key locked for the registration), unless it exists.
-    fn register(&self, actor: ActorKey, role: Role, name: &str, prefixes: &[String], plan: &mut Plan) -> Check {
+    fn register(&self, actor: ActorKey, role: Role, prefixes: &[String], plan: &mut Plan) -> Check {
         let key = StateKey::Actor(actor);
         self.unlocked(&key)?;
         if self.state.actors.contains_key(&actor) {
             return Err(Reason::ActorExists);
         }
-        let registered = Actor {
-            role,
-            name: name.to_owned(),
-            registered_at: self.now,
-            prefixes: prefixes.to_vec(),
-            revoked_at: None,
-            key: None,
-        };
+        let registered =
+            Actor { role, registered_at: self.now, prefixes: prefixes.to_vec(), revoked_at: None, key: None };
         plan.effects.push(Effect::PutActor(actor, registered));
         plan.locks.push(key);
         Ok(())

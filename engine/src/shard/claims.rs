@@ -20,26 +20,20 @@ impl Shard {
                 }
                 plan.effects.push(Effect::Credit { account: signer, amount: *amount, funding: true });
             }
-            Operation::SubmitClaim { claim, patient, payer, service_date, lines } => {
+            Operation::SubmitClaim { claim, patient, payer, total, commitment } => {
                 self.require_role(patient, &[Role::Patient], Reason::UnknownPatient)?;
                 self.require_role(payer, &[Role::Payer], Reason::UnknownActor)?;
-                let total: u64 = lines.iter().map(|l| l.amount).sum();
-                let codes_present = lines.iter().all(|l| !l.procedure.is_empty() && !l.diagnosis.is_empty());
-                if lines.is_empty() || !codes_present || lines.iter().any(|l| l.amount == 0) || total > AMOUNT_MAX {
+                // The service date and codes were checked by the exchange's intake, which made
+                // the commitment: the ledger holds neither.
+                if *total == 0 || *total > AMOUNT_MAX {
                     return Err(Reason::InvalidField);
-                }
-                if !valid_date(*service_date) {
-                    return Err(Reason::InvalidField);
-                }
-                if *service_date > date_of(now) {
-                    return Err(Reason::ServiceDateInFuture);
                 }
                 let key = StateKey::Claim(*patient, *claim);
                 self.unlocked(&key)?;
                 if self.state.claims.contains_key(&(*patient, *claim)) {
                     return Err(Reason::ClaimExists);
                 }
-                let duplicate_key = claim_duplicate_key(patient, &signer, *service_date, lines);
+                let duplicate_key = *commitment;
                 if self.state.claim_keys.contains_key(&duplicate_key) {
                     return Err(Reason::DuplicateClaim);
                 }
@@ -50,8 +44,7 @@ impl Shard {
                         patient: *patient,
                         provider: signer,
                         payer: *payer,
-                        service_date: *service_date,
-                        total,
+                        total: *total,
                         duplicate_key,
                         status: ClaimStatus::Submitted,
                         submitted_at: now,
@@ -73,8 +66,8 @@ impl Shard {
                         ClaimStatus::Approved { amount: *amount }
                     }
                     Adjudication::Approve { .. } => return Err(Reason::AmountMismatch),
-                    Adjudication::Deny { reason } if !reason.is_empty() => {
-                        ClaimStatus::Denied { reason: reason.clone() }
+                    Adjudication::Deny { reason } if (1..=DENIAL_REASON_MAX).contains(reason) => {
+                        ClaimStatus::Denied { reason: *reason }
                     }
                     Adjudication::Deny { .. } => return Err(Reason::InvalidField),
                     Adjudication::Pend => ClaimStatus::Pended,

@@ -26,8 +26,8 @@ use crate::limits::{
     AMOUNT_MAX, BALANCE_MAX, CLOCK_SKEW_MS, CONSENTS_PER_GRANTEE_MAX, FUNDED_MAX, TRANSACTION_VALIDITY_MS,
 };
 use crate::model::{
-    gtin_within_prefix, transaction_id, valid_gs1_prefix, ActorKey, Adjudication, ClaimLine, Family, Hash, Operation,
-    Purpose, Reason, Role, SignedTransaction, Timestamp, Transaction, TxId, TxResult, UnitId,
+    gtin_within_prefix, transaction_id, valid_gs1_prefix, ActorKey, Adjudication, Family, Hash, Operation, Purpose,
+    Reason, Role, SignedTransaction, Timestamp, Transaction, TxId, TxResult, UnitId, DENIAL_REASON_MAX,
 };
 use crate::routing::{participants, shard_of_actor};
 use crate::state::{Actor, Claim, ClaimStatus, Consent, Map, Recall, Record, Set, State, StateKey, Unit, UnitStatus};
@@ -146,26 +146,11 @@ pub fn timestamp_of(date: u32) -> Timestamp {
     (days.max(0) as u64) * 86_400_000
 }
 
-fn valid_date(date: u32) -> bool {
+/// Whether a YYYYMMDD date is one: what an intake checks of a claim's service date before it
+/// commits to it (`commitment::claim_commitment`).
+pub fn valid_date(date: u32) -> bool {
     let (month, day) = (date / 100 % 100, date % 100);
     date >= 1900_01_01 && (1..=12).contains(&month) && (1..=31).contains(&day)
-}
-
-/// The duplicate-detection key of a claim: patient, provider, service date and its codes.
-pub fn claim_duplicate_key(patient: &ActorKey, provider: &ActorKey, service_date: u32, lines: &[ClaimLine]) -> Hash {
-    let mut codes: Vec<(&str, &str)> = lines.iter().map(|l| (l.procedure.as_str(), l.diagnosis.as_str())).collect();
-    codes.sort_unstable();
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&patient.0);
-    hasher.update(&provider.0);
-    hasher.update(&service_date.to_le_bytes());
-    for (procedure, diagnosis) in codes {
-        for code in [procedure, diagnosis] {
-            hasher.update(&(code.len() as u32).to_le_bytes());
-            hasher.update(code.as_bytes());
-        }
-    }
-    *hasher.finalize().as_bytes()
 }
 
 /// What admission reads of a transaction (`Shard::admit_parts`), with its id and body digest:
@@ -473,7 +458,6 @@ impl Shard {
             {
                 let counterparty = match &t.operation {
                     Operation::ShipUnit { to, .. } => Some(*to),
-                    Operation::DispenseUnit { patient, .. } => Some(*patient),
                     _ => None,
                 };
                 let event = CustodyEvent {
@@ -664,7 +648,7 @@ mod tests {
         for (key, role) in [([1; 32], Role::Payer), ([2; 32], Role::Provider), ([3; 32], Role::Patient)] {
             state.actors.insert(
                 ActorKey(key),
-                Actor { role, name: "x".into(), registered_at: 0, prefixes: Vec::new(), revoked_at: None, key: None },
+                Actor { role, registered_at: 0, prefixes: Vec::new(), revoked_at: None, key: None },
             );
         }
         state.accounts.insert(ActorKey([1; 32]), payer);
@@ -673,7 +657,6 @@ mod tests {
             patient: ActorKey([3; 32]),
             provider: ActorKey([2; 32]),
             payer: ActorKey([1; 32]),
-            service_date: 2026_01_01,
             total: approved,
             duplicate_key: [0; 32],
             status: ClaimStatus::Approved { amount: approved },

@@ -61,28 +61,26 @@ impl Shard {
                 received.status = UnitStatus::Active;
                 plan.effects.push(Effect::PutUnit(unit.clone(), received));
             }
-            Operation::DispenseUnit { unit, patient } => {
+            Operation::DispenseUnit { unit, recipient } => {
+                // The recipient is a commitment the dispenser's record explains off the ledger:
+                // that a patient received this drug is health data.
                 let current = self.custodied_unit(unit, &signer)?;
-                self.require_role(patient, &[Role::Patient], Reason::UnknownPatient)?;
                 self.not_recalled(unit.gtin, &current.lot)?;
                 if now >= current.expiry {
                     return Err(Reason::UnitExpired);
                 }
                 let mut dispensed = current.clone();
-                dispensed.status = UnitStatus::Dispensed { patient: *patient };
+                dispensed.status = UnitStatus::Dispensed { recipient: *recipient };
                 plan.effects.push(Effect::PutUnit(unit.clone(), dispensed));
             }
             Operation::DecommissionUnit { unit, reason } => {
                 let current = self.custodied_unit(unit, &signer)?;
-                if reason.is_empty() {
-                    return Err(Reason::InvalidField);
-                }
                 let mut retired = current.clone();
-                retired.status = UnitStatus::Decommissioned { reason: reason.clone() };
+                retired.status = UnitStatus::Decommissioned { reason: *reason };
                 plan.effects.push(Effect::PutUnit(unit.clone(), retired));
             }
             Operation::RecallLot { gtin, lot, reason } => {
-                if lot.is_empty() || reason.is_empty() {
+                if lot.is_empty() {
                     return Err(Reason::InvalidField);
                 }
                 // A regulator recalls any lot; a manufacturer only its own products'.
@@ -97,7 +95,7 @@ impl Shard {
                 plan.effects.push(Effect::PutRecall(
                     *gtin,
                     lot.clone(),
-                    Recall { by: signer, reason: reason.clone(), recalled_at: now },
+                    Recall { by: signer, reason: *reason, recalled_at: now },
                 ));
                 plan.locks.push(key);
             }

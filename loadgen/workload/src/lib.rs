@@ -11,8 +11,10 @@ pub mod file;
 
 use std::collections::{HashMap, VecDeque};
 
+use caduceus_engine::commitment::{claim_commitment, recipient_commitment, CommitmentKey};
 use caduceus_engine::model::{
-    ActorKey, Adjudication, ClaimLine, Operation, Purpose, Purposes, Role, Transaction, UnitId,
+    ActorKey, Adjudication, ClaimLine, EmergencyReason, Operation, Purpose, Purposes, RecallClass, Role, Transaction,
+    UnitId,
 };
 use caduceus_engine::routing::shard_of_actor;
 use caduceus_engine::signature::SigningKey;
@@ -173,6 +175,8 @@ pub struct Workload {
     now: u64,
     next_id: u64,
     keys: HashMap<ActorKey, SigningKey>,
+    /// The exchange's commitment secret, as its intake would hold it.
+    commitment_key: CommitmentKey,
     operator: ActorKey,
     patients: Vec<ActorKey>,
     providers: Vec<ActorKey>,
@@ -198,8 +202,10 @@ pub struct Workload {
 
 const RESOURCE_TYPES: [&str; 6] =
     ["Observation", "Condition", "MedicationRequest", "DiagnosticReport", "Immunization", "Encounter"];
-const PROCEDURES: [&str; 8] = ["99213", "99214", "80053", "85025", "93000", "71046", "36415", "G0439"];
-const DIAGNOSES: [&str; 8] = ["E11.9", "I10", "J06.9", "M54.5", "Z00.00", "E78.5", "F41.1", "K21.9"];
+/// The procedure codes the mix bills (they reach the ledger only inside commitments).
+pub const PROCEDURES: [&str; 8] = ["99213", "99214", "80053", "85025", "93000", "71046", "36415", "G0439"];
+/// The diagnosis codes the mix bills (they reach the ledger only inside commitments).
+pub const DIAGNOSES: [&str; 8] = ["E11.9", "I10", "J06.9", "M54.5", "Z00.00", "E78.5", "F41.1", "K21.9"];
 
 impl Workload {
     /// A population; `now` is the commit-time horizon that consents and expiries are set around.
@@ -232,6 +238,9 @@ impl Workload {
             now,
             next_id: 0,
             keys,
+            commitment_key: CommitmentKey::new(
+                *blake3::hash(&[b"caduceus.workload.commitment.".as_slice(), &seed.to_le_bytes()].concat()).as_bytes(),
+            ),
             operator,
             patients,
             providers,
@@ -273,6 +282,32 @@ impl Workload {
         self.operator = actor_key(&key);
         self.keys.insert(self.operator, key);
         self
+    }
+
+    /// The exchange's secret for claim and dispense commitments (`caduceus_engine::commitment`).
+    pub fn commitment_key(&self) -> &CommitmentKey {
+        &self.commitment_key
+    }
+
+    /// The member directory the exchange keeps off the ledger: each actor's name. The ledger
+    /// knows actors by key alone.
+    pub fn directory(&self) -> Vec<(ActorKey, String)> {
+        let (m, d) = (self.config.manufacturers, self.config.distributors);
+        let mut names = vec![(self.regulator, "National drug regulator".to_owned())];
+        names.extend(self.patients.iter().enumerate().map(|(i, a)| (*a, format!("Patient {i}"))));
+        names.extend(self.providers.iter().enumerate().map(|(i, a)| (*a, format!("Provider {i}"))));
+        names.extend(self.payers.iter().enumerate().map(|(i, a)| (*a, format!("Payer {i}"))));
+        names.extend(self.supply.iter().enumerate().map(|(i, a)| {
+            let kind = if i < m {
+                "Manufacturer"
+            } else if i < m + d {
+                "Distributor"
+            } else {
+                "Pharmacy"
+            };
+            (*a, format!("{kind} {i}"))
+        }));
+        names
     }
 
     /// The genesis operator, who registers everyone else.
@@ -327,19 +362,19 @@ impl Workload {
     /// goes in a later round: submit the first part and wait before the second.
     pub fn setup(&mut self) -> [Vec<Transaction>; 2] {
         let mut out = Vec::new();
-        let mut register = |w: &mut Self, actor: ActorKey, role: Role, name: String, prefixes: Vec<String>| {
-            let t = w.transaction(w.operator, Operation::RegisterActor { actor, role, name, prefixes });
+        let mut register = |w: &mut Self, actor: ActorKey, role: Role, prefixes: Vec<String>| {
+            let t = w.transaction(w.operator, Operation::RegisterActor { actor, role, prefixes });
             out.push(t);
         };
-        register(self, self.regulator, Role::Regulator, "National drug regulator".into(), Vec::new());
-        for (i, a) in self.patients.clone().into_iter().enumerate() {
-            register(self, a, Role::Patient, format!("Patient {i}"), Vec::new());
+        register(self, self.regulator, Role::Regulator, Vec::new());
+        for a in self.patients.clone() {
+            register(self, a, Role::Patient, Vec::new());
         }
-        for (i, a) in self.providers.clone().into_iter().enumerate() {
-            register(self, a, Role::Provider, format!("Provider {i}"), Vec::new());
+        for a in self.providers.clone() {
+            register(self, a, Role::Provider, Vec::new());
         }
-        for (i, a) in self.payers.clone().into_iter().enumerate() {
-            register(self, a, Role::Payer, format!("Payer {i}"), Vec::new());
+        for a in self.payers.clone() {
+            register(self, a, Role::Payer, Vec::new());
         }
         let (m, d) = (self.config.manufacturers, self.config.distributors);
         for (i, a) in self.supply.clone().into_iter().enumerate() {
@@ -351,7 +386,7 @@ impl Workload {
                 Role::Dispenser
             };
             let prefixes = if role == Role::Manufacturer { vec![manufacturer_prefix(i)] } else { Vec::new() };
-            register(self, a, role, format!("{role} {i}"), prefixes);
+            register(self, a, role, prefixes);
         }
         let mut funding = Vec::new();
         for payer in self.payers.clone() {
@@ -430,7 +465,7 @@ impl Workload {
         if roll < 0.08 {
             let index = self.provider();
             let provider = self.providers[index];
-            let reason = "unconscious patient in emergency department".to_owned();
+            let reason = EmergencyReason::Unresponsive;
             return self.transaction(provider, Operation::EmergencyAccess { record, patient: patient_key, reason });
         }
         // Mostly a provider reading a record of a patient who consented to it; sometimes one
@@ -487,7 +522,8 @@ impl Workload {
                 self.approved.push_back((claim, patient, provider, payer, total));
                 Adjudication::Approve { amount: total - total / 10 }
             } else {
-                Adjudication::Deny { reason: "CO-50 not medically necessary".into() }
+                // X12 CARC 50: not deemed a medical necessity.
+                Adjudication::Deny { reason: 50 }
             };
             return self.transaction(
                 self.payers[payer],
@@ -510,8 +546,7 @@ impl Workload {
             let (patient, provider, service_date, lines) =
                 self.submitted_keys[self.rng.below(self.submitted_keys.len())].clone();
             let payer = self.payers[0];
-            let operation =
-                Operation::SubmitClaim { claim, patient: self.patients[patient], payer, service_date, lines };
+            let operation = self.submission(claim, patient, provider, payer, service_date, &lines);
             return self.transaction(self.providers[provider], operation);
         }
         let (patient, provider, payer) = self.claim_parties();
@@ -528,14 +563,24 @@ impl Workload {
         if self.submitted_keys.len() < 10_000 {
             self.submitted_keys.push((patient, provider, service_date, lines.clone()));
         }
-        let operation = Operation::SubmitClaim {
-            claim,
-            patient: self.patients[patient],
-            payer: self.payers[payer],
-            service_date,
-            lines,
-        };
+        let operation = self.submission(claim, patient, provider, self.payers[payer], service_date, &lines);
         self.transaction(self.providers[provider], operation)
+    }
+
+    /// A claim as the ledger holds it: its total and the exchange intake's commitment to the
+    /// service; the date and codes stay off the ledger.
+    fn submission(
+        &self,
+        claim: u128,
+        patient: usize,
+        provider: usize,
+        payer: ActorKey,
+        service_date: u32,
+        lines: &[ClaimLine],
+    ) -> Operation {
+        let (patient, provider) = (self.patients[patient], self.providers[provider]);
+        let commitment = claim_commitment(&self.commitment_key, &patient, &provider, service_date, lines);
+        Operation::SubmitClaim { claim, patient, payer, total: lines.iter().map(|l| l.amount).sum(), commitment }
     }
 
     /// A new claim's patient, provider and payer. With a cross-shard share set, the claim is
@@ -570,7 +615,7 @@ impl Workload {
         // A recall applies on every shard, so a workload with no cross-shard share has none.
         if roll < 0.002 && !self.lots.is_empty() && self.config.cross_shard != Some(0.0) {
             let (gtin, lot) = self.lots[self.rng.below(self.lots.len())].clone();
-            let reason = "Class I recall: particulate matter".to_owned();
+            let reason = RecallClass::ClassI;
             self.recalled.insert((gtin, lot.clone()));
             return self.transaction(self.regulator, Operation::RecallLot { gtin, lot, reason });
         }
@@ -618,8 +663,9 @@ impl Workload {
             }
             _ => {
                 let patient = self.patients[self.rng.below(self.patients.len())];
+                let recipient = recipient_commitment(&self.commitment_key, &patient, &id);
                 self.units.swap_remove(index);
-                return self.transaction(holder, Operation::DispenseUnit { unit: id, patient });
+                return self.transaction(holder, Operation::DispenseUnit { unit: id, recipient });
             }
         };
         // The custodian ships; the addressee (now `custodian`) receives.
