@@ -101,3 +101,159 @@ fn a_demo_ledger_holds_none_of_its_population_s_names_codes_or_dates() {
         assert!(!contains(&everything, needle), "{what} is on the ledger");
     }
 }
+
+mod payloads {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use caduceus_engine::model::{Purpose, Purposes, Reason};
+    use caduceus_engine::payload::{FileKek, KeyEncryptionKey, PayloadError, PayloadStore};
+    use caduceus_engine::storage::RocksStorage;
+    use caduceus_engine::Operation;
+
+    use crate::support::{check, committed, rejected, World, DAY, START};
+
+    /// A real FHIR R4 resource from the shared corpus.
+    fn observation() -> Vec<u8> {
+        std::fs::read("data/fhir-r4-examples-hl7/Observation-10minute-apgar-score.json")
+            .or_else(|_| std::fs::read("tests/data/fhir-r4-examples-hl7/Observation-10minute-apgar-score.json"))
+            .expect("the corpus's FHIR example")
+    }
+
+    fn store(directory: &Path) -> PayloadStore {
+        let kek = FileKek::open_or_create(&directory.join("kek")).unwrap();
+        PayloadStore::open(&directory.join("payloads"), Box::new(kek)).unwrap()
+    }
+
+    fn register(world: &World, record: u128, content_hash: [u8; 32]) -> Operation {
+        Operation::RegisterRecord {
+            record,
+            patient: world.patient.id,
+            content_hash,
+            resource_type: "Observation".into(),
+        }
+    }
+
+    fn access(world: &World, record: u128, purpose: Purpose) -> Operation {
+        Operation::AccessRecord { record, patient: world.patient.id, purpose }
+    }
+
+    /// The patient reads its own payload; a provider without consent is refused (and the
+    /// attempt is in the patient's report), then reads it once consent is granted; a changed
+    /// ciphertext is refused as not matching the ledger; only an access reads.
+    #[test]
+    fn a_payload_is_read_only_through_a_permitted_access_and_checked_against_the_ledger() {
+        let directory = tempfile::tempdir().unwrap();
+        let store = store(directory.path());
+        let world = World::new();
+        let ledger = world.ledger(4);
+        let payload = observation();
+        let hash = store.put(&world.patient.id, 11, &payload).unwrap();
+        check(&world, &ledger, &[(&world.doctor, register(&world, 11, hash), committed())]);
+        // Encrypted at rest.
+        let stored =
+            std::fs::read(directory.path().join("payloads/objects").join(caduceus_engine::model::hex(&hash))).unwrap();
+        assert!(!super::contains(&stored, &payload[..64]));
+
+        let read = store.read(&ledger, world.tx(&world.patient, access(&world, 11, Purpose::PatientRequest))).unwrap();
+        assert_eq!(read.as_slice(), payload.as_slice());
+        let refused = store.read(&ledger, world.tx(&world.nurse, access(&world, 11, Purpose::Treatment)));
+        assert!(matches!(refused, Err(PayloadError::Refused(Reason::ConsentMissing))), "{refused:?}");
+        let grant = Operation::GrantConsent {
+            consent: 1,
+            patient: world.patient.id,
+            grantee: world.nurse.id,
+            scope: vec!["Observation".into()],
+            purposes: Purposes::of(&[Purpose::Treatment]),
+            valid_from: START - DAY,
+            valid_until: START + DAY,
+        };
+        check(&world, &ledger, &[(&world.patient, grant, committed())]);
+        let read = store.read(&ledger, world.tx(&world.nurse, access(&world, 11, Purpose::Treatment))).unwrap();
+        assert_eq!(read.as_slice(), payload.as_slice());
+        let report = ledger.access_report(&world.patient.id, None, 10).unwrap();
+        let seen: Vec<(bool, bool)> =
+            report.entries.iter().map(|e| (e.accessor == world.nurse.id, e.permitted())).collect();
+        assert_eq!(seen, vec![(true, true), (true, false), (false, true)], "newest first");
+
+        let not_an_access = store.read(&ledger, world.tx(&world.doctor, register(&world, 12, hash)));
+        assert!(matches!(not_an_access, Err(PayloadError::WrongOperation("register-record"))));
+        let object = directory.path().join("payloads/objects").join(caduceus_engine::model::hex(&hash));
+        let mut changed = std::fs::read(&object).unwrap();
+        changed[40] ^= 1;
+        std::fs::write(&object, changed).unwrap();
+        let damaged = store.read(&ledger, world.tx(&world.patient, access(&world, 11, Purpose::PatientRequest)));
+        assert!(matches!(damaged, Err(PayloadError::Damaged(_))), "{damaged:?}");
+    }
+
+    fn every_file(directory: &Path, out: &mut Vec<(std::path::PathBuf, Vec<u8>)>) {
+        for entry in std::fs::read_dir(directory).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                every_file(&path, out);
+            } else {
+                out.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+
+    /// As an auditor would test it: after the patient erases a record, no file under the
+    /// ledger's and the payload store's directories holds the data key, the wrapped data key
+    /// or any run of the payload's plaintext; the access report shows the erasure; nobody
+    /// reads it again; and the ledger still verifies, its proofs too.
+    #[test]
+    fn an_erased_record_leaves_no_key_or_plaintext_in_any_file_and_the_ledger_still_verifies() {
+        let directory = tempfile::tempdir().unwrap();
+        let store = store(directory.path());
+        let kek = FileKek::open_or_create(&directory.path().join("kek")).unwrap();
+        let world = World::new();
+        let ledger_directory = directory.path().join("ledger");
+        let storage = Arc::new(RocksStorage::open(&ledger_directory).unwrap());
+        let ledger = world.ledger_with(storage.clone(), 4, None);
+        let payload = observation();
+        let hash = store.put(&world.patient.id, 11, &payload).unwrap();
+        let registration = world.tx(&world.doctor, register(&world, 11, hash));
+        assert!(ledger.submit(vec![registration.clone()]).unwrap()[0].is_committed());
+        assert!(store.read(&ledger, world.tx(&world.patient, access(&world, 11, Purpose::PatientRequest))).is_ok());
+
+        // What must not survive: the data key, the wrapped key (the KEK opens it) and the plaintext.
+        let wrapped =
+            std::fs::read(directory.path().join("payloads/keys").join(caduceus_engine::model::hex(&hash))).unwrap();
+        let context = [b"caduceus.payload.1".as_slice(), &world.patient.id.0, &11u128.to_be_bytes(), &hash].concat();
+        let data_key = kek.unwrap(&wrapped, &context).expect("the KEK opens the stored data key");
+        let runs: Vec<&[u8]> = payload.chunks(32).filter(|run| run.len() == 32).collect();
+        let search = |what: &[u8]| -> Vec<std::path::PathBuf> {
+            let mut files = Vec::new();
+            every_file(&ledger_directory, &mut files);
+            every_file(&directory.path().join("payloads"), &mut files);
+            files.into_iter().filter(|(_, bytes)| super::contains(bytes, what)).map(|(path, _)| path).collect()
+        };
+        assert!(!search(&wrapped).is_empty(), "the search finds the wrapped key while the record stands");
+        assert!(runs.iter().all(|run| search(run).is_empty()), "the payload is encrypted at rest");
+
+        let erase = Operation::EraseRecord { record: 11, patient: world.patient.id };
+        assert_eq!(store.erase(&ledger, world.tx(&world.patient, erase.clone())).unwrap(), 1);
+        let again = store.read(&ledger, world.tx(&world.patient, access(&world, 11, Purpose::PatientRequest)));
+        assert!(matches!(again, Err(PayloadError::Erased)), "{again:?}");
+        let amend = Operation::AmendRecord { record: 11, patient: world.patient.id, content_hash: [9; 32] };
+        check(&world, &ledger, &[(&world.doctor, amend, rejected(Reason::RecordErased))]);
+        let newest = ledger.access_report(&world.patient.id, None, 10).unwrap().entries;
+        assert!(newest.iter().any(|e| e.erasure && e.accessor == world.patient.id && e.permitted()), "{newest:?}");
+        // Another patient cannot erase it.
+        check(&world, &ledger, &[(&world.other_patient, erase, rejected(Reason::NotThePatient))]);
+        drop(ledger);
+
+        assert!(search(data_key.as_ref()).is_empty(), "the data key is in a file");
+        assert!(search(&wrapped).is_empty(), "the wrapped data key is still in a file");
+        for run in &runs {
+            assert!(search(run).is_empty(), "plaintext of the payload is still in a file");
+        }
+        let report = caduceus_engine::verify::verify_storage(storage.as_ref()).unwrap();
+        assert!(report.is_intact(), "{:?}", report.problems);
+        let ledger =
+            caduceus_engine::Ledger::builder().clock(world.clock()).open_on(storage, &world.config(4)).unwrap();
+        let proof = ledger.prove(registration.id()).unwrap().expect("the registration stays provable");
+        let checkpoint = ledger.checkpoint_at(proof.checkpoint_round).unwrap().unwrap();
+        proof.verify(&checkpoint.hash()).unwrap();
+    }
+}

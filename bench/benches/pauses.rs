@@ -21,6 +21,7 @@ fn record(version: u32) -> Record {
         previous_hash: [0; 32],
         version,
         updated_at: 0,
+        erased_at: None,
     }
 }
 

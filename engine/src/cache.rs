@@ -42,7 +42,9 @@ enum Need {
 fn needs(transaction: &SignedTransaction, shards: u32, out: &mut Vec<Need>) {
     let patient_shard = |patient: &ActorKey| shard_of_actor(patient, shards);
     match &transaction.transaction.operation {
-        Operation::RegisterRecord { record, patient, .. } | Operation::AmendRecord { record, patient, .. } => {
+        Operation::RegisterRecord { record, patient, .. }
+        | Operation::AmendRecord { record, patient, .. }
+        | Operation::EraseRecord { record, patient } => {
             out.push(Need::Entry(patient_shard(patient), StateKey::Record(*patient, *record)));
         }
         Operation::AccessRecord { record, patient, .. } | Operation::EmergencyAccess { record, patient, .. } => {

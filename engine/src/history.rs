@@ -64,6 +64,8 @@ pub struct AccessEntry {
     pub result: TxResult,
     /// An emergency access, flagged for review.
     pub break_glass: bool,
+    /// Not a read: the record's erasure (`erase-record`), by the patient or an operator.
+    pub erasure: bool,
 }
 
 impl AccessEntry {
@@ -82,6 +84,7 @@ impl Codec for AccessEntry {
         e.u64(self.time);
         e.u16(self.result.code());
         e.bool(self.break_glass);
+        e.bool(self.erasure);
         Ok(())
     }
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
@@ -96,6 +99,7 @@ impl Codec for AccessEntry {
             time: d.u64()?,
             result: TxResult::from_code(d.u16()?).ok_or(DecodeError::Invalid("result"))?,
             break_glass: d.bool("break_glass")?,
+            erasure: d.bool("erasure")?,
         })
     }
 }

@@ -34,6 +34,7 @@ pub mod limits;
 pub mod model;
 #[doc(hidden)]
 pub mod participant;
+pub mod payload;
 #[doc(hidden)]
 pub mod reads;
 #[doc(hidden)]

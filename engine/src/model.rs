@@ -361,6 +361,15 @@ pub enum Operation {
         /// Why it is read.
         purpose: Purpose,
     },
+    /// The patient (or an operator, on a legal order) erases a record: the ledger marks it
+    /// erased and the payload store destroys its data keys (crypto-shredding). The entries
+    /// about it stay, and every chain and proof still checks; nobody can read it again.
+    EraseRecord {
+        /// The record's id.
+        record: u128,
+        /// Whose record it is.
+        patient: ActorKey,
+    },
     /// A provider reads a record without consent in an emergency; permitted, logged and flagged.
     EmergencyAccess {
         /// The record's id.
@@ -570,11 +579,13 @@ pub enum OperationKind {
     AddOperator = 20,
     /// `Operation::RotateKey`.
     RotateKey = 21,
+    /// `Operation::EraseRecord`.
+    EraseRecord = 22,
 }
 
 impl OperationKind {
     /// Every kind, in tag order: tags run from 1 without gaps (a test checks it).
-    pub const ALL: [OperationKind; 21] = [
+    pub const ALL: [OperationKind; 22] = [
         OperationKind::RegisterActor,
         OperationKind::RegisterRecord,
         OperationKind::AmendRecord,
@@ -596,6 +607,7 @@ impl OperationKind {
         OperationKind::ChangeRole,
         OperationKind::AddOperator,
         OperationKind::RotateKey,
+        OperationKind::EraseRecord,
     ];
 
     /// The kind with this wire tag, if any.
@@ -632,6 +644,7 @@ impl OperationKind {
             OperationKind::ChangeRole => "change-role",
             OperationKind::AddOperator => "add-operator",
             OperationKind::RotateKey => "rotate-key",
+            OperationKind::EraseRecord => "erase-record",
         }
     }
 
@@ -675,6 +688,7 @@ impl OperationKind {
             OperationKind::DispenseUnit => &[Role::Dispenser],
             OperationKind::RecallLot => &[Role::Manufacturer, Role::Regulator],
             OperationKind::RotateKey => Role::ALL,
+            OperationKind::EraseRecord => &[Role::Patient, Role::Operator],
         }
     }
 
@@ -691,7 +705,8 @@ impl OperationKind {
             | OperationKind::GrantConsent
             | OperationKind::RevokeConsent
             | OperationKind::AccessRecord
-            | OperationKind::EmergencyAccess => Family::Records,
+            | OperationKind::EmergencyAccess
+            | OperationKind::EraseRecord => Family::Records,
             OperationKind::FundAccount
             | OperationKind::SubmitClaim
             | OperationKind::AdjudicateClaim
@@ -731,6 +746,7 @@ impl Operation {
             Operation::ChangeRole { .. } => OperationKind::ChangeRole,
             Operation::AddOperator { .. } => OperationKind::AddOperator,
             Operation::RotateKey { .. } => OperationKind::RotateKey,
+            Operation::EraseRecord { .. } => OperationKind::EraseRecord,
         }
     }
 
@@ -878,6 +894,10 @@ impl Codec for Operation {
                 e.u8(reason.code());
             }
             Operation::RevokeActor { actor } => e.array(&actor.0),
+            Operation::EraseRecord { record, patient } => {
+                e.u128(*record);
+                e.array(&patient.0);
+            }
             Operation::RotateKey { new_key } => e.array(&new_key.0),
             Operation::AddOperator { actor, approvals } => {
                 e.array(&actor.0);
@@ -995,6 +1015,7 @@ impl Codec for Operation {
                 reason: RecallClass::from_code(d.u8()?).ok_or(DecodeError::Invalid("recall class"))?,
             },
             OperationKind::RevokeActor => Operation::RevokeActor { actor: actor(d)? },
+            OperationKind::EraseRecord => Operation::EraseRecord { record: d.u128()?, patient: actor(d)? },
             OperationKind::RotateKey => Operation::RotateKey { new_key: actor(d)? },
             OperationKind::AddOperator => {
                 Operation::AddOperator {
@@ -1178,6 +1199,8 @@ code_enum! {
         RoleNotPermitted = 11 => "role-not-permitted",
         /// A patient signed for another patient's consents.
         NotThePatient = 18 => "not-the-patient",
+        /// The record was erased: its payload can no longer be read, and nothing more happens to it.
+        RecordErased = 32 => "record-erased",
         /// The actor's registration is revoked already.
         ActorRevoked = 19 => "actor-revoked",
         /// Fewer operators than the ledger's quorum agreed to add an operator.

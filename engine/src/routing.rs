@@ -42,6 +42,7 @@ pub fn participants(transaction: &Transaction, shard_count: u32) -> Vec<u32> {
         | Operation::RevokeConsent { patient, .. }
         | Operation::AccessRecord { patient, .. }
         | Operation::EmergencyAccess { patient, .. }
+        | Operation::EraseRecord { patient, .. }
         | Operation::SubmitClaim { patient, .. }
         | Operation::AdjudicateClaim { patient, .. } => vec![actor(patient)],
         Operation::FundAccount { .. } => vec![actor(&transaction.signer)],

@@ -34,6 +34,8 @@ pub struct Record {
     pub previous_hash: Hash,
     pub version: u32,
     pub updated_at: Timestamp,
+    /// When it was erased (`erase-record`): its payload's keys are destroyed.
+    pub erased_at: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -343,6 +345,10 @@ impl Codec for Record {
         e.array(&self.previous_hash);
         e.u32(self.version);
         e.u64(self.updated_at);
+        e.bool(self.erased_at.is_some());
+        if let Some(at) = self.erased_at {
+            e.u64(at);
+        }
         Ok(())
     }
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
@@ -354,6 +360,7 @@ impl Codec for Record {
             previous_hash: d.array()?,
             version: d.u32()?,
             updated_at: d.u64()?,
+            erased_at: if d.bool("erased")? { Some(d.u64()?) } else { None },
         })
     }
 }
@@ -941,6 +948,7 @@ mod tests {
             previous_hash: [0; 32],
             version: 1,
             updated_at: 0,
+            erased_at: None,
         }
     }
 

@@ -46,7 +46,7 @@ use self::persist_stage::Durable;
 use crate::block::{Checkpoint, Proof};
 use crate::cache::StateCache;
 pub use crate::cache::StorageReads;
-use crate::codec::DecodeError;
+use crate::codec::{Codec, DecodeError};
 use crate::history::{AccessEntry, Cursor, CustodyEvent, Page, TxLocation};
 use crate::layout;
 use crate::limits::BATCH_TRANSACTIONS_MAX;
@@ -54,7 +54,7 @@ use crate::model::{ActorKey, Hash, SignedTransaction, Timestamp, TxId, TxResult,
 use crate::reads;
 use crate::routing::{shard_of_actor, shard_of_unit};
 use crate::shard::Shard;
-use crate::state::{Account, Actor, Claim, Recall, StateKey, Unit};
+use crate::state::{Account, Actor, Claim, Recall, Record, StateKey, Unit};
 use crate::storage::{Storage, StorageError};
 
 /// The source of commit time: milliseconds since the Unix epoch.
@@ -442,13 +442,28 @@ impl Ledger {
         })
     }
 
+    /// A record, looked up on its patient's shard.
+    pub fn record(&self, patient: &ActorKey, record: u128) -> Result<Option<Record>, QueryError> {
+        self.patient_entry(patient, StateKey::Record(*patient, record), |state| state.records.get(&(*patient, record)))
+    }
+
     /// A claim, looked up on its patient's shard.
     pub fn claim(&self, patient: &ActorKey, claim: u128) -> Result<Option<Claim>, QueryError> {
+        self.patient_entry(patient, StateKey::Claim(*patient, claim), |state| state.claims.get(&(*patient, claim)))
+    }
+
+    /// An entry on the patient's shard: in memory, or (with a state cache) read from storage.
+    fn patient_entry<T: Clone + Codec>(
+        &self,
+        patient: &ActorKey,
+        key: StateKey,
+        resident: impl Fn(&crate::state::State) -> Option<&T>,
+    ) -> Result<Option<T>, QueryError> {
         self.read_durable(|core| {
             let shard = shard_of_actor(patient, core.genesis.shards);
-            match core.shards[shard as usize].state().claims.get(&(*patient, claim)) {
-                Some(claim) => Ok(Some(claim.clone())),
-                None => core.stored(shard, &StateKey::Claim(*patient, claim)),
+            match resident(core.shards[shard as usize].state()) {
+                Some(entry) => Ok(Some(entry.clone())),
+                None => core.stored(shard, &key),
             }
         })
     }

@@ -430,14 +430,18 @@ impl Shard {
             self.index_writes.push((layout::transaction(transaction.id()), location.encode().expect("fixed size")));
         }
         match &t.operation {
-            // Logged when the record is the patient's, whether the access was permitted or not.
-            Operation::AccessRecord { record, patient, .. } | Operation::EmergencyAccess { record, patient, .. }
+            // Logged when the record is the patient's, whether the access was permitted or not;
+            // an erasure too, so the patient's report shows it.
+            Operation::AccessRecord { record, patient, .. }
+            | Operation::EmergencyAccess { record, patient, .. }
+            | Operation::EraseRecord { record, patient }
                 if self.state.records.contains_key(&(*patient, *record)) =>
             {
                 let purpose = match &t.operation {
                     Operation::AccessRecord { purpose, .. } => Some(*purpose),
                     _ => None,
                 };
+                let erasure = matches!(t.operation, Operation::EraseRecord { .. });
                 let entry = AccessEntry {
                     transaction: transaction.id(),
                     record: *record,
@@ -445,7 +449,8 @@ impl Shard {
                     purpose,
                     time: self.now,
                     result,
-                    break_glass: purpose.is_none(),
+                    break_glass: purpose.is_none() && !erasure,
+                    erasure,
                 };
                 self.index_writes.push((layout::access(patient, height, index), entry.encode().expect("bounded")));
             }

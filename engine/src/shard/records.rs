@@ -27,11 +27,12 @@ impl Shard {
                         previous_hash: [0; 32],
                         version: 1,
                         updated_at: now,
+                        erased_at: None,
                     },
                 ));
             }
             Operation::AmendRecord { record, patient, content_hash } => {
-                let current = self.state.records.get(&(*patient, *record)).ok_or(Reason::UnknownRecord)?;
+                let current = self.live_record(patient, *record)?;
                 if current.custodian != signer {
                     return Err(Reason::NotCustodian);
                 }
@@ -67,18 +68,36 @@ impl Shard {
                 plan.effects.push(Effect::PutConsent(*consent, revoked));
             }
             Operation::AccessRecord { record, patient, purpose } => {
-                let current = self.state.records.get(&(*patient, *record)).ok_or(Reason::UnknownRecord)?;
+                let current = self.live_record(patient, *record)?;
                 // A patient reads their own records, and a custodian the records it holds, without consent.
                 if signer != *patient && signer != current.custodian {
                     self.consent_covers(patient, &signer, &current.resource_type, *purpose)?;
                 }
             }
             Operation::EmergencyAccess { record, patient, .. } => {
-                self.state.records.get(&(*patient, *record)).ok_or(Reason::UnknownRecord)?;
+                self.live_record(patient, *record)?;
+            }
+            Operation::EraseRecord { record, patient } => {
+                // The patient erases its own record; an operator erases on a legal order.
+                if self.role(&signer) == Some(Role::Patient) && signer != *patient {
+                    return Err(Reason::NotThePatient);
+                }
+                let mut erased = self.live_record(patient, *record)?.clone();
+                erased.erased_at = Some(now);
+                plan.effects.push(Effect::PutRecord(*record, erased));
             }
             other => unreachable!("{} is not in the records family", other.name()),
         }
         Ok(())
+    }
+
+    /// A record that exists and is not erased.
+    fn live_record(&self, patient: &ActorKey, record: u128) -> Check<&Record> {
+        let current = self.state.records.get(&(*patient, record)).ok_or(Reason::UnknownRecord)?;
+        if current.erased_at.is_some() {
+            return Err(Reason::RecordErased);
+        }
+        Ok(current)
     }
 
     /// Whether a consent of the patient lets the grantee read this type of record for this purpose now.

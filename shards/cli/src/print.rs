@@ -17,7 +17,11 @@ pub fn when(ms: u64) -> String {
 
 /// One line of an access report, every field named.
 pub fn access(entry: &AccessEntry) {
-    let purpose = entry.purpose.map_or("emergency", |p| p.as_str());
+    let purpose = match entry.purpose {
+        Some(purpose) => purpose.as_str(),
+        None if entry.erasure => "erasure",
+        None => "emergency",
+    };
     println!(
         "{} record={} accessor={} purpose={purpose} result={} break_glass={} tx={}",
         when(entry.time),

@@ -1,0 +1,362 @@
+//! The payload store: the health data a record's hash stands for, beside the ledger, encrypted.
+//!
+//! Each payload (a FHIR resource, a claim) is encrypted with its own random data key
+//! (XChaCha20-Poly1305, a random 192-bit nonce, the patient and record as associated data), and
+//! the ledger registers the blake3 hash of the ciphertext. The data key is kept only wrapped
+//! under the exchange's key-encryption key (`KeyEncryptionKey`: a file here; an HSM or a KMS
+//! behind the same trait). A payload is read only through an access the ledger commits as
+//! permitted, and the ciphertext is checked against the hash on the ledger before it is
+//! decrypted. Erasing a record destroys its data keys (crypto-shredding): its ciphertext can
+//! then be decrypted by no one, while every chain, root and proof stays valid, because the
+//! ledger never held the plaintext.
+//!
+//! Under the store's directory: `objects/HASH` (nonce and ciphertext), `keys/HASH` (the wrapped
+//! data key) and `records/PATIENT-RECORD` (the hashes of the record's versions). Every write is
+//! fsynced before it is acknowledged. The store does no ledger I/O of its own: it asks the
+//! `Ledger` it is given.
+
+use std::path::{Path, PathBuf};
+
+use chacha20poly1305::aead::rand_core::RngCore;
+use chacha20poly1305::aead::{Aead, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use parking_lot::Mutex;
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::ledger::Ledger;
+use crate::model::{hex, unhex, ActorKey, Hash, Operation, Reason, SignedTransaction, TxResult};
+
+/// A data key, wiped from memory when dropped.
+pub type DataKey = Zeroizing<[u8; 32]>;
+
+const NONCE_LENGTH: usize = 24;
+/// Longest payload the store takes, in bytes.
+pub const PAYLOAD_LENGTH_MAX: usize = 16 << 20;
+
+/// Why a payload could not be stored, read or erased.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum PayloadError {
+    /// A file of the store could not be read or written.
+    #[error("the payload store at {}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The transaction given to read or erase is not of that kind.
+    #[error("a payload is read only through an access-record or emergency-access transaction, and erased only through an erase-record one; this is a {0}")]
+    WrongOperation(&'static str),
+    /// The ledger did not commit the access or erasure.
+    #[error("the ledger refused it: {0}")]
+    Refused(Reason),
+    /// The ledger could not be asked.
+    #[error("the ledger: {0}")]
+    Ledger(String),
+    /// The record is not on the ledger.
+    #[error("no such record on the ledger")]
+    UnknownRecord,
+    /// The record was erased: its data keys are destroyed.
+    #[error("the record was erased: its payload can no longer be decrypted")]
+    Erased,
+    /// Nothing is stored under the record's content hash.
+    #[error("no payload is stored for content hash {0}")]
+    Missing(String),
+    /// The stored ciphertext does not hash to what the ledger registered, or does not decrypt.
+    #[error("the stored payload for content hash {0} was changed: it does not match the ledger")]
+    Damaged(String),
+    /// The key-encryption key does not open the wrapped data key.
+    #[error("the key-encryption key does not open the data key (another key, or a damaged key file)")]
+    Unwrap,
+    /// Longer than `PAYLOAD_LENGTH_MAX`.
+    #[error("a payload of {0} bytes is over the limit of {PAYLOAD_LENGTH_MAX}")]
+    TooLong(usize),
+    /// The system's random source failed.
+    #[error("the system's random source failed")]
+    Random,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PayloadError + '_ {
+    move |source| PayloadError::Io { path: path.to_owned(), source }
+}
+
+fn random<const N: usize>() -> Result<Zeroizing<[u8; N]>, PayloadError> {
+    let mut bytes = Zeroizing::new([0u8; N]);
+    OsRng.try_fill_bytes(bytes.as_mut()).map_err(|_| PayloadError::Random)?;
+    Ok(bytes)
+}
+
+/// Seals `message` under `key`: a random nonce, then the ciphertext and its tag.
+fn seal(key: &[u8; 32], message: &[u8], aad: &[u8]) -> Result<Vec<u8>, PayloadError> {
+    let nonce = random::<NONCE_LENGTH>()?;
+    let cipher = XChaCha20Poly1305::new(key.into());
+    let sealed = cipher
+        .encrypt(XNonce::from_slice(nonce.as_ref()), Payload { msg: message, aad })
+        .map_err(|_| PayloadError::TooLong(message.len()))?;
+    Ok([nonce.as_ref(), &sealed].concat())
+}
+
+/// Opens what `seal` made, or `None` if it was not sealed under this key and `aad`.
+fn open(key: &[u8; 32], sealed: &[u8], aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let (nonce, ciphertext) = sealed.split_at_checked(NONCE_LENGTH)?;
+    let cipher = XChaCha20Poly1305::new(key.into());
+    cipher.decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad }).ok().map(Zeroizing::new)
+}
+
+/// The exchange's key-encryption key: it wraps every data key, and only it unwraps them. A file
+/// here (`FileKek`); an HSM or a KMS can implement the same two calls.
+pub trait KeyEncryptionKey: Send + Sync {
+    /// The data key, wrapped and bound to `context`.
+    fn wrap(&self, key: &DataKey, context: &[u8]) -> Result<Vec<u8>, PayloadError>;
+    /// The data key `wrap` wrapped with the same context.
+    fn unwrap(&self, wrapped: &[u8], context: &[u8]) -> Result<DataKey, PayloadError>;
+}
+
+/// A key-encryption key kept in a file (hex, mode 0600), outside the ledger's and the store's
+/// directories.
+pub struct FileKek {
+    key: DataKey,
+}
+
+impl FileKek {
+    /// Reads the key at `path`, or makes one there from the system's random source.
+    pub fn open_or_create(path: &Path) -> Result<Self, PayloadError> {
+        if path.exists() {
+            let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io(path))?);
+            let bytes = Zeroizing::new(unhex(text.trim()).unwrap_or_default());
+            let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| PayloadError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not a 32-byte key in hex"),
+            })?;
+            return Ok(Self { key: Zeroizing::new(key) });
+        }
+        let key = random::<32>()?;
+        write_durable(path, format!("{}\n", hex(key.as_ref())).as_bytes(), true)?;
+        Ok(Self { key })
+    }
+}
+
+impl KeyEncryptionKey for FileKek {
+    fn wrap(&self, key: &DataKey, context: &[u8]) -> Result<Vec<u8>, PayloadError> {
+        seal(&self.key, key.as_ref(), context)
+    }
+    fn unwrap(&self, wrapped: &[u8], context: &[u8]) -> Result<DataKey, PayloadError> {
+        let opened = open(&self.key, wrapped, context).ok_or(PayloadError::Unwrap)?;
+        let key: [u8; 32] = opened.as_slice().try_into().map_err(|_| PayloadError::Unwrap)?;
+        Ok(Zeroizing::new(key))
+    }
+}
+
+/// Writes a file and makes it durable: a temporary file, fsynced, renamed into place, and the
+/// directory fsynced. `private`: readable by its owner only.
+fn write_durable(path: &Path, bytes: &[u8], private: bool) -> Result<(), PayloadError> {
+    use std::io::Write;
+    let temporary = path.with_extension("partial");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&temporary).map_err(io(&temporary))?;
+    file.write_all(bytes).map_err(io(&temporary))?;
+    file.sync_all().map_err(io(&temporary))?;
+    std::fs::rename(&temporary, path).map_err(io(path))?;
+    sync_directory(path)
+}
+
+fn sync_directory(path: &Path) -> Result<(), PayloadError> {
+    let directory = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(directory).and_then(|d| d.sync_all()).map_err(io(directory))
+}
+
+/// Overwrites a file with zeros, makes that durable, then removes it. On the file systems a
+/// ledger runs on (ext4, xfs), an in-place overwrite of a small file rewrites its blocks.
+fn shred_file(path: &Path) -> Result<(), PayloadError> {
+    use std::io::Write;
+    let length = match std::fs::metadata(path) {
+        Ok(metadata) => metadata.len() as usize,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(io(path)(error)),
+    };
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).map_err(io(path))?;
+    file.write_all(&vec![0u8; length]).map_err(io(path))?;
+    file.sync_all().map_err(io(path))?;
+    std::fs::remove_file(path).map_err(io(path))?;
+    sync_directory(path)
+}
+
+/// The associated data of a record's payload: which record it belongs to.
+fn payload_context(patient: &ActorKey, record: u128) -> Vec<u8> {
+    [b"caduceus.payload.1".as_slice(), &patient.0, &record.to_be_bytes()].concat()
+}
+
+/// The payload store of one ledger (see the module's documentation).
+pub struct PayloadStore {
+    directory: PathBuf,
+    kek: Box<dyn KeyEncryptionKey>,
+    /// Serializes updates of a record's list of versions.
+    index: Mutex<()>,
+}
+
+impl PayloadStore {
+    /// Opens (or creates) the store in `directory`, with the exchange's key-encryption key.
+    pub fn open(directory: &Path, kek: Box<dyn KeyEncryptionKey>) -> Result<Self, PayloadError> {
+        for part in ["objects", "keys", "records"] {
+            let path = directory.join(part);
+            std::fs::create_dir_all(&path).map_err(io(&path))?;
+        }
+        Ok(Self { directory: directory.to_owned(), kek, index: Mutex::new(()) })
+    }
+
+    fn object(&self, hash: &Hash) -> PathBuf {
+        self.directory.join("objects").join(hex(hash))
+    }
+    fn key(&self, hash: &Hash) -> PathBuf {
+        self.directory.join("keys").join(hex(hash))
+    }
+    fn versions(&self, patient: &ActorKey, record: u128) -> PathBuf {
+        self.directory.join("records").join(format!("{}-{}", patient.to_hex(), hex(&record.to_be_bytes())))
+    }
+
+    /// Encrypts and stores a version of a record's payload; returns the content hash the
+    /// ledger registers for it (`register-record` or `amend-record`). Durable when it returns.
+    pub fn put(&self, patient: &ActorKey, record: u128, payload: &[u8]) -> Result<Hash, PayloadError> {
+        if payload.len() > PAYLOAD_LENGTH_MAX {
+            return Err(PayloadError::TooLong(payload.len()));
+        }
+        let context = payload_context(patient, record);
+        let data_key = random::<32>()?;
+        let sealed = seal(&data_key, payload, &context)?;
+        let hash = *blake3::hash(&sealed).as_bytes();
+        let wrapped = self.kek.wrap(&data_key, &[context.as_slice(), &hash].concat())?;
+        write_durable(&self.object(&hash), &sealed, false)?;
+        write_durable(&self.key(&hash), &wrapped, true)?;
+        let _updating = self.index.lock();
+        let path = self.versions(patient, record);
+        let mut list = match std::fs::read_to_string(&path) {
+            Ok(list) => list,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(error) => return Err(io(&path)(error)),
+        };
+        if !list.lines().any(|line| line == hex(&hash)) {
+            list.push_str(&hex(&hash));
+            list.push('\n');
+            write_durable(&path, list.as_bytes(), false)?;
+        }
+        Ok(hash)
+    }
+
+    /// Reads a record's payload through an access: submits `access` (an `access-record` or
+    /// `emergency-access` signed by the reader) and, once the ledger has committed it as
+    /// permitted, returns the current version's plaintext, checked against the content hash on
+    /// the ledger. A denied access is logged on the ledger like any other, and answered
+    /// `Refused`.
+    pub fn read(&self, ledger: &Ledger, access: SignedTransaction) -> Result<Zeroizing<Vec<u8>>, PayloadError> {
+        let (patient, record) = match &access.transaction.operation {
+            Operation::AccessRecord { patient, record, .. } | Operation::EmergencyAccess { patient, record, .. } => {
+                (*patient, *record)
+            }
+            other => return Err(PayloadError::WrongOperation(other.name())),
+        };
+        match submit_one(ledger, access)? {
+            TxResult::Committed => {}
+            TxResult::Rejected(Reason::RecordErased) => return Err(PayloadError::Erased),
+            TxResult::Rejected(reason) => return Err(PayloadError::Refused(reason)),
+        }
+        let current = ledger
+            .record(&patient, record)
+            .map_err(|e| PayloadError::Ledger(e.to_string()))?
+            .ok_or(PayloadError::UnknownRecord)?;
+        self.open_version(&patient, record, &current.content_hash)
+    }
+
+    /// Decrypts a stored version, after checking it against its content hash.
+    fn open_version(&self, patient: &ActorKey, record: u128, hash: &Hash) -> Result<Zeroizing<Vec<u8>>, PayloadError> {
+        let object = self.object(hash);
+        let sealed = match std::fs::read(&object) {
+            Ok(sealed) => sealed,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Err(PayloadError::Missing(hex(hash))),
+            Err(error) => return Err(io(&object)(error)),
+        };
+        if blake3::hash(&sealed).as_bytes() != hash {
+            return Err(PayloadError::Damaged(hex(hash)));
+        }
+        let key_path = self.key(hash);
+        let wrapped = match std::fs::read(&key_path) {
+            Ok(wrapped) => wrapped,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Err(PayloadError::Erased),
+            Err(error) => return Err(io(&key_path)(error)),
+        };
+        let context = payload_context(patient, record);
+        let data_key = self.kek.unwrap(&wrapped, &[context.as_slice(), hash].concat())?;
+        open(&data_key, &sealed, &context).ok_or_else(|| PayloadError::Damaged(hex(hash)))
+    }
+
+    /// Erases a record: submits `erase` (an `erase-record` signed by the patient or an
+    /// operator) and, once the ledger has committed it, destroys the data key and the
+    /// ciphertext of every version of the record (`shred`). Returns how many versions.
+    pub fn erase(&self, ledger: &Ledger, erase: SignedTransaction) -> Result<usize, PayloadError> {
+        let (patient, record) = match &erase.transaction.operation {
+            Operation::EraseRecord { patient, record } => (*patient, *record),
+            other => return Err(PayloadError::WrongOperation(other.name())),
+        };
+        match submit_one(ledger, erase)? {
+            // Erased before (a repeat, or an erasure whose shredding a crash interrupted).
+            TxResult::Committed | TxResult::Rejected(Reason::RecordErased) => self.shred(&patient, record),
+            TxResult::Rejected(reason) => Err(PayloadError::Refused(reason)),
+        }
+    }
+
+    /// Destroys every version's data key (overwritten, fsynced, removed) and ciphertext. Only
+    /// for a record the ledger has erased: `erase` and `settle` call it.
+    fn shred(&self, patient: &ActorKey, record: u128) -> Result<usize, PayloadError> {
+        let _updating = self.index.lock();
+        let path = self.versions(patient, record);
+        let list = match std::fs::read_to_string(&path) {
+            Ok(list) => list,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(error) => return Err(io(&path)(error)),
+        };
+        let hashes: Vec<Hash> =
+            list.lines().filter_map(|line| unhex(line).and_then(|bytes| bytes.try_into().ok())).collect();
+        for hash in &hashes {
+            shred_file(&self.key(hash))?;
+            shred_file(&self.object(hash))?;
+        }
+        std::fs::remove_file(&path).map_err(io(&path))?;
+        sync_directory(&path)?;
+        Ok(hashes.len())
+    }
+
+    /// Shreds what the ledger says is erased but the store still holds (an erasure committed
+    /// just before a crash): run after opening. Returns how many records it shredded.
+    pub fn settle(&self, ledger: &Ledger) -> Result<usize, PayloadError> {
+        let directory = self.directory.join("records");
+        let mut shredded = 0;
+        for entry in std::fs::read_dir(&directory).map_err(io(&directory))? {
+            let name = entry.map_err(io(&directory))?.file_name().to_string_lossy().into_owned();
+            let Some((patient, record)) = name.split_once('-') else { continue };
+            let (Some(patient), Some(record)) = (unhex(patient), unhex(record)) else { continue };
+            let (Ok(patient), Ok(record)) = (<[u8; 32]>::try_from(patient), <[u8; 16]>::try_from(record)) else {
+                continue;
+            };
+            let (patient, record) = (ActorKey(patient), u128::from_be_bytes(record));
+            let erased = ledger.record(&patient, record).map_err(|e| PayloadError::Ledger(e.to_string()))?;
+            if erased.is_some_and(|r| r.erased_at.is_some()) {
+                self.shred(&patient, record)?;
+                shredded += 1;
+            }
+        }
+        Ok(shredded)
+    }
+}
+
+fn submit_one(ledger: &Ledger, transaction: SignedTransaction) -> Result<TxResult, PayloadError> {
+    let results = ledger.submit(vec![transaction]).map_err(|e| PayloadError::Ledger(e.to_string()))?;
+    results.into_iter().next().ok_or_else(|| PayloadError::Ledger("no result".into()))
+}
