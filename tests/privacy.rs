@@ -108,7 +108,7 @@ mod payloads {
 
     use caduceus_engine::model::{Purpose, Purposes, Reason};
     use caduceus_engine::payload::{FileKek, KeyEncryptionKey, PayloadError, PayloadStore};
-    use caduceus_engine::storage::RocksStorage;
+    use caduceus_engine::storage::{RocksStorage, Storage};
     use caduceus_engine::Operation;
 
     use crate::support::{check, committed, rejected, World, DAY, START};
@@ -120,9 +120,15 @@ mod payloads {
             .expect("the corpus's FHIR example")
     }
 
-    fn store(directory: &Path) -> PayloadStore {
+    /// A payload store on RocksDB in `directory/payloads`, its key-encryption key beside it.
+    fn store(directory: &Path) -> (PayloadStore, Arc<RocksStorage>) {
         let kek = FileKek::open_or_create(&directory.join("kek")).unwrap();
-        PayloadStore::open(&directory.join("payloads"), Box::new(kek)).unwrap()
+        let storage = Arc::new(RocksStorage::open_for_payloads(&directory.join("payloads")).unwrap());
+        (PayloadStore::new(storage.clone(), Box::new(kek)), storage)
+    }
+
+    fn stored(storage: &RocksStorage, family: u8, hash: &[u8; 32]) -> Option<Vec<u8>> {
+        storage.get(&[&[family][..], hash].concat()).unwrap()
     }
 
     fn register(world: &World, record: u128, content_hash: [u8; 32]) -> Operation {
@@ -144,16 +150,15 @@ mod payloads {
     #[test]
     fn a_payload_is_read_only_through_a_permitted_access_and_checked_against_the_ledger() {
         let directory = tempfile::tempdir().unwrap();
-        let store = store(directory.path());
+        let (store, storage) = store(directory.path());
         let world = World::new();
         let ledger = world.ledger(4);
         let payload = observation();
         let hash = store.put(&world.patient.id, 11, &payload).unwrap();
         check(&world, &ledger, &[(&world.doctor, register(&world, 11, hash), committed())]);
         // Encrypted at rest.
-        let stored =
-            std::fs::read(directory.path().join("payloads/objects").join(caduceus_engine::model::hex(&hash))).unwrap();
-        assert!(!super::contains(&stored, &payload[..64]));
+        let object = stored(&storage, b'O', &hash).expect("stored");
+        assert!(!super::contains(&object, &payload[..64]));
 
         let read = store.read(&ledger, world.tx(&world.patient, access(&world, 11, Purpose::PatientRequest))).unwrap();
         assert_eq!(read.as_slice(), payload.as_slice());
@@ -178,10 +183,9 @@ mod payloads {
 
         let not_an_access = store.read(&ledger, world.tx(&world.doctor, register(&world, 12, hash)));
         assert!(matches!(not_an_access, Err(PayloadError::WrongOperation("register-record"))));
-        let object = directory.path().join("payloads/objects").join(caduceus_engine::model::hex(&hash));
-        let mut changed = std::fs::read(&object).unwrap();
+        let mut changed = object.clone();
         changed[40] ^= 1;
-        std::fs::write(&object, changed).unwrap();
+        storage.write(&[([&[b'O'][..], &hash].concat(), Some(changed))]).unwrap();
         let damaged = store.read(&ledger, world.tx(&world.patient, access(&world, 11, Purpose::PatientRequest)));
         assert!(matches!(damaged, Err(PayloadError::Damaged(_))), "{damaged:?}");
     }
@@ -204,7 +208,7 @@ mod payloads {
     #[test]
     fn an_erased_record_leaves_no_key_or_plaintext_in_any_file_and_the_ledger_still_verifies() {
         let directory = tempfile::tempdir().unwrap();
-        let store = store(directory.path());
+        let (store, payload_storage) = store(directory.path());
         let kek = FileKek::open_or_create(&directory.path().join("kek")).unwrap();
         let world = World::new();
         let ledger_directory = directory.path().join("ledger");
@@ -217,8 +221,7 @@ mod payloads {
         assert!(store.read(&ledger, world.tx(&world.patient, access(&world, 11, Purpose::PatientRequest))).is_ok());
 
         // What must not survive: the data key, the wrapped key (the KEK opens it) and the plaintext.
-        let wrapped =
-            std::fs::read(directory.path().join("payloads/keys").join(caduceus_engine::model::hex(&hash))).unwrap();
+        let wrapped = stored(&payload_storage, b'K', &hash).expect("the wrapped data key is stored");
         let context = [b"caduceus.payload.1".as_slice(), &world.patient.id.0, &11u128.to_be_bytes(), &hash].concat();
         let data_key = kek.unwrap(&wrapped, &context).expect("the KEK opens the stored data key");
         let runs: Vec<&[u8]> = payload.chunks(32).filter(|run| run.len() == 32).collect();

@@ -10,22 +10,26 @@
 //! then be decrypted by no one, while every chain, root and proof stays valid, because the
 //! ledger never held the plaintext.
 //!
-//! Under the store's directory: `objects/HASH` (nonce and ciphertext), `keys/HASH` (the wrapped
-//! data key) and `records/PATIENT-RECORD` (the hashes of the record's versions). Every write is
-//! fsynced before it is acknowledged. The store does no ledger I/O of its own: it asks the
+//! The store is a key-value store of its own (RocksDB beside the ledger, `RocksStorage::
+//! open_for_payloads`), keyed by one leading byte: `O` + content hash (nonce and ciphertext),
+//! `K` + content hash (the wrapped data key), `V` + patient + record + content hash (a version
+//! of the record, no value). A batch of payloads is one write and one fsync. Erasing deletes a
+//! record's keys and ciphertexts, then compacts the store (`Storage::compact`), so the deleted
+//! values leave every file, logs included. The store does no ledger I/O of its own: it asks the
 //! `Ledger` it is given.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chacha20poly1305::aead::rand_core::RngCore;
 use chacha20poly1305::aead::{Aead, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use parking_lot::Mutex;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
 use crate::ledger::Ledger;
 use crate::model::{hex, unhex, ActorKey, Hash, Operation, Reason, SignedTransaction, TxResult};
+use crate::storage::{Storage, StorageError};
 
 /// A data key, wiped from memory when dropped.
 pub type DataKey = Zeroizing<[u8; 32]>;
@@ -38,8 +42,11 @@ pub const PAYLOAD_LENGTH_MAX: usize = 16 << 20;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum PayloadError {
-    /// A file of the store could not be read or written.
-    #[error("the payload store at {}: {source}", path.display())]
+    /// The store's storage failed.
+    #[error("the payload store: {0}")]
+    Storage(#[from] StorageError),
+    /// The key-encryption key's file could not be read or written.
+    #[error("{}: {source}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -174,81 +181,79 @@ fn sync_directory(path: &Path) -> Result<(), PayloadError> {
     std::fs::File::open(directory).and_then(|d| d.sync_all()).map_err(io(directory))
 }
 
-/// Overwrites a file with zeros, makes that durable, then removes it. On the file systems a
-/// ledger runs on (ext4, xfs), an in-place overwrite of a small file rewrites its blocks.
-fn shred_file(path: &Path) -> Result<(), PayloadError> {
-    use std::io::Write;
-    let length = match std::fs::metadata(path) {
-        Ok(metadata) => metadata.len() as usize,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(error) => return Err(io(path)(error)),
-    };
-    let mut file = std::fs::OpenOptions::new().write(true).open(path).map_err(io(path))?;
-    file.write_all(&vec![0u8; length]).map_err(io(path))?;
-    file.sync_all().map_err(io(path))?;
-    std::fs::remove_file(path).map_err(io(path))?;
-    sync_directory(path)
-}
-
 /// The associated data of a record's payload: which record it belongs to.
 fn payload_context(patient: &ActorKey, record: u128) -> Vec<u8> {
     [b"caduceus.payload.1".as_slice(), &patient.0, &record.to_be_bytes()].concat()
 }
 
+/// A payload sealed for the store, not yet stored: what `PayloadStore::store` writes.
+pub struct Sealed {
+    /// The content hash the ledger registers: blake3 of `object`.
+    pub hash: Hash,
+    patient: ActorKey,
+    record: u128,
+    object: Vec<u8>,
+    wrapped: Vec<u8>,
+}
+
+const OBJECT: u8 = b'O';
+const KEY: u8 = b'K';
+const VERSION: u8 = b'V';
+
+fn object_key(hash: &Hash) -> Vec<u8> {
+    [&[OBJECT][..], hash].concat()
+}
+fn key_key(hash: &Hash) -> Vec<u8> {
+    [&[KEY][..], hash].concat()
+}
+fn versions_prefix(patient: &ActorKey, record: u128) -> Vec<u8> {
+    [&[VERSION][..], &patient.0, &record.to_be_bytes()].concat()
+}
+
 /// The payload store of one ledger (see the module's documentation).
 pub struct PayloadStore {
-    directory: PathBuf,
+    storage: Arc<dyn Storage>,
     kek: Box<dyn KeyEncryptionKey>,
-    /// Serializes updates of a record's list of versions.
-    index: Mutex<()>,
 }
 
 impl PayloadStore {
-    /// Opens (or creates) the store in `directory`, with the exchange's key-encryption key.
-    pub fn open(directory: &Path, kek: Box<dyn KeyEncryptionKey>) -> Result<Self, PayloadError> {
-        for part in ["objects", "keys", "records"] {
-            let path = directory.join(part);
-            std::fs::create_dir_all(&path).map_err(io(&path))?;
-        }
-        Ok(Self { directory: directory.to_owned(), kek, index: Mutex::new(()) })
+    /// A store on `storage` (its own, never the ledger's), with the exchange's key-encryption key.
+    pub fn new(storage: Arc<dyn Storage>, kek: Box<dyn KeyEncryptionKey>) -> Self {
+        Self { storage, kek }
     }
 
-    fn object(&self, hash: &Hash) -> PathBuf {
-        self.directory.join("objects").join(hex(hash))
-    }
-    fn key(&self, hash: &Hash) -> PathBuf {
-        self.directory.join("keys").join(hex(hash))
-    }
-    fn versions(&self, patient: &ActorKey, record: u128) -> PathBuf {
-        self.directory.join("records").join(format!("{}-{}", patient.to_hex(), hex(&record.to_be_bytes())))
-    }
-
-    /// Encrypts and stores a version of a record's payload; returns the content hash the
-    /// ledger registers for it (`register-record` or `amend-record`). Durable when it returns.
-    pub fn put(&self, patient: &ActorKey, record: u128, payload: &[u8]) -> Result<Hash, PayloadError> {
+    /// Encrypts a version of a record's payload under a fresh data key and wraps that key; the
+    /// result's `hash` is what the ledger registers (`register-record`, `amend-record`). CPU
+    /// only: `store` makes it durable.
+    pub fn seal(&self, patient: &ActorKey, record: u128, payload: &[u8]) -> Result<Sealed, PayloadError> {
         if payload.len() > PAYLOAD_LENGTH_MAX {
             return Err(PayloadError::TooLong(payload.len()));
         }
         let context = payload_context(patient, record);
         let data_key = random::<32>()?;
-        let sealed = seal(&data_key, payload, &context)?;
-        let hash = *blake3::hash(&sealed).as_bytes();
+        let object = seal(&data_key, payload, &context)?;
+        let hash = *blake3::hash(&object).as_bytes();
         let wrapped = self.kek.wrap(&data_key, &[context.as_slice(), &hash].concat())?;
-        write_durable(&self.object(&hash), &sealed, false)?;
-        write_durable(&self.key(&hash), &wrapped, true)?;
-        let _updating = self.index.lock();
-        let path = self.versions(patient, record);
-        let mut list = match std::fs::read_to_string(&path) {
-            Ok(list) => list,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(error) => return Err(io(&path)(error)),
-        };
-        if !list.lines().any(|line| line == hex(&hash)) {
-            list.push_str(&hex(&hash));
-            list.push('\n');
-            write_durable(&path, list.as_bytes(), false)?;
+        Ok(Sealed { hash, patient: *patient, record, object, wrapped })
+    }
+
+    /// Stores sealed payloads: one write, durable when it returns.
+    pub fn store(&self, sealed: &[Sealed]) -> Result<(), PayloadError> {
+        let mut writes = Vec::with_capacity(3 * sealed.len());
+        for payload in sealed {
+            writes.push((object_key(&payload.hash), Some(payload.object.clone())));
+            writes.push((key_key(&payload.hash), Some(payload.wrapped.clone())));
+            let version = [versions_prefix(&payload.patient, payload.record), payload.hash.to_vec()].concat();
+            writes.push((version, Some(Vec::new())));
         }
-        Ok(hash)
+        Ok(self.storage.write(&writes)?)
+    }
+
+    /// `seal` and `store` one payload; returns its content hash.
+    pub fn put(&self, patient: &ActorKey, record: u128, payload: &[u8]) -> Result<Hash, PayloadError> {
+        let sealed = self.seal(patient, record, payload)?;
+        self.store(std::slice::from_ref(&sealed))?;
+        Ok(sealed.hash)
     }
 
     /// Reads a record's payload through an access: submits `access` (an `access-record` or
@@ -277,24 +282,14 @@ impl PayloadStore {
 
     /// Decrypts a stored version, after checking it against its content hash.
     fn open_version(&self, patient: &ActorKey, record: u128, hash: &Hash) -> Result<Zeroizing<Vec<u8>>, PayloadError> {
-        let object = self.object(hash);
-        let sealed = match std::fs::read(&object) {
-            Ok(sealed) => sealed,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Err(PayloadError::Missing(hex(hash))),
-            Err(error) => return Err(io(&object)(error)),
-        };
-        if blake3::hash(&sealed).as_bytes() != hash {
+        let object = self.storage.get(&object_key(hash))?.ok_or_else(|| PayloadError::Missing(hex(hash)))?;
+        if blake3::hash(&object).as_bytes() != hash {
             return Err(PayloadError::Damaged(hex(hash)));
         }
-        let key_path = self.key(hash);
-        let wrapped = match std::fs::read(&key_path) {
-            Ok(wrapped) => wrapped,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Err(PayloadError::Erased),
-            Err(error) => return Err(io(&key_path)(error)),
-        };
+        let wrapped = self.storage.get(&key_key(hash))?.ok_or(PayloadError::Erased)?;
         let context = payload_context(patient, record);
         let data_key = self.kek.unwrap(&wrapped, &[context.as_slice(), hash].concat())?;
-        open(&data_key, &sealed, &context).ok_or_else(|| PayloadError::Damaged(hex(hash)))
+        open(&data_key, &object, &context).ok_or_else(|| PayloadError::Damaged(hex(hash)))
     }
 
     /// Erases a record: submits `erase` (an `erase-record` signed by the patient or an
@@ -312,40 +307,39 @@ impl PayloadStore {
         }
     }
 
-    /// Destroys every version's data key (overwritten, fsynced, removed) and ciphertext. Only
-    /// for a record the ledger has erased: `erase` and `settle` call it.
+    /// Deletes every version's wrapped data key and ciphertext in one write, then compacts the
+    /// store so they leave its files. Only for a record the ledger has erased: `erase` and
+    /// `settle` call it.
     fn shred(&self, patient: &ActorKey, record: u128) -> Result<usize, PayloadError> {
-        let _updating = self.index.lock();
-        let path = self.versions(patient, record);
-        let list = match std::fs::read_to_string(&path) {
-            Ok(list) => list,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(error) => return Err(io(&path)(error)),
-        };
-        let hashes: Vec<Hash> =
-            list.lines().filter_map(|line| unhex(line).and_then(|bytes| bytes.try_into().ok())).collect();
-        for hash in &hashes {
-            shred_file(&self.key(hash))?;
-            shred_file(&self.object(hash))?;
+        let prefix = versions_prefix(patient, record);
+        let mut versions = Vec::new();
+        self.storage.scan(&prefix, &mut |key, _| {
+            versions.push(key.to_vec());
+            true
+        })?;
+        let mut writes = Vec::with_capacity(3 * versions.len());
+        for version in &versions {
+            let hash: Hash = version[prefix.len()..].try_into().map_err(|_| PayloadError::Damaged(hex(version)))?;
+            writes.extend([(key_key(&hash), None), (object_key(&hash), None), (version.clone(), None)]);
         }
-        std::fs::remove_file(&path).map_err(io(&path))?;
-        sync_directory(&path)?;
-        Ok(hashes.len())
+        self.storage.write(&writes)?;
+        self.storage.compact()?;
+        Ok(versions.len())
     }
 
     /// Shreds what the ledger says is erased but the store still holds (an erasure committed
     /// just before a crash): run after opening. Returns how many records it shredded.
     pub fn settle(&self, ledger: &Ledger) -> Result<usize, PayloadError> {
-        let directory = self.directory.join("records");
+        let mut records = std::collections::BTreeSet::new();
+        self.storage.scan(&[VERSION], &mut |key, _| {
+            if let (Some(patient), Some(record)) = (key.get(1..33), key.get(33..49)) {
+                let patient = ActorKey(patient.try_into().expect("32 bytes"));
+                records.insert((patient, u128::from_be_bytes(record.try_into().expect("16 bytes"))));
+            }
+            true
+        })?;
         let mut shredded = 0;
-        for entry in std::fs::read_dir(&directory).map_err(io(&directory))? {
-            let name = entry.map_err(io(&directory))?.file_name().to_string_lossy().into_owned();
-            let Some((patient, record)) = name.split_once('-') else { continue };
-            let (Some(patient), Some(record)) = (unhex(patient), unhex(record)) else { continue };
-            let (Ok(patient), Ok(record)) = (<[u8; 32]>::try_from(patient), <[u8; 16]>::try_from(record)) else {
-                continue;
-            };
-            let (patient, record) = (ActorKey(patient), u128::from_be_bytes(record));
+        for (patient, record) in records {
             let erased = ledger.record(&patient, record).map_err(|e| PayloadError::Ledger(e.to_string()))?;
             if erased.is_some_and(|r| r.erased_at.is_some()) {
                 self.shred(&patient, record)?;

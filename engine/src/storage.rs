@@ -58,6 +58,13 @@ pub trait Storage: Send + Sync {
 
     /// Applies the writes atomically and durably.
     fn write(&self, writes: &[Write]) -> Result<(), StorageError>;
+
+    /// Rewrites the store's files so that deleted values are gone from every one of them, its
+    /// logs included (the payload store's erasure relies on it). Nothing to do where deletion
+    /// already forgets (in memory).
+    fn compact(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 #[cfg(feature = "rocksdb")]
@@ -142,6 +149,16 @@ mod rocks {
         /// Opens (or creates) a store whose RocksDB memory is bounded whatever the history: with
         /// `Some(bytes)`, data blocks, indexes and filters share one cache of that size.
         pub fn open_with(path: &Path, block_cache_bytes: Option<usize>) -> Result<Self, StorageError> {
+            Self::open_configured(path, block_cache_bytes, true)
+        }
+
+        /// A store for the payload store: bounded memory, and values kept in its tables rather
+        /// than in blob files, so a compaction (`Storage::compact`) rewrites a deleted one away.
+        pub fn open_for_payloads(path: &Path) -> Result<Self, StorageError> {
+            Self::open_configured(path, Some(crate::limits::BLOCK_CACHE_BYTES / 4), false)
+        }
+
+        fn open_configured(path: &Path, block_cache_bytes: Option<usize>, blobs: bool) -> Result<Self, StorageError> {
             check_cpu()?;
             let mut options = rocksdb::Options::default();
             options.create_if_missing(true);
@@ -206,7 +223,7 @@ mod rocks {
             options.set_level_zero_stop_writes_trigger(LEVEL0_COMPACTION_TRIGGER + 32);
             // Block bodies (tens of kilobytes, never changed, most of the bytes) go to blob
             // files: compaction then moves a pointer instead of rewriting the body at every level.
-            options.set_enable_blob_files(true);
+            options.set_enable_blob_files(blobs);
             options.set_min_blob_size(BLOB_MIN_BYTES);
             Ok(Self { db: rocksdb::DB::open(&options, path)?, durable: true })
         }
@@ -258,6 +275,17 @@ mod rocks {
             options.set_sync(self.durable);
             options.disable_wal(!self.durable);
             Ok(self.db.write_opt(batch, &options)?)
+        }
+
+        fn compact(&self) -> Result<(), StorageError> {
+            // The memtable to a table (its WAL is then obsolete and deleted), then every table
+            // rewritten down to the bottom level, where a deleted key's values are dropped.
+            self.db.flush()?;
+            let mut options = rocksdb::CompactOptions::default();
+            options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+            options.set_exclusive_manual_compaction(true);
+            self.db.compact_range_opt(None::<&[u8]>, None::<&[u8]>, &options);
+            Ok(())
         }
     }
 }
