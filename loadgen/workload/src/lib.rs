@@ -270,6 +270,10 @@ impl Workload {
         &self.patients
     }
 
+    pub fn providers(&self) -> &[ActorKey] {
+        &self.providers
+    }
+
     /// Changes the mix of the transactions generated from now on.
     pub fn set_mix(&mut self, mix: [f64; 4]) {
         self.config.mix = mix;

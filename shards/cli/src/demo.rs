@@ -114,6 +114,7 @@ pub fn run(dir: Option<PathBuf>, load: &LoadArgs, reference_seconds: f64) -> Res
 
     let reader = Embedded(ledger);
     samples(&reader, &workload, &transactions, &results)?;
+    payloads(&reader.0, &workload, &dir)?;
     let checkpoint = reader.0.checkpoint().context("the demo wrote rounds")?;
     println!();
     println!("checkpoint: round {} root {}", checkpoint.round, hex(&checkpoint.hash()));
@@ -179,6 +180,102 @@ fn samples(
             let (proof, checkpoint) = reader.proof(payment.id())?.context("a paid claim's payment is provable")?;
             print::proof(payment.id(), &proof, &checkpoint);
         }
+    }
+    Ok(())
+}
+
+/// A clinical document the demo stores: a FHIR R4 Observation, with no one's name in it.
+const OBSERVATION: &str = r#"{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"2339-0","display":"Glucose [Mass/volume] in Blood"}]},"valueQuantity":{"value":6.3,"unit":"mmol/L","system":"http://unitsofmeasure.org","code":"mmol/L"}}"#;
+
+/// The payload store beside the ledger: a provider registers a record whose payload is stored
+/// encrypted; the patient grants one provider consent; that provider reads it, another is
+/// refused; the patient erases it, and its key is destroyed.
+fn payloads(ledger: &Ledger, workload: &Workload, dir: &std::path::Path) -> Result<()> {
+    use caduceus_engine::model::{Purpose, Purposes, Transaction};
+    use caduceus_engine::payload::{FileKek, PayloadError, PayloadStore};
+    use caduceus_engine::storage::RocksStorage;
+
+    let store_dir = dir.with_extension("payloads");
+    let kek_path = dir.with_extension("kek");
+    let kek = FileKek::open_or_create(&kek_path)?;
+    let storage = std::sync::Arc::new(RocksStorage::open_for_payloads(&store_dir)?);
+    let store = PayloadStore::new(storage, Box::new(kek));
+    let (patient, reader, stranger) = (workload.patients()[0], workload.providers()[0], workload.providers()[1]);
+    let now = caduceus_engine::ledger::system_clock()();
+    // Nonces the seeded workload never uses: its own are hashes; these count up from the time.
+    let mut nonce = u128::from(now) << 64;
+    let mut signed = |signer, operation| {
+        nonce = nonce.wrapping_add(1);
+        workload.sign(vec![Transaction { nonce, signer, timestamp: now, operation, key: None }]).remove(0)
+    };
+    let submit =
+        |transaction: SignedTransaction| -> Result<TxResult> { Ok(ledger.submit(vec![transaction])?.remove(0)) };
+    let record = (u128::from(now) << 64) | 0xd3e0;
+    let hash = store.put(&patient, record, OBSERVATION.as_bytes())?;
+    let register =
+        Operation::RegisterRecord { record, patient, content_hash: hash, resource_type: "Observation".into() };
+    let registered = submit(signed(reader, register))?;
+    let grant = Operation::GrantConsent {
+        consent: 0xd3e0,
+        patient,
+        grantee: reader,
+        scope: vec!["Observation".into()],
+        purposes: Purposes::of(&[Purpose::Treatment]),
+        valid_from: now,
+        valid_until: now + 86_400_000,
+    };
+    let granted = submit(signed(patient, grant))?;
+    println!();
+    println!("payload store: {} (key-encryption key {})", store_dir.display(), kek_path.display());
+    println!(
+        "  record {} of patient {}: {} bytes of FHIR stored encrypted, content hash {} on the ledger: {registered}; consent to provider {}: {granted}",
+        &print::id_hex(record)[..12],
+        &patient.to_hex()[..16],
+        OBSERVATION.len(),
+        &hex(&hash)[..16],
+        &reader.to_hex()[..16],
+    );
+    let access = || Operation::AccessRecord { record, patient, purpose: Purpose::Treatment };
+    match store.read(ledger, signed(reader, access())) {
+        Ok(payload) => println!(
+            "  provider {} reads it: permitted, {} bytes, decrypted and checked against the ledger's hash",
+            &reader.to_hex()[..16],
+            payload.len()
+        ),
+        Err(error) => bail!("the consented provider could not read the payload: {error}"),
+    }
+    match store.read(ledger, signed(stranger, access())) {
+        Err(PayloadError::Refused(reason)) => {
+            println!(
+                "  provider {} without consent: refused ({reason}), and the attempt is logged",
+                &stranger.to_hex()[..16]
+            )
+        }
+        other => bail!("a provider without consent was not refused: {other:?}"),
+    }
+    let erase = Operation::EraseRecord { record, patient };
+    let versions = store.erase(ledger, signed(patient, erase))?;
+    println!(
+        "  the patient erases it: {versions} version's data key and ciphertext destroyed; the ledger keeps its entries"
+    );
+    match store.read(ledger, signed(reader, access())) {
+        Err(PayloadError::Erased) => println!("  provider {} again: refused (record-erased)", &reader.to_hex()[..16]),
+        other => bail!("an erased record was read: {other:?}"),
+    }
+    let report = ledger.access_report(&patient, None, 4)?;
+    println!("  patient {}'s own report, newest 4:", &patient.to_hex()[..16]);
+    for entry in &report.entries {
+        let what = if entry.erasure {
+            "erasure".to_owned()
+        } else {
+            format!("read for {}", entry.purpose.map_or("emergency", |p| p.as_str()))
+        };
+        let verdict = match entry.result {
+            TxResult::Committed if entry.erasure => "done".to_owned(),
+            TxResult::Committed => "permitted".to_owned(),
+            TxResult::Rejected(reason) => format!("denied: {reason}"),
+        };
+        println!("    {} {what} by {}: {verdict}", print::when(entry.time), &entry.accessor.to_hex()[..16]);
     }
     Ok(())
 }
