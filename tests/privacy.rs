@@ -260,3 +260,58 @@ mod payloads {
         proof.verify(&checkpoint.hash()).unwrap();
     }
 }
+
+/// With a payload store, the workload (what `loadgen --payloads` runs) seals each record
+/// version's payload before signing its registration: every registered content hash is a stored
+/// ciphertext that its patient reads back.
+#[test]
+fn the_workload_s_registrations_carry_the_hashes_of_stored_payloads() {
+    use caduceus_engine::model::Purpose;
+    use caduceus_engine::payload::{FileKek, PayloadStore};
+    use caduceus_engine::Transaction;
+
+    let directory = tempfile::tempdir().unwrap();
+    let kek = FileKek::open_or_create(&directory.path().join("kek")).unwrap();
+    let storage =
+        Arc::new(caduceus_engine::storage::RocksStorage::open_for_payloads(&directory.path().join("p")).unwrap());
+    let store = Arc::new(PayloadStore::new(storage, Box::new(kek)));
+    let config = WorkloadConfig { seed: 5, patients: 50, providers: 10, ..WorkloadConfig::default() };
+    let now = 1_800_000_000_000;
+    let mut workload = Workload::new(config, now).with_payloads(store.clone());
+    let ledger = Ledger::builder()
+        .clock(Arc::new(move || now))
+        .open_on(Arc::new(MemoryStorage::new()), &workload.ledger_config(2))
+        .unwrap();
+    for phase in workload.signed_setup() {
+        ledger.submit(phase).unwrap();
+    }
+    assert!(workload.take_sealed().is_empty(), "setup registers no records");
+    let mut registered = Vec::new();
+    for _ in 0..4 {
+        let batch = workload.signed_batch(200);
+        let sealed = workload.take_sealed();
+        store.store(&sealed).unwrap();
+        let results = ledger.submit(batch.clone()).unwrap();
+        for (transaction, result) in batch.iter().zip(results) {
+            if let Operation::RegisterRecord { record, patient, content_hash, .. } = &transaction.transaction.operation
+            {
+                assert!(result.is_committed());
+                assert!(sealed.iter().any(|s| s.hash == *content_hash), "the registration's payload was sealed");
+                registered.push((*patient, *record));
+            }
+        }
+    }
+    assert!(registered.len() > 20, "{} registrations", registered.len());
+    for (index, (patient, record)) in registered.iter().enumerate().step_by(7) {
+        let access = Transaction {
+            nonce: 1_000_000 + index as u128,
+            signer: *patient,
+            timestamp: now,
+            operation: Operation::AccessRecord { record: *record, patient: *patient, purpose: Purpose::PatientRequest },
+            key: None,
+        };
+        let payload = store.read(&ledger, workload.sign(vec![access]).remove(0)).unwrap();
+        let text = String::from_utf8(payload.to_vec()).unwrap();
+        assert!(text.starts_with("{\"resourceType\":") && text.contains(&format!("{record:032x}")), "{text}");
+    }
+}

@@ -154,7 +154,9 @@ pub fn closed_loop(sink: &Sink, source: &mut Source, in_flight: usize, tally: &m
         }
         tally.cross_shard += batch.cross_shard as u64;
         let ids = batch.transactions.iter().map(|t| t.id()).collect();
-        pending.push_back((Instant::now(), ids, sink.submit(HONEST_CLIENT, batch.transactions)?));
+        let sent = Instant::now();
+        source.persist(&batch)?;
+        pending.push_back((sent, ids, sink.submit(HONEST_CLIENT, batch.transactions)?));
     }
     for (sent, ids, answer) in pending {
         tally.settle(sent, &ids, &answer.wait()?)?;
@@ -192,6 +194,7 @@ pub fn open_loop(sink: &Sink, source: &mut Source, rate: f64, tally: &mut Tally)
                 sent += batch.transactions.len() as u64;
                 cross_shard += batch.cross_shard as u64;
                 let ids = batch.transactions.iter().map(|t| t.id()).collect();
+                source.persist(&batch)?;
                 let pending = sink.submit(HONEST_CLIENT, batch.transactions)?;
                 if sender.send((intended, ids, pending)).is_err() {
                     break; // the collector failed; its error is reported below

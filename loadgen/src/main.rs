@@ -141,6 +141,13 @@ struct Run {
     /// latency from each batch's intended send time. Without it: closed loop (`--in-flight`).
     #[arg(long)]
     rate: Option<f64>,
+    /// Put the payload store in the path of record registrations: each record version's
+    /// payload (a small FHIR resource) is sealed when the workload is generated, and stored
+    /// (one durable write per batch) before its batch is submitted. Embedded, generated
+    /// workloads only. The store is `DIR.payloads` beside `--dir` (its key-encryption key
+    /// `DIR.kek`), or a temporary directory.
+    #[arg(long)]
+    payloads: bool,
     /// Skip the reference measurement.
     #[arg(long)]
     no_reference: bool,
@@ -272,6 +279,9 @@ fn run(options: Run) -> Result<()> {
     // A cluster made with a generated operator key: the workload's registrations are signed
     // with it.
     let operator = cluster.as_ref().map(|(_, ca)| caduceus_shards::local::operator_key(ca)).transpose()?.flatten();
+    if options.payloads && (cluster.is_some() || options.workload.is_some()) {
+        bail!("--payloads needs the embedded engine and a generated workload (no --workload): payloads are sealed before their registrations are signed");
+    }
     let mut source = source(&options, reference, operator)?;
 
     if cluster.is_some() && options.attack_in_flight > 0 {
@@ -381,6 +391,18 @@ fn still_valid(path: &std::path::Path, description: &serde_json::Value) -> Resul
     Ok(())
 }
 
+/// The run's payload store: beside the ledger's directory, or in a temporary one.
+fn payload_store(dir: Option<&std::path::Path>) -> Result<std::sync::Arc<caduceus_engine::payload::PayloadStore>> {
+    use caduceus_engine::payload::{FileKek, PayloadStore};
+    let base = match dir {
+        Some(dir) => dir.to_owned(),
+        None => tempfile::Builder::new().prefix("caduceus-loadgen-payloads-").tempdir()?.keep().join("ledger"),
+    };
+    let kek = FileKek::open_or_create(&base.with_extension("kek"))?;
+    let storage = caduceus_engine::storage::RocksStorage::open_for_payloads(&base.with_extension("payloads"))?;
+    Ok(std::sync::Arc::new(PayloadStore::new(std::sync::Arc::new(storage), Box::new(kek))))
+}
+
 /// The workload: the file given, or one generated in memory, large enough for `--duration`.
 fn source(
     options: &Run,
@@ -422,7 +444,8 @@ fn source(
             if let Some(key) = operator {
                 workload = workload.with_operator(key);
             }
-            Source::generate(workload, count, load.batch_size(), describe(load, start))
+            let payloads = options.payloads.then(|| payload_store(options.target.dir.as_deref())).transpose()?;
+            Source::generate(workload, count, load.batch_size(), describe(load, start), payloads)
         }
     })
 }

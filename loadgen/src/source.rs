@@ -6,7 +6,10 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
+use std::sync::Arc;
+
 use caduceus_engine::model::ActorKey;
+use caduceus_engine::payload::{PayloadStore, Sealed};
 use caduceus_engine::routing::participants;
 use caduceus_engine::SignedTransaction;
 use caduceus_workload::file::WorkloadReader;
@@ -17,16 +20,18 @@ use indicatif::ProgressBar;
 /// streamed, so a long run's memory is the engine's, not the workload's.
 const PRELOAD_TRANSACTIONS_MAX: u64 = 500_000;
 
-/// A batch, and how many of its transactions span shards.
+/// A batch, how many of its transactions span shards, and the payloads its record
+/// registrations and amendments carry (stored before the batch is submitted).
 pub struct Batch {
     pub transactions: Vec<SignedTransaction>,
     pub cross_shard: usize,
+    pub payloads: Vec<Sealed>,
 }
 
 impl Batch {
     fn new(transactions: Vec<SignedTransaction>, shards: u32) -> Self {
         let cross_shard = transactions.iter().filter(|t| participants(&t.transaction, shards).len() > 1).count();
-        Self { transactions, cross_shard }
+        Self { transactions, cross_shard, payloads: Vec::new() }
     }
 }
 
@@ -46,11 +51,24 @@ pub struct Source {
     pub description: serde_json::Value,
     load: Load,
     shards: u32,
+    /// Where the batches' payloads go, if the run has a payload store.
+    payloads: Option<Arc<PayloadStore>>,
 }
 
 impl Source {
     /// Generates and signs `count` transactions (plus setup) before the run.
-    pub fn generate(mut workload: Workload, count: u64, batch: usize, description: serde_json::Value) -> Self {
+    /// With `payloads`, each record version's payload is sealed as it is generated and stored
+    /// (`persist`) before its batch is submitted.
+    pub fn generate(
+        mut workload: Workload,
+        count: u64,
+        batch: usize,
+        description: serde_json::Value,
+        payloads: Option<Arc<PayloadStore>>,
+    ) -> Self {
+        if let Some(store) = &payloads {
+            workload = workload.with_payloads(store.clone());
+        }
         let setup = workload.signed_setup();
         let shards = workload.shards();
         let progress = ProgressBar::new(count).with_style(crate::report::bar_style("signing"));
@@ -58,7 +76,9 @@ impl Source {
         let mut remaining = count;
         while remaining > 0 {
             let size = remaining.min(batch as u64) as usize;
-            batches.push(Batch::new(workload.signed_batch(size), shards));
+            let mut next = Batch::new(workload.signed_batch(size), shards);
+            next.payloads = workload.take_sealed();
+            batches.push(next);
             progress.inc(size as u64);
             remaining -= size as u64;
         }
@@ -71,6 +91,16 @@ impl Source {
             description,
             load: Load::Memory(batches.into_iter()),
             shards,
+            payloads,
+        }
+    }
+
+    /// Stores a batch's payloads in the payload store (one durable write), before the batch's
+    /// registrations are submitted: what the ledger registers is then there to be read.
+    pub fn persist(&self, batch: &Batch) -> Result<()> {
+        match &self.payloads {
+            Some(store) if !batch.payloads.is_empty() => Ok(store.store(&batch.payloads)?),
+            _ => Ok(()),
         }
     }
 
@@ -98,6 +128,7 @@ impl Source {
             description: header.description,
             load: Load::Stream { reader: Box::new(reader), batch, remaining: transactions },
             shards,
+            payloads: None,
         };
         if transactions <= PRELOAD_TRANSACTIONS_MAX {
             let progress = ProgressBar::new(transactions).with_style(crate::report::bar_style("loading"));

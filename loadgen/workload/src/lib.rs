@@ -16,6 +16,7 @@ use caduceus_engine::model::{
     ActorKey, Adjudication, ClaimLine, EmergencyReason, Operation, Purpose, Purposes, RecallClass, Role, Transaction,
     UnitId,
 };
+use caduceus_engine::payload::{PayloadStore, Sealed};
 use caduceus_engine::routing::shard_of_actor;
 use caduceus_engine::signature::SigningKey;
 use caduceus_engine::signature::{actor_key, sign, signing_key};
@@ -198,6 +199,10 @@ pub struct Workload {
     lots: Vec<(u64, String)>,
     /// Lots recalled so far: their units are not moved forward (the ledger refuses it).
     recalled: std::collections::HashSet<(u64, String)>,
+    /// With a payload store: each record version's payload is sealed with it, and waits here
+    /// to be stored before its registration is submitted.
+    payloads: Option<std::sync::Arc<PayloadStore>>,
+    sealed: Vec<Sealed>,
 }
 
 const RESOURCE_TYPES: [&str; 6] =
@@ -258,7 +263,37 @@ impl Workload {
             units: Vec::new(),
             lots: Vec::new(),
             recalled: std::collections::HashSet::new(),
+            payloads: None,
+            sealed: Vec::new(),
         }
+    }
+
+    /// Seals every record version's payload (a small FHIR resource) with `store` as it is
+    /// generated, so the content hash each registration carries is its ciphertext's; the sealed
+    /// payloads are taken with `take_sealed` and stored before their batch is submitted.
+    pub fn with_payloads(mut self, store: std::sync::Arc<PayloadStore>) -> Self {
+        self.payloads = Some(store);
+        self
+    }
+
+    /// The payloads sealed since the last call, for the transactions generated since.
+    pub fn take_sealed(&mut self) -> Vec<Sealed> {
+        std::mem::take(&mut self.sealed)
+    }
+
+    /// A record version's content hash: its sealed payload's with a payload store, else a
+    /// stand-in derived from the version's id.
+    fn content_hash(&mut self, patient: ActorKey, record: u128, version: u128, resource_type: &str) -> [u8; 32] {
+        let Some(store) = &self.payloads else { return *blake3::hash(&version.to_le_bytes()).as_bytes() };
+        let value = 70 + version % 130;
+        let payload = format!(
+            r#"{{"resourceType":"{resource_type}","id":"{record:032x}","meta":{{"versionId":"{version:032x}"}},"status":"final","subject":{{"reference":"Patient/{}"}},"valueQuantity":{{"value":{value},"unit":"mg/dL","system":"http://unitsofmeasure.org","code":"mg/dL"}}}}"#,
+            patient.to_hex()
+        );
+        let sealed = store.seal(&patient, record, payload.as_bytes()).expect("the system's random source works");
+        let hash = sealed.hash;
+        self.sealed.push(sealed);
+        hash
     }
 
     /// The ledger configuration this population expects: its operator is the genesis operator.
@@ -440,7 +475,7 @@ impl Workload {
     fn register_record_for(&mut self, patient: usize, provider: usize) -> Transaction {
         let record = self.id();
         let resource_type = RESOURCE_TYPES[self.rng.below(RESOURCE_TYPES.len())].to_owned();
-        let content_hash = *blake3::hash(&record.to_le_bytes()).as_bytes();
+        let content_hash = self.content_hash(self.patients[patient], record, record, &resource_type);
         self.records.push((record, patient, provider));
         self.records_by_patient.entry(patient).or_default().push(record);
         let (patient_key, signer) = (self.patients[patient], self.providers[provider]);
@@ -460,7 +495,8 @@ impl Workload {
         let patient_key = self.patients[patient];
         let roll = self.rng.unit();
         if roll < 0.05 {
-            let content_hash = *blake3::hash(&self.id().to_le_bytes()).as_bytes();
+            let version = self.id();
+            let content_hash = self.content_hash(patient_key, record, version, "Observation");
             return self.transaction(
                 self.providers[custodian],
                 Operation::AmendRecord { record, patient: patient_key, content_hash },
