@@ -191,7 +191,7 @@ const OBSERVATION: &str = r#"{"resourceType":"Observation","status":"final","cod
 /// encrypted; the patient grants one provider consent; that provider reads it, another is
 /// refused; the patient erases it, and its key is destroyed.
 fn payloads(ledger: &Ledger, workload: &Workload, dir: &std::path::Path) -> Result<()> {
-    use caduceus_engine::model::{Purpose, Purposes, Transaction};
+    use caduceus_engine::model::{Purpose, Purposes, Role, Transaction};
     use caduceus_engine::payload::{FileKek, PayloadError, PayloadStore};
     use caduceus_engine::storage::RocksStorage;
 
@@ -200,21 +200,51 @@ fn payloads(ledger: &Ledger, workload: &Workload, dir: &std::path::Path) -> Resu
     let kek = FileKek::open_or_create(&kek_path)?;
     let storage = std::sync::Arc::new(RocksStorage::open_for_payloads(&store_dir)?);
     let store = PayloadStore::new(storage, Box::new(kek));
-    let (patient, reader, stranger) = (workload.patients()[0], workload.providers()[0], workload.providers()[1]);
+    // The actors of this part sign with keys of the command line's keystore, beside the data
+    // directory (`caduceus keys --keystore DIR.keys list`); the operator registers them.
+    let keystore = dir.with_extension("keys");
+    let key = |name: &str| -> Result<caduceus_engine::signature::SigningKey> {
+        if crate::keys::list(&keystore)?.iter().all(|(n, _)| n != name) {
+            crate::keys::new_key(&keystore, name)?;
+        }
+        crate::keys::load(&keystore, name)
+    };
+    let (patient_key, reader_key, stranger_key) = (key("patient")?, key("clinic")?, key("other-clinic")?);
+    let actor = caduceus_engine::signature::actor_key;
+    let (patient, reader, stranger) = (actor(&patient_key), actor(&reader_key), actor(&stranger_key));
     let now = caduceus_engine::ledger::system_clock()();
-    // Nonces the seeded workload never uses: its own are hashes; these count up from the time.
+    // Nonces count up from the time: a demo run never reuses one.
     let mut nonce = u128::from(now) << 64;
-    let mut signed = |signer, operation| {
-        nonce = nonce.wrapping_add(1);
-        workload.sign(vec![Transaction { nonce, signer, timestamp: now, operation, key: None }]).remove(0)
+    let mut next = || {
+        nonce += 1;
+        nonce
     };
     let submit =
         |transaction: SignedTransaction| -> Result<TxResult> { Ok(ledger.submit(vec![transaction])?.remove(0)) };
+    let registrations: Vec<Transaction> =
+        [(patient, Role::Patient), (reader, Role::Provider), (stranger, Role::Provider)]
+            .into_iter()
+            .map(|(actor, role)| Transaction {
+                nonce: next(),
+                signer: workload.operator(),
+                timestamp: now,
+                operation: Operation::RegisterActor { actor, role, prefixes: Vec::new() },
+                key: None,
+            })
+            .collect();
+    let results = ledger.submit(workload.sign(registrations))?;
+    if !results.iter().all(|r| r.is_committed()) {
+        bail!("registering the keystore's actors: {results:?}");
+    }
+    let mut signed = |key: &caduceus_engine::signature::SigningKey, operation| -> Result<SignedTransaction> {
+        let transaction = Transaction { nonce: next(), signer: actor(key), timestamp: now, operation, key: None };
+        Ok(caduceus_engine::signature::sign(transaction, key)?)
+    };
     let record = (u128::from(now) << 64) | 0xd3e0;
     let hash = store.put(&patient, record, OBSERVATION.as_bytes())?;
     let register =
         Operation::RegisterRecord { record, patient, content_hash: hash, resource_type: "Observation".into() };
-    let registered = submit(signed(reader, register))?;
+    let registered = submit(signed(&reader_key, register)?)?;
     let grant = Operation::GrantConsent {
         consent: 0xd3e0,
         patient,
@@ -224,9 +254,14 @@ fn payloads(ledger: &Ledger, workload: &Workload, dir: &std::path::Path) -> Resu
         valid_from: now,
         valid_until: now + 86_400_000,
     };
-    let granted = submit(signed(patient, grant))?;
+    let granted = submit(signed(&patient_key, grant)?)?;
     println!();
-    println!("payload store: {} (key-encryption key {})", store_dir.display(), kek_path.display());
+    println!(
+        "payload store: {} (key-encryption key {}); keystore {}",
+        store_dir.display(),
+        kek_path.display(),
+        keystore.display()
+    );
     println!(
         "  record {} of patient {}: {} bytes of FHIR stored encrypted, content hash {} on the ledger: {registered}; consent to provider {}: {granted}",
         &print::id_hex(record)[..12],
@@ -236,7 +271,7 @@ fn payloads(ledger: &Ledger, workload: &Workload, dir: &std::path::Path) -> Resu
         &reader.to_hex()[..16],
     );
     let access = || Operation::AccessRecord { record, patient, purpose: Purpose::Treatment };
-    match store.read(ledger, signed(reader, access())) {
+    match store.read(ledger, signed(&reader_key, access())?) {
         Ok(payload) => println!(
             "  provider {} reads it: permitted, {} bytes, decrypted and checked against the ledger's hash",
             &reader.to_hex()[..16],
@@ -244,7 +279,7 @@ fn payloads(ledger: &Ledger, workload: &Workload, dir: &std::path::Path) -> Resu
         ),
         Err(error) => bail!("the consented provider could not read the payload: {error}"),
     }
-    match store.read(ledger, signed(stranger, access())) {
+    match store.read(ledger, signed(&stranger_key, access())?) {
         Err(PayloadError::Refused(reason)) => {
             println!(
                 "  provider {} without consent: refused ({reason}), and the attempt is logged",
@@ -254,11 +289,11 @@ fn payloads(ledger: &Ledger, workload: &Workload, dir: &std::path::Path) -> Resu
         other => bail!("a provider without consent was not refused: {other:?}"),
     }
     let erase = Operation::EraseRecord { record, patient };
-    let versions = store.erase(ledger, signed(patient, erase))?;
+    let versions = store.erase(ledger, signed(&patient_key, erase)?)?;
     println!(
         "  the patient erases it: {versions} version's data key and ciphertext destroyed; the ledger keeps its entries"
     );
-    match store.read(ledger, signed(reader, access())) {
+    match store.read(ledger, signed(&reader_key, access())?) {
         Err(PayloadError::Erased) => println!("  provider {} again: refused (record-erased)", &reader.to_hex()[..16]),
         other => bail!("an erased record was read: {other:?}"),
     }

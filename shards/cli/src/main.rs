@@ -4,6 +4,7 @@
 mod audit;
 mod cluster;
 mod demo;
+mod keys;
 mod parse;
 mod print;
 mod query;
@@ -13,8 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use caduceus_engine::model::{hex, Hash};
-use caduceus_engine::signature::{actor_key, signing_key};
+use caduceus_engine::model::Hash;
 use caduceus_loadgen::args::LoadArgs;
 use caduceus_shards::config::NodeConfig;
 use clap::{Parser, Subcommand};
@@ -96,8 +96,14 @@ enum Command {
         #[arg(long, value_parser = parse::hash)]
         checkpoint: Hash,
     },
-    /// Print a new ed25519 key pair (secret seed and actor key), hex.
-    Keygen,
+    /// Keep actors' signing keys: `keys new NAME`, `keys list`, `keys export NAME`.
+    Keys {
+        /// The keystore directory (default: `$CADUCEUS_KEYSTORE`, else `~/.caduceus/keys`).
+        #[arg(long, global = true)]
+        keystore: Option<PathBuf>,
+        #[command(subcommand)]
+        action: keys::KeysAction,
+    },
 }
 
 /// Where a cluster's coordinator takes clients.
@@ -175,13 +181,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckProof { proof, checkpoint } => audit::check_proof(&proof, &checkpoint),
-        Command::Keygen => {
-            use std::io::Read;
-            let mut seed = [0u8; 32];
-            std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
-            let key = signing_key(seed);
-            println!("secret: {}", hex(&seed));
-            println!("actor:  {}", actor_key(&key));
+        Command::Keys { keystore, action } => {
+            keys::command(&keys::keystore(keystore.as_deref())?, action)?;
             Ok(ExitCode::SUCCESS)
         }
     }

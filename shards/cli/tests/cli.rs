@@ -120,3 +120,41 @@ fn cluster_init_writes_the_ca_key_apart_from_the_nodes() {
     }
     assert!(!dir.join("ca.key").exists());
 }
+
+/// The keystore: a new key per name (never replaced), listed and exported by name, kept where
+/// only its owner reads it, and refused once others may.
+#[test]
+fn the_keystore_keeps_each_key_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("keys");
+    let keystore = store.to_str().unwrap();
+    let stdout = |output: &Output| String::from_utf8_lossy(&output.stdout).to_string();
+    let made = caduceus(&["keys", "--keystore", keystore, "new", "ada"]);
+    assert!(made.status.success(), "{made:?}");
+    let actor = stdout(&made).split_whitespace().nth(1).unwrap().to_owned();
+    assert_eq!(actor.len(), 64);
+    assert!(caduceus(&["keys", "--keystore", keystore, "new", "clinic"]).status.success());
+    let again = caduceus(&["keys", "--keystore", keystore, "new", "ada"]);
+    assert!(!again.status.success(), "a key is never replaced");
+    assert!(!caduceus(&["keys", "--keystore", keystore, "new", "../escape"]).status.success());
+
+    let listed = stdout(&caduceus(&["keys", "--keystore", keystore, "list"]));
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(listed.lines().any(|line| line == format!("ada {actor}")), "{listed}");
+    let exported = stdout(&caduceus(&["keys", "--keystore", keystore, "export", "ada"]));
+    assert_eq!(exported.trim(), format!("actor:  {actor}"), "the secret only on request");
+    let secret = stdout(&caduceus(&["keys", "--keystore", keystore, "export", "ada", "--secret"]));
+    let seed = secret.lines().nth(1).unwrap().strip_prefix("secret: ").unwrap().to_owned();
+    let seed: [u8; 32] = caduceus_engine::model::unhex(&seed).unwrap().try_into().unwrap();
+    let key = caduceus_engine::signature::signing_key(seed);
+    assert_eq!(caduceus_engine::signature::actor_key(&key).to_hex(), actor, "the secret is the actor's key");
+
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&store), 0o700);
+    assert_eq!(mode(&store.join("ada.key")), 0o600);
+    std::fs::set_permissions(store.join("ada.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = caduceus(&["keys", "--keystore", keystore, "export", "ada"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("may be read by others"), "{refused:?}");
+}
