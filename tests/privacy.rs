@@ -174,7 +174,11 @@ mod payloads {
             valid_until: START + DAY,
         };
         check(&world, &ledger, &[(&world.patient, grant, committed())]);
-        let read = store.read(&ledger, world.tx(&world.nurse, access(&world, 11, Purpose::Treatment))).unwrap();
+        let nurse_access = world.tx(&world.nurse, access(&world, 11, Purpose::Treatment));
+        let read = store.read(&ledger, nurse_access.clone()).unwrap();
+        // The same signed access again (a copy from a block, say) reads nothing: each read is a
+        // new access on the patient's report.
+        assert!(matches!(store.read(&ledger, nurse_access), Err(PayloadError::Replayed)));
         assert_eq!(read.as_slice(), payload.as_slice());
         let report = ledger.access_report(&world.patient.id, None, 10).unwrap();
         let seen: Vec<(bool, bool)> =

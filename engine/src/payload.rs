@@ -18,8 +18,11 @@
 //! values leave every file, logs included. The store does no ledger I/O of its own: it asks the
 //! `Ledger` it is given.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use chacha20poly1305::aead::rand_core::RngCore;
 use chacha20poly1305::aead::{Aead, KeyInit, OsRng, Payload};
@@ -28,7 +31,7 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 use crate::ledger::Ledger;
-use crate::model::{hex, unhex, ActorKey, Hash, Operation, Reason, SignedTransaction, TxResult};
+use crate::model::{hex, unhex, ActorKey, Hash, Operation, Reason, SignedTransaction, TxId, TxResult};
 use crate::storage::{Storage, StorageError};
 
 /// A data key, wiped from memory when dropped.
@@ -57,6 +60,9 @@ pub enum PayloadError {
     /// The transaction given to read or erase is not of that kind.
     #[error("a payload is read only through an access-record or emergency-access transaction, and erased only through an erase-record one; this is a {0}")]
     WrongOperation(&'static str),
+    /// The access was used before: each read needs a new signed access, which the ledger logs.
+    #[error("this access transaction was submitted before: each read is a new, logged access")]
+    Replayed,
     /// The ledger did not commit the access or erasure.
     #[error("the ledger refused it: {0}")]
     Refused(Reason),
@@ -162,17 +168,29 @@ impl KeyEncryptionKey for FileKek {
 fn write_durable(path: &Path, bytes: &[u8], private: bool) -> Result<(), PayloadError> {
     use std::io::Write;
     let temporary = path.with_extension("partial");
+    // A stale temporary file (a crash mid-write) goes first; then it is created anew, never
+    // followed through a link or left with another mode.
+    match std::fs::remove_file(&temporary) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(io(&temporary)(error)),
+        _ => {}
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     if private {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
     let mut file = options.open(&temporary).map_err(io(&temporary))?;
-    file.write_all(bytes).map_err(io(&temporary))?;
-    file.sync_all().map_err(io(&temporary))?;
-    std::fs::rename(&temporary, path).map_err(io(path))?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io(&temporary))
+        .and_then(|()| std::fs::rename(&temporary, path).map_err(io(path)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written?;
     sync_directory(path)
 }
 
@@ -214,12 +232,14 @@ fn versions_prefix(patient: &ActorKey, record: u128) -> Vec<u8> {
 pub struct PayloadStore {
     storage: Arc<dyn Storage>,
     kek: Box<dyn KeyEncryptionKey>,
+    /// Access transactions being submitted by `read` now: one use each.
+    reading: Mutex<HashSet<TxId>>,
 }
 
 impl PayloadStore {
     /// A store on `storage` (its own, never the ledger's), with the exchange's key-encryption key.
     pub fn new(storage: Arc<dyn Storage>, kek: Box<dyn KeyEncryptionKey>) -> Self {
-        Self { storage, kek }
+        Self { storage, kek, reading: Mutex::new(HashSet::new()) }
     }
 
     /// Encrypts a version of a record's payload under a fresh data key and wraps that key; the
@@ -260,7 +280,10 @@ impl PayloadStore {
     /// `emergency-access` signed by the reader) and, once the ledger has committed it as
     /// permitted, returns the current version's plaintext, checked against the content hash on
     /// the ledger. A denied access is logged on the ledger like any other, and answered
-    /// `Refused`.
+    /// `Refused`. An access reads once: one the ledger holds already (a replay, which the ledger
+    /// would answer with its first result and not log again) is refused, so every read is on
+    /// the patient's report. The plaintext goes to whoever calls: the embedding platform hands
+    /// it only to the access's signer, whom it has authenticated.
     pub fn read(&self, ledger: &Ledger, access: SignedTransaction) -> Result<Zeroizing<Vec<u8>>, PayloadError> {
         let (patient, record) = match &access.transaction.operation {
             Operation::AccessRecord { patient, record, .. } | Operation::EmergencyAccess { patient, record, .. } => {
@@ -268,7 +291,18 @@ impl PayloadStore {
             }
             other => return Err(PayloadError::WrongOperation(other.name())),
         };
-        match submit_one(ledger, access)? {
+        let id = access.id();
+        if !self.reading.lock().insert(id) {
+            return Err(PayloadError::Replayed);
+        }
+        let submitted = (|| {
+            if ledger.locate(id).map_err(|e| PayloadError::Ledger(e.to_string()))?.is_some() {
+                return Err(PayloadError::Replayed);
+            }
+            submit_one(ledger, access)
+        })();
+        self.reading.lock().remove(&id);
+        match submitted? {
             TxResult::Committed => {}
             TxResult::Rejected(Reason::RecordErased) => return Err(PayloadError::Erased),
             TxResult::Rejected(reason) => return Err(PayloadError::Refused(reason)),
@@ -277,6 +311,9 @@ impl PayloadStore {
             .record(&patient, record)
             .map_err(|e| PayloadError::Ledger(e.to_string()))?
             .ok_or(PayloadError::UnknownRecord)?;
+        if current.erased_at.is_some() {
+            return Err(PayloadError::Erased);
+        }
         self.open_version(&patient, record, &current.content_hash)
     }
 
@@ -321,6 +358,9 @@ impl PayloadStore {
         for version in &versions {
             let hash: Hash = version[prefix.len()..].try_into().map_err(|_| PayloadError::Damaged(hex(version)))?;
             writes.extend([(key_key(&hash), None), (object_key(&hash), None), (version.clone(), None)]);
+        }
+        if versions.is_empty() {
+            return Ok(0); // nothing stored, or shredded already
         }
         self.storage.write(&writes)?;
         self.storage.compact()?;

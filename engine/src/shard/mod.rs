@@ -149,8 +149,15 @@ pub fn timestamp_of(date: u32) -> Timestamp {
 /// Whether a YYYYMMDD date is one: what an intake checks of a claim's service date before it
 /// commits to it (`commitment::claim_commitment`).
 pub fn valid_date(date: u32) -> bool {
-    let (month, day) = (date / 100 % 100, date % 100);
-    date >= 1900_01_01 && (1..=12).contains(&month) && (1..=31).contains(&day)
+    let (year, month, day) = (date / 10_000, date / 100 % 100, date % 100);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    date >= 1900_01_01 && (1..=12).contains(&month) && (1..=days).contains(&day)
 }
 
 /// What admission reads of a transaction (`Shard::admit_parts`), with its id and body digest:
@@ -719,6 +726,8 @@ mod tests {
         assert_eq!(date_of(951_782_400_000), 2000_02_29);
         assert_eq!(date_of(1_767_225_599_000), 2025_12_31);
         assert!(valid_date(2024_02_29) && !valid_date(2024_13_01) && !valid_date(1899_12_31));
+        assert!(valid_date(2000_02_29) && !valid_date(1900_02_29) && !valid_date(2025_02_29));
+        assert!(valid_date(2025_04_30) && !valid_date(2025_04_31) && !valid_date(2025_01_00));
         for date in [1970_01_01, 2000_02_29, 2024_12_31, 2027_03_01] {
             assert_eq!(date_of(timestamp_of(date)), date);
         }

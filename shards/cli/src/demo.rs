@@ -204,7 +204,7 @@ fn payloads(ledger: &Ledger, workload: &Workload, dir: &std::path::Path) -> Resu
     // directory (`caduceus keys --keystore DIR.keys list`); the operator registers them.
     let keystore = dir.with_extension("keys");
     let key = |name: &str| -> Result<caduceus_engine::signature::SigningKey> {
-        if crate::keys::list(&keystore)?.iter().all(|(n, _)| n != name) {
+        if !keystore.join(format!("{name}.key")).exists() {
             crate::keys::new_key(&keystore, name)?;
         }
         crate::keys::load(&keystore, name)

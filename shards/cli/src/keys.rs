@@ -114,7 +114,11 @@ pub fn list(dir: &Path) -> Result<Vec<(String, ActorKey)>> {
     for entry in entries {
         let name = entry?.file_name().to_string_lossy().into_owned();
         if let Some(name) = name.strip_suffix(".key") {
-            keys.push((name.to_owned(), actor_key(&load(dir, name)?)));
+            // One unreadable key (a bad name, loose permissions) does not hide the others.
+            match load(dir, name) {
+                Ok(key) => keys.push((name.to_owned(), actor_key(&key))),
+                Err(error) => eprintln!("skipping {name}: {error:#}"),
+            }
         }
     }
     keys.sort();
