@@ -18,6 +18,7 @@
 //! are not an API to embed against.
 #![warn(missing_docs)]
 
+pub mod authority;
 pub mod block;
 pub(crate) mod cache;
 pub mod codec;

@@ -157,6 +157,8 @@ code_enum! {
         Regulator = 7 => "regulator",
         /// Runs the exchange: registers actors.
         Operator = 8 => "operator",
+        /// Reads everything, for oversight; signs nothing but its own key's rotation.
+        Auditor = 9 => "auditor",
     }
 }
 

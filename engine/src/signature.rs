@@ -65,6 +65,12 @@ pub fn verify_one(actor: &ActorKey, message: &[u8], signature: &[u8; 64]) -> boo
     parse_key(actor).is_ok_and(|key| key.verify_strict(message, &Signature::from_bytes(signature)).is_ok())
 }
 
+/// `key`'s ed25519 signature of `message` (what `verify_one` checks): for signed reads and
+/// approvals, never for transactions (`sign`).
+pub fn sign_message(key: &SigningKey, message: &[u8]) -> [u8; 64] {
+    key.sign(message).to_bytes()
+}
+
 /// Signs an approval of adding `actor` as an operator (`Operation::AddOperator`).
 pub fn approve_operator(key: &SigningKey, actor: &ActorKey) -> crate::model::Approval {
     let signature = key.sign(&crate::model::operator_approval(actor));

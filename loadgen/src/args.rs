@@ -17,7 +17,7 @@ pub struct LoadArgs {
     /// Batches in flight at once (closed loop).
     #[arg(long, default_value_t = 4)]
     pub in_flight: usize,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = LoadArgs::default_seed())]
     pub seed: u64,
     /// Patients in the population.
     #[arg(long, default_value_t = 20_000)]
@@ -47,6 +47,11 @@ pub struct LoadArgs {
 }
 
 impl LoadArgs {
+    /// The population's seed when none is given.
+    pub const fn default_seed() -> u64 {
+        1
+    }
+
     pub fn workload(&self) -> WorkloadConfig {
         WorkloadConfig {
             seed: self.seed,

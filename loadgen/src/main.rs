@@ -623,7 +623,12 @@ fn verify(target: &Target, ack_log: &std::path::Path) -> Result<ExitCode> {
         Some((address, ca)) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
             runtime.block_on(async {
-                let client = Client::connect(address, &ca).await?;
+                // Lookups are reads: signed by the cluster's operator (its generated key, else the
+                // seeded workload's).
+                let operator = caduceus_shards::local::operator_key(&ca)?
+                    .unwrap_or_else(|| caduceus_workload::operator_key_of(LoadArgs::default_seed()));
+                let client =
+                    Client::connect(address, &ca).await?.reading_as(operator, caduceus_engine::ledger::system_clock());
                 let mut recorded = Vec::with_capacity(entries.len());
                 for chunk in entries.chunks(8192) {
                     recorded.extend(client.lookup(chunk.iter().map(|(id, _)| *id).collect()).await?);

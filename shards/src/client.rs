@@ -37,6 +37,11 @@ pub enum ClientError {
 pub struct Client {
     endpoint: quinn::Endpoint,
     connection: quinn::Connection,
+    /// Who signs this client's reads, and its clock; without one, only health and checkpoints
+    /// are answered.
+    reader: Option<(caduceus_engine::signature::SigningKey, caduceus_engine::ledger::Clock)>,
+    /// Each signed read's nonce: never the same twice from this client.
+    nonces: std::sync::atomic::AtomicU64,
 }
 
 impl Client {
@@ -63,7 +68,31 @@ impl Client {
             .await
             .map_err(|_| connect_error("no answer within 5 s".into()))?
             .map_err(|e| connect_error(e.to_string()))?;
-        Ok(Self { endpoint, connection })
+        let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Ok(Self {
+            endpoint,
+            connection,
+            reader: None,
+            nonces: std::sync::atomic::AtomicU64::new(start.as_nanos() as u64),
+        })
+    }
+
+    /// Signs this client's reads (queries, proofs, lookups) as the actor whose key this is, at
+    /// the times `clock` gives.
+    pub fn reading_as(
+        mut self,
+        key: caduceus_engine::signature::SigningKey,
+        clock: caduceus_engine::ledger::Clock,
+    ) -> Self {
+        self.reader = Some((key, clock));
+        self
+    }
+
+    /// A read, signed if the client has a reader.
+    fn signed(&self, request: Request) -> Result<Request, ClientError> {
+        let Some((key, clock)) = &self.reader else { return Ok(request) };
+        let nonce = self.nonces.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        super::wire::Credential::sign(key, clock(), nonce, request).map_err(|e| ClientError::Unexpected(e.to_string()))
     }
 
     /// Sends any request and returns the raw response (an error frame is a response too).
@@ -96,7 +125,7 @@ impl Client {
     }
 
     pub async fn query(&self, query: Query) -> Result<Answer, ClientError> {
-        match self.expect(&Request::Query(query)).await? {
+        match self.expect(&self.signed(Request::Query(query))?).await? {
             Response::Answer(answer) => Ok(answer),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
@@ -104,7 +133,7 @@ impl Client {
 
     /// The recorded result of each id (`None`: not in the ledger), from every shard's index.
     pub async fn lookup(&self, ids: Vec<TxId>) -> Result<Vec<Option<caduceus_engine::TxResult>>, ClientError> {
-        match self.expect(&Request::Lookup(ids)).await? {
+        match self.expect(&self.signed(Request::Lookup(ids))?).await? {
             Response::Lookup(found) => Ok(found),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
@@ -112,7 +141,7 @@ impl Client {
 
     /// An inclusion proof up to the cluster checkpoint of the round that sealed it.
     pub async fn prove(&self, id: TxId) -> Result<Option<Proof>, ClientError> {
-        match self.expect(&Request::Prove(id)).await? {
+        match self.expect(&self.signed(Request::Prove(id))?).await? {
             Response::Proof(proof) => Ok(proof.map(|p| *p)),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }

@@ -21,9 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use caduceus_engine::authority::{may_read, Subject};
 use caduceus_engine::block::{Checkpoint, ShardHead};
 use caduceus_engine::coordinator::{Action, Coordinator, Message};
 use caduceus_engine::coordinator_store::CoordinatorStore;
+use caduceus_engine::limits::CLOCK_SKEW_MS;
 use caduceus_engine::limits::{BATCH_TRANSACTIONS_MAX, SUBMIT_QUEUE_DEPTH};
 use caduceus_engine::participant::RoundRequest;
 use caduceus_engine::reads::complete_proof;
@@ -32,14 +34,14 @@ use caduceus_engine::routing::{shard_of_actor, shard_of_unit};
 use caduceus_engine::shard::Admission;
 use caduceus_engine::signature::verify_all;
 use caduceus_engine::storage::RocksStorage;
-use caduceus_engine::{Reason, SignedTransaction, TxId, TxResult};
+use caduceus_engine::{ActorKey, Reason, Role, SignedTransaction, TxId, TxResult};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::NodeConfig;
 use super::rpc::{self, call};
 use super::tls;
-use super::wire::{error_code, Answer, Outcome, Query, Request, Response};
+use super::wire::{error_code, Answer, Credential, Outcome, Query, Request, Response};
 
 /// How long a shard may take to answer one request.
 pub const SHARD_TIMEOUT: Duration = Duration::from_secs(2);
@@ -134,6 +136,9 @@ struct Shared {
     fixed_time: Option<u64>,
     /// The next round number, and the highest one reserved durably.
     rounds: Mutex<(u64, u64)>,
+    /// Signed reads' (reader, nonce) pairs within the clock-skew window, with when each leaves
+    /// it: a read is answered once.
+    reads_seen: Mutex<HashMap<(ActorKey, u64), u64>>,
 }
 
 impl Shared {
@@ -266,6 +271,7 @@ impl RoundDriver {
             transport,
             heads: Mutex::new(heads),
             fixed_time,
+            reads_seen: Mutex::new(HashMap::new()),
             rounds: Mutex::new((reserved + 1, reserved)),
         });
         shared.resolve_pending().await;
@@ -661,48 +667,19 @@ async fn handle(shared: &Arc<Shared>, jobs: &mpsc::Sender<Job>, request: Request
                 }
             }
         }
-        Request::Query(query) => query_cluster(shared, query).await,
-        Request::Prove(id) => {
-            for answer in shared.all_shards(Request::Prove(id)).await {
-                if let Ok(Response::Proof(Some(mut proof))) = answer {
-                    let (shard, height, round) = (proof.header.shard, proof.header.height, proof.header.round);
-                    let checkpoint = shared.store.lock().checkpoint_holding(shard, height, round);
-                    return match checkpoint {
-                        Ok(Some(checkpoint)) => match complete_proof(&mut proof, &checkpoint) {
-                            Ok(()) => Response::Proof(Some(proof)),
-                            Err(e) => Response::error(error_code::STORAGE, e),
-                        },
-                        Ok(None) => Response::error(
-                            error_code::STORAGE,
-                            format!("no checkpoint holds block {height} of shard {shard} yet"),
-                        ),
-                        Err(e) => Response::error(error_code::STORAGE, e),
-                    };
-                }
-            }
-            Response::Proof(None)
-        }
+        // A client's reads are answered only when signed by a registered actor allowed to read
+        // what they reveal (`caduceus_engine::authority`); without a credential, a client gets
+        // health and checkpoints.
+        Request::Query(_) | Request::Prove(_) | Request::Lookup(_) => Response::error(
+            error_code::UNAUTHENTICATED,
+            "reads are answered only when signed by a registered actor: health and checkpoints are anyone's",
+        ),
+        Request::Signed { credential, request } => signed_read(shared, credential, *request).await,
         Request::Checkpoint => Response::Checkpoint(shared.store.lock().checkpoint().cloned()),
         Request::CheckpointAt(round) => match shared.store.lock().checkpoint_at(round) {
             Ok(checkpoint) => Response::Checkpoint(checkpoint),
             Err(e) => Response::error(error_code::STORAGE, e),
         },
-        // Where each id is recorded, from every shard's transaction index.
-        Request::Lookup(ids) => {
-            let mut found: Vec<Option<TxResult>> = vec![None; ids.len()];
-            for answer in shared.all_shards(Request::Lookup(ids)).await {
-                match answer {
-                    Ok(Response::Lookup(results)) if results.len() == found.len() => {
-                        for (slot, result) in found.iter_mut().zip(results) {
-                            *slot = slot.or(result);
-                        }
-                    }
-                    Ok(other) => return other,
-                    Err(e) => return Response::error(error_code::UNAVAILABLE, e),
-                }
-            }
-            Response::Lookup(found)
-        }
         Request::Health => {
             let down: Vec<u32> = (0..shared.genesis.shards).filter(|&s| shared.down(s)).collect();
             let unresolved = shared.unresolved.lock().len();
@@ -718,6 +695,153 @@ async fn handle(shared: &Arc<Shared>, jobs: &mpsc::Sender<Job>, request: Request
         }
         _ => Response::error(error_code::NOT_HERE, "not a client request"),
     }
+}
+
+/// Most signed reads remembered at once (each for `CLOCK_SKEW_MS` either side of its time);
+/// past it, reads are answered "busy" until older ones leave the window.
+const READS_REMEMBERED_MAX: usize = 1 << 20;
+
+fn unauthenticated(detail: &str) -> Response {
+    Response::error(error_code::UNAUTHENTICATED, detail)
+}
+
+/// Authenticates a signed read, then answers it if the reader may read what it reveals.
+async fn signed_read(shared: &Arc<Shared>, credential: Credential, request: Request) -> Response {
+    let now = shared.fixed_time.unwrap_or_else(|| (caduceus_engine::ledger::system_clock())());
+    if credential.timestamp.abs_diff(now) > CLOCK_SKEW_MS {
+        return unauthenticated("the read was signed more than 5 minutes from the coordinator's time: sign it anew");
+    }
+    let reader = credential.reader;
+    let actor = match shared.at_shard(0, Request::Query(Query::Actor(reader))).await {
+        Ok(Response::Answer(Answer::Actor(Some(actor)))) if actor.revoked_at.is_none() => actor,
+        Ok(Response::Answer(Answer::Actor(_))) => {
+            return unauthenticated("the reader is not a registered, unrevoked actor")
+        }
+        Ok(other) => return other,
+        Err(e) => return Response::error(error_code::UNAVAILABLE, e),
+    };
+    // An actor that rotated its key signs with its current one.
+    let current = actor.key.unwrap_or(reader);
+    let message = Credential::message(&reader, credential.timestamp, credential.nonce, &request);
+    if !message.is_ok_and(|m| caduceus_engine::signature::verify_one(&current, &m, &credential.signature)) {
+        return unauthenticated("the read's signature does not check against the reader's current key");
+    }
+    {
+        let mut seen = shared.reads_seen.lock();
+        if seen.len() >= READS_REMEMBERED_MAX {
+            seen.retain(|_, leaves| *leaves > now);
+        }
+        if seen.len() >= READS_REMEMBERED_MAX {
+            return Response::Busy;
+        }
+        if seen.insert((reader, credential.nonce), credential.timestamp + CLOCK_SKEW_MS).is_some() {
+            return unauthenticated("this signed read was answered before: sign each read anew");
+        }
+    }
+    let role = actor.role;
+    let forbidden = || Response::error(error_code::FORBIDDEN, format!("a {role} may not read this"));
+    match request {
+        Request::Query(query) => authorized_query(shared, &reader, role, query).await,
+        Request::Prove(id) => match prove(shared, id).await {
+            Response::Proof(Some(proof))
+                if !may_read(&reader, role, &Subject::Transaction(&proof.transaction.transaction)) =>
+            {
+                forbidden()
+            }
+            answer => answer,
+        },
+        // Results only, by id: anyone registered may learn whether an id was recorded.
+        Request::Lookup(ids) => lookup(shared, ids).await,
+        _ => Response::error(error_code::NOT_HERE, "only reads are signed"),
+    }
+}
+
+/// Answers a query if the reader may read what the answer reveals.
+async fn authorized_query(shared: &Arc<Shared>, reader: &ActorKey, role: Role, query: Query) -> Response {
+    let forbidden = || Response::error(error_code::FORBIDDEN, format!("a {role} may not read this"));
+    // Decided before reading where the question names the owner.
+    let before = match &query {
+        Query::AccessReport(patient, ..) => Some(Subject::AccessReport { patient }),
+        Query::Account(owner) => Some(Subject::Account { owner }),
+        Query::Actor(_) | Query::Unit(_) | Query::Totals => Some(Subject::Public),
+        Query::Claim(..) | Query::Custody(..) | Query::Transaction(_) => None,
+    };
+    if let Some(subject) = before {
+        return if may_read(reader, role, &subject) { query_cluster(shared, query).await } else { forbidden() };
+    }
+    let custody_unit = match &query {
+        Query::Custody(unit, ..) => Some(unit.clone()),
+        _ => None,
+    };
+    let patient = match &query {
+        Query::Claim(patient, _) => Some(*patient),
+        _ => None,
+    };
+    let answer = query_cluster(shared, query).await;
+    let allowed = match &answer {
+        Response::Answer(Answer::Claim(Some(claim))) => may_read(reader, role, &Subject::Claim(claim)),
+        // That a claim does not exist is the patient's to learn.
+        Response::Answer(Answer::Claim(None)) => {
+            patient.is_some_and(|patient| may_read(reader, role, &Subject::AccessReport { patient: &patient }))
+        }
+        Response::Answer(Answer::Transaction(Some((transaction, _)))) => {
+            may_read(reader, role, &Subject::Transaction(&transaction.transaction))
+        }
+        Response::Answer(Answer::Custody(page)) => {
+            let mut holders: Vec<ActorKey> =
+                page.entries.iter().flat_map(|e| [Some(e.actor), e.counterparty]).flatten().collect();
+            if let Some(unit) = custody_unit {
+                if let Response::Answer(Answer::Unit(Some(unit), _)) = query_cluster(shared, Query::Unit(unit)).await {
+                    holders.extend([unit.manufacturer, unit.custodian]);
+                }
+            }
+            may_read(reader, role, &Subject::Custody { holders: &holders })
+        }
+        _ => true, // nothing found, or an error
+    };
+    if allowed {
+        answer
+    } else {
+        forbidden()
+    }
+}
+
+async fn prove(shared: &Arc<Shared>, id: TxId) -> Response {
+    for answer in shared.all_shards(Request::Prove(id)).await {
+        if let Ok(Response::Proof(Some(mut proof))) = answer {
+            let (shard, height, round) = (proof.header.shard, proof.header.height, proof.header.round);
+            let checkpoint = shared.store.lock().checkpoint_holding(shard, height, round);
+            return match checkpoint {
+                Ok(Some(checkpoint)) => match complete_proof(&mut proof, &checkpoint) {
+                    Ok(()) => Response::Proof(Some(proof)),
+                    Err(e) => Response::error(error_code::STORAGE, e),
+                },
+                Ok(None) => Response::error(
+                    error_code::STORAGE,
+                    format!("no checkpoint holds block {height} of shard {shard} yet"),
+                ),
+                Err(e) => Response::error(error_code::STORAGE, e),
+            };
+        }
+    }
+    Response::Proof(None)
+}
+
+/// Where each id is recorded, from every shard's transaction index.
+async fn lookup(shared: &Arc<Shared>, ids: Vec<TxId>) -> Response {
+    let mut found: Vec<Option<TxResult>> = vec![None; ids.len()];
+    for answer in shared.all_shards(Request::Lookup(ids)).await {
+        match answer {
+            Ok(Response::Lookup(results)) if results.len() == found.len() => {
+                for (slot, result) in found.iter_mut().zip(results) {
+                    *slot = slot.or(result);
+                }
+            }
+            Ok(other) => return other,
+            Err(e) => return Response::error(error_code::UNAVAILABLE, e),
+        }
+    }
+    Response::Lookup(found)
 }
 
 async fn query_cluster(shared: &Arc<Shared>, query: Query) -> Response {

@@ -86,6 +86,12 @@ pub enum Request {
     },
     Status,
     Lookup(Vec<TxId>),
+    /// A read (`Query`, `Prove` or `Lookup`) with its reader's credential: a client's reads are
+    /// answered only this way.
+    Signed {
+        credential: Credential,
+        request: Box<Request>,
+    },
     /// Before a round at commit time `now`: what each transaction is answered without running
     /// (`Participant::admit`), as `Response::Lookup`: its first result or a conflict if the
     /// shard holds its id, a refusal if it may not reach the rules, nothing if it is new.
@@ -160,6 +166,56 @@ pub mod error_code {
     pub const PROTOCOL: u16 = 7;
     pub const UNAVAILABLE: u16 = 8;
     pub const BATCH_TOO_LARGE: u16 = 9;
+    /// A read without a valid credential: none, a bad signature, outside the clock-skew bound
+    /// of the coordinator's time, replayed, or from no registered, unrevoked actor.
+    pub const UNAUTHENTICATED: u16 = 10;
+    /// An authenticated reader may not read this (`caduceus_engine::authority`).
+    pub const FORBIDDEN: u16 = 11;
+}
+
+/// Who asks a signed read, when, and its signature over `Credential::message`: a read is
+/// answered only if the signature checks, the time is within `limits::CLOCK_SKEW_MS` of the
+/// coordinator's, and the (reader, nonce) pair was not used in that window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    pub reader: ActorKey,
+    pub timestamp: u64,
+    pub nonce: u64,
+    pub signature: [u8; 64],
+}
+
+impl Credential {
+    /// What the reader signs: a domain tag, who, when, the nonce and the whole request.
+    pub fn message(reader: &ActorKey, timestamp: u64, nonce: u64, request: &Request) -> Result<Vec<u8>, EncodeError> {
+        let mut message = b"caduceus.read.1".to_vec();
+        message.extend_from_slice(&reader.0);
+        message.extend_from_slice(&timestamp.to_le_bytes());
+        message.extend_from_slice(&nonce.to_le_bytes());
+        message.extend_from_slice(&request.encode()?);
+        Ok(message)
+    }
+
+    /// `request` signed by `key` at `timestamp` with `nonce`.
+    pub fn sign(
+        key: &caduceus_engine::signature::SigningKey,
+        timestamp: u64,
+        nonce: u64,
+        request: Request,
+    ) -> Result<Request, EncodeError> {
+        let reader = caduceus_engine::signature::actor_key(key);
+        let signature =
+            caduceus_engine::signature::sign_message(key, &Self::message(&reader, timestamp, nonce, &request)?);
+        Ok(Request::Signed {
+            credential: Credential { reader, timestamp, nonce, signature },
+            request: Box::new(request),
+        })
+    }
+
+    /// Whether the signature is the reader's over this request.
+    pub fn verifies(&self, request: &Request) -> bool {
+        Self::message(&self.reader, self.timestamp, self.nonce, request)
+            .is_ok_and(|message| caduceus_engine::signature::verify_one(&self.reader, &message, &self.signature))
+    }
 }
 
 fn option<T>(
@@ -415,6 +471,14 @@ impl Request {
                     entry.encode_into(&mut e)?;
                 }
             }
+            Request::Signed { credential, request } => {
+                e.u8(21);
+                e.array(&credential.reader.0);
+                e.u64(credential.timestamp);
+                e.u64(credential.nonce);
+                e.array(&credential.signature);
+                e.bytes.extend_from_slice(&request.encode()?);
+            }
             Request::AtShard { shard, request } => {
                 e.u8(20);
                 e.u32(*shard);
@@ -463,6 +527,21 @@ impl Request {
                     return Err(WireError::Malformed(DecodeError::Invalid("nested shard request")));
                 }
                 Request::AtShard { shard, request: Box::new(Request::decode(inner, payload)?) }
+            }
+            21 => {
+                let credential = Credential {
+                    reader: ActorKey(d.array()?),
+                    timestamp: d.u64()?,
+                    nonce: d.u64()?,
+                    signature: d.array()?,
+                };
+                let rest = d.take(d.remaining())?;
+                let (&inner, payload) = rest.split_first().ok_or(DecodeError::Invalid("empty signed request"))?;
+                // Only reads are signed this way: a query, a proof, a lookup.
+                if ![2, 3, 13].contains(&inner) {
+                    return Err(WireError::Malformed(DecodeError::Invalid("a signed request is a read")));
+                }
+                Request::Signed { credential, request: Box::new(Request::decode(inner, payload)?) }
             }
             other => return Err(WireError::UnknownKind(other)),
         };

@@ -164,6 +164,16 @@ fn key_of(seed: u64, role: &str, index: usize) -> SigningKey {
     signing_key(*blake3::hash(material.as_bytes()).as_bytes())
 }
 
+/// The seeded auditor's signing key (a demo's, like the operator's).
+pub fn auditor_key_of(seed: u64) -> SigningKey {
+    key_of(seed, "auditor", 0)
+}
+
+/// The seeded genesis operator's signing key (a demo's: derived from a public string).
+pub fn operator_key_of(seed: u64) -> SigningKey {
+    key_of(seed, "operator", 0)
+}
+
 /// The genesis operator of the workload with this seed, without making its population.
 pub fn operator_of(seed: u64) -> ActorKey {
     actor_key(&key_of(seed, "operator", 0))
@@ -188,6 +198,8 @@ pub struct Workload {
     /// Manufacturers, then distributors, then pharmacies.
     supply: Vec<ActorKey>,
     regulator: ActorKey,
+    /// Reads everything (`Role::Auditor`): what tests and tools read a cluster as.
+    auditor: ActorKey,
     records: Vec<(u128, usize, usize)>, // record, patient, custodian provider
     records_by_patient: HashMap<usize, Vec<u128>>,
     consents: Vec<(u128, usize, usize)>, // consent, patient, grantee provider
@@ -229,6 +241,7 @@ impl Workload {
         };
         let operator = make("operator", 1)[0];
         let regulator = make("regulator", 1)[0];
+        let auditor = make("auditor", 1)[0];
         let patients = make("patient", config.patients);
         let providers = make("provider", config.providers);
         let payers = make("payer", config.payers);
@@ -254,6 +267,7 @@ impl Workload {
             payer_shard,
             supply,
             regulator,
+            auditor,
             records: Vec::new(),
             records_by_patient: HashMap::new(),
             consents: Vec::new(),
@@ -332,7 +346,10 @@ impl Workload {
     /// knows actors by key alone.
     pub fn directory(&self) -> Vec<(ActorKey, String)> {
         let (m, d) = (self.config.manufacturers, self.config.distributors);
-        let mut names = vec![(self.regulator, "National drug regulator".to_owned())];
+        let mut names = vec![
+            (self.regulator, "National drug regulator".to_owned()),
+            (self.auditor, "Exchange audit office".to_owned()),
+        ];
         names.extend(self.patients.iter().enumerate().map(|(i, a)| (*a, format!("Patient {i}"))));
         names.extend(self.providers.iter().enumerate().map(|(i, a)| (*a, format!("Provider {i}"))));
         names.extend(self.payers.iter().enumerate().map(|(i, a)| (*a, format!("Payer {i}"))));
@@ -361,6 +378,16 @@ impl Workload {
 
     pub fn regulator(&self) -> ActorKey {
         self.regulator
+    }
+
+    /// The population's auditor: it reads everything.
+    pub fn auditor(&self) -> ActorKey {
+        self.auditor
+    }
+
+    /// The signing key of one of the population's actors.
+    pub fn signing_key(&self, actor: &ActorKey) -> Option<&SigningKey> {
+        self.keys.get(actor)
     }
 
     fn id(&mut self) -> u128 {
@@ -406,6 +433,7 @@ impl Workload {
             out.push(t);
         };
         register(self, self.regulator, Role::Regulator, Vec::new());
+        register(self, self.auditor, Role::Auditor, Vec::new());
         for a in self.patients.clone() {
             register(self, a, Role::Patient, Vec::new());
         }

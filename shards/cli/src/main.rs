@@ -62,6 +62,13 @@ enum Command {
         dir: Option<PathBuf>,
         #[command(flatten)]
         cluster: ClusterTarget,
+        /// Ask a cluster as this keystore key's actor (a cluster answers only signed reads, and
+        /// only what that actor may read).
+        #[arg(long = "as", value_name = "NAME")]
+        reader: Option<String>,
+        /// The keystore holding `--as` (default: `$CADUCEUS_KEYSTORE`, else `~/.caduceus/keys`).
+        #[arg(long)]
+        keystore: Option<PathBuf>,
         #[command(subcommand)]
         question: query::Question,
     },
@@ -153,12 +160,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             (None, Some(cluster)) => audit::verify_cluster(&cluster, &checkpoint),
             (None, None) => unreachable!("clap requires one"),
         },
-        Command::Query { dir, cluster, question } => {
+        Command::Query { dir, cluster, reader, keystore, question } => {
             let reader: Box<dyn reader::Reader> = match dir {
                 Some(dir) => Box::new(reader::Embedded::open(&dir)?),
                 None => {
                     let (target, ca) = cluster.resolve()?;
-                    Box::new(reader::Cluster::connect(target, &ca)?)
+                    let key =
+                        reader.map(|name| keys::load(&keys::keystore(keystore.as_deref())?, &name)).transpose()?;
+                    Box::new(reader::Cluster::connect(target, &ca, key)?)
                 }
             };
             query::answer(reader.as_ref(), question)?;

@@ -78,9 +78,19 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn connect(target: std::net::SocketAddr, ca: &Path) -> Result<Self> {
+    /// Connects to the coordinator; reads are signed as `reader` (a cluster answers an
+    /// unsigned read with health and checkpoints only).
+    pub fn connect(
+        target: std::net::SocketAddr,
+        ca: &Path,
+        reader: Option<caduceus_engine::signature::SigningKey>,
+    ) -> Result<Self> {
         let runtime = crate::runtime()?;
-        let client = runtime.block_on(Client::connect(target, ca)).with_context(|| format!("connect to {target}"))?;
+        let mut client =
+            runtime.block_on(Client::connect(target, ca)).with_context(|| format!("connect to {target}"))?;
+        if let Some(key) = reader {
+            client = client.reading_as(key, caduceus_engine::ledger::system_clock());
+        }
         Ok(Self { runtime, connection: Some(client) })
     }
 

@@ -238,13 +238,17 @@ impl Drop for Cluster {
     }
 }
 
-/// Connects and waits until the coordinator reports every shard healthy (at most 30 s).
-async fn healthy_client(address: SocketAddr, ca: &Path) -> Client {
+/// Connects and waits until the coordinator reports every shard healthy (at most 30 s); the
+/// client reads as the auditor of the workload with this seed (registered by its setup).
+async fn healthy_client(address: SocketAddr, ca: &Path, seed: u64) -> Client {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(client) = Client::connect(address, ca).await {
             match client.health().await {
-                Ok((_, detail)) if detail.starts_with("healthy") => return client,
+                Ok((_, detail)) if detail.starts_with("healthy") => {
+                    let auditor = caduceus_workload::auditor_key_of(seed);
+                    return client.reading_as(auditor, Arc::new(|| FIXED_TIME));
+                }
                 _ => client.close().await,
             }
         }
@@ -331,7 +335,7 @@ fn a_cluster_gives_the_embedded_engine_s_results_state_and_checkpoint() {
     assert_eq!(status_text.lines().filter(|l| l.contains("127.0.0.1")).count(), 3, "{status_text}");
 
     runtime().block_on(async {
-        let client = healthy_client(cluster.address(), &cluster.ca()).await;
+        let client = healthy_client(cluster.address(), &cluster.ca(), 11).await;
         let mut cross = 0;
         for (batch, expected) in batches.iter().zip(&embedded) {
             cross += batch.iter().filter(|t| is_cross(t, shards)).count();
@@ -359,6 +363,7 @@ fn a_cluster_gives_the_embedded_engine_s_results_state_and_checkpoint() {
         assert_eq!(Some(holding.clone()), ledger.checkpoint_at(proof.checkpoint_round).unwrap());
         proof.verify(&holding.hash()).unwrap();
         client.close().await;
+        hostile_readers_are_refused(&cluster, &work, &batches).await;
     });
 
     let down = caduceus().args(["cluster", "down", "--dir", cluster.path.to_str().unwrap()]).output().unwrap();
@@ -431,6 +436,81 @@ fn a_cluster_gives_the_embedded_engine_s_results_state_and_checkpoint() {
     assert!(!intact && said.contains("coordinator store: "), "{said}");
 }
 
+/// The code of the error a request gets, or `None` if it was answered.
+async fn refusal(client: &Client, request: &Request) -> Option<u16> {
+    match client.request(request).await.unwrap() {
+        Response::Error { code, .. } => Some(code),
+        _ => None,
+    }
+}
+
+/// Each kind of read, asked with another actor's key, with no key, replayed, and signed too
+/// long ago, is refused; its rightful reader gets it; health and checkpoints are anyone's.
+async fn hostile_readers_are_refused(cluster: &Cluster, work: &Workload, batches: &[Vec<SignedTransaction>]) {
+    use caduceus_engine::Operation;
+    use caduceus_shards::wire::{error_code, Credential};
+    let key = |actor: &caduceus_engine::ActorKey| work.signing_key(actor).unwrap().clone();
+    let transactions: Vec<&SignedTransaction> = batches.iter().flatten().collect();
+    let claim = transactions
+        .iter()
+        .find_map(|t| match &t.transaction.operation {
+            Operation::SubmitClaim { claim, patient, payer, .. } => {
+                Some((*claim, *patient, *payer, t.transaction.signer))
+            }
+            _ => None,
+        })
+        .unwrap();
+    let (claim, patient, payer, provider) = claim;
+    let other = *work.patients().iter().find(|p| **p != patient).unwrap();
+    let unit = transactions
+        .iter()
+        .find_map(|t| match &t.transaction.operation {
+            Operation::CommissionUnit { unit, .. } => Some((unit.clone(), t.transaction.signer)),
+            _ => None,
+        })
+        .unwrap();
+    let access = transactions
+        .iter()
+        .find(|t| matches!(t.transaction.operation, Operation::AccessRecord { .. }) && t.transaction.signer != other)
+        .unwrap();
+    let signed = |reader: &caduceus_engine::ActorKey, at: u64, nonce: u64, request: Request| {
+        Credential::sign(&key(reader), at, nonce, request).unwrap()
+    };
+    let client = Client::connect(cluster.address(), &cluster.ca()).await.unwrap();
+    // (the read, its rightful reader, another actor)
+    let reads: Vec<(Request, caduceus_engine::ActorKey, caduceus_engine::ActorKey)> = vec![
+        (Request::Query(Query::AccessReport(patient, None, 10)), patient, other),
+        (Request::Query(Query::Claim(patient, claim)), provider, other),
+        (Request::Query(Query::Claim(patient, claim)), payer, other),
+        (Request::Query(Query::Account(payer)), payer, provider),
+        (Request::Query(Query::Custody(unit.0.clone(), None, 10)), unit.1, other),
+        (Request::Query(Query::Transaction(access.id())), access.transaction.signer, other),
+        (Request::Prove(access.id()), access.transaction.signer, other),
+    ];
+    let mut nonce = 0;
+    for (read, rightful, intruder) in reads {
+        nonce += 1;
+        let allowed = signed(&rightful, FIXED_TIME, nonce, read.clone());
+        assert_eq!(refusal(&client, &allowed).await, None, "{read:?} as its reader");
+        assert_eq!(refusal(&client, &allowed).await, Some(error_code::UNAUTHENTICATED), "{read:?} replayed");
+        let intruding = signed(&intruder, FIXED_TIME, nonce, read.clone());
+        assert_eq!(refusal(&client, &intruding).await, Some(error_code::FORBIDDEN), "{read:?} as another actor");
+        assert_eq!(refusal(&client, &read).await, Some(error_code::UNAUTHENTICATED), "{read:?} unsigned");
+        let stale = signed(&rightful, FIXED_TIME - 6 * 60_000, nonce + 1_000, read.clone());
+        assert_eq!(refusal(&client, &stale).await, Some(error_code::UNAUTHENTICATED), "{read:?} signed too long ago");
+        // Signed by a key that is no registered actor's.
+        let stranger = caduceus_engine::signature::signing_key([0x77; 32]);
+        let unknown = Credential::sign(&stranger, FIXED_TIME, nonce, read.clone()).unwrap();
+        assert_eq!(refusal(&client, &unknown).await, Some(error_code::UNAUTHENTICATED), "{read:?} by a stranger");
+    }
+    // A unit's status is any registered actor's; health and checkpoints anyone's.
+    let status = signed(&other, FIXED_TIME, 99_999, Request::Query(Query::Unit(unit.0)));
+    assert_eq!(refusal(&client, &status).await, None);
+    assert_eq!(refusal(&client, &Request::Checkpoint).await, None);
+    assert_eq!(refusal(&client, &Request::Health).await, None);
+    client.close().await;
+}
+
 #[test]
 fn a_shard_server_killed_during_load_rejoins_and_nothing_acknowledged_is_lost() {
     let (batches, mut cluster) = prepared(12, 8_000, 4, 2);
@@ -439,7 +519,7 @@ fn a_shard_server_killed_during_load_rejoins_and_nothing_acknowledged_is_lost() 
     let stop_at = batches.len() / 2;
     cluster.launch(&[("shard-1", &format!("after-round:{stop_at}"))]);
     let runtime = runtime();
-    let client = runtime.block_on(healthy_client(cluster.address(), &cluster.ca()));
+    let client = runtime.block_on(healthy_client(cluster.address(), &cluster.ca(), 12));
 
     let mut acknowledged = Vec::new();
     let mut unavailable = Vec::new();
@@ -461,7 +541,7 @@ fn a_shard_server_killed_during_load_rejoins_and_nothing_acknowledged_is_lost() 
     let found_gone = found_gone.expect("shard-1 stopped at its failpoint during the load");
     assert!(!unavailable.is_empty(), "transactions that needed the killed server waited");
     runtime.block_on(async {
-        let client = healthy_client(cluster.address(), &cluster.ca()).await;
+        let client = healthy_client(cluster.address(), &cluster.ca(), 12).await;
         assert_acknowledged_present(&client, &acknowledged).await;
         assert_conserved(&client).await;
         // What was not acknowledged can be sent again, and now gets a result.
@@ -507,7 +587,7 @@ fn coordinator_crash(failpoint: &str, expect_committed: bool) {
     let crash_batch = batches.len() - 3;
     assert!(batches[crash_batch].iter().any(|t| is_cross(t, shards)));
     cluster.launch(&[("coordinator", &format!("{failpoint}:{}", crash_batch + 1))]);
-    let client = runtime.block_on(healthy_client(cluster.address(), &cluster.ca()));
+    let client = runtime.block_on(healthy_client(cluster.address(), &cluster.ca(), 13));
     let mut acknowledged = Vec::new();
     for batch in &batches[..crash_batch] {
         let outcomes = runtime.block_on(client.submit(batch.clone())).unwrap();
@@ -525,7 +605,7 @@ fn coordinator_crash(failpoint: &str, expect_committed: bool) {
     cluster.start("shard-0", None);
     cluster.start("coordinator", None);
     runtime.block_on(async {
-        let client = healthy_client(cluster.address(), &cluster.ca()).await;
+        let client = healthy_client(cluster.address(), &cluster.ca(), 13).await;
         assert_acknowledged_present(&client, &acknowledged).await;
         assert_conserved(&client).await;
         // The crashed batch again: single-shard transactions were sealed with the round;
@@ -618,7 +698,7 @@ fn garbage_oversized_and_unknown_frames_get_errors_while_others_are_served() {
     cluster.start_all();
     let runtime = runtime();
     runtime.block_on(async {
-        let client = healthy_client(cluster.address(), &cluster.ca()).await;
+        let client = healthy_client(cluster.address(), &cluster.ca(), 14).await;
         let config = tls::client(tls::roots(&cluster.ca()).unwrap(), None).unwrap();
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         endpoint.set_default_client_config(config);
@@ -774,7 +854,7 @@ fn a_taken_port_makes_the_cluster_again_on_other_ports() {
     cluster.start_all();
     assert_ne!(cluster.config("shard-0").listen, taken, "made again on another port");
     let runtime = runtime();
-    let client = runtime.block_on(healthy_client(cluster.address(), &cluster.ca()));
+    let client = runtime.block_on(healthy_client(cluster.address(), &cluster.ca(), 16));
     runtime.block_on(client.close());
 }
 
