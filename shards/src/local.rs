@@ -298,6 +298,19 @@ pub fn client_target(dir: &Path) -> Result<(SocketAddr, PathBuf)> {
     Ok((coordinator.listen, coordinator.ca.clone()))
 }
 
+/// The clock a cluster's clients sign with: the coordinator's fixed time if the cluster was
+/// made with one (`init --fixed-time`, for tests), else the system's.
+pub fn cluster_clock(dir: Option<&Path>) -> Result<caduceus_engine::ledger::Clock> {
+    let fixed = match dir {
+        Some(dir) => nodes(dir)?.into_iter().find(|(_, n)| n.role == Role::Coordinator).and_then(|(_, n)| n.fixed_time),
+        None => None,
+    };
+    Ok(match fixed {
+        Some(time) => std::sync::Arc::new(move || time),
+        None => caduceus_engine::ledger::system_clock(),
+    })
+}
+
 /// Where a client reaches a cluster: `--target` and `--ca` as given, or else what the cluster
 /// directory made by `init` says (the command line and `loadgen` resolve targets alike).
 pub fn resolve_target(

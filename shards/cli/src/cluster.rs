@@ -152,6 +152,39 @@ pub fn command(action: ClusterAction) -> Result<ExitCode> {
     }
 }
 
+/// Registers a keystore key's actor in a role, signed by the cluster's operator key (the one
+/// `cluster init` generated beside the cluster directory); prints the result.
+pub async fn register(
+    target: std::net::SocketAddr,
+    ca: &Path,
+    actor: caduceus_engine::ActorKey,
+    role: caduceus_engine::Role,
+    clock: caduceus_engine::ledger::Clock,
+) -> Result<()> {
+    let Some(operator) = local::operator_key(ca)? else {
+        anyhow::bail!(
+            "this cluster has no generated operator key beside its directory: register with the key of its operator"
+        );
+    };
+    let transaction = caduceus_engine::Transaction {
+        nonce: u128::from(crate::now_ms()) << 64 | u128::from(std::process::id()),
+        signer: caduceus_engine::signature::actor_key(&operator),
+        timestamp: clock(),
+        operation: caduceus_engine::Operation::RegisterActor { actor, role, prefixes: Vec::new() },
+        key: None,
+    };
+    let client = Client::connect(target, ca).await?;
+    let outcome = client.submit(vec![caduceus_engine::signature::sign(transaction, &operator)?]).await?;
+    client.close().await;
+    match outcome.first() {
+        Some(Outcome::Done(result)) if result.is_committed() => {
+            println!("registered {actor} as {role}");
+            Ok(())
+        }
+        other => anyhow::bail!("the registration was not committed: {other:?}"),
+    }
+}
+
 /// Submits the seeded workload (setup, then load) to a cluster and prints results by reason.
 pub async fn submit(target: std::net::SocketAddr, ca: &Path, load: &LoadArgs) -> Result<()> {
     let client = Client::connect(target, ca).await?;

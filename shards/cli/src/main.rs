@@ -103,6 +103,20 @@ enum Command {
         #[arg(long, value_parser = parse::hash)]
         checkpoint: Hash,
     },
+    /// Register a keystore key's actor with a cluster, signed by the cluster's generated operator key.
+    Register {
+        #[command(flatten)]
+        cluster: ClusterTarget,
+        /// The key's name in the keystore.
+        #[arg(long)]
+        key: String,
+        /// The keystore (default: `$CADUCEUS_KEYSTORE`, else `~/.caduceus/keys`).
+        #[arg(long)]
+        keystore: Option<PathBuf>,
+        /// patient, provider, payer, manufacturer, distributor, dispenser, regulator or auditor.
+        #[arg(long, value_parser = parse::role)]
+        role: caduceus_engine::Role,
+    },
     /// Keep actors' signing keys: `keys new NAME`, `keys list`, `keys export NAME`.
     Keys {
         /// The keystore directory (default: `$CADUCEUS_KEYSTORE`, else `~/.caduceus/keys`).
@@ -167,7 +181,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     let (target, ca) = cluster.resolve()?;
                     let key =
                         reader.map(|name| keys::load(&keys::keystore(keystore.as_deref())?, &name)).transpose()?;
-                    Box::new(reader::Cluster::connect(target, &ca, key)?)
+                    let clock = caduceus_shards::local::cluster_clock(cluster.cluster_dir.as_deref())?;
+                    Box::new(reader::Cluster::connect(target, &ca, key.map(|key| (key, clock)))?)
                 }
             };
             query::answer(reader.as_ref(), question)?;
@@ -190,6 +205,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckProof { proof, checkpoint } => audit::check_proof(&proof, &checkpoint),
+        Command::Register { cluster, key, keystore, role } => {
+            let (target, ca) = cluster.resolve()?;
+            let actor =
+                caduceus_engine::signature::actor_key(&keys::load(&keys::keystore(keystore.as_deref())?, &key)?);
+            let clock = caduceus_shards::local::cluster_clock(cluster.cluster_dir.as_deref())?;
+            runtime()?.block_on(cluster::register(target, &ca, actor, role, clock))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Keys { keystore, action } => {
             keys::command(&keys::keystore(keystore.as_deref())?, action)?;
             Ok(ExitCode::SUCCESS)

@@ -31,3 +31,16 @@ pub fn cursor(text: &str) -> Result<Cursor, String> {
 pub fn hash(text: &str) -> Result<Hash, String> {
     unhex(text).and_then(|bytes| bytes.try_into().ok()).ok_or_else(|| format!("{text:?} is not a 64-digit hex hash"))
 }
+
+/// A role by name (`patient`, `provider`, ...); an operator is added only by a quorum.
+pub fn role(text: &str) -> Result<caduceus_engine::Role, String> {
+    match caduceus_engine::Role::parse(text) {
+        Some(caduceus_engine::Role::Operator) => {
+            Err("operators are added by a quorum of operators (add-operator)".into())
+        }
+        Some(role) => Ok(role),
+        None => Err(format!(
+            "not a role: {text} (patient, provider, payer, manufacturer, distributor, dispenser, regulator, auditor)"
+        )),
+    }
+}

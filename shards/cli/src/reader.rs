@@ -83,13 +83,13 @@ impl Cluster {
     pub fn connect(
         target: std::net::SocketAddr,
         ca: &Path,
-        reader: Option<caduceus_engine::signature::SigningKey>,
+        reader: Option<(caduceus_engine::signature::SigningKey, caduceus_engine::ledger::Clock)>,
     ) -> Result<Self> {
         let runtime = crate::runtime()?;
         let mut client =
             runtime.block_on(Client::connect(target, ca)).with_context(|| format!("connect to {target}"))?;
-        if let Some(key) = reader {
-            client = client.reading_as(key, caduceus_engine::ledger::system_clock());
+        if let Some((key, clock)) = reader {
+            client = client.reading_as(key, clock);
         }
         Ok(Self { runtime, connection: Some(client) })
     }

@@ -880,4 +880,38 @@ fn a_cluster_s_generated_operator_key_signs_the_demo_workload() {
     assert!(submit.status.success(), "{said}");
     assert!(!said.contains("unknown-signer"), "the registrations were signed by the cluster's operator: {said}");
     assert!(said.contains("committed"), "{said}");
+
+    // A person's key from the keystore, registered by the cluster's operator, reads as that
+    // actor: an auditor reads a patient's report; unsigned, the same question is refused.
+    let dir = cluster.path.to_str().unwrap();
+    let keystore = cluster.path.with_extension("keys");
+    let keystore = keystore.to_str().unwrap();
+    let run = |args: &[&str]| caduceus().args(args).output().unwrap();
+    let said = |output: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    };
+    assert!(run(&["keys", "--keystore", keystore, "new", "audit-office"]).status.success());
+    let registered =
+        run(&["register", "--cluster-dir", dir, "--keystore", keystore, "--key", "audit-office", "--role", "auditor"]);
+    assert!(registered.status.success(), "{}", said(&registered));
+    let config = WorkloadConfig { seed: 1, patients: 200, ..WorkloadConfig::default() };
+    let patient = Workload::new(config, FIXED_TIME).patients()[0].to_string();
+    let unsigned = run(&["query", "--cluster-dir", dir, "access-report", "--patient", &patient]);
+    assert!(!unsigned.status.success() && said(&unsigned).contains("signed"), "{}", said(&unsigned));
+    let signed = run(&[
+        "query",
+        "--cluster-dir",
+        dir,
+        "--as",
+        "audit-office",
+        "--keystore",
+        keystore,
+        "access-report",
+        "--patient",
+        &patient,
+    ]);
+    assert!(signed.status.success(), "{}", said(&signed));
+    let operator =
+        run(&["register", "--cluster-dir", dir, "--keystore", keystore, "--key", "audit-office", "--role", "operator"]);
+    assert!(!operator.status.success(), "an operator is never added by one registration");
 }
