@@ -70,13 +70,14 @@ pub fn parties(transaction: &Transaction) -> Vec<ActorKey> {
         Operation::GrantConsent { patient, grantee, .. } => parties.extend([*patient, *grantee]),
         Operation::SubmitClaim { patient, payer, .. } => parties.extend([*patient, *payer]),
         Operation::PayClaim { patient, provider, .. } => parties.extend([*patient, *provider]),
-        Operation::ShipUnit { to, .. } => parties.push(*to),
+        Operation::ShipUnit { to, .. } | Operation::AuditRead { subject: Some(to), .. } => parties.push(*to),
         Operation::FundAccount { .. }
         | Operation::CommissionUnit { .. }
         | Operation::ReceiveUnit { .. }
         | Operation::DispenseUnit { .. }
         | Operation::DecommissionUnit { .. }
         | Operation::RecallLot { .. }
+        | Operation::AuditRead { subject: None, .. }
         | Operation::RotateKey { .. } => {}
     }
     parties

@@ -82,6 +82,7 @@ fn needs(transaction: &SignedTransaction, shards: u32, out: &mut Vec<Need>) {
         | Operation::AddOperator { .. }
         | Operation::RotateKey { .. }
         | Operation::FundAccount { .. }
+        | Operation::AuditRead { .. }
         | Operation::RecallLot { .. } => {}
     }
 }

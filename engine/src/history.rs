@@ -66,6 +66,8 @@ pub struct AccessEntry {
     pub break_glass: bool,
     /// Not a read: the record's erasure (`erase-record`), by the patient or an operator.
     pub erasure: bool,
+    /// An auditor's read of the actor's data (`audit-read`); its record is 0.
+    pub audit: bool,
 }
 
 impl AccessEntry {
@@ -85,6 +87,7 @@ impl Codec for AccessEntry {
         e.u16(self.result.code());
         e.bool(self.break_glass);
         e.bool(self.erasure);
+        e.bool(self.audit);
         Ok(())
     }
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
@@ -100,6 +103,7 @@ impl Codec for AccessEntry {
             result: TxResult::from_code(d.u16()?).ok_or(DecodeError::Invalid("result"))?,
             break_glass: d.bool("break_glass")?,
             erasure: d.bool("erasure")?,
+            audit: d.bool("audit")?,
         })
     }
 }

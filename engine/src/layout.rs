@@ -81,7 +81,7 @@ pub const META_FORMAT: &[u8] = b"Mformat";
 /// operator quorum; 8: no health data in clear: actors have no names, claims hold a keyed
 /// commitment instead of their service date and codes, a dispensed unit a commitment to its
 /// recipient, and reasons are codes; a record holds when it was erased, and an access log entry
-/// whether it is an erasure.
+/// whether it is an erasure or an auditor's read (`audit-read`).
 pub const STORE_FORMAT: u32 = 8;
 
 /// The write that records `STORE_FORMAT`, made with a new store's configuration.

@@ -372,6 +372,14 @@ pub enum Operation {
         /// Whose record it is.
         patient: ActorKey,
     },
+    /// An auditor's read, logged before it is answered: the read's digest (blake3 of the request
+    /// it makes), and whose data it reads, if one actor's (shown in that actor's access report).
+    AuditRead {
+        /// blake3 of the read request.
+        read: Hash,
+        /// The actor whose data the read reveals, if one.
+        subject: Option<ActorKey>,
+    },
     /// A provider reads a record without consent in an emergency; permitted, logged and flagged.
     EmergencyAccess {
         /// The record's id.
@@ -583,11 +591,13 @@ pub enum OperationKind {
     RotateKey = 21,
     /// `Operation::EraseRecord`.
     EraseRecord = 22,
+    /// `Operation::AuditRead`.
+    AuditRead = 23,
 }
 
 impl OperationKind {
     /// Every kind, in tag order: tags run from 1 without gaps (a test checks it).
-    pub const ALL: [OperationKind; 22] = [
+    pub const ALL: [OperationKind; 23] = [
         OperationKind::RegisterActor,
         OperationKind::RegisterRecord,
         OperationKind::AmendRecord,
@@ -610,6 +620,7 @@ impl OperationKind {
         OperationKind::AddOperator,
         OperationKind::RotateKey,
         OperationKind::EraseRecord,
+        OperationKind::AuditRead,
     ];
 
     /// The kind with this wire tag, if any.
@@ -647,6 +658,7 @@ impl OperationKind {
             OperationKind::AddOperator => "add-operator",
             OperationKind::RotateKey => "rotate-key",
             OperationKind::EraseRecord => "erase-record",
+            OperationKind::AuditRead => "audit-read",
         }
     }
 
@@ -691,6 +703,7 @@ impl OperationKind {
             OperationKind::RecallLot => &[Role::Manufacturer, Role::Regulator],
             OperationKind::RotateKey => Role::ALL,
             OperationKind::EraseRecord => &[Role::Patient, Role::Operator],
+            OperationKind::AuditRead => &[Role::Auditor],
         }
     }
 
@@ -708,7 +721,8 @@ impl OperationKind {
             | OperationKind::RevokeConsent
             | OperationKind::AccessRecord
             | OperationKind::EmergencyAccess
-            | OperationKind::EraseRecord => Family::Records,
+            | OperationKind::EraseRecord
+            | OperationKind::AuditRead => Family::Records,
             OperationKind::FundAccount
             | OperationKind::SubmitClaim
             | OperationKind::AdjudicateClaim
@@ -749,6 +763,7 @@ impl Operation {
             Operation::AddOperator { .. } => OperationKind::AddOperator,
             Operation::RotateKey { .. } => OperationKind::RotateKey,
             Operation::EraseRecord { .. } => OperationKind::EraseRecord,
+            Operation::AuditRead { .. } => OperationKind::AuditRead,
         }
     }
 
@@ -900,6 +915,13 @@ impl Codec for Operation {
                 e.u128(*record);
                 e.array(&patient.0);
             }
+            Operation::AuditRead { read, subject } => {
+                e.array(read);
+                e.bool(subject.is_some());
+                if let Some(subject) = subject {
+                    e.array(&subject.0);
+                }
+            }
             Operation::RotateKey { new_key } => e.array(&new_key.0),
             Operation::AddOperator { actor, approvals } => {
                 e.array(&actor.0);
@@ -1018,6 +1040,11 @@ impl Codec for Operation {
             },
             OperationKind::RevokeActor => Operation::RevokeActor { actor: actor(d)? },
             OperationKind::EraseRecord => Operation::EraseRecord { record: d.u128()?, patient: actor(d)? },
+            OperationKind::AuditRead => {
+                let read = d.array()?;
+                let subject = if d.bool("subject")? { Some(actor(d)?) } else { None };
+                Operation::AuditRead { read, subject }
+            }
             OperationKind::RotateKey => Operation::RotateKey { new_key: actor(d)? },
             OperationKind::AddOperator => {
                 Operation::AddOperator {

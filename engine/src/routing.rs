@@ -45,7 +45,8 @@ pub fn participants(transaction: &Transaction, shard_count: u32) -> Vec<u32> {
         | Operation::EraseRecord { patient, .. }
         | Operation::SubmitClaim { patient, .. }
         | Operation::AdjudicateClaim { patient, .. } => vec![actor(patient)],
-        Operation::FundAccount { .. } => vec![actor(&transaction.signer)],
+        Operation::FundAccount { .. } | Operation::AuditRead { subject: None, .. } => vec![actor(&transaction.signer)],
+        Operation::AuditRead { subject: Some(subject), .. } => vec![actor(subject)],
         Operation::PayClaim { patient, provider, .. } => {
             vec![actor(patient), actor(&transaction.signer), actor(provider)]
         }

@@ -40,6 +40,8 @@ pub struct Client {
     /// Who signs this client's reads, and its clock; without one, only health and checkpoints
     /// are answered.
     reader: Option<(caduceus_engine::signature::SigningKey, caduceus_engine::ledger::Clock)>,
+    /// Whether the reader is an auditor: each read then carries its `audit-read` transaction.
+    auditor: bool,
     /// Each signed read's nonce: never the same twice from this client.
     nonces: std::sync::atomic::AtomicU64,
 }
@@ -73,6 +75,7 @@ impl Client {
             endpoint,
             connection,
             reader: None,
+            auditor: false,
             nonces: std::sync::atomic::AtomicU64::new(start.as_nanos() as u64),
         })
     }
@@ -88,11 +91,29 @@ impl Client {
         self
     }
 
+    /// Signs this client's reads as an auditor: each read carries the `audit-read` transaction
+    /// the coordinator commits (logs) before it answers.
+    pub fn auditing_as(
+        mut self,
+        key: caduceus_engine::signature::SigningKey,
+        clock: caduceus_engine::ledger::Clock,
+    ) -> Self {
+        self.reader = Some((key, clock));
+        self.auditor = true;
+        self
+    }
+
     /// A read, signed if the client has a reader.
     fn signed(&self, request: Request) -> Result<Request, ClientError> {
         let Some((key, clock)) = &self.reader else { return Ok(request) };
         let nonce = self.nonces.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        super::wire::Credential::sign(key, clock(), nonce, request).map_err(|e| ClientError::Unexpected(e.to_string()))
+        let signed = if self.auditor && super::wire::Credential::logged(&request) {
+            let audit_nonce = (u128::from(nonce) << 64) | u128::from(std::process::id());
+            super::wire::Credential::sign_audited(key, clock(), nonce, audit_nonce, request)
+        } else {
+            super::wire::Credential::sign(key, clock(), nonce, request)
+        };
+        signed.map_err(|e| ClientError::Unexpected(e.to_string()))
     }
 
     /// Sends any request and returns the raw response (an error frame is a response too).

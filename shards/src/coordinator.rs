@@ -34,7 +34,7 @@ use caduceus_engine::routing::{shard_of_actor, shard_of_unit};
 use caduceus_engine::shard::Admission;
 use caduceus_engine::signature::verify_all;
 use caduceus_engine::storage::RocksStorage;
-use caduceus_engine::{ActorKey, Reason, Role, SignedTransaction, TxId, TxResult};
+use caduceus_engine::{ActorKey, Operation, Reason, Role, SignedTransaction, TxId, TxResult};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
@@ -674,7 +674,7 @@ async fn handle(shared: &Arc<Shared>, jobs: &mpsc::Sender<Job>, request: Request
             error_code::UNAUTHENTICATED,
             "reads are answered only when signed by a registered actor: health and checkpoints are anyone's",
         ),
-        Request::Signed { credential, request } => signed_read(shared, credential, *request).await,
+        Request::Signed { credential, request } => signed_read(shared, jobs, credential, *request).await,
         Request::Checkpoint => Response::Checkpoint(shared.store.lock().checkpoint().cloned()),
         Request::CheckpointAt(round) => match shared.store.lock().checkpoint_at(round) {
             Ok(checkpoint) => Response::Checkpoint(checkpoint),
@@ -706,7 +706,12 @@ fn unauthenticated(detail: &str) -> Response {
 }
 
 /// Authenticates a signed read, then answers it if the reader may read what it reveals.
-async fn signed_read(shared: &Arc<Shared>, credential: Credential, request: Request) -> Response {
+async fn signed_read(
+    shared: &Arc<Shared>,
+    jobs: &mpsc::Sender<Job>,
+    credential: Credential,
+    request: Request,
+) -> Response {
     let now = shared.fixed_time.unwrap_or_else(|| (caduceus_engine::ledger::system_clock())());
     if credential.timestamp.abs_diff(now) > CLOCK_SKEW_MS {
         return unauthenticated("the read was signed more than 5 minutes from the coordinator's time: sign it anew");
@@ -739,6 +744,11 @@ async fn signed_read(shared: &Arc<Shared>, credential: Credential, request: Requ
         }
     }
     let role = actor.role;
+    if role == Role::Auditor && Credential::logged(&request) {
+        if let Err(refused) = log_audit(jobs, shared, &reader, credential.audit, &request).await {
+            return refused;
+        }
+    }
     let forbidden = || Response::error(error_code::FORBIDDEN, format!("a {role} may not read this"));
     match request {
         Request::Query(query) => authorized_query(shared, &reader, role, query).await,
@@ -753,6 +763,48 @@ async fn signed_read(shared: &Arc<Shared>, credential: Credential, request: Requ
         // Results only, by id: anyone registered may learn whether an id was recorded.
         Request::Lookup(ids) => lookup(shared, ids).await,
         _ => Response::error(error_code::NOT_HERE, "only reads are signed"),
+    }
+}
+
+/// Commits an auditor's `audit-read` before its read is answered, so every auditor's read is on
+/// the ledger (and in the report of the actor whose data it reads).
+async fn log_audit(
+    jobs: &mpsc::Sender<Job>,
+    shared: &Arc<Shared>,
+    reader: &ActorKey,
+    audit: Option<SignedTransaction>,
+    request: &Request,
+) -> Result<(), Response> {
+    let forbidden = |detail: String| Response::error(error_code::FORBIDDEN, detail);
+    let audit = audit
+        .ok_or_else(|| forbidden("an auditor's read is logged first: attach its audit-read transaction".into()))?;
+    let digest =
+        request.encode().map(|bytes| *blake3::hash(&bytes).as_bytes()).map_err(|e| forbidden(e.to_string()))?;
+    let names_this_read = matches!(&audit.transaction.operation,
+        Operation::AuditRead { read, subject } if *read == digest && *subject == Credential::subject_of(request));
+    if audit.transaction.signer != *reader || !names_this_read {
+        return Err(forbidden("the audit-read does not name this read, its subject, or its reader".into()));
+    }
+    // A new one: the ledger answers a repeat with its first result and logs nothing more.
+    match lookup(shared, vec![audit.id()]).await {
+        Response::Lookup(found) if found.iter().all(Option::is_none) => {}
+        Response::Lookup(_) => return Err(forbidden("this audit-read was used before: sign each read anew".into())),
+        other => return Err(other),
+    }
+    let (reply, answer) = oneshot::channel();
+    match jobs.try_send(Job { transactions: vec![audit], reply }) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => return Err(Response::Busy),
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            return Err(Response::error(error_code::UNAVAILABLE, "the coordinator is shutting down"))
+        }
+    }
+    match answer.await.ok().and_then(|outcomes| outcomes.into_iter().next()) {
+        Some(Outcome::Done(TxResult::Committed)) => Ok(()),
+        Some(Outcome::Done(TxResult::Rejected(reason))) => {
+            Err(forbidden(format!("the audit-read was refused: {reason}")))
+        }
+        _ => Err(Response::error(error_code::UNAVAILABLE, "the audit-read could not be logged now")),
     }
 }
 

@@ -182,6 +182,9 @@ pub struct Credential {
     pub timestamp: u64,
     pub nonce: u64,
     pub signature: [u8; 64],
+    /// An auditor's read comes with its `audit-read` transaction, which the coordinator has
+    /// committed (logged) before it answers.
+    pub audit: Option<SignedTransaction>,
 }
 
 impl Credential {
@@ -205,10 +208,49 @@ impl Credential {
         let reader = caduceus_engine::signature::actor_key(key);
         let signature =
             caduceus_engine::signature::sign_message(key, &Self::message(&reader, timestamp, nonce, &request)?);
-        Ok(Request::Signed {
-            credential: Credential { reader, timestamp, nonce, signature },
-            request: Box::new(request),
-        })
+        let credential = Credential { reader, timestamp, nonce, signature, audit: None };
+        Ok(Request::Signed { credential, request: Box::new(request) })
+    }
+
+    /// `request` signed by an auditor's `key`, with the `audit-read` transaction (nonce
+    /// `audit_nonce`) that logs it, naming the actor whose data it reads (`subject_of`).
+    pub fn sign_audited(
+        key: &caduceus_engine::signature::SigningKey,
+        timestamp: u64,
+        nonce: u64,
+        audit_nonce: u128,
+        request: Request,
+    ) -> Result<Request, EncodeError> {
+        let read = *blake3::hash(&request.encode()?).as_bytes();
+        let audit = caduceus_engine::Transaction {
+            nonce: audit_nonce,
+            signer: caduceus_engine::signature::actor_key(key),
+            timestamp,
+            operation: caduceus_engine::Operation::AuditRead { read, subject: Self::subject_of(&request) },
+            key: None,
+        };
+        let audit = caduceus_engine::signature::sign(audit, key)?;
+        let Request::Signed { mut credential, request } = Self::sign(key, timestamp, nonce, request)? else {
+            unreachable!("sign makes a signed request")
+        };
+        credential.audit = Some(audit);
+        Ok(Request::Signed { credential, request })
+    }
+
+    /// Whether an auditor's read must be logged on the ledger first: every read but of public
+    /// facts (an actor's role, a unit's status, totals) and lookups of results by id.
+    pub fn logged(request: &Request) -> bool {
+        !matches!(request, Request::Query(Query::Actor(_) | Query::Unit(_) | Query::Totals) | Request::Lookup(_))
+    }
+
+    /// The one actor whose data a read reveals, where the read names it.
+    pub fn subject_of(request: &Request) -> Option<ActorKey> {
+        match request {
+            Request::Query(Query::AccessReport(actor, ..) | Query::Claim(actor, _) | Query::Account(actor)) => {
+                Some(*actor)
+            }
+            _ => None,
+        }
     }
 
     /// Whether the signature is the reader's over this request.
@@ -477,6 +519,10 @@ impl Request {
                 e.u64(credential.timestamp);
                 e.u64(credential.nonce);
                 e.array(&credential.signature);
+                e.bool(credential.audit.is_some());
+                if let Some(audit) = &credential.audit {
+                    encode_transactions(&mut e, std::slice::from_ref(audit))?;
+                }
                 e.bytes.extend_from_slice(&request.encode()?);
             }
             Request::AtShard { shard, request } => {
@@ -529,12 +575,14 @@ impl Request {
                 Request::AtShard { shard, request: Box::new(Request::decode(inner, payload)?) }
             }
             21 => {
-                let credential = Credential {
-                    reader: ActorKey(d.array()?),
-                    timestamp: d.u64()?,
-                    nonce: d.u64()?,
-                    signature: d.array()?,
+                let (reader, timestamp, nonce, signature) = (ActorKey(d.array()?), d.u64()?, d.u64()?, d.array()?);
+                let audit = if d.bool("audit")? {
+                    let mut audit = decode_transactions_within(&mut d, 1)?;
+                    Some(audit.pop().ok_or(DecodeError::Invalid("audit read"))?)
+                } else {
+                    None
                 };
+                let credential = Credential { reader, timestamp, nonce, signature, audit };
                 let rest = d.take(d.remaining())?;
                 let (&inner, payload) = rest.split_first().ok_or(DecodeError::Invalid("empty signed request"))?;
                 // Only reads are signed this way: a query, a proof, a lookup.

@@ -458,8 +458,24 @@ impl Shard {
                     result,
                     break_glass: purpose.is_none() && !erasure,
                     erasure,
+                    audit: false,
                 };
                 self.index_writes.push((layout::access(patient, height, index), entry.encode().expect("bounded")));
+            }
+            // An auditor's read, in the report of the actor whose data it reads.
+            Operation::AuditRead { subject: Some(subject), .. } => {
+                let entry = AccessEntry {
+                    transaction: transaction.id(),
+                    record: 0,
+                    accessor: t.signer,
+                    purpose: None,
+                    time: self.now,
+                    result,
+                    break_glass: false,
+                    erasure: false,
+                    audit: true,
+                };
+                self.index_writes.push((layout::access(subject, height, index), entry.encode().expect("bounded")));
             }
             Operation::CommissionUnit { unit, .. }
             | Operation::ShipUnit { unit, .. }

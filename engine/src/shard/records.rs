@@ -77,6 +77,13 @@ impl Shard {
             Operation::EmergencyAccess { record, patient, .. } => {
                 self.live_record(patient, *record)?;
             }
+            Operation::AuditRead { subject, .. } => {
+                if let Some(subject) = subject {
+                    if self.role(subject).is_none() {
+                        return Err(Reason::UnknownActor);
+                    }
+                }
+            }
             Operation::EraseRecord { record, patient } => {
                 // The patient erases its own record; an operator erases on a legal order.
                 if self.role(&signer) == Some(Role::Patient) && signer != *patient {

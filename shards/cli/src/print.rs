@@ -20,6 +20,7 @@ pub fn access(entry: &AccessEntry) {
     let purpose = match entry.purpose {
         Some(purpose) => purpose.as_str(),
         None if entry.erasure => "erasure",
+        None if entry.audit => "audit",
         None => "emergency",
     };
     println!(

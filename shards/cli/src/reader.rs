@@ -89,7 +89,13 @@ impl Cluster {
         let mut client =
             runtime.block_on(Client::connect(target, ca)).with_context(|| format!("connect to {target}"))?;
         if let Some((key, clock)) = reader {
-            client = client.reading_as(key, clock);
+            // An auditor's reads are logged on the ledger: ask what role the key has.
+            let me = caduceus_engine::signature::actor_key(&key);
+            client = client.reading_as(key.clone(), clock.clone());
+            let answer = runtime.block_on(client.query(Query::Actor(me)));
+            if matches!(answer, Ok(Answer::Actor(Some(actor))) if actor.role == caduceus_engine::Role::Auditor) {
+                client = client.auditing_as(key, clock);
+            }
         }
         Ok(Self { runtime, connection: Some(client) })
     }

@@ -247,7 +247,7 @@ async fn healthy_client(address: SocketAddr, ca: &Path, seed: u64) -> Client {
             match client.health().await {
                 Ok((_, detail)) if detail.starts_with("healthy") => {
                     let auditor = caduceus_workload::auditor_key_of(seed);
-                    return client.reading_as(auditor, Arc::new(|| FIXED_TIME));
+                    return client.auditing_as(auditor, Arc::new(|| FIXED_TIME));
                 }
                 _ => client.close().await,
             }
@@ -263,13 +263,15 @@ fn is_cross(transaction: &SignedTransaction, shards: u32) -> bool {
 
 /// Asks the cluster for every acknowledged transaction: each must be recorded with its result.
 async fn assert_acknowledged_present(client: &Client, acknowledged: &[(SignedTransaction, TxResult)]) {
-    for (transaction, result) in acknowledged {
-        match client.query(Query::Transaction(transaction.id())).await.unwrap() {
-            Answer::Transaction(Some((stored, stored_result))) => {
-                assert_eq!(stored.id(), transaction.id());
-                assert_eq!(stored_result, *result, "transaction {:032x} changed its result", transaction.id());
-            }
-            other => panic!("acknowledged transaction {:032x} is missing: {other:?}", transaction.id()),
+    for chunk in acknowledged.chunks(4_096) {
+        let found = client.lookup(chunk.iter().map(|(t, _)| t.id()).collect()).await.unwrap();
+        for ((transaction, result), found) in chunk.iter().zip(found) {
+            assert_eq!(
+                found,
+                Some(*result),
+                "acknowledged transaction {:032x} is missing or changed",
+                transaction.id()
+            );
         }
     }
 }
@@ -503,6 +505,20 @@ async fn hostile_readers_are_refused(cluster: &Cluster, work: &Workload, batches
         let unknown = Credential::sign(&stranger, FIXED_TIME, nonce, read.clone()).unwrap();
         assert_eq!(refusal(&client, &unknown).await, Some(error_code::UNAUTHENTICATED), "{read:?} by a stranger");
     }
+    // An auditor reads anything, but only with the audit-read that logs it first; the patient
+    // then sees the audit in its own report.
+    let auditor = work.auditor();
+    let report = Request::Query(Query::AccessReport(patient, None, 10));
+    let unlogged = signed(&auditor, FIXED_TIME, 50_000, report.clone());
+    assert_eq!(refusal(&client, &unlogged).await, Some(error_code::FORBIDDEN), "an auditor's read, unlogged");
+    let logged = Credential::sign_audited(&key(&auditor), FIXED_TIME, 50_001, 0xa0d1, report.clone()).unwrap();
+    assert_eq!(refusal(&client, &logged).await, None, "an auditor's read, logged");
+    let reused = Credential::sign_audited(&key(&auditor), FIXED_TIME, 50_002, 0xa0d1, report.clone()).unwrap();
+    assert_eq!(refusal(&client, &reused).await, Some(error_code::FORBIDDEN), "an audit-read used twice");
+    let own = signed(&patient, FIXED_TIME, 50_003, report);
+    let Response::Answer(Answer::AccessReport(page)) = client.request(&own).await.unwrap() else { panic!("report") };
+    assert!(page.entries.iter().any(|e| e.audit && e.accessor == auditor), "{:?}", page.entries);
+
     // A unit's status is any registered actor's; health and checkpoints anyone's.
     let status = signed(&other, FIXED_TIME, 99_999, Request::Query(Query::Unit(unit.0)));
     assert_eq!(refusal(&client, &status).await, None);
