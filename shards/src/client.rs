@@ -122,9 +122,20 @@ impl Client {
     }
 
     async fn expect(&self, request: &Request) -> Result<Response, ClientError> {
+        self.expect_signed(request.clone(), false).await
+    }
+
+    /// `expect` for a read: signed anew for each attempt (a "busy" answer may come after the
+    /// coordinator noted the first signature's nonce).
+    async fn expect_read(&self, request: Request) -> Result<Response, ClientError> {
+        self.expect_signed(request, true).await
+    }
+
+    async fn expect_signed(&self, request: Request, read: bool) -> Result<Response, ClientError> {
         let mut wait = Duration::from_millis(5);
         for _ in 0..=BUSY_RETRIES {
-            match self.request(request).await? {
+            let attempt = if read { self.signed(request.clone())? } else { request.clone() };
+            match self.request(&attempt).await? {
                 Response::Busy => {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(1));
@@ -146,7 +157,7 @@ impl Client {
     }
 
     pub async fn query(&self, query: Query) -> Result<Answer, ClientError> {
-        match self.expect(&self.signed(Request::Query(query))?).await? {
+        match self.expect_read(Request::Query(query)).await? {
             Response::Answer(answer) => Ok(answer),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
@@ -154,7 +165,7 @@ impl Client {
 
     /// The recorded result of each id (`None`: not in the ledger), from every shard's index.
     pub async fn lookup(&self, ids: Vec<TxId>) -> Result<Vec<Option<caduceus_engine::TxResult>>, ClientError> {
-        match self.expect(&self.signed(Request::Lookup(ids))?).await? {
+        match self.expect_read(Request::Lookup(ids)).await? {
             Response::Lookup(found) => Ok(found),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
@@ -162,7 +173,7 @@ impl Client {
 
     /// An inclusion proof up to the cluster checkpoint of the round that sealed it.
     pub async fn prove(&self, id: TxId) -> Result<Option<Proof>, ClientError> {
-        match self.expect(&self.signed(Request::Prove(id))?).await? {
+        match self.expect_read(Request::Prove(id)).await? {
             Response::Proof(proof) => Ok(proof.map(|p| *p)),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }

@@ -138,7 +138,7 @@ struct Shared {
     rounds: Mutex<(u64, u64)>,
     /// Signed reads' (reader, nonce) pairs within the clock-skew window, with when each leaves
     /// it: a read is answered once.
-    reads_seen: Mutex<HashMap<(ActorKey, u64), u64>>,
+    reads_seen: Mutex<HashMap<ActorKey, SeenReads>>,
 }
 
 impl Shared {
@@ -699,7 +699,35 @@ async fn handle(shared: &Arc<Shared>, jobs: &mpsc::Sender<Job>, request: Request
 
 /// Most signed reads remembered at once (each for `CLOCK_SKEW_MS` either side of its time);
 /// past it, reads are answered "busy" until older ones leave the window.
-const READS_REMEMBERED_MAX: usize = 1 << 20;
+const READS_PER_READER_MAX: usize = 1 << 16;
+
+/// One reader's signed reads still within the window: their nonces, and when each leaves it, in
+/// arrival order (so the oldest are dropped from the front, a few at a time).
+#[derive(Default)]
+struct SeenReads {
+    nonces: std::collections::HashSet<u64>,
+    order: std::collections::VecDeque<(u64, u64)>,
+}
+
+impl SeenReads {
+    /// Notes a read; the refusal if its nonce was seen within the window, "busy" if the reader
+    /// has `READS_PER_READER_MAX` reads in the window (it alone is slowed).
+    fn note(&mut self, nonce: u64, leaves: u64, now: u64) -> Option<Response> {
+        while self.order.front().is_some_and(|(gone, _)| *gone < now) {
+            let (_, old) = self.order.pop_front().expect("a front entry");
+            self.nonces.remove(&old);
+        }
+        if self.nonces.contains(&nonce) {
+            return Some(unauthenticated("this signed read was answered before: sign each read anew"));
+        }
+        if self.order.len() >= READS_PER_READER_MAX {
+            return Some(Response::Busy);
+        }
+        self.nonces.insert(nonce);
+        self.order.push_back((leaves, nonce));
+        None
+    }
+}
 
 fn unauthenticated(detail: &str) -> Response {
     Response::error(error_code::UNAUTHENTICATED, detail)
@@ -733,19 +761,14 @@ async fn signed_read(
     }
     {
         let mut seen = shared.reads_seen.lock();
-        if seen.len() >= READS_REMEMBERED_MAX {
-            seen.retain(|_, leaves| *leaves > now);
-        }
-        if seen.len() >= READS_REMEMBERED_MAX {
-            return Response::Busy;
-        }
-        if seen.insert((reader, credential.nonce), credential.timestamp + CLOCK_SKEW_MS).is_some() {
-            return unauthenticated("this signed read was answered before: sign each read anew");
+        let leaves = credential.timestamp + CLOCK_SKEW_MS;
+        if let Some(refused) = seen.entry(reader).or_default().note(credential.nonce, leaves, now) {
+            return refused;
         }
     }
     let role = actor.role;
     if role == Role::Auditor && Credential::logged(&request) {
-        if let Err(refused) = log_audit(jobs, shared, &reader, credential.audit, &request).await {
+        if let Err(refused) = log_audit(jobs, shared, &credential, &request).await {
             return refused;
         }
     }
@@ -771,15 +794,19 @@ async fn signed_read(
 async fn log_audit(
     jobs: &mpsc::Sender<Job>,
     shared: &Arc<Shared>,
-    reader: &ActorKey,
-    audit: Option<SignedTransaction>,
+    credential: &Credential,
     request: &Request,
 ) -> Result<(), Response> {
     let forbidden = |detail: String| Response::error(error_code::FORBIDDEN, detail);
-    let audit = audit
+    let reader = &credential.reader;
+    let audit = credential
+        .audit
+        .clone()
         .ok_or_else(|| forbidden("an auditor's read is logged first: attach its audit-read transaction".into()))?;
-    let digest =
-        request.encode().map(|bytes| *blake3::hash(&bytes).as_bytes()).map_err(|e| forbidden(e.to_string()))?;
+    // Bound to this credential (its nonce and time): one audit-read logs one read.
+    let digest = Credential::message(reader, credential.timestamp, credential.nonce, request)
+        .map(|message| *blake3::hash(&message).as_bytes())
+        .map_err(|e| forbidden(e.to_string()))?;
     let names_this_read = matches!(&audit.transaction.operation,
         Operation::AuditRead { read, subject } if *read == digest && *subject == Credential::subject_of(request));
     if audit.transaction.signer != *reader || !names_this_read {
@@ -840,8 +867,14 @@ async fn authorized_query(shared: &Arc<Shared>, reader: &ActorKey, role: Role, q
             may_read(reader, role, &Subject::Transaction(&transaction.transaction))
         }
         Response::Answer(Answer::Custody(page)) => {
-            let mut holders: Vec<ActorKey> =
-                page.entries.iter().flat_map(|e| [Some(e.actor), e.counterparty]).flatten().collect();
+            // Only events that happened: a refused ship or receive makes no one a holder.
+            let mut holders: Vec<ActorKey> = page
+                .entries
+                .iter()
+                .filter(|e| e.result.is_committed())
+                .flat_map(|e| [Some(e.actor), e.counterparty])
+                .flatten()
+                .collect();
             if let Some(unit) = custody_unit {
                 if let Response::Answer(Answer::Unit(Some(unit), _)) = query_cluster(shared, Query::Unit(unit)).await {
                     holders.extend([unit.manufacturer, unit.custodian]);

@@ -221,7 +221,10 @@ impl Credential {
         audit_nonce: u128,
         request: Request,
     ) -> Result<Request, EncodeError> {
-        let read = *blake3::hash(&request.encode()?).as_bytes();
+        // The audit-read names this credential's read (its nonce and time included), so it logs
+        // exactly one read.
+        let reader = caduceus_engine::signature::actor_key(key);
+        let read = *blake3::hash(&Self::message(&reader, timestamp, nonce, &request)?).as_bytes();
         let audit = caduceus_engine::Transaction {
             nonce: audit_nonce,
             signer: caduceus_engine::signature::actor_key(key),
