@@ -519,6 +519,40 @@ async fn hostile_readers_are_refused(cluster: &Cluster, work: &Workload, batches
     let Response::Answer(Answer::AccessReport(page)) = client.request(&own).await.unwrap() else { panic!("report") };
     assert!(page.entries.iter().any(|e| e.audit && e.accessor == auditor), "{:?}", page.entries);
 
+    // A distributor that never held the unit, whose refused receive is in the unit's trail, is
+    // no holder: the trail is not its to read.
+    let touched: Vec<caduceus_engine::ActorKey> = transactions
+        .iter()
+        .filter_map(|t| match &t.transaction.operation {
+            Operation::ShipUnit { unit: u, to } if *u == unit.0 => Some([t.transaction.signer, *to]),
+            Operation::ReceiveUnit { unit: u } | Operation::DispenseUnit { unit: u, .. } if *u == unit.0 => {
+                Some([t.transaction.signer, t.transaction.signer])
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let outsider = work
+        .directory()
+        .into_iter()
+        .find(|(actor, name)| name.starts_with("Distributor") && !touched.contains(actor))
+        .map(|(actor, _)| actor)
+        .unwrap();
+    let receive = caduceus_engine::Transaction {
+        nonce: 0x0dd,
+        signer: outsider,
+        timestamp: FIXED_TIME,
+        operation: Operation::ReceiveUnit { unit: unit.0.clone() },
+        key: None,
+    };
+    let submitted = client.submit(work.sign(vec![receive])).await.unwrap();
+    assert!(
+        matches!(submitted[0], Outcome::Done(result) if !result.is_committed() && result.is_recorded()),
+        "{submitted:?}"
+    );
+    let trail = signed(&outsider, FIXED_TIME, 60_000, Request::Query(Query::Custody(unit.0.clone(), None, 10)));
+    assert_eq!(refusal(&client, &trail).await, Some(error_code::FORBIDDEN), "a refused receive makes no holder");
+
     // A unit's status is any registered actor's; health and checkpoints anyone's.
     let status = signed(&other, FIXED_TIME, 99_999, Request::Query(Query::Unit(unit.0)));
     assert_eq!(refusal(&client, &status).await, None);
