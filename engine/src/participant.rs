@@ -225,6 +225,24 @@ struct Pending {
     reply: RoundReply,
 }
 
+/// A participant's records of the cross-shard transactions in its block that another shard
+/// (their first participant) indexes: where this block holds each, and its result.
+pub(crate) fn participation_records<'a>(
+    header: &'a crate::block::BlockHeader,
+    body: &'a crate::block::BlockBody,
+    shard_count: u32,
+) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + 'a {
+    let (shard, height) = (header.shard, header.height);
+    body.entries.iter().enumerate().filter_map(move |(index, (transaction, result))| {
+        if participants(&transaction.transaction, shard_count)[0] == shard {
+            return None;
+        }
+        let digest = *transaction.digest();
+        let location = TxLocation { shard, height, index: index as u32, result: *result, digest };
+        Some((layout::participation(transaction.id()), location.encode().expect("fixed size")))
+    })
+}
+
 /// One shard of a cluster with its storage.
 pub struct Participant {
     genesis: Genesis,
@@ -503,15 +521,8 @@ impl Participant {
             // Cross-shard transactions indexed elsewhere: remembered here too, with where this
             // block holds them, so a repeat is recognised and the transaction can be proved even
             // when its first participant never saw it.
-            let (shard, height) = (block.header.shard, block.header.height);
-            for (index, (transaction, result)) in block.body.entries.iter().enumerate() {
-                if participants(&transaction.transaction, self.genesis.shards)[0] != self.shard.id() {
-                    let digest = *transaction.digest();
-                    let location = TxLocation { shard, height, index: index as u32, result: *result, digest };
-                    let value = location.encode().expect("fixed size");
-                    writes.push((layout::participation(transaction.id()), Some(value)));
-                }
-            }
+            let records = participation_records(&block.header, &block.body, self.genesis.shards);
+            writes.extend(records.map(|(key, value)| (key, Some(value))));
             block.into_writes(&mut writes);
         }
         writes.push((layout::META_HEAD.to_vec(), Some(head.encode().expect("fixed size"))));

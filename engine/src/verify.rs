@@ -37,10 +37,9 @@ use crate::block::{merkle_root, BlockBody, BlockHeader, Checkpoint, ShardHead};
 use crate::cache::StateCache;
 use crate::codec::Codec;
 use crate::coordinator::Message;
-use crate::history::TxLocation;
 use crate::layout;
 use crate::model::{hex, Hash, Reason, SignedTransaction, TxId, TxResult};
-use crate::participant::{Head, RoundRequest};
+use crate::participant::{participation_records, Head, RoundRequest};
 use crate::round::{decode_decisions, encode_round_meta, Genesis};
 use crate::routing::participants;
 use crate::shard::{Reply, SealedBlock, Shard};
@@ -139,7 +138,10 @@ impl<'a> Stores<'a> {
         }
     }
     fn at(&self, index: usize) -> &'a dyn Storage {
-        self.all()[index]
+        match *self {
+            Stores::Embedded(storage) => storage,
+            Stores::Cluster { shards, coordinator } => shards.get(index).copied().unwrap_or(coordinator),
+        }
     }
     /// A place in store `index`, named as a report gives it.
     fn place(&self, index: usize, place: impl std::fmt::Display) -> String {
@@ -271,10 +273,12 @@ pub fn verify_stores_with(
     let shards: Vec<Shard> = std::mem::take(&mut replay.shards);
     drop(replay);
 
+    // A cluster coordinator's last stored checkpoint, which its round record must name.
+    let mut last_stored = None;
     if stores.is_cluster() {
         // Heads are compared with the chains only when the replay reached their ends.
         let tips = completed.then_some(tips.as_slice());
-        check_checkpoint_chain(stores, &genesis, tips, &mut anchors, &mut counts, &mut report)?;
+        last_stored = check_checkpoint_chain(stores, &genesis, tips, &mut anchors, &mut counts, &mut report)?;
     }
     for anchor in &anchors {
         let detail = "not in this ledger's chain: the store does not extend it (rounds removed, or rebuilt)";
@@ -287,10 +291,11 @@ pub fn verify_stores_with(
         return Ok(report);
     }
     match scratch {
-        None => check_state(stores, &Expected::Memory(&shards), &mut report)?,
-        Some(scratch) => check_state(stores, &Expected::Scratch(scratch.storage), &mut report)?,
+        None => check_state(stores, genesis.shards, &Expected::Memory(&shards), &mut report)?,
+        Some(scratch) => check_state(stores, genesis.shards, &Expected::Scratch(scratch.storage), &mut report)?,
     }
-    check_metadata(stores, &genesis, &tips, (last_round, last_checkpoint), &mut counts, &mut report)?;
+    let last = if stores.is_cluster() { last_stored } else { Some((last_round, last_checkpoint)) };
+    check_metadata(stores, &genesis, &tips, last, &mut counts, &mut report)?;
     let extra = count_families(stores, &genesis, &tips, &consumed, &counts, &mut report)?;
     check_ids_unique(stores, &mut report)?;
     if !extra.is_empty() {
@@ -632,9 +637,7 @@ impl<'a> Replay<'a> {
         for (id, decision) in unrecorded {
             // No participant recorded it: refused before the rules, or (in a cluster) aborted
             // for a participant that never answered.
-            let fits = matches!(decision, TxResult::Rejected(reason)
-                if reason.is_refusal() || (stores.is_cluster() && *reason == Reason::ParticipantUnavailable));
-            if !fits {
+            if !unrecorded_fits(*decision, stores.is_cluster()) {
                 let detail = format!(
                     "decides transaction {} as {decision}, but no participant's block holds it",
                     hex(&id.to_be_bytes())
@@ -687,22 +690,12 @@ impl<'a> Replay<'a> {
             self.counts[store][layout::HEADER as usize] += 1;
             self.counts[store][layout::BODY as usize] += 1;
             self.blocks += 1;
-            let SealedBlock { body, index_writes, state_writes: state, .. } = sealed;
+            let SealedBlock { header, body, index_writes, state_writes: state } = sealed;
             writes[store].extend(index_writes);
             state_writes.extend(state);
             if stores.is_cluster() {
-                // A cluster participant remembers where its block holds the cross-shard
-                // transactions another shard indexes (`Participant::persist`).
-                for (index, (transaction, result)) in body.entries.iter().enumerate() {
-                    if participants(&transaction.transaction, self.shard_count)[0] != *shard {
-                        let digest = *transaction.digest();
-                        let height = block.header.height;
-                        let location =
-                            TxLocation { shard: *shard, height, index: index as u32, result: *result, digest };
-                        writes[store]
-                            .push((layout::participation(transaction.id()), location.encode().expect("fixed size")));
-                    }
-                }
+                // A cluster participant's records of what another shard indexes (`Participant::persist`).
+                writes[store].extend(participation_records(&header, &body, self.shard_count));
             }
         }
         if !stores.is_cluster() {
@@ -759,6 +752,13 @@ impl<'a> Replay<'a> {
         }
         Ok(())
     }
+}
+
+/// Whether a decision no participant's block records fits: a refusal before the rules (no one
+/// records it), or in a cluster an abort for a participant that never answered.
+fn unrecorded_fits(decision: TxResult, cluster: bool) -> bool {
+    matches!(decision, TxResult::Rejected(reason)
+        if reason.is_refusal() || (cluster && reason == Reason::ParticipantUnavailable))
 }
 
 /// Whether a logged decision follows from the participants' replayed votes: commit where every
@@ -850,14 +850,13 @@ enum Expected<'s> {
 const STATE_CHUNK: usize = 4096;
 
 /// (3) Each shard's replayed state against the stored state entries, in one scan of each store.
-fn check_state(stores: Stores<'_>, expected: &Expected<'_>, report: &mut Report) -> Result<(), StorageError> {
-    let shard_count = match stores {
-        Stores::Embedded(storage) => match storage.get(layout::META_CONFIG)?.map(|b| Genesis::decode(&b)) {
-            Some(Ok(genesis)) => genesis.shards as usize,
-            _ => return Ok(()),
-        },
-        Stores::Cluster { shards, .. } => shards.len(),
-    };
+fn check_state(
+    stores: Stores<'_>,
+    shard_count: u32,
+    expected: &Expected<'_>,
+    report: &mut Report,
+) -> Result<(), StorageError> {
+    let shard_count = shard_count as usize;
     let mut matched = vec![0usize; shard_count];
     for (index, storage) in stores.all().into_iter().enumerate() {
         let mut chunk: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
@@ -990,20 +989,23 @@ fn check_checkpoint_chain(
     anchors: &mut HashSet<Hash>,
     counts: &mut Counts,
     report: &mut Report,
-) -> Result<(), StorageError> {
+) -> Result<Option<(u64, Hash)>, StorageError> {
     let index = stores.of_coordinator();
     let coordinator = stores.at(index);
+    let mut last = None;
     let mut previous = genesis.hash();
     let mut heights = vec![0u64; genesis.shards as usize];
     let mut wanted_headers: Vec<(Vec<u8>, Hash, String)> = Vec::new();
     let mut broken = false;
     coordinator.scan(&[layout::CHECKPOINT], &mut |key, value| {
         counts[index][layout::CHECKPOINT as usize] += 1;
+        let decoded = Checkpoint::decode(value);
+        last = decoded.as_ref().ok().map(|c| (c.round, c.hash()));
         let place = stores.place(index, layout::describe(key));
         if broken {
             return true;
         }
-        let checkpoint = match Checkpoint::decode(value) {
+        let checkpoint = match decoded {
             Ok(checkpoint) if layout::checkpoint(checkpoint.round) == key => checkpoint,
             Ok(_) => {
                 report.problem(place, "names another round than its key");
@@ -1071,7 +1073,7 @@ fn check_checkpoint_chain(
         }
         true
     })?;
-    Ok(())
+    Ok(last)
 }
 
 /// Checks that each listed header hashes as a checkpoint says.
@@ -1091,7 +1093,7 @@ fn check_metadata(
     stores: Stores<'_>,
     genesis: &Genesis,
     tips: &[Tip],
-    (last_round, last_checkpoint): (u64, Hash),
+    last: Option<(u64, Hash)>,
     counts: &mut Counts,
     report: &mut Report,
 ) -> Result<(), StorageError> {
@@ -1102,10 +1104,11 @@ fn check_metadata(
         let mut optional: Vec<&[u8]> = Vec::new();
         let shard = (index < tips.len() && stores.is_cluster()).then_some(index as u32);
         match (stores, shard) {
-            (Stores::Embedded(_), _) if last_round > 0 => {
-                expected.push((layout::META_ROUND, Some(encode_round_meta(last_round, &last_checkpoint))));
+            (Stores::Embedded(_), _) => {
+                if let Some((round, checkpoint)) = last.filter(|(round, _)| *round > 0) {
+                    expected.push((layout::META_ROUND, Some(encode_round_meta(round, &checkpoint))));
+                }
             }
-            (Stores::Embedded(_), _) => {}
             (Stores::Cluster { .. }, Some(shard)) => {
                 expected.push((layout::META_SHARD, Some(shard.to_le_bytes().to_vec())));
                 // Its head and a prepared round are checked by what they say, below.
@@ -1152,11 +1155,6 @@ fn check_metadata(
             }
         } else if stores.is_cluster() {
             let coordinator = storage;
-            let mut last: Option<(u64, Hash)> = None;
-            coordinator.scan(&[layout::CHECKPOINT], &mut |_, value| {
-                last = Checkpoint::decode(value).ok().map(|c| (c.round, c.hash()));
-                true
-            })?;
             let round = coordinator.get(layout::META_ROUND)?;
             if round != last.map(|(round, hash)| encode_round_meta(round, &hash)) {
                 report.problem(place(layout::META_ROUND), "does not name the last checkpoint");
@@ -1200,14 +1198,15 @@ fn count_families(
                         report.problem(place(), "present but not in the chain (added, or its chain was cut)");
                     }
                 }
-                layout::DECISION if !key.get(1..9).is_some_and(|round| {
-                    decided.contains(&u64::from_be_bytes(round.try_into().expect("8")))
-                }) => {
+                layout::DECISION
+                    if !key
+                        .get(1..9)
+                        .is_some_and(|round| decided.contains(&u64::from_be_bytes(round.try_into().expect("8")))) =>
+                {
                     // In a cluster, a round whose participants never answered may be logged
                     // (presumed abort) with no block: every decision an abort.
-                    let aborts = decode_decisions(value).is_ok_and(|decisions| {
-                        decisions.iter().all(|(_, d)| matches!(d, TxResult::Rejected(r) if r.is_refusal() || *r == Reason::ParticipantUnavailable))
-                    });
+                    let aborts = decode_decisions(value)
+                        .is_ok_and(|decisions| decisions.iter().all(|(_, d)| unrecorded_fits(*d, true)));
                     if !(stores.is_cluster() && aborts) {
                         report.problem(place(), "present but not implied by the blocks (added)");
                     }

@@ -5,7 +5,8 @@ use super::*;
 
 impl Shard {
     /// Checks an operation of this family (see `Shard::check`) and adds its effects to `plan`.
-    pub(super) fn check_claims(&self, t: &Transaction, plan: &mut Plan) -> Check {
+    /// `id` is the transaction's ledger id (`SignedTransaction::id`, computed once).
+    pub(super) fn check_claims(&self, t: &Transaction, id: TxId, plan: &mut Plan) -> Check {
         let signer = t.signer;
         let now = self.now;
         match &t.operation {
@@ -77,14 +78,7 @@ impl Shard {
                 plan.effects.push(Effect::PutClaim(*claim, adjudicated));
             }
             Operation::PayClaim { claim, patient, provider, amount } => {
-                self.check_payment(
-                    transaction_id(&signer, t.nonce),
-                    signer,
-                    (*claim, patient),
-                    provider,
-                    *amount,
-                    plan,
-                )?;
+                self.check_payment(id, signer, (*claim, patient), provider, *amount, plan)?;
             }
             other => unreachable!("{} is not in the claims family", other.name()),
         }

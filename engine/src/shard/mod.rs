@@ -26,8 +26,8 @@ use crate::limits::{
     AMOUNT_MAX, BALANCE_MAX, CLOCK_SKEW_MS, CONSENTS_PER_GRANTEE_MAX, FUNDED_MAX, TRANSACTION_VALIDITY_MS,
 };
 use crate::model::{
-    gtin_within_prefix, transaction_id, valid_gs1_prefix, ActorKey, Adjudication, Family, Hash, Operation, Purpose,
-    Reason, Role, SignedTransaction, Timestamp, Transaction, TxId, TxResult, UnitId, DENIAL_REASON_MAX,
+    gtin_within_prefix, valid_gs1_prefix, ActorKey, Adjudication, Family, Hash, Operation, Purpose, Reason, Role,
+    SignedTransaction, Timestamp, Transaction, TxId, TxResult, UnitId, DENIAL_REASON_MAX,
 };
 use crate::routing::{participants, shard_of_actor};
 use crate::state::{Actor, Claim, ClaimStatus, Consent, Map, Recall, Record, Set, State, StateKey, Unit, UnitStatus};
@@ -623,7 +623,7 @@ impl Shard {
         match t.operation.kind().family() {
             Family::Actors => self.check_actors(t, &mut plan)?,
             Family::Records => self.check_records(t, &mut plan)?,
-            Family::Claims => self.check_claims(t, &mut plan)?,
+            Family::Claims => self.check_claims(t, transaction.id(), &mut plan)?,
             Family::Supply => self.check_supply(t, &mut plan)?,
         }
         Ok(plan)
