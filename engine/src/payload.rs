@@ -242,6 +242,15 @@ impl PayloadStore {
         Self { storage, kek, reading: Mutex::new(HashSet::new()) }
     }
 
+    /// The store beside an embedded ledger in `ledger_dir`: `DIR.payloads`, with its
+    /// key-encryption key in the file `DIR.kek` (made on first use).
+    #[cfg(feature = "rocksdb")]
+    pub fn beside(ledger_dir: &Path) -> Result<Self, PayloadError> {
+        let kek = FileKek::open_or_create(&ledger_dir.with_extension("kek"))?;
+        let storage = crate::storage::RocksStorage::open_for_payloads(&ledger_dir.with_extension("payloads"))?;
+        Ok(Self::new(Arc::new(storage), Box::new(kek)))
+    }
+
     /// Encrypts a version of a record's payload under a fresh data key and wraps that key; the
     /// result's `hash` is what the ledger registers (`register-record`, `amend-record`). CPU
     /// only: `store` makes it durable.

@@ -393,14 +393,11 @@ fn still_valid(path: &std::path::Path, description: &serde_json::Value) -> Resul
 
 /// The run's payload store: beside the ledger's directory, or in a temporary one.
 fn payload_store(dir: Option<&std::path::Path>) -> Result<std::sync::Arc<caduceus_engine::payload::PayloadStore>> {
-    use caduceus_engine::payload::{FileKek, PayloadStore};
     let base = match dir {
         Some(dir) => dir.to_owned(),
         None => tempfile::Builder::new().prefix("caduceus-loadgen-payloads-").tempdir()?.keep().join("ledger"),
     };
-    let kek = FileKek::open_or_create(&base.with_extension("kek"))?;
-    let storage = caduceus_engine::storage::RocksStorage::open_for_payloads(&base.with_extension("payloads"))?;
-    Ok(std::sync::Arc::new(PayloadStore::new(std::sync::Arc::new(storage), Box::new(kek))))
+    Ok(std::sync::Arc::new(caduceus_engine::payload::PayloadStore::beside(&base)?))
 }
 
 /// The workload: the file given, or one generated in memory, large enough for `--duration`.

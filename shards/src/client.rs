@@ -94,18 +94,18 @@ impl Client {
     /// Signs this client's reads as an auditor: each read carries the `audit-read` transaction
     /// the coordinator commits (logs) before it answers.
     pub fn auditing_as(
-        mut self,
+        self,
         key: caduceus_engine::signature::SigningKey,
         clock: caduceus_engine::ledger::Clock,
     ) -> Self {
-        self.reader = Some((key, clock));
-        self.auditor = true;
-        self
+        Self { auditor: true, ..self.reading_as(key, clock) }
     }
 
-    /// A read, signed if the client has a reader.
-    fn signed(&self, request: Request) -> Result<Request, ClientError> {
-        let Some((key, clock)) = &self.reader else { return Ok(request) };
+    /// A read signed if the client has a reader; anything else as it is.
+    fn signed<'a>(&self, request: &'a Request) -> Result<std::borrow::Cow<'a, Request>, ClientError> {
+        let read = matches!(request, Request::Query(_) | Request::Prove(_) | Request::Lookup(_));
+        let (Some((key, clock)), true) = (&self.reader, read) else { return Ok(std::borrow::Cow::Borrowed(request)) };
+        let request = request.clone();
         let nonce = self.nonces.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let signed = if self.auditor && super::wire::Credential::logged(&request) {
             let audit_nonce = (u128::from(nonce) << 64) | u128::from(std::process::id());
@@ -113,7 +113,7 @@ impl Client {
         } else {
             super::wire::Credential::sign(key, clock(), nonce, request)
         };
-        signed.map_err(|e| ClientError::Unexpected(e.to_string()))
+        signed.map(std::borrow::Cow::Owned).map_err(|e| ClientError::Unexpected(e.to_string()))
     }
 
     /// Sends any request and returns the raw response (an error frame is a response too).
@@ -121,21 +121,12 @@ impl Client {
         Ok(call(&self.connection, request, CALL_TIMEOUT).await?)
     }
 
+    /// Sends a request until it is not answered "busy"; a read is signed anew for each attempt
+    /// (the coordinator may have noted the last signature's nonce before it answered "busy").
     async fn expect(&self, request: &Request) -> Result<Response, ClientError> {
-        self.expect_signed(request.clone(), false).await
-    }
-
-    /// `expect` for a read: signed anew for each attempt (a "busy" answer may come after the
-    /// coordinator noted the first signature's nonce).
-    async fn expect_read(&self, request: Request) -> Result<Response, ClientError> {
-        self.expect_signed(request, true).await
-    }
-
-    async fn expect_signed(&self, request: Request, read: bool) -> Result<Response, ClientError> {
         let mut wait = Duration::from_millis(5);
         for _ in 0..=BUSY_RETRIES {
-            let attempt = if read { self.signed(request.clone())? } else { request.clone() };
-            match self.request(&attempt).await? {
+            match self.request(self.signed(request)?.as_ref()).await? {
                 Response::Busy => {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(1));
@@ -157,7 +148,7 @@ impl Client {
     }
 
     pub async fn query(&self, query: Query) -> Result<Answer, ClientError> {
-        match self.expect_read(Request::Query(query)).await? {
+        match self.expect(&Request::Query(query)).await? {
             Response::Answer(answer) => Ok(answer),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
@@ -165,7 +156,7 @@ impl Client {
 
     /// The recorded result of each id (`None`: not in the ledger), from every shard's index.
     pub async fn lookup(&self, ids: Vec<TxId>) -> Result<Vec<Option<caduceus_engine::TxResult>>, ClientError> {
-        match self.expect_read(Request::Lookup(ids)).await? {
+        match self.expect(&Request::Lookup(ids)).await? {
             Response::Lookup(found) => Ok(found),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
@@ -173,7 +164,7 @@ impl Client {
 
     /// An inclusion proof up to the cluster checkpoint of the round that sealed it.
     pub async fn prove(&self, id: TxId) -> Result<Option<Proof>, ClientError> {
-        match self.expect_read(Request::Prove(id)).await? {
+        match self.expect(&Request::Prove(id)).await? {
             Response::Proof(proof) => Ok(proof.map(|p| *p)),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }

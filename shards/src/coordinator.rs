@@ -142,6 +142,11 @@ struct Shared {
 }
 
 impl Shared {
+    /// The coordinator's time: its fixed time (tests), else the system's.
+    fn now(&self) -> u64 {
+        self.fixed_time.unwrap_or_else(|| (caduceus_engine::ledger::system_clock())())
+    }
+
     /// A new round number, never used before, even across restarts.
     fn next_round(&self) -> Result<u64, String> {
         let mut rounds = self.rounds.lock();
@@ -289,7 +294,7 @@ impl RoundDriver {
     }
 
     fn now(&mut self) -> u64 {
-        let clock = self.shared.fixed_time.unwrap_or_else(|| (caduceus_engine::ledger::system_clock())());
+        let clock = self.shared.now();
         self.last_now = self.last_now.max(clock);
         self.last_now
     }
@@ -740,25 +745,21 @@ async fn signed_read(
     credential: Credential,
     request: Request,
 ) -> Response {
-    let now = shared.fixed_time.unwrap_or_else(|| (caduceus_engine::ledger::system_clock())());
+    let now = shared.now();
     if credential.timestamp.abs_diff(now) > CLOCK_SKEW_MS {
         return unauthenticated("the read was signed more than 5 minutes from the coordinator's time: sign it anew");
     }
     let reader = credential.reader;
-    let actor = match shared.at_shard(0, Request::Query(Query::Actor(reader))).await {
-        Ok(Response::Answer(Answer::Actor(Some(actor)))) if actor.revoked_at.is_none() => actor,
-        Ok(Response::Answer(Answer::Actor(_))) => {
+    let actor = match query_cluster(shared, Query::Actor(reader)).await {
+        Response::Answer(Answer::Actor(Some(actor))) if actor.revoked_at.is_none() => actor,
+        Response::Answer(Answer::Actor(_)) => {
             return unauthenticated("the reader is not a registered, unrevoked actor")
         }
-        Ok(other) => return other,
-        Err(e) => return Response::error(error_code::UNAVAILABLE, e),
+        other => return other,
     };
-    // An actor that rotated its key signs with its current one.
-    let current = actor.key.unwrap_or(reader);
-    let message = Credential::message(&reader, credential.timestamp, credential.nonce, &request);
-    if !message.is_ok_and(|m| caduceus_engine::signature::verify_one(&current, &m, &credential.signature)) {
+    let Some(message) = credential.verified(&actor.key.unwrap_or(reader), &request) else {
         return unauthenticated("the read's signature does not check against the reader's current key");
-    }
+    };
     {
         let mut seen = shared.reads_seen.lock();
         let leaves = credential.timestamp + CLOCK_SKEW_MS;
@@ -768,7 +769,7 @@ async fn signed_read(
     }
     let role = actor.role;
     if role == Role::Auditor && Credential::logged(&request) {
-        if let Err(refused) = log_audit(jobs, shared, &credential, &request).await {
+        if let Err(refused) = log_audit(jobs, shared, &credential, &message, &request).await {
             return refused;
         }
     }
@@ -795,6 +796,7 @@ async fn log_audit(
     jobs: &mpsc::Sender<Job>,
     shared: &Arc<Shared>,
     credential: &Credential,
+    message: &[u8],
     request: &Request,
 ) -> Result<(), Response> {
     let forbidden = |detail: String| Response::error(error_code::FORBIDDEN, detail);
@@ -804,9 +806,7 @@ async fn log_audit(
         .clone()
         .ok_or_else(|| forbidden("an auditor's read is logged first: attach its audit-read transaction".into()))?;
     // Bound to this credential (its nonce and time): one audit-read logs one read.
-    let digest = Credential::message(reader, credential.timestamp, credential.nonce, request)
-        .map(|message| *blake3::hash(&message).as_bytes())
-        .map_err(|e| forbidden(e.to_string()))?;
+    let digest = Credential::digest(message);
     let names_this_read = matches!(&audit.transaction.operation,
         Operation::AuditRead { read, subject } if *read == digest && *subject == Credential::subject_of(request));
     if audit.transaction.signer != *reader || !names_this_read {

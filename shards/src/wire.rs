@@ -205,10 +205,7 @@ impl Credential {
         nonce: u64,
         request: Request,
     ) -> Result<Request, EncodeError> {
-        let reader = caduceus_engine::signature::actor_key(key);
-        let signature =
-            caduceus_engine::signature::sign_message(key, &Self::message(&reader, timestamp, nonce, &request)?);
-        let credential = Credential { reader, timestamp, nonce, signature, audit: None };
+        let (credential, _) = Self::signed(key, timestamp, nonce, &request)?;
         Ok(Request::Signed { credential, request: Box::new(request) })
     }
 
@@ -221,23 +218,39 @@ impl Credential {
         audit_nonce: u128,
         request: Request,
     ) -> Result<Request, EncodeError> {
+        let (mut credential, message) = Self::signed(key, timestamp, nonce, &request)?;
         // The audit-read names this credential's read (its nonce and time included), so it logs
         // exactly one read.
-        let reader = caduceus_engine::signature::actor_key(key);
-        let read = *blake3::hash(&Self::message(&reader, timestamp, nonce, &request)?).as_bytes();
         let audit = caduceus_engine::Transaction {
             nonce: audit_nonce,
-            signer: caduceus_engine::signature::actor_key(key),
+            signer: credential.reader,
             timestamp,
-            operation: caduceus_engine::Operation::AuditRead { read, subject: Self::subject_of(&request) },
+            operation: caduceus_engine::Operation::AuditRead {
+                read: Self::digest(&message),
+                subject: Self::subject_of(&request),
+            },
             key: None,
         };
-        let audit = caduceus_engine::signature::sign(audit, key)?;
-        let Request::Signed { mut credential, request } = Self::sign(key, timestamp, nonce, request)? else {
-            unreachable!("sign makes a signed request")
-        };
-        credential.audit = Some(audit);
-        Ok(Request::Signed { credential, request })
+        credential.audit = Some(caduceus_engine::signature::sign(audit, key)?);
+        Ok(Request::Signed { credential, request: Box::new(request) })
+    }
+
+    /// The credential for `request` (no audit-read), and the message it signs.
+    fn signed(
+        key: &caduceus_engine::signature::SigningKey,
+        timestamp: u64,
+        nonce: u64,
+        request: &Request,
+    ) -> Result<(Credential, Vec<u8>), EncodeError> {
+        let reader = caduceus_engine::signature::actor_key(key);
+        let message = Self::message(&reader, timestamp, nonce, request)?;
+        let signature = caduceus_engine::signature::sign_message(key, &message);
+        Ok((Credential { reader, timestamp, nonce, signature, audit: None }, message))
+    }
+
+    /// What an audit-read names: the digest of the signed message of the one read it logs.
+    pub fn digest(message: &[u8]) -> Hash {
+        *blake3::hash(message).as_bytes()
     }
 
     /// Whether an auditor's read must be logged on the ledger first: every read but of public
@@ -256,10 +269,11 @@ impl Credential {
         }
     }
 
-    /// Whether the signature is the reader's over this request.
-    pub fn verifies(&self, request: &Request) -> bool {
-        Self::message(&self.reader, self.timestamp, self.nonce, request)
-            .is_ok_and(|message| caduceus_engine::signature::verify_one(&self.reader, &message, &self.signature))
+    /// The signed message, if the signature over it checks against `key` (the reader's current
+    /// key: an actor that rotated its key signs with its new one).
+    pub fn verified(&self, key: &ActorKey, request: &Request) -> Option<Vec<u8>> {
+        let message = Self::message(&self.reader, self.timestamp, self.nonce, request).ok()?;
+        caduceus_engine::signature::verify_one(key, &message, &self.signature).then_some(message)
     }
 }
 

@@ -192,14 +192,11 @@ const OBSERVATION: &str = r#"{"resourceType":"Observation","status":"final","cod
 /// refused; the patient erases it, and its key is destroyed.
 fn payloads(ledger: &Ledger, workload: &Workload, dir: &std::path::Path) -> Result<()> {
     use caduceus_engine::model::{Purpose, Purposes, Role, Transaction};
-    use caduceus_engine::payload::{FileKek, PayloadError, PayloadStore};
-    use caduceus_engine::storage::RocksStorage;
+    use caduceus_engine::payload::{PayloadError, PayloadStore};
 
     let store_dir = dir.with_extension("payloads");
     let kek_path = dir.with_extension("kek");
-    let kek = FileKek::open_or_create(&kek_path)?;
-    let storage = std::sync::Arc::new(RocksStorage::open_for_payloads(&store_dir)?);
-    let store = PayloadStore::new(storage, Box::new(kek));
+    let store = PayloadStore::beside(dir)?;
     // The actors of this part sign with keys of the command line's keystore, beside the data
     // directory (`caduceus keys --keystore DIR.keys list`); the operator registers them.
     let keystore = dir.with_extension("keys");
@@ -300,11 +297,7 @@ fn payloads(ledger: &Ledger, workload: &Workload, dir: &std::path::Path) -> Resu
     let report = ledger.access_report(&patient, None, 4)?;
     println!("  patient {}'s own report, newest 4:", &patient.to_hex()[..16]);
     for entry in &report.entries {
-        let what = if entry.erasure {
-            "erasure".to_owned()
-        } else {
-            format!("read for {}", entry.purpose.map_or("emergency", |p| p.as_str()))
-        };
+        let what = if entry.erasure { "erasure".to_owned() } else { format!("read for {}", print::purpose(entry)) };
         let verdict = match entry.result {
             TxResult::Committed if entry.erasure => "done".to_owned(),
             TxResult::Committed => "permitted".to_owned(),

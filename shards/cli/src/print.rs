@@ -15,14 +15,19 @@ pub fn when(ms: u64) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-/// One line of an access report, every field named.
-pub fn access(entry: &AccessEntry) {
-    let purpose = match entry.purpose {
+/// What an access-log entry is: a read's purpose, or an erasure, an audit or an emergency.
+pub fn purpose(entry: &AccessEntry) -> &'static str {
+    match entry.purpose {
         Some(purpose) => purpose.as_str(),
         None if entry.erasure => "erasure",
         None if entry.audit => "audit",
         None => "emergency",
-    };
+    }
+}
+
+/// One line of an access report, every field named.
+pub fn access(entry: &AccessEntry) {
+    let purpose = purpose(entry);
     println!(
         "{} record={} accessor={} purpose={purpose} result={} break_glass={} tx={}",
         when(entry.time),
