@@ -59,9 +59,10 @@ pub fn default_operator_key(dir: &Path) -> PathBuf {
     dir.with_file_name(name)
 }
 
-/// Generates a genesis operator's signing key from the system's secure random source, writes
-/// it (64 hex digits, mode 0600) to `path`, and returns its public key.
-pub fn new_operator_key(path: &Path) -> Result<ActorKey> {
+/// Generates a signing key from the system's secure random source, writes it (64 hex digits,
+/// mode 0600, never over an existing file) to `path`, and returns its public key: a cluster's
+/// generated operator key, and each key of the command line's keystore.
+pub fn new_key_file(path: &Path) -> Result<ActorKey> {
     let mut seed = [0u8; 32];
     rustls::crypto::ring::default_provider()
         .secure_random
@@ -77,11 +78,19 @@ pub fn new_operator_key(path: &Path) -> Result<ActorKey> {
 pub fn operator_key(ca: &Path) -> Result<Option<caduceus_engine::signature::SigningKey>> {
     let Some(dir) = ca.parent().filter(|dir| !dir.as_os_str().is_empty()) else { return Ok(None) };
     let path = default_operator_key(dir);
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+    if !path.exists() {
+        return Ok(None);
+    }
+    read_key_file(&path).map(Some)
+}
+
+/// The signing key in a file `new_key_file` wrote.
+pub fn read_key_file(path: &Path) -> Result<caduceus_engine::signature::SigningKey> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let seed = caduceus_engine::model::unhex(text.trim())
         .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-        .with_context(|| format!("{} does not hold an operator key (64 hex digits)", path.display()))?;
-    Ok(Some(caduceus_engine::signature::signing_key(seed)))
+        .with_context(|| format!("{} does not hold a signing key (64 hex digits)", path.display()))?;
+    Ok(caduceus_engine::signature::signing_key(seed))
 }
 
 /// A free port, and the socket that holds it until `init` has chosen every port (so one
@@ -103,6 +112,7 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
     std::io::Write::write_all(&mut file, text.as_bytes())?;
+    file.sync_all()?;
     Ok(())
 }
 

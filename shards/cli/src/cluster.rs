@@ -107,7 +107,7 @@ pub fn command(action: ClusterAction) -> Result<ExitCode> {
             let operators = if operator.is_empty() {
                 // A real key, from the system's random source, kept apart from the nodes.
                 let path = local::default_operator_key(&dir);
-                let key = local::new_operator_key(&path)?;
+                let key = local::new_key_file(&path)?;
                 println!("genesis operator {key}: its private key is in {} (mode 0600)", path.display());
                 println!("  `caduceus submit` and `loadgen run` with --cluster-dir sign registrations with it");
                 vec![key]

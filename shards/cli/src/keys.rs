@@ -9,12 +9,12 @@
 //! operators' keys in an HSM instead. The keystore is `--keystore DIR`, else
 //! `$CADUCEUS_KEYSTORE`, else `~/.caduceus/keys`.
 
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use caduceus_engine::model::{hex, unhex, ActorKey};
-use caduceus_engine::signature::{actor_key, signing_key, SigningKey};
+use caduceus_engine::model::{hex, ActorKey};
+use caduceus_engine::signature::{actor_key, SigningKey};
 use clap::Subcommand;
 
 #[derive(Subcommand)]
@@ -65,24 +65,7 @@ pub fn new_key(dir: &Path, name: &str) -> Result<ActorKey> {
     let path = key_path(dir, name)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating the keystore {}", dir.display()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    let mut seed = [0u8; 32];
-    getrandom(&mut seed)?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("{} exists already, or cannot be created", path.display()))?;
-    std::io::Write::write_all(&mut file, format!("{}\n", hex(&seed)).as_bytes())?;
-    file.sync_all()?;
-    Ok(actor_key(&signing_key(seed)))
-}
-
-fn getrandom(seed: &mut [u8; 32]) -> Result<()> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut random| random.read_exact(seed))
-        .context("reading the system's random source")
+    caduceus_shards::local::new_key_file(&path)
 }
 
 /// The signing key kept under `name`. A key file that others may read is refused.
@@ -96,11 +79,7 @@ pub fn load(dir: &Path, name: &str) -> Result<SigningKey> {
             metadata.permissions().mode() & 0o777
         );
     }
-    let text = std::fs::read_to_string(&path)?;
-    let seed: [u8; 32] = unhex(text.trim())
-        .and_then(|bytes| bytes.try_into().ok())
-        .with_context(|| format!("{} does not hold a 32-byte seed in hex", path.display()))?;
-    Ok(signing_key(seed))
+    caduceus_shards::local::read_key_file(&path)
 }
 
 /// Every key's name and actor key, by name.
