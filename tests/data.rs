@@ -103,7 +103,7 @@ fn synpuf_carrier_claims_are_submitted_caught_as_duplicates_and_paid() {
                 ),
             ],
         );
-        assert_eq!(ledger.account(&provider.id).unwrap().balance, total);
+        assert_eq!(world.reads(&ledger, &provider).account(&provider.id).unwrap().unwrap().balance, total);
     }
     let (balances, funded) = ledger.fund_totals();
     assert_eq!(balances, funded);
@@ -185,7 +185,7 @@ fn epcis_pharma_units_are_commissioned_once_traced_and_expire() {
         &ledger,
         &[(&world.pharmacy, dispense(first.clone(), &world.patient.id), rejected(Reason::UnitExpired))],
     );
-    let trace = ledger.custody_trace(&first, None, 100).unwrap();
+    let trace = world.reads(&ledger, &world.pharmacy).custody_trace(&first, None, 100).unwrap();
     assert_eq!(
         trace.entries.iter().rev().map(|e| e.event.as_str()).collect::<Vec<_>>(),
         ["commission-unit", "commission-unit", "ship-unit", "receive-unit", "dispense-unit"]

@@ -276,9 +276,18 @@ fn run(world: &World, ledgers: &[Ledger], steps: &[Step]) -> Result<(), TestCase
         let (balances, funded) = ledger.fund_totals();
         prop_assert_eq!(balances, funded);
         prop_assert_eq!(funded, u128::from(model.funded));
-        prop_assert_eq!(ledger.account(&world.payer.id).map_or(0, |a| a.balance), model.payer_balance);
-        prop_assert_eq!(ledger.account(&world.doctor.id).map_or(0, |a| a.balance), model.provider_balance[0]);
-        prop_assert_eq!(ledger.account(&world.nurse.id).map_or(0, |a| a.balance), model.provider_balance[1]);
+        prop_assert_eq!(
+            world.reads(ledger, &world.payer).account(&world.payer.id).unwrap().map_or(0, |a| a.balance),
+            model.payer_balance
+        );
+        prop_assert_eq!(
+            world.reads(ledger, &world.doctor).account(&world.doctor.id).unwrap().map_or(0, |a| a.balance),
+            model.provider_balance[0]
+        );
+        prop_assert_eq!(
+            world.reads(ledger, &world.nurse).account(&world.nurse.id).unwrap().map_or(0, |a| a.balance),
+            model.provider_balance[1]
+        );
     }
     Ok(())
 }

@@ -180,7 +180,7 @@ mod payloads {
         // new access on the patient's report.
         assert!(matches!(store.read(&ledger, nurse_access), Err(PayloadError::Replayed)));
         assert_eq!(read.as_slice(), payload.as_slice());
-        let report = ledger.access_report(&world.patient.id, None, 10).unwrap();
+        let report = world.reads(&ledger, &world.patient).access_report(&world.patient.id, None, 10).unwrap();
         let seen: Vec<(bool, bool)> =
             report.entries.iter().map(|e| (e.accessor == world.nurse.id, e.permitted())).collect();
         assert_eq!(seen, vec![(true, true), (true, false), (false, true)], "newest first");
@@ -203,6 +203,39 @@ mod payloads {
                 out.push((path.clone(), std::fs::read(&path).unwrap()));
             }
         }
+    }
+
+    /// An erasure committed and never shredded (the process stopped between the two) is
+    /// shredded when the store next settles its marked erasures; a marked erasure the ledger
+    /// refused is only unmarked.
+    #[test]
+    fn an_erasure_a_crash_interrupted_is_shredded_when_the_store_settles() {
+        let directory = tempfile::tempdir().unwrap();
+        let world = World::new();
+        let ledger = world.ledger(4);
+        let (hash, kept) = {
+            let (store, _) = store(directory.path());
+            let hash = store.put(&world.patient.id, 11, &observation()).unwrap();
+            let kept = store.put(&world.patient.id, 12, &observation()).unwrap();
+            check(&world, &ledger, &[(&world.doctor, register(&world, 11, hash), committed())]);
+            check(&world, &ledger, &[(&world.doctor, register(&world, 12, kept), committed())]);
+            store.mark_erasing(&[(world.patient.id, 11), (world.patient.id, 12)]).unwrap();
+            // Record 11 is erased on the ledger, and the process stops before shredding it.
+            let erase = Operation::EraseRecord { record: 11, patient: world.patient.id };
+            check(&world, &ledger, &[(&world.patient, erase, committed())]);
+            // Record 12's erasure was signed by someone else, and refused.
+            let erase = Operation::EraseRecord { record: 12, patient: world.patient.id };
+            check(&world, &ledger, &[(&world.other_patient, erase, rejected(Reason::NotThePatient))]);
+            (hash, kept)
+        };
+        let (store, storage) = store(directory.path());
+        assert!(stored(&storage, b'K', &hash).is_some(), "the key outlived the erasure");
+        assert_eq!(store.settle_erasures(&ledger).unwrap(), 1);
+        assert!(stored(&storage, b'K', &hash).is_none() && stored(&storage, b'O', &hash).is_none());
+        assert!(stored(&storage, b'K', &kept).is_some(), "a refused erasure destroys nothing");
+        assert_eq!(store.settle_erasures(&ledger).unwrap(), 0, "settled once");
+        let read = store.read(&ledger, world.tx(&world.patient, access(&world, 12, Purpose::PatientRequest)));
+        assert!(read.is_ok(), "{read:?}");
     }
 
     /// As an auditor would test it: after the patient erases a record, no file under the
@@ -244,7 +277,7 @@ mod payloads {
         assert!(matches!(again, Err(PayloadError::Erased)), "{again:?}");
         let amend = Operation::AmendRecord { record: 11, patient: world.patient.id, content_hash: [9; 32] };
         check(&world, &ledger, &[(&world.doctor, amend, rejected(Reason::RecordErased))]);
-        let newest = ledger.access_report(&world.patient.id, None, 10).unwrap().entries;
+        let newest = world.reads(&ledger, &world.patient).access_report(&world.patient.id, None, 10).unwrap().entries;
         assert!(newest.iter().any(|e| e.erasure && e.accessor == world.patient.id && e.permitted()), "{newest:?}");
         // Another patient cannot erase it.
         check(&world, &ledger, &[(&world.other_patient, erase, rejected(Reason::NotThePatient))]);
@@ -259,7 +292,11 @@ mod payloads {
         assert!(report.is_intact(), "{:?}", report.problems);
         let ledger =
             caduceus_engine::Ledger::builder().clock(world.clock()).open_on(storage, &world.config(4)).unwrap();
-        let proof = ledger.prove(registration.id()).unwrap().expect("the registration stays provable");
+        let proof = world
+            .reads(&ledger, &world.patient)
+            .prove(registration.id())
+            .unwrap()
+            .expect("the registration stays provable");
         let checkpoint = ledger.checkpoint_at(proof.checkpoint_round).unwrap().unwrap();
         proof.verify(&checkpoint.hash()).unwrap();
     }
@@ -317,5 +354,152 @@ fn the_workload_s_registrations_carry_the_hashes_of_stored_payloads() {
         let payload = store.read(&ledger, workload.sign(vec![access]).remove(0)).unwrap();
         let text = String::from_utf8(payload.to_vec()).unwrap();
         assert!(text.starts_with("{\"resourceType\":") && text.contains(&format!("{record:032x}")), "{text}");
+    }
+}
+
+/// The embedded ledger's reads of health data take the reader: each goes to the actors it
+/// concerns (and an auditor, whose every read is committed on the ledger first), and everyone
+/// else gets `Forbidden`; an unregistered or revoked reader gets nothing at all.
+mod reads {
+    use caduceus_engine::model::{Purpose, Purposes, Role};
+    use caduceus_engine::{ClaimLine, Operation, ReadError, Reads, UnitId};
+
+    use crate::support::{check, committed, submit_claim, Actor, World, DAY, START};
+
+    #[test]
+    fn each_embedded_read_goes_to_its_parties_and_a_logged_auditor_only() {
+        let w = World::new();
+        let ledger = w.ledger(4);
+        let auditor = Actor::new("auditor");
+        let patient = w.patient.id;
+        let unit = UnitId { gtin: 30_001_001_234_568, serial: "R1".into() };
+        let lines = [ClaimLine { procedure: "99213".into(), diagnosis: "E11.9".into(), amount: 9_000 }];
+        let record = Operation::RegisterRecord {
+            record: 5,
+            patient,
+            content_hash: [1; 32],
+            resource_type: "Observation".into(),
+        };
+        let grant = Operation::GrantConsent {
+            consent: 6,
+            patient,
+            grantee: w.nurse.id,
+            scope: vec!["Observation".into()],
+            purposes: Purposes::of(&[Purpose::Treatment]),
+            valid_from: START - DAY,
+            valid_until: START + DAY,
+        };
+        let commission = Operation::CommissionUnit { unit: unit.clone(), lot: "L1".into(), expiry: START + 90 * DAY };
+        let registration = w.tx(&w.doctor, record);
+        assert!(ledger.submit(vec![registration.clone()]).unwrap()[0].is_committed());
+        let auditor_registration =
+            Operation::RegisterActor { actor: auditor.id, role: Role::Auditor, prefixes: vec![] };
+        check(
+            &w,
+            &ledger,
+            &[
+                (&w.operator, auditor_registration, committed()),
+                (&w.patient, grant, committed()),
+                (&w.nurse, Operation::AccessRecord { record: 5, patient, purpose: Purpose::Treatment }, committed()),
+                (&w.doctor, submit_claim(7, &patient, &w.doctor.id, &w.payer.id, 2027_01_10, &lines), committed()),
+                (&w.payer, Operation::FundAccount { amount: 5_000 }, committed()),
+                (&w.manufacturer, commission, committed()),
+                (&w.manufacturer, Operation::ShipUnit { unit: unit.clone(), to: w.distributor.id }, committed()),
+            ],
+        );
+
+        // Each read, with who may make it and who may not.
+        type Read<'a> = Box<dyn Fn(&Reads<'_>) -> Result<bool, ReadError> + 'a>;
+        // (what, the read, who may make it, who may not)
+        type Case<'a> = (&'a str, Read<'a>, Vec<&'a Actor>, Vec<&'a Actor>);
+        let reads: Vec<Case<'_>> = vec![
+            (
+                "access report",
+                Box::new(|r| Ok(r.access_report(&patient, None, 10)?.total > 0)),
+                vec![&w.patient],
+                vec![&w.doctor, &w.nurse, &w.payer, &w.regulator, &w.other_patient],
+            ),
+            (
+                "records",
+                Box::new(|r| Ok(r.records(&patient, None, 10)?.entries.len() == 1)),
+                vec![&w.patient],
+                vec![&w.doctor, &w.nurse, &w.other_patient],
+            ),
+            (
+                "consents",
+                Box::new(|r| Ok(r.consents(&patient, None, 10)?.entries[0].1.grantee == w.nurse.id)),
+                vec![&w.patient],
+                vec![&w.nurse, &w.doctor, &w.payer],
+            ),
+            (
+                "record",
+                Box::new(|r| Ok(r.record(&patient, 5)?.is_some_and(|r| r.custodian == w.doctor.id))),
+                vec![&w.patient, &w.doctor],
+                vec![&w.nurse, &w.payer, &w.other_patient],
+            ),
+            (
+                "a missing record",
+                Box::new(|r| Ok(r.record(&patient, 99)?.is_none())),
+                vec![&w.patient],
+                vec![&w.doctor, &w.nurse],
+            ),
+            (
+                "claim",
+                Box::new(|r| Ok(r.claim(&patient, 7)?.is_some_and(|c| c.total == 9_000))),
+                vec![&w.patient, &w.doctor, &w.payer],
+                vec![&w.nurse, &w.other_patient],
+            ),
+            (
+                "account",
+                Box::new(|r| Ok(r.account(&w.payer.id)?.is_some_and(|a| a.balance == 5_000))),
+                vec![&w.payer],
+                vec![&w.doctor, &w.patient],
+            ),
+            (
+                "custody trail",
+                Box::new(|r| Ok(r.custody_trace(&unit, None, 10)?.total == 2)),
+                vec![&w.manufacturer, &w.distributor, &w.regulator],
+                vec![&w.pharmacy, &w.patient],
+            ),
+            (
+                "transaction",
+                Box::new(|r| Ok(r.transaction(registration.id())?.is_some())),
+                vec![&w.doctor, &w.patient],
+                vec![&w.nurse, &w.payer],
+            ),
+            (
+                "proof",
+                Box::new(|r| Ok(r.prove(registration.id())?.is_some())),
+                vec![&w.doctor, &w.patient],
+                vec![&w.nurse, &w.payer],
+            ),
+        ];
+        for (what, read, allowed, refused) in &reads {
+            for actor in allowed {
+                assert!(read(&ledger.reads_as(&actor.id).unwrap()).unwrap(), "{what}: the answer");
+                // `audits_as` with the actor's own key reads the same for any other role.
+                assert!(read(&ledger.audits_as(&actor.id, &actor.key).unwrap()).unwrap(), "{what}, signed");
+            }
+            for actor in refused {
+                let refusal = read(&ledger.reads_as(&actor.id).unwrap());
+                assert!(matches!(refusal, Err(ReadError::Forbidden { .. })), "{what} read by another: {refusal:?}");
+            }
+            let audits = ledger.audits_as(&auditor.id, &auditor.key).unwrap();
+            let before = ledger.heights().iter().sum::<u64>();
+            assert!(read(&audits).unwrap(), "{what}: the auditor's answer");
+            assert!(ledger.heights().iter().sum::<u64>() > before, "{what}: the auditor's read is on the ledger");
+        }
+        // The auditor's reads that name the patient are in the patient's report, as audits.
+        let report = ledger.reads_as(&patient).unwrap().access_report(&patient, None, 50).unwrap();
+        let audits = report.entries.iter().filter(|e| e.audit && e.accessor == auditor.id).count();
+        assert_eq!(audits, 6, "the access report, records, consents, the record, the missing one, the claim");
+
+        // An auditor reads only with its key, so that its reads are logged.
+        assert!(matches!(ledger.reads_as(&auditor.id), Err(ReadError::Unlogged)));
+        assert!(matches!(ledger.audits_as(&auditor.id, &w.patient.key), Err(ReadError::WrongKey)));
+        // No one unregistered, and no one revoked, reads anything.
+        assert!(matches!(ledger.reads_as(&w.stranger.id), Err(ReadError::UnknownReader)));
+        check(&w, &ledger, &[(&w.operator, Operation::RevokeActor { actor: w.nurse.id }, committed())]);
+        assert!(matches!(ledger.reads_as(&w.nurse.id), Err(ReadError::UnknownReader)));
     }
 }

@@ -132,7 +132,7 @@ fn consent_is_checked_at_access_time_and_every_access_is_logged() {
     w.advance(3 * DAY);
     check(&w, &ledger, &[(&w.nurse, access(&w, 11, Purpose::Treatment), rejected(ConsentExpired))]);
 
-    let page = ledger.access_report(&w.patient.id, None, 100).unwrap();
+    let page = w.reads(&ledger, &w.patient).access_report(&w.patient.id, None, 100).unwrap();
     assert_eq!((page.total, page.next), (10, None));
     let report: Vec<_> = page.entries.into_iter().rev().collect(); // oldest first
     let summary: Vec<(u128, bool, bool)> = report.iter().map(|e| (e.record, e.permitted(), e.break_glass)).collect();
@@ -203,12 +203,12 @@ fn claims_are_checked_for_duplicates_and_paid_exactly_once() {
             (&w.payer, pay(1, 14_000), rejected(ClaimAlreadyPaid)),
         ],
     );
-    assert_eq!(ledger.account(&w.payer.id).unwrap().balance, 6_000);
-    assert_eq!(ledger.account(&w.doctor.id).unwrap().balance, 14_000);
+    assert_eq!(w.reads(&ledger, &w.payer).account(&w.payer.id).unwrap().unwrap().balance, 6_000);
+    assert_eq!(w.reads(&ledger, &w.doctor).account(&w.doctor.id).unwrap().unwrap().balance, 14_000);
     let (balances, funded) = ledger.fund_totals();
     assert_eq!((balances, funded), (20_000, 20_000));
     assert!(matches!(
-        ledger.claim(&w.patient.id, 1).unwrap().unwrap().status,
+        w.reads(&ledger, &w.patient).claim(&w.patient.id, 1).unwrap().unwrap().status,
         caduceus_engine::state::ClaimStatus::Paid { amount: 14_000, .. }
     ));
     // The date and codes never reach the ledger: the intake checks them before it commits.
@@ -249,7 +249,7 @@ fn two_payments_of_one_claim_in_one_batch_pay_once() {
     let pay = Operation::PayClaim { claim: 7, patient: w.patient.id, provider: w.doctor.id, amount: 5_000 };
     let results = ledger.submit(vec![w.tx(&w.payer, pay.clone()), w.tx(&w.payer, pay)]).unwrap();
     assert_eq!(results.iter().filter(|r| r.is_committed()).count(), 1, "{results:?}");
-    assert_eq!(ledger.account(&w.doctor.id).unwrap().balance, 5_000);
+    assert_eq!(w.reads(&ledger, &w.doctor).account(&w.doctor.id).unwrap().unwrap().balance, 5_000);
     assert_eq!(ledger.fund_totals(), (1_000_000, 1_000_000));
 }
 
@@ -324,7 +324,8 @@ fn units_have_one_custodian_and_are_never_dispensed_after_recall_or_expiry() {
     w.advance(2 * DAY);
     check(&w, &ledger, &[(&w.pharmacy, dispense("A3"), rejected(UnitExpired))]);
 
-    let trace: Vec<(String, bool)> = ledger
+    let trace: Vec<(String, bool)> = w
+        .reads(&ledger, &w.regulator)
         .custody_trace(&unit("A1"), None, 100)
         .unwrap()
         .entries
@@ -438,16 +439,16 @@ fn a_flood_of_refused_accesses_does_not_hide_the_last_real_access() {
         assert!(results.iter().all(|r| *r == rejected(UnknownSigner)));
     }
     assert_eq!((ledger.heights(), ledger.state_hash().unwrap()), (heights, state), "nothing recorded");
-    assert!(ledger.transaction(minted[0].id()).unwrap().is_none(), "the id is not burnt");
+    assert!(w.reads(&ledger, &w.operator).transaction(minted[0].id()).unwrap().is_none(), "the id is not burnt");
     // Then the custodian reads the record: permitted.
     check(&w, &ledger, &[(&w.doctor, access(&w, 1, Purpose::Treatment), committed())]);
-    let first = ledger.access_report(&w.patient.id, None, 20).unwrap();
+    let first = w.reads(&ledger, &w.patient).access_report(&w.patient.id, None, 20).unwrap();
     assert_eq!(first.entries.len(), 20);
     assert_eq!(first.total, 50_001, "the report counts every entry");
     assert_eq!(first.entries[0].accessor, w.doctor.id, "the real access heads the first page");
     assert!(first.entries[0].permitted());
     // The cursor walks back through older entries, without overlap.
-    let second = ledger.access_report(&w.patient.id, first.next, 20).unwrap();
+    let second = w.reads(&ledger, &w.patient).access_report(&w.patient.id, first.next, 20).unwrap();
     assert_eq!(second.entries.len(), 20);
     assert_eq!(second.total, first.total);
     assert!(second.entries.iter().all(|e| e.accessor == w.nurse.id && !e.permitted()));
@@ -482,7 +483,7 @@ fn operators_revoke_actors_and_change_roles_and_no_one_else_does() {
     let heights = ledger.heights();
     check(&w, &ledger, &[(&w.nurse, access(&w, 1, Purpose::Treatment), rejected(SignerRevoked))]);
     assert_eq!(ledger.heights(), heights, "a revoked signer's transaction reaches no block");
-    let report = ledger.access_report(&w.patient.id, None, 10).unwrap();
+    let report = w.reads(&ledger, &w.patient).access_report(&w.patient.id, None, 10).unwrap();
     assert_eq!(report.total, 1, "its earlier access stands, and only that one is logged");
     assert_eq!(report.entries[0].accessor, w.nurse.id);
 
@@ -612,7 +613,7 @@ fn an_actor_rotates_its_key_and_keeps_its_identity() {
     assert_eq!(ledger.submit(vec![stale]).unwrap(), vec![rejected(StaleKey)]);
     let current = with_key(&third, 5, Operation::RevokeConsent { consent: 100, patient: w.patient.id });
     assert_eq!(ledger.submit(vec![current]).unwrap(), vec![committed()]);
-    assert_eq!(ledger.access_report(&w.patient.id, None, 10).unwrap().total, 2);
+    assert_eq!(w.reads(&ledger, &w.patient).access_report(&w.patient.id, None, 10).unwrap().total, 2);
     drop(ledger);
     assert!(caduceus_engine::verify::verify_storage(storage.as_ref()).unwrap().is_intact());
 }

@@ -8,7 +8,7 @@ use caduceus_engine::ledger::{Clock, Options};
 use caduceus_engine::model::{ActorKey, Operation, Role, Transaction, TxResult};
 use caduceus_engine::signature::{actor_key, sign, signing_key, SigningKey};
 use caduceus_engine::storage::{MemoryStorage, Storage};
-use caduceus_engine::{Config, Ledger, SignedTransaction};
+use caduceus_engine::{Config, Ledger, Reads, SignedTransaction};
 
 pub const DAY: u64 = 86_400_000;
 /// 2027-01-15, the tests' "now".
@@ -75,6 +75,11 @@ impl World {
 
     pub fn advance(&self, ms: u64) {
         self.time.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// What `actor` may read of `ledger` (a registered actor that is not an auditor).
+    pub fn reads<'a>(&self, ledger: &'a Ledger, actor: &Actor) -> Reads<'a> {
+        ledger.reads_as(&actor.id).expect("a registered reader")
     }
 
     /// A ledger on the given storage with every actor but the stranger registered. Nothing of

@@ -1,23 +1,30 @@
 //! Who may read what: the rule every read path applies before it answers.
 //!
 //! A read is made by an identified actor and decided by what it would reveal: a patient reads
-//! its own access report, consents, records and claims; a provider the claims it submitted; a
+//! its own access report, consents, records and claims; a provider the records it holds and the
+//! claims it submitted (the records consented to it, through an access the ledger logs); a
 //! payer the claims billed to it and its own account; a supply-chain party the custody trail of
 //! a unit it has held (a regulator, any trail); the parties to a transaction its entry and proof;
 //! an auditor everything. Public facts (a unit's status without who received it, an actor's
 //! role, checkpoints, totals) are anyone's. Pure: callers fetch the facts, this decides.
 
+use crate::history::CustodyEvent;
 use crate::model::{ActorKey, Operation, Role, Transaction};
-use crate::state::Claim;
+use crate::state::{Claim, Record, Unit};
 
 /// What a read would reveal, with the facts deciding needs.
 #[derive(Clone, Copy, Debug)]
 pub enum Subject<'a> {
-    /// A patient's access report.
-    AccessReport {
-        /// Whose report.
+    /// What only the patient reads (and an auditor): its access report, and the lists of its
+    /// records and consents.
+    Patient {
+        /// Whose.
         patient: &'a ActorKey,
     },
+    /// A record's entry (its content hash, class, custodian, versions): the patient's and the
+    /// custodian's. Another provider reads a record only through an `access-record`, which the
+    /// ledger checks against consent and logs in the patient's report.
+    Record(&'a Record),
     /// A claim's state.
     Claim(&'a Claim),
     /// An account's balance and funding.
@@ -43,13 +50,28 @@ pub fn may_read(reader: &ActorKey, role: Role, subject: &Subject<'_>) -> bool {
         return true;
     }
     match subject {
-        Subject::AccessReport { patient } => reader == *patient,
+        Subject::Patient { patient } => reader == *patient,
+        Subject::Record(record) => [record.patient, record.custodian].contains(reader),
         Subject::Claim(claim) => [claim.patient, claim.provider, claim.payer].contains(reader),
         Subject::Account { owner } => reader == *owner,
         Subject::Custody { holders } => role == Role::Regulator || holders.contains(reader),
         Subject::Transaction(transaction) => parties(transaction).contains(reader),
         Subject::Public => true,
     }
+}
+
+/// Who has held a unit, as far as `events` (a page of its trail) and its current entry show:
+/// the actors of committed events and their counterparties (a refused ship or receive makes no
+/// one a holder), its manufacturer and its custodian.
+pub fn custody_holders(events: &[CustodyEvent], unit: Option<&Unit>) -> Vec<ActorKey> {
+    let mut holders: Vec<ActorKey> = events
+        .iter()
+        .filter(|e| e.result.is_committed())
+        .flat_map(|e| [Some(e.actor), e.counterparty])
+        .flatten()
+        .collect();
+    holders.extend(unit.into_iter().flat_map(|unit| [unit.manufacturer, unit.custodian]));
+    holders
 }
 
 /// The actors a transaction names: its signer and every actor its operation names.
@@ -113,10 +135,21 @@ mod tests {
             key: None,
         };
         let holders = [key(4), key(5)];
+        let record = Record {
+            patient,
+            custodian: provider,
+            resource_type: "Observation".into(),
+            content_hash: [1; 32],
+            previous_hash: [0; 32],
+            version: 1,
+            updated_at: 0,
+            erased_at: None,
+        };
         let cases: Vec<(Subject<'_>, Vec<(ActorKey, Role)>)> = vec![
-            (Subject::AccessReport { patient: &patient }, vec![(patient, Role::Patient)]),
+            (Subject::Patient { patient: &patient }, vec![(patient, Role::Patient)]),
             (Subject::Claim(&claim), vec![(patient, Role::Patient), (provider, Role::Provider), (payer, Role::Payer)]),
             (Subject::Account { owner: &payer }, vec![(payer, Role::Payer)]),
+            (Subject::Record(&record), vec![(patient, Role::Patient), (provider, Role::Provider)]),
             (Subject::Custody { holders: &holders }, vec![(key(4), Role::Manufacturer), (key(5), Role::Dispenser)]),
             (Subject::Transaction(&access), vec![(provider, Role::Provider), (patient, Role::Patient)]),
         ];
@@ -130,7 +163,7 @@ mod tests {
             assert!(may_read(&other, Role::Auditor, subject), "the auditor reads {subject:?}");
         }
         assert!(may_read(&other, Role::Regulator, &Subject::Custody { holders: &holders }));
-        assert!(!may_read(&other, Role::Regulator, &Subject::AccessReport { patient: &patient }));
+        assert!(!may_read(&other, Role::Regulator, &Subject::Patient { patient: &patient }));
         assert!(may_read(&other, Role::Patient, &Subject::Public));
     }
 }

@@ -51,7 +51,9 @@ pub mod storage;
 pub mod verify;
 
 pub use block::{Checkpoint, Proof};
-pub use ledger::{Config, Ledger, LedgerBuilder, OpenError, QueryError, SubmitError, UnitVerification};
+pub use ledger::{
+    Config, Ledger, LedgerBuilder, OpenError, QueryError, ReadError, Reads, SubmitError, UnitVerification,
+};
 pub use model::{
     ActorKey, Adjudication, ClaimLine, Operation, Purpose, Purposes, Reason, Role, SignedTransaction, Transaction,
     TxId, TxResult, UnitId,

@@ -13,10 +13,11 @@
 //! The store is a key-value store of its own (RocksDB beside the ledger, `RocksStorage::
 //! open_for_payloads`), keyed by one leading byte: `O` + content hash (nonce and ciphertext),
 //! `K` + content hash (the wrapped data key), `V` + patient + record + content hash (a version
-//! of the record, no value). A batch of payloads is one write and one fsync. Erasing deletes a
-//! record's keys and ciphertexts, then compacts the store (`Storage::compact`), so the deleted
-//! values leave every file, logs included. The store does no ledger I/O of its own: it asks the
-//! `Ledger` it is given.
+//! of the record, no value), `E` + patient + record (an erasure submitted and not yet shredded).
+//! A batch of payloads is one write and one fsync. Erasing deletes a record's keys and
+//! ciphertexts, then compacts the store (`Storage::compact`), so the deleted values leave every
+//! file, logs included. The store does no ledger I/O of its own: it asks the [`RecordLedger`]
+//! it is given (an embedded `Ledger`, or a cluster's coordinator).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -32,7 +33,32 @@ use zeroize::Zeroizing;
 
 use crate::ledger::Ledger;
 use crate::model::{hex, unhex, ActorKey, Hash, Operation, Reason, SignedTransaction, TxId, TxResult};
+use crate::state::Record;
 use crate::storage::{Storage, StorageError};
+
+/// What the payload store asks of the ledger it serves: an embedded [`Ledger`], or a cluster's
+/// coordinator (which asks its shards).
+pub trait RecordLedger {
+    /// Submits one transaction and returns its result once it is durable.
+    fn submit_one(&self, transaction: SignedTransaction) -> Result<TxResult, PayloadError>;
+    /// Whether the ledger holds a transaction with this id.
+    fn holds(&self, id: TxId) -> Result<bool, PayloadError>;
+    /// A record's entry.
+    fn record(&self, patient: &ActorKey, record: u128) -> Result<Option<Record>, PayloadError>;
+}
+
+impl RecordLedger for Ledger {
+    fn submit_one(&self, transaction: SignedTransaction) -> Result<TxResult, PayloadError> {
+        let results = self.submit(vec![transaction]).map_err(|e| PayloadError::Ledger(e.to_string()))?;
+        results.into_iter().next().ok_or_else(|| PayloadError::Ledger("no result".into()))
+    }
+    fn holds(&self, id: TxId) -> Result<bool, PayloadError> {
+        Ok(self.locate(id).map_err(|e| PayloadError::Ledger(e.to_string()))?.is_some())
+    }
+    fn record(&self, patient: &ActorKey, record: u128) -> Result<Option<Record>, PayloadError> {
+        Ledger::record(self, patient, record).map_err(|e| PayloadError::Ledger(e.to_string()))
+    }
+}
 
 /// A data key, wiped from memory when dropped.
 pub type DataKey = Zeroizing<[u8; 32]>;
@@ -217,6 +243,7 @@ pub struct Sealed {
 const OBJECT: u8 = b'O';
 const KEY: u8 = b'K';
 const VERSION: u8 = b'V';
+const ERASING: u8 = b'E';
 
 fn object_key(hash: &Hash) -> Vec<u8> {
     [&[OBJECT][..], hash].concat()
@@ -226,6 +253,14 @@ fn key_key(hash: &Hash) -> Vec<u8> {
 }
 fn versions_prefix(patient: &ActorKey, record: u128) -> Vec<u8> {
     [&[VERSION][..], &patient.0, &record.to_be_bytes()].concat()
+}
+fn erasing_key(patient: &ActorKey, record: u128) -> Vec<u8> {
+    [&[ERASING][..], &patient.0, &record.to_be_bytes()].concat()
+}
+/// The (patient, record) of a `V` or `E` key.
+fn record_of(key: &[u8]) -> Option<(ActorKey, u128)> {
+    let patient = ActorKey(key.get(1..33)?.try_into().ok()?);
+    Some((patient, u128::from_be_bytes(key.get(33..49)?.try_into().ok()?)))
 }
 
 /// The payload store of one ledger (see the module's documentation).
@@ -293,7 +328,11 @@ impl PayloadStore {
     /// would answer with its first result and not log again) is refused, so every read is on
     /// the patient's report. The plaintext goes to whoever calls: the embedding platform hands
     /// it only to the access's signer, whom it has authenticated.
-    pub fn read(&self, ledger: &Ledger, access: SignedTransaction) -> Result<Zeroizing<Vec<u8>>, PayloadError> {
+    pub fn read(
+        &self,
+        ledger: &dyn RecordLedger,
+        access: SignedTransaction,
+    ) -> Result<Zeroizing<Vec<u8>>, PayloadError> {
         let (patient, record) = match &access.transaction.operation {
             Operation::AccessRecord { patient, record, .. } | Operation::EmergencyAccess { patient, record, .. } => {
                 (*patient, *record)
@@ -305,10 +344,10 @@ impl PayloadStore {
             return Err(PayloadError::Replayed);
         }
         let submitted = (|| {
-            if ledger.locate(id).map_err(|e| PayloadError::Ledger(e.to_string()))?.is_some() {
+            if ledger.holds(id)? {
                 return Err(PayloadError::Replayed);
             }
-            submit_one(ledger, access)
+            ledger.submit_one(access)
         })();
         self.reading.lock().remove(&id);
         match submitted? {
@@ -316,10 +355,7 @@ impl PayloadStore {
             TxResult::Rejected(Reason::RecordErased) => return Err(PayloadError::Erased),
             TxResult::Rejected(reason) => return Err(PayloadError::Refused(reason)),
         }
-        let current = ledger
-            .record(&patient, record)
-            .map_err(|e| PayloadError::Ledger(e.to_string()))?
-            .ok_or(PayloadError::UnknownRecord)?;
+        let current = ledger.record(&patient, record)?.ok_or(PayloadError::UnknownRecord)?;
         if current.erased_at.is_some() {
             return Err(PayloadError::Erased);
         }
@@ -341,21 +377,61 @@ impl PayloadStore {
     /// Erases a record: submits `erase` (an `erase-record` signed by the patient or an
     /// operator) and, once the ledger has committed it, destroys the data key and the
     /// ciphertext of every version of the record (`shred`). Returns how many versions.
-    pub fn erase(&self, ledger: &Ledger, erase: SignedTransaction) -> Result<usize, PayloadError> {
+    pub fn erase(&self, ledger: &dyn RecordLedger, erase: SignedTransaction) -> Result<usize, PayloadError> {
         let (patient, record) = match &erase.transaction.operation {
             Operation::EraseRecord { patient, record } => (*patient, *record),
             other => return Err(PayloadError::WrongOperation(other.name())),
         };
-        match submit_one(ledger, erase)? {
-            // Erased before (a repeat, or an erasure whose shredding a crash interrupted).
-            TxResult::Committed | TxResult::Rejected(Reason::RecordErased) => self.shred(&patient, record),
-            TxResult::Rejected(reason) => Err(PayloadError::Refused(reason)),
+        self.mark_erasing(&[(patient, record)])?;
+        let result = ledger.submit_one(erase);
+        self.erased(&patient, record, result?)
+    }
+
+    /// Notes erasures about to be submitted (durably, one write), so that one committed just
+    /// before a crash is shredded by `settle_erasures` on the next start.
+    pub fn mark_erasing(&self, records: &[(ActorKey, u128)]) -> Result<(), PayloadError> {
+        let writes: Vec<_> =
+            records.iter().map(|(patient, record)| (erasing_key(patient, *record), Some(Vec::new()))).collect();
+        Ok(self.storage.write(&writes)?)
+    }
+
+    /// What follows an erasure's result: committed (or erased before: a repeat, or an erasure
+    /// whose shredding a crash interrupted), the record's versions are shredded; refused, its
+    /// mark is dropped and the refusal returned.
+    pub fn erased(&self, patient: &ActorKey, record: u128, result: TxResult) -> Result<usize, PayloadError> {
+        match result {
+            TxResult::Committed | TxResult::Rejected(Reason::RecordErased) => self.shred(patient, record),
+            TxResult::Rejected(reason) => {
+                self.storage.write(&[(erasing_key(patient, record), None)])?;
+                Err(PayloadError::Refused(reason))
+            }
         }
     }
 
+    /// Settles the erasures marked by `mark_erasing` whose result was never seen (a crash, or a
+    /// shard that did not answer): shreds those the ledger has erased, unmarks those it has not.
+    /// Returns how many records it shredded.
+    pub fn settle_erasures(&self, ledger: &dyn RecordLedger) -> Result<usize, PayloadError> {
+        let mut marked = Vec::new();
+        self.storage.scan(&[ERASING], &mut |key, _| {
+            marked.extend(record_of(key));
+            true
+        })?;
+        let mut shredded = 0;
+        for (patient, record) in marked {
+            if ledger.record(&patient, record)?.is_some_and(|r| r.erased_at.is_some()) {
+                self.shred(&patient, record)?;
+                shredded += 1;
+            } else {
+                self.storage.write(&[(erasing_key(&patient, record), None)])?;
+            }
+        }
+        Ok(shredded)
+    }
+
     /// Deletes every version's wrapped data key and ciphertext in one write, then compacts the
-    /// store so they leave its files. Only for a record the ledger has erased: `erase` and
-    /// `settle` call it.
+    /// store so they leave its files, and drops the record's erasure mark. Only for a record the
+    /// ledger has erased: `erased` and `settle_erasures` call it.
     fn shred(&self, patient: &ActorKey, record: u128) -> Result<usize, PayloadError> {
         let prefix = versions_prefix(patient, record);
         let mut versions = Vec::new();
@@ -363,43 +439,18 @@ impl PayloadStore {
             versions.push(key.to_vec());
             true
         })?;
-        let mut writes = Vec::with_capacity(3 * versions.len());
+        let mut writes = Vec::with_capacity(3 * versions.len() + 1);
         for version in &versions {
             let hash: Hash = version[prefix.len()..].try_into().map_err(|_| PayloadError::Damaged(hex(version)))?;
             writes.extend([(key_key(&hash), None), (object_key(&hash), None), (version.clone(), None)]);
         }
+        writes.push((erasing_key(patient, record), None));
         if versions.is_empty() {
+            self.storage.write(&writes)?;
             return Ok(0); // nothing stored, or shredded already
         }
         self.storage.write(&writes)?;
         self.storage.compact()?;
         Ok(versions.len())
     }
-
-    /// Shreds what the ledger says is erased but the store still holds (an erasure committed
-    /// just before a crash): run after opening. Returns how many records it shredded.
-    pub fn settle(&self, ledger: &Ledger) -> Result<usize, PayloadError> {
-        let mut records = std::collections::BTreeSet::new();
-        self.storage.scan(&[VERSION], &mut |key, _| {
-            if let (Some(patient), Some(record)) = (key.get(1..33), key.get(33..49)) {
-                let patient = ActorKey(patient.try_into().expect("32 bytes"));
-                records.insert((patient, u128::from_be_bytes(record.try_into().expect("16 bytes"))));
-            }
-            true
-        })?;
-        let mut shredded = 0;
-        for (patient, record) in records {
-            let erased = ledger.record(&patient, record).map_err(|e| PayloadError::Ledger(e.to_string()))?;
-            if erased.is_some_and(|r| r.erased_at.is_some()) {
-                self.shred(&patient, record)?;
-                shredded += 1;
-            }
-        }
-        Ok(shredded)
-    }
-}
-
-fn submit_one(ledger: &Ledger, transaction: SignedTransaction) -> Result<TxResult, PayloadError> {
-    let results = ledger.submit(vec![transaction]).map_err(|e| PayloadError::Ledger(e.to_string()))?;
-    results.into_iter().next().ok_or_else(|| PayloadError::Ledger("no result".into()))
 }

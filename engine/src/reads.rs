@@ -76,6 +76,64 @@ pub fn custody_trace(
     history_page(storage, &layout::custody_prefix(unit), before, limit)
 }
 
+/// A patient's entries of one kind (records or consents), by id: at most `limit` after `after`
+/// (or from the first), in id order, with the id to continue after if there are more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listing<T> {
+    /// `(id, entry)`, ids ascending.
+    pub entries: Vec<(u128, T)>,
+    /// The last id of this listing, if more follow.
+    pub next: Option<u128>,
+}
+
+/// Which of a patient's entries `patient_entries` lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatientEntries {
+    Records,
+    Consents,
+}
+
+/// A listing of a patient's records or consents, read from the patient's shard's stored state
+/// (durable entries only). Memory is bounded by `limit` (at most `HISTORY_ENTRIES_MAX`).
+pub fn patient_entries<T: Codec>(
+    storage: &dyn Storage,
+    shard: u32,
+    patient: &ActorKey,
+    kind: PatientEntries,
+    after: Option<u128>,
+    limit: usize,
+) -> Result<Listing<T>, QueryError> {
+    let limit = limit.clamp(1, HISTORY_ENTRIES_MAX);
+    let first = match kind {
+        PatientEntries::Records => crate::state::StateKey::Record(*patient, 0),
+        PatientEntries::Consents => crate::state::StateKey::Consent(*patient, 0),
+    };
+    let mut prefix = layout::state(shard, &first);
+    prefix.truncate(prefix.len() - 16);
+    let (mut found, mut more) = (Vec::new(), false);
+    storage.scan(&prefix, &mut |key, value| {
+        let Some(id) = key.get(prefix.len()..).and_then(|id| <[u8; 16]>::try_from(id).ok()) else {
+            return true;
+        };
+        let id = u128::from_be_bytes(id);
+        if after.is_some_and(|after| id <= after) {
+            return true;
+        }
+        if found.len() == limit {
+            more = true;
+            return false;
+        }
+        found.push((id, key.to_vec(), value.to_vec()));
+        true
+    })?;
+    let next = more.then(|| found.last().map(|(id, ..)| *id)).flatten();
+    let entries = found
+        .into_iter()
+        .map(|(id, key, value)| T::decode(&value).map(|entry| (id, entry)).map_err(corrupt(&key)))
+        .collect::<Result<_, _>>()?;
+    Ok(Listing { entries, next })
+}
+
 /// Where a transaction is recorded and its result, if it reached the ledger.
 pub fn locate(storage: &dyn Storage, id: TxId) -> Result<Option<TxLocation>, QueryError> {
     let key = layout::transaction(id);

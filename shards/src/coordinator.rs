@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use caduceus_engine::authority::{may_read, Subject};
+use caduceus_engine::authority::{custody_holders, may_read, Subject};
 use caduceus_engine::block::{Checkpoint, ShardHead};
 use caduceus_engine::coordinator::{Action, Coordinator, Message};
 use caduceus_engine::coordinator_store::CoordinatorStore;
@@ -840,10 +840,12 @@ async fn authorized_query(shared: &Arc<Shared>, reader: &ActorKey, role: Role, q
     let forbidden = || Response::error(error_code::FORBIDDEN, format!("a {role} may not read this"));
     // Decided before reading where the question names the owner.
     let before = match &query {
-        Query::AccessReport(patient, ..) => Some(Subject::AccessReport { patient }),
+        Query::AccessReport(patient, ..) | Query::Records(patient, ..) | Query::Consents(patient, ..) => {
+            Some(Subject::Patient { patient })
+        }
         Query::Account(owner) => Some(Subject::Account { owner }),
         Query::Actor(_) | Query::Unit(_) | Query::Totals => Some(Subject::Public),
-        Query::Claim(..) | Query::Custody(..) | Query::Transaction(_) => None,
+        Query::Claim(..) | Query::Record(..) | Query::Custody(..) | Query::Transaction(_) => None,
     };
     if let Some(subject) = before {
         return if may_read(reader, role, &subject) { query_cluster(shared, query).await } else { forbidden() };
@@ -853,33 +855,28 @@ async fn authorized_query(shared: &Arc<Shared>, reader: &ActorKey, role: Role, q
         _ => None,
     };
     let patient = match &query {
-        Query::Claim(patient, _) => Some(*patient),
+        Query::Claim(patient, _) | Query::Record(patient, _) => Some(*patient),
         _ => None,
     };
     let answer = query_cluster(shared, query).await;
     let allowed = match &answer {
         Response::Answer(Answer::Claim(Some(claim))) => may_read(reader, role, &Subject::Claim(claim)),
-        // That a claim does not exist is the patient's to learn.
-        Response::Answer(Answer::Claim(None)) => {
-            patient.is_some_and(|patient| may_read(reader, role, &Subject::AccessReport { patient: &patient }))
+        Response::Answer(Answer::Record(Some(record))) => may_read(reader, role, &Subject::Record(record)),
+        // That a claim or record does not exist is the patient's to learn.
+        Response::Answer(Answer::Claim(None) | Answer::Record(None)) => {
+            patient.is_some_and(|patient| may_read(reader, role, &Subject::Patient { patient: &patient }))
         }
         Response::Answer(Answer::Transaction(Some((transaction, _)))) => {
             may_read(reader, role, &Subject::Transaction(&transaction.transaction))
         }
         Response::Answer(Answer::Custody(page)) => {
-            // Only events that happened: a refused ship or receive makes no one a holder.
-            let mut holders: Vec<ActorKey> = page
-                .entries
-                .iter()
-                .filter(|e| e.result.is_committed())
-                .flat_map(|e| [Some(e.actor), e.counterparty])
-                .flatten()
-                .collect();
+            let mut current = None;
             if let Some(unit) = custody_unit {
-                if let Response::Answer(Answer::Unit(Some(unit), _)) = query_cluster(shared, Query::Unit(unit)).await {
-                    holders.extend([unit.manufacturer, unit.custodian]);
+                if let Response::Answer(Answer::Unit(unit, _)) = query_cluster(shared, Query::Unit(unit)).await {
+                    current = unit;
                 }
             }
+            let holders = custody_holders(&page.entries, current.as_ref());
             may_read(reader, role, &Subject::Custody { holders: &holders })
         }
         _ => true, // nothing found, or an error
@@ -934,7 +931,11 @@ async fn query_cluster(shared: &Arc<Shared>, query: Query) -> Response {
     let shard = match &query {
         Query::Actor(_) => Some(0),
         Query::Account(owner) => Some(shard_of_actor(owner, shards)),
-        Query::Claim(patient, _) | Query::AccessReport(patient, ..) => Some(shard_of_actor(patient, shards)),
+        Query::Claim(patient, _)
+        | Query::AccessReport(patient, ..)
+        | Query::Record(patient, _)
+        | Query::Records(patient, ..)
+        | Query::Consents(patient, ..) => Some(shard_of_actor(patient, shards)),
         Query::Unit(unit) | Query::Custody(unit, ..) => Some(shard_of_unit(unit, shards)),
         Query::Transaction(_) | Query::Totals => None,
     };

@@ -156,6 +156,21 @@ pub fn serve_one(participant: &mut Participant, request: Request) -> Response {
                     let (balances, funded) = participant.shard().fund_totals();
                     Answer::Totals(state.hash(), balances, funded)
                 }
+                Query::Record(patient, record) => Answer::Record(state.records.get(&(patient, record)).cloned()),
+                Query::Records(patient, after, limit) => {
+                    let kind = reads::PatientEntries::Records;
+                    match reads::patient_entries(storage, participant.id(), &patient, kind, after, limit as usize) {
+                        Ok(listing) => Answer::Records(listing),
+                        Err(e) => return query_error(e),
+                    }
+                }
+                Query::Consents(patient, after, limit) => {
+                    let kind = reads::PatientEntries::Consents;
+                    match reads::patient_entries(storage, participant.id(), &patient, kind, after, limit as usize) {
+                        Ok(listing) => Answer::Consents(listing),
+                        Err(e) => return query_error(e),
+                    }
+                }
             };
             Response::Answer(answer)
         }

@@ -14,8 +14,9 @@ use caduceus_engine::history::{AccessEntry, Cursor, CustodyEvent, Page};
 use caduceus_engine::limits::{BATCH_TRANSACTIONS_MAX, ROUND_TRANSACTIONS_MAX, TRANSACTION_SIZE_MAX};
 use caduceus_engine::model::{decode_result, decode_transactions_within, encode_result, encode_transactions, Hash};
 use caduceus_engine::participant::{RoundReply, RoundRequest, Status};
+use caduceus_engine::reads::Listing;
 use caduceus_engine::shard::Admission;
-use caduceus_engine::state::{Account, Actor, Claim, Recall, Unit};
+use caduceus_engine::state::{Account, Actor, Claim, Consent, Recall, Record, Unit};
 use caduceus_engine::{ActorKey, Proof, SignedTransaction, TxId, TxResult, UnitId};
 use thiserror::Error;
 
@@ -66,6 +67,12 @@ pub enum Query {
     Transaction(TxId),
     /// Each shard's state hash and fund totals (asked of every shard).
     Totals,
+    /// A record's entry.
+    Record(ActorKey, u128),
+    /// A patient's records, by id: at most the count, after the id given.
+    Records(ActorKey, Option<u128>, u32),
+    /// The consents a patient gave, likewise.
+    Consents(ActorKey, Option<u128>, u32),
 }
 
 /// Every request, from clients to the coordinator and from the coordinator to shards.
@@ -130,6 +137,9 @@ pub enum Answer {
     Transaction(Option<(SignedTransaction, TxResult)>),
     /// State hash, total balances and total funding.
     Totals(Hash, u128, u128),
+    Record(Option<Record>),
+    Records(Listing<Record>),
+    Consents(Listing<Consent>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -262,9 +272,14 @@ impl Credential {
     /// The one actor whose data a read reveals, where the read names it.
     pub fn subject_of(request: &Request) -> Option<ActorKey> {
         match request {
-            Request::Query(Query::AccessReport(actor, ..) | Query::Claim(actor, _) | Query::Account(actor)) => {
-                Some(*actor)
-            }
+            Request::Query(
+                Query::AccessReport(actor, ..)
+                | Query::Claim(actor, _)
+                | Query::Account(actor)
+                | Query::Record(actor, _)
+                | Query::Records(actor, ..)
+                | Query::Consents(actor, ..),
+            ) => Some(*actor),
             _ => None,
         }
     }
@@ -333,6 +348,24 @@ fn read_page<T: Codec>(d: &mut Decoder<'_>) -> Result<Page<T>, DecodeError> {
     Ok(Page { entries: read_list(d)?, total: d.u64()?, next: read_option(d, read_cursor)? })
 }
 
+fn write_listing<T: Codec>(e: &mut Encoder, listing: &Listing<T>) -> Result<(), EncodeError> {
+    e.count("entries", listing.entries.len(), caduceus_engine::limits::HISTORY_ENTRIES_MAX)?;
+    for (id, entry) in &listing.entries {
+        e.u128(*id);
+        entry.encode_into(e)?;
+    }
+    option(e, &listing.next, |e, next| {
+        e.u128(*next);
+        Ok(())
+    })
+}
+
+fn read_listing<T: Codec>(d: &mut Decoder<'_>) -> Result<Listing<T>, DecodeError> {
+    let count = d.count("entries", caduceus_engine::limits::HISTORY_ENTRIES_MAX)?;
+    let entries = (0..count).map(|_| Ok((d.u128()?, T::decode_from(d)?))).collect::<Result<_, DecodeError>>()?;
+    Ok(Listing { entries, next: read_option(d, |d| d.u128())? })
+}
+
 fn read_unit_id(d: &mut Decoder<'_>) -> Result<UnitId, DecodeError> {
     Ok(UnitId { gtin: d.u64()?, serial: d.text("serial", caduceus_engine::limits::CODE_LENGTH_MAX)? })
 }
@@ -396,6 +429,20 @@ impl Query {
                 e.u128(*id);
             }
             Query::Totals => e.u8(8),
+            Query::Record(patient, record) => {
+                e.u8(9);
+                e.array(&patient.0);
+                e.u128(*record);
+            }
+            Query::Records(patient, after, limit) | Query::Consents(patient, after, limit) => {
+                e.u8(if matches!(self, Query::Records(..)) { 10 } else { 11 });
+                e.array(&patient.0);
+                option(e, after, |e, after| {
+                    e.u128(*after);
+                    Ok(())
+                })?;
+                e.u32(*limit);
+            }
         }
         Ok(())
     }
@@ -417,6 +464,17 @@ impl Query {
             }
             7 => Query::Transaction(d.u128()?),
             8 => Query::Totals,
+            9 => Query::Record(ActorKey(d.array()?), d.u128()?),
+            kind @ (10 | 11) => {
+                let patient = ActorKey(d.array()?);
+                let after = read_option(d, |d| d.u128())?;
+                let limit = d.u32()?;
+                if kind == 10 {
+                    Query::Records(patient, after, limit)
+                } else {
+                    Query::Consents(patient, after, limit)
+                }
+            }
             _ => return Err(DecodeError::Invalid("query kind")),
         })
     }
@@ -465,6 +523,18 @@ impl Answer {
                 e.u128(*funded);
                 Ok(())
             }
+            Answer::Record(record) => {
+                e.u8(9);
+                option(e, record, |e, r| r.encode_into(e))
+            }
+            Answer::Records(listing) => {
+                e.u8(10);
+                write_listing(e, listing)
+            }
+            Answer::Consents(listing) => {
+                e.u8(11);
+                write_listing(e, listing)
+            }
         }
     }
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
@@ -479,6 +549,9 @@ impl Answer {
                 Ok((SignedTransaction::decode(d.bytes("transaction", TRANSACTION_SIZE_MAX)?)?, decode_result(d)?))
             })?),
             8 => Answer::Totals(d.array()?, d.u128()?, d.u128()?),
+            9 => Answer::Record(read_option(d, Record::decode_from)?),
+            10 => Answer::Records(read_listing(d)?),
+            11 => Answer::Consents(read_listing(d)?),
             _ => return Err(DecodeError::Invalid("answer kind")),
         })
     }
@@ -818,6 +891,45 @@ impl WireError {
 mod tests {
     use super::*;
     use caduceus_engine::model::{ActorKey, Operation, Transaction};
+
+    #[test]
+    fn record_and_consent_reads_travel_and_come_back_the_same() {
+        let patient = ActorKey([3; 32]);
+        let record = Record {
+            patient,
+            custodian: ActorKey([4; 32]),
+            resource_type: "Observation".into(),
+            content_hash: [5; 32],
+            previous_hash: [0; 32],
+            version: 1,
+            updated_at: 7,
+            erased_at: Some(9),
+        };
+        let consent = Consent {
+            patient,
+            grantee: ActorKey([4; 32]),
+            scope: vec!["Observation".into()],
+            purposes: caduceus_engine::model::Purposes(1),
+            valid_from: 1,
+            valid_until: 2,
+            revoked_at: None,
+        };
+        for query in
+            [Query::Record(patient, 8), Query::Records(patient, Some(8), 10), Query::Consents(patient, None, 5)]
+        {
+            let frame = Request::Query(query.clone()).encode().unwrap();
+            assert_eq!(Request::decode(frame[0], &frame[1..]).unwrap(), Request::Query(query));
+        }
+        for answer in [
+            Answer::Record(Some(record.clone())),
+            Answer::Record(None),
+            Answer::Records(Listing { entries: vec![(8, record)], next: Some(8) }),
+            Answer::Consents(Listing { entries: vec![(2, consent)], next: None }),
+        ] {
+            let frame = Response::Answer(answer.clone()).encode().unwrap();
+            assert_eq!(Response::decode(frame[0], &frame[1..]).unwrap(), Response::Answer(answer));
+        }
+    }
 
     /// A submit frame whose leading count says one thing and whose list holds more than a
     /// batch may: refused from the list's count, before any transaction is decoded or applied.

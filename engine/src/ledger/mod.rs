@@ -27,6 +27,7 @@ mod builder;
 mod core;
 mod execute_stage;
 mod persist_stage;
+mod reads_as;
 mod verify_stage;
 
 use std::sync::Arc;
@@ -43,11 +44,12 @@ pub(crate) use self::core::check_format;
 pub use self::core::load_state;
 use self::core::Core;
 use self::persist_stage::Durable;
+pub use self::reads_as::{ReadError, Reads};
 use crate::block::{Checkpoint, Proof};
 use crate::cache::StateCache;
 pub use crate::cache::StorageReads;
 use crate::codec::{Codec, DecodeError};
-use crate::history::{AccessEntry, Cursor, CustodyEvent, Page, TxLocation};
+use crate::history::TxLocation;
 use crate::layout;
 use crate::limits::BATCH_TRANSACTIONS_MAX;
 use crate::model::{ActorKey, Hash, SignedTransaction, Timestamp, TxId, TxResult, UnitId};
@@ -257,7 +259,8 @@ impl PendingBatch {
 /// assert_eq!(ledger.submit(vec![sign(again, &operator)?])?, vec![TxResult::Rejected(Reason::Conflict)]);
 /// assert_eq!(ledger.actor(&actor_key(&provider)).unwrap().role, Role::Provider);
 ///
-/// let proof = ledger.prove(register.id())?.expect("committed transactions have proofs");
+/// // The operator signed it, so may prove it.
+/// let proof = ledger.reads_as(&actor_key(&operator))?.prove(register.id())?.expect("committed transactions have proofs");
 /// let checkpoint = ledger.checkpoint_at(proof.checkpoint_round)?.expect("stored checkpoint");
 /// assert!(proof.verify(&checkpoint.hash()).is_ok());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -436,19 +439,19 @@ impl Ledger {
     }
 
     /// A payer's or provider's account.
-    pub fn account(&self, owner: &ActorKey) -> Option<Account> {
+    pub(crate) fn account(&self, owner: &ActorKey) -> Option<Account> {
         self.read_durable(|core| {
             core.shards[shard_of_actor(owner, core.genesis.shards) as usize].state().accounts.get(owner).copied()
         })
     }
 
     /// A record, looked up on its patient's shard.
-    pub fn record(&self, patient: &ActorKey, record: u128) -> Result<Option<Record>, QueryError> {
+    pub(crate) fn record(&self, patient: &ActorKey, record: u128) -> Result<Option<Record>, QueryError> {
         self.patient_entry(patient, StateKey::Record(*patient, record), |state| state.records.get(&(*patient, record)))
     }
 
     /// A claim, looked up on its patient's shard.
-    pub fn claim(&self, patient: &ActorKey, claim: u128) -> Result<Option<Claim>, QueryError> {
+    pub(crate) fn claim(&self, patient: &ActorKey, claim: u128) -> Result<Option<Claim>, QueryError> {
         self.patient_entry(patient, StateKey::Claim(*patient, claim), |state| state.claims.get(&(*patient, claim)))
     }
 
@@ -483,78 +486,20 @@ impl Ledger {
         })
     }
 
-    /// Who accessed the patient's records, when, why, and whether it was permitted: a page of
-    /// at most `limit` entries, newest first, before `before` (`None`: the newest), with the
-    /// history's total and the cursor of the next, older page. However many attempts a history
-    /// holds, its first page shows the latest ones.
-    ///
-    /// ```
-    /// use caduceus_engine::signature::{actor_key, sign, signing_key};
-    /// use caduceus_engine::{Config, Ledger, Operation, Purpose, Reason, Role, Transaction, TxResult};
-    ///
-    /// let (operator, patient, nurse) = (signing_key([1; 32]), signing_key([2; 32]), signing_key([3; 32]));
-    /// let ledger = Ledger::open_in_memory(&Config { shards: 2, genesis_operators: vec![actor_key(&operator)], operator_quorum: 1 })?;
-    /// let now = caduceus_engine::ledger::system_clock()();
-    /// let tx = |id, key: &caduceus_engine::signature::SigningKey, operation| {
-    ///     sign(Transaction { nonce: id, signer: actor_key(key), timestamp: now, operation, key: None }, key)
-    /// };
-    /// let register = |actor: &caduceus_engine::signature::SigningKey, role| Operation::RegisterActor {
-    ///     actor: actor_key(actor),
-    ///     role,
-    ///     prefixes: vec![],
-    /// };
-    /// ledger.submit(vec![tx(1, &operator, register(&patient, Role::Patient))?, tx(2, &operator, register(&nurse, Role::Provider))?])?;
-    /// let record = Operation::RegisterRecord {
-    ///     record: 10,
-    ///     patient: actor_key(&patient),
-    ///     content_hash: [0; 32],
-    ///     resource_type: "Observation".into(),
-    /// };
-    /// // The nurse registers a record (so holds it), then another provider without consent tries to read it.
-    /// let other = signing_key([4; 32]);
-    /// ledger.submit(vec![tx(3, &operator, register(&other, Role::Provider))?, tx(4, &nurse, record)?])?;
-    /// let read = Operation::AccessRecord { record: 10, patient: actor_key(&patient), purpose: Purpose::Treatment };
-    /// assert_eq!(ledger.submit(vec![tx(5, &other, read)?])?, vec![TxResult::Rejected(Reason::ConsentMissing)]);
-    ///
-    /// let report = ledger.access_report(&actor_key(&patient), None, 20)?;
-    /// assert_eq!((report.entries.len(), report.total, report.next), (1, 1, None));
-    /// assert_eq!(report.entries[0].accessor, actor_key(&other));
-    /// assert!(!report.entries[0].permitted());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn access_report(
-        &self,
-        patient: &ActorKey,
-        before: Option<Cursor>,
-        limit: usize,
-    ) -> Result<Page<AccessEntry>, QueryError> {
-        reads::access_report(self.storage().as_ref(), patient, before, limit)
-    }
-
-    /// A unit's custody events, accepted or refused: a page, newest first, with the total.
-    pub fn custody_trace(
-        &self,
-        unit: &UnitId,
-        before: Option<Cursor>,
-        limit: usize,
-    ) -> Result<Page<CustodyEvent>, QueryError> {
-        reads::custody_trace(self.storage().as_ref(), unit, before, limit)
-    }
-
     /// Where a transaction is recorded and its result, if it reached the ledger.
     pub fn locate(&self, id: TxId) -> Result<Option<TxLocation>, QueryError> {
         reads::locate(self.storage().as_ref(), id)
     }
 
     /// A transaction as recorded, with its result.
-    pub fn transaction(&self, id: TxId) -> Result<Option<(SignedTransaction, TxResult)>, QueryError> {
+    pub(crate) fn transaction(&self, id: TxId) -> Result<Option<(SignedTransaction, TxResult)>, QueryError> {
         reads::transaction(self.storage().as_ref(), id)
     }
 
     /// An inclusion proof of a transaction and its result, up to the checkpoint of the round
     /// that sealed it. Anyone holding that checkpoint's hash checks it offline; the example of
     /// [`Ledger`] proves a transaction and checks the proof.
-    pub fn prove(&self, id: TxId) -> Result<Option<Proof>, QueryError> {
+    pub(crate) fn prove(&self, id: TxId) -> Result<Option<Proof>, QueryError> {
         let storage = self.storage();
         let Some(mut proof) = reads::prove_in_block(storage.as_ref(), id)? else { return Ok(None) };
         let round = proof.header.round;

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use caduceus_engine::model::{hex, Operation};
+use caduceus_engine::model::{hex, ActorKey, Operation};
 use caduceus_engine::signature::measure_verify_batch_rate;
-use caduceus_engine::{Ledger, SignedTransaction, TxResult};
+use caduceus_engine::{Ledger, ReadError, SignedTransaction, TxResult};
 use caduceus_loadgen::args::LoadArgs;
 use caduceus_loadgen::embedded::closed_loop;
 use caduceus_workload::Workload;
@@ -112,33 +112,35 @@ pub fn run(dir: Option<PathBuf>, load: &LoadArgs, reference_seconds: f64) -> Res
         println!("  {reason:<32} {n}");
     }
 
-    let reader = Embedded(ledger);
-    samples(&reader, &workload, &transactions, &results)?;
-    payloads(&reader.0, &workload, &dir)?;
-    let checkpoint = reader.0.checkpoint().context("the demo wrote rounds")?;
+    let mut reader = Embedded::new(ledger);
+    samples(&mut reader, &workload, &transactions, &results)?;
+    let patient = payloads(&reader.ledger, &workload, &dir)?;
+    let checkpoint = reader.ledger.checkpoint().context("the demo wrote rounds")?;
     println!();
     println!("checkpoint: round {} root {}", checkpoint.round, hex(&checkpoint.hash()));
-    println!("state hash: {}", hex(&reader.0.state_hash()?));
-    println!("heights:    {:?}", reader.0.heights());
+    println!("state hash: {}", hex(&reader.ledger.state_hash()?));
+    println!("heights:    {:?}", reader.ledger.heights());
     drop(reader);
     println!("data directory: {}", dir.display());
     println!("check it:       caduceus verify --dir {}", dir.display());
     println!(
-        "ask it:         caduceus query --dir {} access-report --patient {}",
+        "ask it:         caduceus query --dir {} --as patient --keystore {} access-report --patient {patient}",
         dir.display(),
-        workload.patients()[0]
+        dir.with_extension("keys").display()
     );
     Ok(())
 }
 
-/// The busiest patient's access report, a dispensed unit's custody and a paid claim's proof.
+/// The busiest patient's access report, a dispensed unit's custody and a paid claim's proof,
+/// each read as an actor that may read it: the patient, the pharmacy that dispensed the unit.
 fn samples(
-    reader: &Embedded,
+    reader: &mut Embedded,
     workload: &Workload,
     transactions: &[SignedTransaction],
     results: &[TxResult],
 ) -> Result<()> {
     let patient = workload.patients()[0];
+    reader.read_as(patient);
     let report = reader.access_report(&patient, None, 5)?;
     println!();
     println!("access report of patient {patient} ({} accesses, newest 5):", report.total);
@@ -162,12 +164,14 @@ fn samples(
     };
     if let Some(dispense) = committed("dispense-unit") {
         if let Operation::DispenseUnit { unit, .. } = &dispense.transaction.operation {
+            reader.read_as(dispense.transaction.signer);
             let (verification, events) = reader.unit(unit, None, 20)?;
             print::unit(&verification, &events.entries);
         }
     }
     if let Some(payment) = committed("pay-claim") {
         if let Operation::PayClaim { claim, patient, amount, .. } = &payment.transaction.operation {
+            reader.read_as(*patient);
             let status = reader.claim(patient, *claim)?.context("a paid claim is on the ledger")?;
             println!();
             println!(
@@ -189,8 +193,9 @@ const OBSERVATION: &str = r#"{"resourceType":"Observation","status":"final","cod
 
 /// The payload store beside the ledger: a provider registers a record whose payload is stored
 /// encrypted; the patient grants one provider consent; that provider reads it, another is
-/// refused; the patient erases it, and its key is destroyed.
-fn payloads(ledger: &Ledger, workload: &Workload, dir: &std::path::Path) -> Result<()> {
+/// refused; the patient erases it, and its key is destroyed; the patient reads its own report
+/// (another provider may not). Returns the patient, whose key is in the keystore.
+fn payloads(ledger: &Ledger, workload: &Workload, dir: &std::path::Path) -> Result<ActorKey> {
     use caduceus_engine::model::{Purpose, Purposes, Role, Transaction};
     use caduceus_engine::payload::{PayloadError, PayloadStore};
 
@@ -286,16 +291,28 @@ fn payloads(ledger: &Ledger, workload: &Workload, dir: &std::path::Path) -> Resu
         other => bail!("a provider without consent was not refused: {other:?}"),
     }
     let erase = Operation::EraseRecord { record, patient };
-    let versions = store.erase(ledger, signed(&patient_key, erase)?)?;
+    let erase = signed(&patient_key, erase)?;
+    let erasure = erase.id();
+    let versions = store.erase(ledger, erase)?;
     println!(
-        "  the patient erases it: {versions} version's data key and ciphertext destroyed; the ledger keeps its entries"
+        "  the patient erases it (erasure {}): {versions} version's data key and ciphertext destroyed; the ledger keeps its entries",
+        print::id_hex(erasure)
     );
     match store.read(ledger, signed(&reader_key, access())?) {
         Err(PayloadError::Erased) => println!("  provider {} again: refused (record-erased)", &reader.to_hex()[..16]),
         other => bail!("an erased record was read: {other:?}"),
     }
-    let report = ledger.access_report(&patient, None, 4)?;
-    println!("  patient {}'s own report, newest 4:", &patient.to_hex()[..16]);
+    match ledger.reads_as(&stranger)?.access_report(&patient, None, 4) {
+        Err(ReadError::Forbidden { role }) => {
+            println!(
+                "  provider {} asks for the patient's report: refused (a {role} may not read it)",
+                &stranger.to_hex()[..16]
+            )
+        }
+        other => bail!("another provider read the patient's report: {other:?}"),
+    }
+    let report = ledger.reads_as(&patient)?.access_report(&patient, None, 4)?;
+    println!("  patient {} reads its own report, newest 4:", &patient.to_hex()[..16]);
     for entry in &report.entries {
         let what = if entry.erasure { "erasure".to_owned() } else { format!("read for {}", print::purpose(entry)) };
         let verdict = match entry.result {
@@ -305,5 +322,5 @@ fn payloads(ledger: &Ledger, workload: &Workload, dir: &std::path::Path) -> Resu
         };
         println!("    {} {what} by {}: {verdict}", print::when(entry.time), &entry.accessor.to_hex()[..16]);
     }
-    Ok(())
+    Ok(patient)
 }

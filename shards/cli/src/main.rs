@@ -62,8 +62,9 @@ enum Command {
         dir: Option<PathBuf>,
         #[command(flatten)]
         cluster: ClusterTarget,
-        /// Ask a cluster as this keystore key's actor (a cluster answers only signed reads, and
-        /// only what that actor may read).
+        /// Ask as this keystore key's actor: health data is answered only to an identified
+        /// actor, and only what it may read (a cluster's reads are signed with the key; an
+        /// auditor's reads are logged on the ledger first).
         #[arg(long = "as", value_name = "NAME")]
         reader: Option<String>,
         /// The keystore holding `--as` (default: `$CADUCEUS_KEYSTORE`, else `~/.caduceus/keys`).
@@ -175,12 +176,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             (None, None) => unreachable!("clap requires one"),
         },
         Command::Query { dir, cluster, reader, keystore, question } => {
+            let key = reader.map(|name| keys::load(&keys::keystore(keystore.as_deref())?, &name)).transpose()?;
             let reader: Box<dyn reader::Reader> = match dir {
-                Some(dir) => Box::new(reader::Embedded::open(&dir)?),
+                Some(dir) => Box::new(reader::Embedded::open(&dir, key)?),
                 None => {
                     let (target, ca) = cluster.resolve()?;
-                    let key =
-                        reader.map(|name| keys::load(&keys::keystore(keystore.as_deref())?, &name)).transpose()?;
                     let clock = caduceus_shards::local::cluster_clock(cluster.cluster_dir.as_deref())?;
                     Box::new(reader::Cluster::connect(target, &ca, key.map(|key| (key, clock)))?)
                 }

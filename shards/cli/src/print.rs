@@ -88,6 +88,45 @@ pub fn page_footer(shown: usize, total: u64, next: Option<caduceus_engine::histo
     }
 }
 
+/// The end of a listing by id.
+pub fn listing_footer(shown: usize, next: Option<u128>) {
+    match next {
+        Some(next) => println!("{shown} listed; more: --after {}", id_hex(next)),
+        None => println!("{shown} listed"),
+    }
+}
+
+pub fn record(id: u128, record: &caduceus_engine::Record) {
+    let erased = record.erased_at.map_or(String::new(), |at| format!(", erased {}", when(at)));
+    println!(
+        "record {} {} v{} by custodian {} content {} updated {}{erased}",
+        id_hex(id),
+        record.resource_type,
+        record.version,
+        &record.custodian.to_hex()[..16],
+        &hex(&record.content_hash)[..16],
+        when(record.updated_at)
+    );
+}
+
+pub fn consent(id: u128, consent: &caduceus_engine::Consent) {
+    let purposes: Vec<&str> = caduceus_engine::model::Purpose::ALL
+        .iter()
+        .filter(|p| consent.purposes.contains(**p))
+        .map(|p| p.as_str())
+        .collect();
+    let revoked = consent.revoked_at.map_or(String::new(), |at| format!(", revoked {}", when(at)));
+    println!(
+        "consent {} to {} for {} ({}) from {} until {}{revoked}",
+        id_hex(id),
+        &consent.grantee.to_hex()[..16],
+        consent.scope.join(","),
+        purposes.join(","),
+        when(consent.valid_from),
+        when(consent.valid_until)
+    );
+}
+
 pub fn checkpoint(checkpoint: &Checkpoint) {
     println!("round {} checkpoint {}", checkpoint.round, hex(&checkpoint.hash()));
     for head in &checkpoint.heads {

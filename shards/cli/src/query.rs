@@ -38,6 +38,27 @@ pub enum Question {
         #[arg(long, value_parser = parse::id)]
         claim: TxId,
     },
+    /// A record's entry: content hash, class, custodian, version, erasure.
+    Record {
+        #[arg(long, value_parser = parse::actor)]
+        patient: ActorKey,
+        #[arg(long, value_parser = parse::id)]
+        record: u128,
+    },
+    /// A patient's records, by id.
+    Records {
+        #[arg(long, value_parser = parse::actor)]
+        patient: ActorKey,
+        #[command(flatten)]
+        page: ListArgs,
+    },
+    /// The consents a patient gave, by id.
+    Consents {
+        #[arg(long, value_parser = parse::actor)]
+        patient: ActorKey,
+        #[command(flatten)]
+        page: ListArgs,
+    },
     /// An account's balance.
     Balance {
         #[arg(long, value_parser = parse::actor)]
@@ -70,6 +91,17 @@ pub struct PageArgs {
     before: Option<Cursor>,
 }
 
+/// Which part of a listing by id: the first, then the next after the id each listing prints.
+#[derive(clap::Args)]
+pub struct ListArgs {
+    /// Entries listed.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    /// The id a previous listing printed, for the entries after it.
+    #[arg(long, value_parser = parse::id)]
+    after: Option<u128>,
+}
+
 fn proof_of(reader: &dyn Reader, id: TxId) -> Result<(Proof, Checkpoint)> {
     reader.proof(id)?.with_context(|| format!("no transaction {} on this ledger", print::id_hex(id)))
 }
@@ -91,6 +123,23 @@ pub fn answer(reader: &dyn Reader, question: Question) -> Result<()> {
         }
         Question::Claim { patient, claim } => {
             println!("{:#?}", reader.claim(&patient, claim)?.context("no such claim for that patient")?);
+        }
+        Question::Record { patient, record } => {
+            println!("{:#?}", reader.record(&patient, record)?.context("no such record for that patient")?);
+        }
+        Question::Records { patient, page } => {
+            let listing = reader.records(&patient, page.after, page.limit)?;
+            for (id, record) in &listing.entries {
+                print::record(*id, record);
+            }
+            print::listing_footer(listing.entries.len(), listing.next);
+        }
+        Question::Consents { patient, page } => {
+            let listing = reader.consents(&patient, page.after, page.limit)?;
+            for (id, consent) in &listing.entries {
+                print::consent(*id, consent);
+            }
+            print::listing_footer(listing.entries.len(), listing.next);
         }
         Question::Balance { account } => {
             let account = reader.account(&account)?.context("no such account")?;

@@ -6,8 +6,10 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use caduceus_engine::history::{AccessEntry, Cursor, CustodyEvent, Page};
 use caduceus_engine::model::{ActorKey, Hash, UnitId};
-use caduceus_engine::state::{Account, Claim};
-use caduceus_engine::{Checkpoint, Ledger, Proof, TxId, UnitVerification};
+use caduceus_engine::reads::Listing;
+use caduceus_engine::signature::SigningKey;
+use caduceus_engine::state::{Account, Claim, Consent, Record};
+use caduceus_engine::{Checkpoint, Ledger, Proof, Reads, TxId, UnitVerification};
 use caduceus_shards::client::Client;
 use caduceus_shards::wire::{Answer, Query};
 
@@ -22,6 +24,11 @@ pub trait Reader {
     fn unit(&self, unit: &UnitId, before: Option<Cursor>, limit: u32)
         -> Result<(UnitVerification, Page<CustodyEvent>)>;
     fn claim(&self, patient: &ActorKey, claim: TxId) -> Result<Option<Claim>>;
+    fn record(&self, patient: &ActorKey, record: u128) -> Result<Option<Record>>;
+    /// A patient's records, by id, after `after`.
+    fn records(&self, patient: &ActorKey, after: Option<u128>, limit: u32) -> Result<Listing<Record>>;
+    /// The consents a patient gave, by id, after `after`.
+    fn consents(&self, patient: &ActorKey, after: Option<u128>, limit: u32) -> Result<Listing<Consent>>;
     fn account(&self, owner: &ActorKey) -> Result<Option<Account>>;
     /// A transaction's proof with the checkpoint it leads to.
     fn proof(&self, id: TxId) -> Result<Option<(Proof, Checkpoint)>>;
@@ -29,18 +36,45 @@ pub trait Reader {
     fn totals(&self) -> Result<Totals>;
 }
 
-/// A ledger in a data directory, opened in this process.
-pub struct Embedded(pub Ledger);
+/// A ledger in a data directory, opened in this process, read as one actor: the embedded
+/// ledger, like a cluster, answers reads of health data only to an identified actor, and
+/// only what that actor may read.
+pub struct Embedded {
+    pub ledger: Ledger,
+    /// Who reads, and the key that signs its reads' audit-reads if it is an auditor.
+    reader: Option<(ActorKey, Option<SigningKey>)>,
+}
 
 impl Embedded {
-    pub fn open(dir: &Path) -> Result<Self> {
-        Ok(Self(Ledger::open_existing(dir).with_context(|| format!("open the ledger in {}", dir.display()))?))
+    /// Opens the ledger in `dir`, to be read as the actor of `key` (`--as`), if given.
+    pub fn open(dir: &Path, key: Option<SigningKey>) -> Result<Self> {
+        let ledger = Ledger::open_existing(dir).with_context(|| format!("open the ledger in {}", dir.display()))?;
+        let reader = key.map(|key| (caduceus_engine::signature::actor_key(&key), Some(key)));
+        Ok(Self { ledger, reader })
+    }
+
+    /// An open ledger, read by no one yet (`read_as`).
+    pub fn new(ledger: Ledger) -> Self {
+        Self { ledger, reader: None }
+    }
+
+    /// Reads from now on as `actor`, an actor that is not an auditor (whose reads are signed).
+    pub fn read_as(&mut self, actor: ActorKey) {
+        self.reader = Some((actor, None));
+    }
+
+    fn reads(&self) -> Result<Reads<'_>> {
+        Ok(match &self.reader {
+            None => bail!("this read is for an identified actor: ask as one (`--as NAME`, a keystore key)"),
+            Some((actor, Some(key))) => self.ledger.audits_as(actor, key)?,
+            Some((actor, None)) => self.ledger.reads_as(actor)?,
+        })
     }
 }
 
 impl Reader for Embedded {
     fn access_report(&self, patient: &ActorKey, before: Option<Cursor>, limit: u32) -> Result<Page<AccessEntry>> {
-        Ok(self.0.access_report(patient, before, limit as usize)?)
+        Ok(self.reads()?.access_report(patient, before, limit as usize)?)
     }
     fn unit(
         &self,
@@ -48,25 +82,34 @@ impl Reader for Embedded {
         before: Option<Cursor>,
         limit: u32,
     ) -> Result<(UnitVerification, Page<CustodyEvent>)> {
-        Ok((self.0.verify_unit(unit)?, self.0.custody_trace(unit, before, limit as usize)?))
+        Ok((self.ledger.verify_unit(unit)?, self.reads()?.custody_trace(unit, before, limit as usize)?))
     }
     fn claim(&self, patient: &ActorKey, claim: TxId) -> Result<Option<Claim>> {
-        Ok(self.0.claim(patient, claim)?)
+        Ok(self.reads()?.claim(patient, claim)?)
+    }
+    fn record(&self, patient: &ActorKey, record: u128) -> Result<Option<Record>> {
+        Ok(self.reads()?.record(patient, record)?)
+    }
+    fn records(&self, patient: &ActorKey, after: Option<u128>, limit: u32) -> Result<Listing<Record>> {
+        Ok(self.reads()?.records(patient, after, limit as usize)?)
+    }
+    fn consents(&self, patient: &ActorKey, after: Option<u128>, limit: u32) -> Result<Listing<Consent>> {
+        Ok(self.reads()?.consents(patient, after, limit as usize)?)
     }
     fn account(&self, owner: &ActorKey) -> Result<Option<Account>> {
-        Ok(self.0.account(owner))
+        Ok(self.reads()?.account(owner)?)
     }
     fn proof(&self, id: TxId) -> Result<Option<(Proof, Checkpoint)>> {
-        let Some(proof) = self.0.prove(id)? else { return Ok(None) };
-        let checkpoint = self.0.checkpoint_at(proof.checkpoint_round)?.context("its checkpoint is stored")?;
+        let Some(proof) = self.reads()?.prove(id)? else { return Ok(None) };
+        let checkpoint = self.ledger.checkpoint_at(proof.checkpoint_round)?.context("its checkpoint is stored")?;
         Ok(Some((proof, checkpoint)))
     }
     fn checkpoint(&self) -> Result<Option<Checkpoint>> {
-        Ok(self.0.checkpoint())
+        Ok(self.ledger.checkpoint())
     }
     fn totals(&self) -> Result<Totals> {
-        let (balances, funded) = self.0.fund_totals();
-        Ok((self.0.state_hash()?, balances, funded))
+        let (balances, funded) = self.ledger.fund_totals();
+        Ok((self.ledger.state_hash()?, balances, funded))
     }
 }
 
@@ -146,6 +189,15 @@ impl Reader for Cluster {
     }
     fn claim(&self, patient: &ActorKey, claim: TxId) -> Result<Option<Claim>> {
         Ok(expect!(self.ask(Query::Claim(*patient, claim))?, Answer::Claim))
+    }
+    fn record(&self, patient: &ActorKey, record: u128) -> Result<Option<Record>> {
+        Ok(expect!(self.ask(Query::Record(*patient, record))?, Answer::Record))
+    }
+    fn records(&self, patient: &ActorKey, after: Option<u128>, limit: u32) -> Result<Listing<Record>> {
+        Ok(expect!(self.ask(Query::Records(*patient, after, limit))?, Answer::Records))
+    }
+    fn consents(&self, patient: &ActorKey, after: Option<u128>, limit: u32) -> Result<Listing<Consent>> {
+        Ok(expect!(self.ask(Query::Consents(*patient, after, limit))?, Answer::Consents))
     }
     fn account(&self, owner: &ActorKey) -> Result<Option<Account>> {
         Ok(expect!(self.ask(Query::Account(*owner))?, Answer::Account))

@@ -39,7 +39,22 @@ fn demo_verify_query_and_damage() {
     assert_eq!(intact.status.code(), Some(0), "{}", text(&intact));
     assert!(text(&intact).contains("intact"));
 
-    let query = caduceus(&["query", "--dir", data_arg, "access-report", "--patient", patient]);
+    // The demo's patient reads its own report with its keystore key; no one reads it unnamed,
+    // and another provider may not.
+    let keystore = data.with_extension("keys");
+    let keystore = keystore.to_str().unwrap();
+    let as_actor = |name: &str, question: &[&str]| {
+        caduceus(&[&["query", "--dir", data_arg, "--as", name, "--keystore", keystore][..], question].concat())
+    };
+    let query = as_actor("patient", &["access-report", "--patient", patient]);
+    let unnamed = caduceus(&["query", "--dir", data_arg, "access-report", "--patient", patient]);
+    assert!(!unnamed.status.success() && text(&unnamed).contains("--as"), "{}", text(&unnamed));
+    let other = as_actor("other-clinic", &["access-report", "--patient", patient]);
+    assert!(!other.status.success() && text(&other).contains("may not read"), "{}", text(&other));
+    let records = as_actor("patient", &["records", "--patient", patient]);
+    assert!(records.status.success() && text(&records).contains("Observation v1"), "{}", text(&records));
+    let consents = as_actor("patient", &["consents", "--patient", patient]);
+    assert!(consents.status.success() && text(&consents).contains("1 listed"), "{}", text(&consents));
     assert!(query.status.success(), "{}", text(&query));
     assert!(text(&query).lines().count() > 0 && text(&query).contains("accessor="));
     // A malformed key is refused by the command line's parser, naming the flag, before any
@@ -55,9 +70,10 @@ fn demo_verify_query_and_damage() {
     assert!(text(&bad_hash).contains("not a 64-digit hex hash"));
 
     // A proof carried away and checked offline against the checkpoint.
-    let id = report.lines().find_map(|l| l.strip_prefix("transaction ")).and_then(|l| l.split(':').next()).unwrap();
+    // The patient's erasure, which the patient may prove.
+    let id = report.lines().find_map(|l| l.split("(erasure ").nth(1)).and_then(|l| l.split(')').next()).unwrap();
     let proof_file = dir.path().join("proof.bin");
-    let exported = caduceus(&["query", "--dir", data_arg, "proof", "--id", id, "--out", proof_file.to_str().unwrap()]);
+    let exported = as_actor("patient", &["proof", "--id", id, "--out", proof_file.to_str().unwrap()]);
     assert!(exported.status.success(), "{}", text(&exported));
     let checkpoint =
         text(&exported).lines().find_map(|l| l.strip_prefix("it leads to checkpoint ")).unwrap()[..64].to_owned();

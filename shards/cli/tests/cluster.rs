@@ -475,6 +475,13 @@ async fn hostile_readers_are_refused(cluster: &Cluster, work: &Workload, batches
         .iter()
         .find(|t| matches!(t.transaction.operation, Operation::AccessRecord { .. }) && t.transaction.signer != other)
         .unwrap();
+    let (record, record_patient, custodian) = transactions
+        .iter()
+        .find_map(|t| match &t.transaction.operation {
+            Operation::RegisterRecord { record, patient, .. } => Some((*record, *patient, t.transaction.signer)),
+            _ => None,
+        })
+        .unwrap();
     let signed = |reader: &caduceus_engine::ActorKey, at: u64, nonce: u64, request: Request| {
         Credential::sign(&key(reader), at, nonce, request).unwrap()
     };
@@ -488,6 +495,10 @@ async fn hostile_readers_are_refused(cluster: &Cluster, work: &Workload, batches
         (Request::Query(Query::Custody(unit.0.clone(), None, 10)), unit.1, other),
         (Request::Query(Query::Transaction(access.id())), access.transaction.signer, other),
         (Request::Prove(access.id()), access.transaction.signer, other),
+        (Request::Query(Query::Record(record_patient, record)), custodian, payer),
+        (Request::Query(Query::Record(record_patient, record)), record_patient, payer),
+        (Request::Query(Query::Records(patient, None, 10)), patient, provider),
+        (Request::Query(Query::Consents(patient, None, 10)), patient, provider),
     ];
     let mut nonce = 0;
     for (read, rightful, intruder) in reads {
