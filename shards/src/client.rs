@@ -103,7 +103,14 @@ impl Client {
 
     /// A read signed if the client has a reader; anything else as it is.
     fn signed<'a>(&self, request: &'a Request) -> Result<std::borrow::Cow<'a, Request>, ClientError> {
-        let read = matches!(request, Request::Query(_) | Request::Prove(_) | Request::Lookup(_));
+        let read = matches!(
+            request,
+            Request::Query(_)
+                | Request::Prove(_)
+                | Request::Lookup(_)
+                | Request::PutPayload { .. }
+                | Request::ReadPayload(_)
+        );
         let (Some((key, clock)), true) = (&self.reader, read) else { return Ok(std::borrow::Cow::Borrowed(request)) };
         let request = request.clone();
         let nonce = self.nonces.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -167,6 +174,29 @@ impl Client {
         match self.expect(&Request::Prove(id)).await? {
             Response::Proof(proof) => Ok(proof.map(|p| *p)),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Stores a record's payload in the cluster's payload store, encrypted: the content hash
+    /// its `register-record` names. The client reads as a provider.
+    pub async fn put_payload(
+        &self,
+        patient: caduceus_engine::ActorKey,
+        record: u128,
+        payload: Vec<u8>,
+    ) -> Result<caduceus_engine::model::Hash, ClientError> {
+        match self.expect(&Request::PutPayload { patient, record, payload }).await? {
+            Response::Stored(hash) => Ok(hash),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// A record's payload, read through `access` (an `access-record` or `emergency-access`
+    /// signed by this client's reader), which the cluster commits and logs first.
+    pub async fn read_payload(&self, access: SignedTransaction) -> Result<Vec<u8>, ClientError> {
+        match self.expect(&Request::ReadPayload(access)).await? {
+            Response::Payload(payload) => Ok(payload),
+            _ => Err(ClientError::Unexpected("an answer that is not a payload".into())),
         }
     }
 

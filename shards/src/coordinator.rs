@@ -28,6 +28,7 @@ use caduceus_engine::coordinator_store::CoordinatorStore;
 use caduceus_engine::limits::CLOCK_SKEW_MS;
 use caduceus_engine::limits::{BATCH_TRANSACTIONS_MAX, SUBMIT_QUEUE_DEPTH};
 use caduceus_engine::participant::RoundRequest;
+use caduceus_engine::payload::PayloadStore;
 use caduceus_engine::reads::complete_proof;
 use caduceus_engine::round::{split, Genesis};
 use caduceus_engine::routing::{shard_of_actor, shard_of_unit};
@@ -39,6 +40,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::NodeConfig;
+use super::payloads::Payloads;
 use super::rpc::{self, call};
 use super::tls;
 use super::wire::{error_code, Answer, Credential, Outcome, Query, Request, Response};
@@ -125,7 +127,7 @@ impl Link {
     }
 }
 
-struct Shared {
+pub(crate) struct Shared {
     genesis: Genesis,
     store: Mutex<CoordinatorStore>,
     transport: Box<dyn Transport>,
@@ -566,9 +568,23 @@ fn failpoint(name: &str, round: u64) {
     }
 }
 
-struct Job {
+pub(crate) struct Job {
     transactions: Vec<SignedTransaction>,
     reply: oneshot::Sender<Vec<Outcome>>,
+}
+
+/// Runs a batch through the round driver: its outcomes, or the answer to give instead.
+pub(crate) async fn run_job(
+    jobs: &mpsc::Sender<Job>,
+    transactions: Vec<SignedTransaction>,
+) -> Result<Vec<Outcome>, Response> {
+    let shutting_down = || Response::error(error_code::UNAVAILABLE, "the coordinator is shutting down");
+    let (reply, answer) = oneshot::channel();
+    match jobs.try_send(Job { transactions, reply }) {
+        Ok(()) => answer.await.map_err(|_| shutting_down()),
+        Err(mpsc::error::TrySendError::Full(_)) => Err(Response::Busy),
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(shutting_down()),
+    }
 }
 
 /// Opens the coordinator's log, connects to the shard servers, and serves clients until
@@ -630,6 +646,10 @@ pub async fn serve(config: NodeConfig, shutdown: impl std::future::Future<Output
         }
     });
 
+    let store = PayloadStore::beside(&config.data).context("opening the payload store")?;
+    let payloads = Payloads::new(store, shared.clone(), jobs.clone());
+    let settler = tokio::spawn(payloads.clone().settle());
+
     let server = tls::server(config.identity()?, None)?;
     let client_endpoint =
         quinn::Endpoint::server(server, config.listen).with_context(|| format!("binding {}", config.listen))?;
@@ -640,17 +660,19 @@ pub async fn serve(config: NodeConfig, shutdown: impl std::future::Future<Output
         Arc::new(move |request: Request| {
             let shared = shared.clone();
             let jobs = jobs.clone();
-            async move { handle(&shared, &jobs, request).await }
+            let payloads = payloads.clone();
+            async move { handle(&shared, &jobs, &payloads, request).await }
         })
     };
     rpc::serve_endpoint(&client_endpoint, handle, None, shutdown).await;
     driver.abort();
     verifier.abort();
+    settler.abort();
     probers.iter().for_each(tokio::task::JoinHandle::abort);
     Ok(())
 }
 
-async fn handle(shared: &Arc<Shared>, jobs: &mpsc::Sender<Job>, request: Request) -> Response {
+async fn handle(shared: &Arc<Shared>, jobs: &mpsc::Sender<Job>, payloads: &Payloads, request: Request) -> Response {
     match request {
         Request::Submit(transactions) => {
             if transactions.is_empty() {
@@ -660,26 +682,34 @@ async fn handle(shared: &Arc<Shared>, jobs: &mpsc::Sender<Job>, request: Request
                 let detail = format!("a batch holds at most {BATCH_TRANSACTIONS_MAX} transactions");
                 return Response::error(error_code::BATCH_TOO_LARGE, detail);
             }
-            let (reply, answer) = oneshot::channel();
-            match jobs.try_send(Job { transactions, reply }) {
-                Ok(()) => match answer.await {
-                    Ok(outcomes) => Response::Results(outcomes),
-                    Err(_) => Response::error(error_code::UNAVAILABLE, "the coordinator is shutting down"),
-                },
-                Err(mpsc::error::TrySendError::Full(_)) => Response::Busy,
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    Response::error(error_code::UNAVAILABLE, "the coordinator is shutting down")
+            // An erasure is marked in the payload store before its round, and shredded before
+            // the batch is answered.
+            let erasures = match payloads.mark(&transactions).await {
+                Ok(erasures) => erasures,
+                Err(refused) => return refused,
+            };
+            match run_job(jobs, transactions).await {
+                Ok(outcomes) => {
+                    if !erasures.is_empty() {
+                        payloads.shred(erasures, &outcomes).await;
+                    }
+                    Response::Results(outcomes)
                 }
+                Err(answer) => answer,
             }
         }
         // A client's reads are answered only when signed by a registered actor allowed to read
         // what they reveal (`caduceus_engine::authority`); without a credential, a client gets
         // health and checkpoints.
-        Request::Query(_) | Request::Prove(_) | Request::Lookup(_) => Response::error(
+        Request::Query(_)
+        | Request::Prove(_)
+        | Request::Lookup(_)
+        | Request::PutPayload { .. }
+        | Request::ReadPayload(_) => Response::error(
             error_code::UNAUTHENTICATED,
             "reads are answered only when signed by a registered actor: health and checkpoints are anyone's",
         ),
-        Request::Signed { credential, request } => signed_read(shared, jobs, credential, *request).await,
+        Request::Signed { credential, request } => signed_read(shared, jobs, payloads, credential, *request).await,
         Request::Checkpoint => Response::Checkpoint(shared.store.lock().checkpoint().cloned()),
         Request::CheckpointAt(round) => match shared.store.lock().checkpoint_at(round) {
             Ok(checkpoint) => Response::Checkpoint(checkpoint),
@@ -742,6 +772,7 @@ fn unauthenticated(detail: &str) -> Response {
 async fn signed_read(
     shared: &Arc<Shared>,
     jobs: &mpsc::Sender<Job>,
+    payloads: &Payloads,
     credential: Credential,
     request: Request,
 ) -> Response {
@@ -786,6 +817,8 @@ async fn signed_read(
         },
         // Results only, by id: anyone registered may learn whether an id was recorded.
         Request::Lookup(ids) => lookup(shared, ids).await,
+        Request::PutPayload { patient, record, payload } => payloads.put(role, patient, record, payload).await,
+        Request::ReadPayload(access) => payloads.read(&reader, access).await,
         _ => Response::error(error_code::NOT_HERE, "only reads are signed"),
     }
 }
@@ -818,15 +851,7 @@ async fn log_audit(
         Response::Lookup(_) => return Err(forbidden("this audit-read was used before: sign each read anew".into())),
         other => return Err(other),
     }
-    let (reply, answer) = oneshot::channel();
-    match jobs.try_send(Job { transactions: vec![audit], reply }) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(_)) => return Err(Response::Busy),
-        Err(mpsc::error::TrySendError::Closed(_)) => {
-            return Err(Response::error(error_code::UNAVAILABLE, "the coordinator is shutting down"))
-        }
-    }
-    match answer.await.ok().and_then(|outcomes| outcomes.into_iter().next()) {
+    match run_job(jobs, vec![audit]).await?.into_iter().next() {
         Some(Outcome::Done(TxResult::Committed)) => Ok(()),
         Some(Outcome::Done(TxResult::Rejected(reason))) => {
             Err(forbidden(format!("the audit-read was refused: {reason}")))
@@ -910,7 +935,7 @@ async fn prove(shared: &Arc<Shared>, id: TxId) -> Response {
 }
 
 /// Where each id is recorded, from every shard's transaction index.
-async fn lookup(shared: &Arc<Shared>, ids: Vec<TxId>) -> Response {
+pub(crate) async fn lookup(shared: &Arc<Shared>, ids: Vec<TxId>) -> Response {
     let mut found: Vec<Option<TxResult>> = vec![None; ids.len()];
     for answer in shared.all_shards(Request::Lookup(ids)).await {
         match answer {
@@ -926,7 +951,7 @@ async fn lookup(shared: &Arc<Shared>, ids: Vec<TxId>) -> Response {
     Response::Lookup(found)
 }
 
-async fn query_cluster(shared: &Arc<Shared>, query: Query) -> Response {
+pub(crate) async fn query_cluster(shared: &Arc<Shared>, query: Query) -> Response {
     let shards = shared.genesis.shards;
     let shard = match &query {
         Query::Actor(_) => Some(0),

@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod coordinator;
 pub mod local;
+mod payloads;
 pub mod rpc;
 pub mod shard_server;
 pub mod tls;

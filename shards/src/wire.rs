@@ -14,6 +14,7 @@ use caduceus_engine::history::{AccessEntry, Cursor, CustodyEvent, Page};
 use caduceus_engine::limits::{BATCH_TRANSACTIONS_MAX, ROUND_TRANSACTIONS_MAX, TRANSACTION_SIZE_MAX};
 use caduceus_engine::model::{decode_result, decode_transactions_within, encode_result, encode_transactions, Hash};
 use caduceus_engine::participant::{RoundReply, RoundRequest, Status};
+use caduceus_engine::payload::PAYLOAD_LENGTH_MAX;
 use caduceus_engine::reads::Listing;
 use caduceus_engine::shard::Admission;
 use caduceus_engine::state::{Account, Actor, Claim, Consent, Recall, Record, Unit};
@@ -106,6 +107,16 @@ pub enum Request {
         now: u64,
         entries: Vec<Admission>,
     },
+    /// A record's payload, to be sealed and stored in the cluster's payload store (signed, by a
+    /// provider); answered with the content hash its registration names.
+    PutPayload {
+        patient: ActorKey,
+        record: u128,
+        payload: Vec<u8>,
+    },
+    /// A record's payload, read through this access (signed by the access's signer), which the
+    /// coordinator submits: answered with the plaintext once the ledger commits it as permitted.
+    ReadPayload(SignedTransaction),
     /// A request for one shard of a shard server (which may serve several).
     AtShard {
         shard: u32,
@@ -163,6 +174,10 @@ pub enum Response {
     Decided(ShardHead),
     Status(Status),
     Lookup(Vec<Option<TxResult>>),
+    /// A stored payload's content hash.
+    Stored(Hash),
+    /// A payload's plaintext.
+    Payload(Vec<u8>),
 }
 
 /// Codes of `Response::Error`.
@@ -266,7 +281,14 @@ impl Credential {
     /// Whether an auditor's read must be logged on the ledger first: every read but of public
     /// facts (an actor's role, a unit's status, totals) and lookups of results by id.
     pub fn logged(request: &Request) -> bool {
-        !matches!(request, Request::Query(Query::Actor(_) | Query::Unit(_) | Query::Totals) | Request::Lookup(_))
+        // A payload is read through an access, which the ledger logs itself.
+        !matches!(
+            request,
+            Request::Query(Query::Actor(_) | Query::Unit(_) | Query::Totals)
+                | Request::Lookup(_)
+                | Request::PutPayload { .. }
+                | Request::ReadPayload(_)
+        )
     }
 
     /// The one actor whose data a read reveals, where the read names it.
@@ -346,6 +368,24 @@ fn write_page<T: Codec>(e: &mut Encoder, page: &Page<T>) -> Result<(), EncodeErr
 
 fn read_page<T: Codec>(d: &mut Decoder<'_>) -> Result<Page<T>, DecodeError> {
     Ok(Page { entries: read_list(d)?, total: d.u64()?, next: read_option(d, read_cursor)? })
+}
+
+/// A payload: a u32 length (at most `PAYLOAD_LENGTH_MAX`), then its bytes.
+fn long_bytes(e: &mut Encoder, bytes: &[u8]) -> Result<(), EncodeError> {
+    if bytes.len() > PAYLOAD_LENGTH_MAX {
+        return Err(EncodeError::TooLong { field: "payload", length: bytes.len(), limit: PAYLOAD_LENGTH_MAX });
+    }
+    e.u32(bytes.len() as u32);
+    e.array(bytes);
+    Ok(())
+}
+
+fn read_long_bytes(d: &mut Decoder<'_>) -> Result<Vec<u8>, DecodeError> {
+    let length = d.u32()? as usize;
+    if length > PAYLOAD_LENGTH_MAX {
+        return Err(DecodeError::TooLong { field: "payload", length, limit: PAYLOAD_LENGTH_MAX });
+    }
+    Ok(d.take(length)?.to_vec())
 }
 
 fn write_listing<T: Codec>(e: &mut Encoder, listing: &Listing<T>) -> Result<(), EncodeError> {
@@ -615,6 +655,16 @@ impl Request {
                 }
                 e.bytes.extend_from_slice(&request.encode()?);
             }
+            Request::PutPayload { patient, record, payload } => {
+                e.u8(22);
+                e.array(&patient.0);
+                e.u128(*record);
+                long_bytes(&mut e, payload)?;
+            }
+            Request::ReadPayload(access) => {
+                e.u8(23);
+                e.bytes("transaction", access.bytes(), TRANSACTION_SIZE_MAX)?;
+            }
             Request::AtShard { shard, request } => {
                 e.u8(20);
                 e.u32(*shard);
@@ -675,12 +725,19 @@ impl Request {
                 let credential = Credential { reader, timestamp, nonce, signature, audit };
                 let rest = d.take(d.remaining())?;
                 let (&inner, payload) = rest.split_first().ok_or(DecodeError::Invalid("empty signed request"))?;
-                // Only reads are signed this way: a query, a proof, a lookup.
-                if ![2, 3, 13].contains(&inner) {
+                // Only reads are signed this way (a query, a proof, a lookup), and the payload
+                // store's requests.
+                if ![2, 3, 13, 22, 23].contains(&inner) {
                     return Err(WireError::Malformed(DecodeError::Invalid("a signed request is a read")));
                 }
                 Request::Signed { credential, request: Box::new(Request::decode(inner, payload)?) }
             }
+            22 => Request::PutPayload {
+                patient: ActorKey(d.array()?),
+                record: d.u128()?,
+                payload: read_long_bytes(&mut d)?,
+            },
+            23 => Request::ReadPayload(SignedTransaction::decode(d.bytes("transaction", TRANSACTION_SIZE_MAX)?)?),
             other => return Err(WireError::UnknownKind(other)),
         };
         d.finish()?;
@@ -754,6 +811,14 @@ impl Response {
                     e.u16(result.map_or(UNAVAILABLE, TxResult::code));
                 }
             }
+            Response::Stored(hash) => {
+                e.u8(14);
+                e.array(hash);
+            }
+            Response::Payload(payload) => {
+                e.u8(15);
+                long_bytes(&mut e, payload)?;
+            }
         }
         Ok(e.bytes)
     }
@@ -792,6 +857,8 @@ impl Response {
                         .collect::<Result<_, DecodeError>>()?,
                 )
             }
+            14 => Response::Stored(d.array()?),
+            15 => Response::Payload(read_long_bytes(&mut d)?),
             other => return Err(WireError::UnknownKind(other)),
         };
         d.finish()?;

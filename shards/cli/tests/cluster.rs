@@ -336,7 +336,7 @@ fn a_cluster_gives_the_embedded_engine_s_results_state_and_checkpoint() {
     assert!(status.status.success(), "{status_text}");
     assert_eq!(status_text.lines().filter(|l| l.contains("127.0.0.1")).count(), 3, "{status_text}");
 
-    runtime().block_on(async {
+    let (erased, plaintext) = runtime().block_on(async {
         let client = healthy_client(cluster.address(), &cluster.ca(), 11).await;
         let mut cross = 0;
         for (batch, expected) in batches.iter().zip(&embedded) {
@@ -366,6 +366,7 @@ fn a_cluster_gives_the_embedded_engine_s_results_state_and_checkpoint() {
         proof.verify(&holding.hash()).unwrap();
         client.close().await;
         hostile_readers_are_refused(&cluster, &work, &batches).await;
+        payloads_are_read_through_permitted_accesses(&cluster, &work).await
     });
 
     let down = caduceus().args(["cluster", "down", "--dir", cluster.path.to_str().unwrap()]).output().unwrap();
@@ -374,6 +375,23 @@ fn a_cluster_gives_the_embedded_engine_s_results_state_and_checkpoint() {
     while up.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "`cluster up` returns once its nodes are down");
         std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The erased record's data key and ciphertext left the coordinator's payload store, and no
+    // file beside it holds a run of its plaintext.
+    let (coordinator_store, _) = caduceus_shards::local::stores(&cluster.path).unwrap();
+    let payload_dir = coordinator_store.with_extension("payloads");
+    {
+        let store = caduceus_engine::storage::RocksStorage::open_for_payloads(&payload_dir).unwrap();
+        for family in [b'K', b'O'] {
+            assert!(store.get(&[&[family][..], &erased].concat()).unwrap().is_none(), "{} left", family as char);
+        }
+    }
+    let mut files = Vec::new();
+    every_file(&payload_dir, &mut files);
+    assert!(!files.is_empty());
+    for run in plaintext.chunks_exact(24) {
+        assert!(files.iter().all(|bytes| !bytes.windows(run.len()).any(|w| w == run)), "plaintext in a file");
     }
 
     // The stopped cluster's stores verify, against each other and against the checkpoint the
@@ -444,6 +462,105 @@ async fn refusal(client: &Client, request: &Request) -> Option<u16> {
         Response::Error { code, .. } => Some(code),
         _ => None,
     }
+}
+
+fn every_file(dir: &Path, out: &mut Vec<Vec<u8>>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            every_file(&path, out);
+        } else {
+            out.push(std::fs::read(&path).unwrap());
+        }
+    }
+}
+
+/// The cluster's payload store: a provider stores a payload and registers its hash; the patient
+/// reads it through its own access; a replayed access, an unconsented provider, another's
+/// access and an unsigned request are refused; the patient's erasure shreds it, and the
+/// report shows it all. Returns the erased payload's content hash and its plaintext.
+async fn payloads_are_read_through_permitted_accesses(cluster: &Cluster, work: &Workload) -> ([u8; 32], Vec<u8>) {
+    use caduceus_engine::model::Purpose;
+    use caduceus_engine::signature::{actor_key, sign, signing_key, SigningKey};
+    use caduceus_engine::{Operation, Role, Transaction};
+    use caduceus_shards::client::ClientError;
+    use caduceus_shards::wire::error_code;
+    const RECORD: u128 = 0x7e57;
+    let payload = br#"{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"2339-0"}]},"valueQuantity":{"value":6.3,"unit":"mmol/L"}}"#.to_vec();
+    let clock: Clock = Arc::new(|| FIXED_TIME);
+    let connect = |key: Option<SigningKey>| {
+        let clock = clock.clone();
+        async move {
+            let client = Client::connect(cluster.address(), &cluster.ca()).await.unwrap();
+            match key {
+                Some(key) => client.reading_as(key, clock),
+                None => client,
+            }
+        }
+    };
+    let at = |key: &SigningKey, nonce: u128, operation| {
+        sign(Transaction { nonce, signer: actor_key(key), timestamp: FIXED_TIME, operation, key: None }, key).unwrap()
+    };
+    let refused = |result: Result<Vec<u8>, ClientError>, why: &str| match result {
+        Err(ClientError::Refused { code, message }) => {
+            assert_eq!(code, error_code::FORBIDDEN, "{message}");
+            assert!(message.contains(why), "{message} does not say {why}");
+        }
+        other => panic!("not refused ({why}): {:?}", other.map(|p| p.len())),
+    };
+    // A new patient, with no consents.
+    let patient_key = signing_key([0x51; 32]);
+    let patient = actor_key(&patient_key);
+    let anyone = connect(None).await;
+    let registration = Transaction {
+        nonce: 0x7e57_0001,
+        signer: work.operator(),
+        timestamp: FIXED_TIME,
+        operation: Operation::RegisterActor { actor: patient, role: Role::Patient, prefixes: vec![] },
+        key: None,
+    };
+    let done = |outcomes: Vec<Outcome>| matches!(outcomes[..], [Outcome::Done(TxResult::Committed)]);
+    assert!(done(anyone.submit(work.sign(vec![registration])).await.unwrap()));
+    let (provider, stranger) = (work.providers()[0], work.providers()[1]);
+    let provider_key = work.signing_key(&provider).unwrap().clone();
+    let stranger_key = work.signing_key(&stranger).unwrap().clone();
+
+    let as_provider = connect(Some(provider_key.clone())).await;
+    let hash = as_provider.put_payload(patient, RECORD, payload.clone()).await.unwrap();
+    let as_patient = connect(Some(patient_key.clone())).await;
+    let stored = as_patient.put_payload(patient, RECORD, payload.clone()).await;
+    assert!(matches!(stored, Err(ClientError::Refused { code: error_code::FORBIDDEN, .. })), "a patient stores none");
+    let register =
+        Operation::RegisterRecord { record: RECORD, patient, content_hash: hash, resource_type: "Observation".into() };
+    assert!(done(anyone.submit(vec![at(&provider_key, 0x7e57_0002, register)]).await.unwrap()));
+
+    let access = |key: &SigningKey, nonce: u128, purpose| {
+        at(key, nonce, Operation::AccessRecord { record: RECORD, patient, purpose })
+    };
+    let own = access(&patient_key, 1, Purpose::PatientRequest);
+    assert_eq!(as_patient.read_payload(own.clone()).await.unwrap(), payload, "the patient reads its own");
+    refused(as_patient.read_payload(own).await, "submitted before");
+    let as_stranger = connect(Some(stranger_key.clone())).await;
+    refused(as_stranger.read_payload(access(&stranger_key, 2, Purpose::Treatment)).await, "consent-missing");
+    refused(as_stranger.read_payload(access(&patient_key, 3, Purpose::PatientRequest)).await, "its reader signed");
+    let unsigned = Request::ReadPayload(access(&patient_key, 4, Purpose::PatientRequest));
+    assert_eq!(refusal(&anyone, &unsigned).await, Some(error_code::UNAUTHENTICATED));
+
+    let erase = at(&patient_key, 5, Operation::EraseRecord { record: RECORD, patient });
+    assert!(done(anyone.submit(vec![erase]).await.unwrap()));
+    refused(as_patient.read_payload(access(&patient_key, 6, Purpose::PatientRequest)).await, "erased");
+    let Answer::AccessReport(report) = as_patient.query(Query::AccessReport(patient, None, 10)).await.unwrap() else {
+        panic!("a report")
+    };
+    let seen: Vec<(bool, bool, bool)> =
+        report.entries.iter().map(|e| (e.accessor == stranger, e.erasure, e.permitted())).collect();
+    assert!(seen.contains(&(true, false, false)), "the stranger's refused read: {seen:?}");
+    assert!(seen.contains(&(false, true, true)), "the erasure: {seen:?}");
+    assert!(seen.contains(&(false, false, true)), "the patient's read: {seen:?}");
+    for client in [anyone, as_provider, as_patient, as_stranger] {
+        client.close().await;
+    }
+    (hash, payload)
 }
 
 /// Each kind of read, asked with another actor's key, with no key, replayed, and signed too
