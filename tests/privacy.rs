@@ -205,35 +205,57 @@ mod payloads {
         }
     }
 
-    /// An erasure committed and never shredded (the process stopped between the two) is
-    /// shredded when the store next settles its marked erasures; a marked erasure the ledger
-    /// refused is only unmarked.
+    /// An erasure committed and never shredded (the process stopped between the two, or it went
+    /// to the ledger without the store) is shredded when the store settles; a marked erasure
+    /// the ledger refused destroys nothing, and its mark goes once it can no longer commit.
     #[test]
     fn an_erasure_a_crash_interrupted_is_shredded_when_the_store_settles() {
+        use caduceus_engine::payload::Erasure;
         let directory = tempfile::tempdir().unwrap();
         let world = World::new();
         let ledger = world.ledger(4);
-        let (hash, kept) = {
+        let erase = |who: &crate::support::Actor, record| {
+            world.tx(who, Operation::EraseRecord { record, patient: world.patient.id })
+        };
+        let hashes = {
             let (store, _) = store(directory.path());
-            let hash = store.put(&world.patient.id, 11, &observation()).unwrap();
-            let kept = store.put(&world.patient.id, 12, &observation()).unwrap();
-            check(&world, &ledger, &[(&world.doctor, register(&world, 11, hash), committed())]);
-            check(&world, &ledger, &[(&world.doctor, register(&world, 12, kept), committed())]);
-            store.mark_erasing(&[(world.patient.id, 11), (world.patient.id, 12)]).unwrap();
-            // Record 11 is erased on the ledger, and the process stops before shredding it.
-            let erase = Operation::EraseRecord { record: 11, patient: world.patient.id };
-            check(&world, &ledger, &[(&world.patient, erase, committed())]);
-            // Record 12's erasure was signed by someone else, and refused.
-            let erase = Operation::EraseRecord { record: 12, patient: world.patient.id };
-            check(&world, &ledger, &[(&world.other_patient, erase, rejected(Reason::NotThePatient))]);
-            (hash, kept)
+            let mut hashes = Vec::new();
+            for record in [11, 12, 13] {
+                let hash = store.put(&world.patient.id, record, &observation()).unwrap();
+                check(&world, &ledger, &[(&world.doctor, register(&world, record, hash), committed())]);
+                hashes.push(hash);
+            }
+            // Record 11's erasure is marked and committed, and the process stops before shredding.
+            let (first, refused) = (erase(&world.patient, 11), erase(&world.other_patient, 12));
+            store.mark_erasing(&[Erasure::of(&first).unwrap(), Erasure::of(&refused).unwrap()]).unwrap();
+            assert!(ledger.submit(vec![first]).unwrap()[0].is_committed());
+            // Record 12's was signed by someone else, and refused.
+            assert_eq!(ledger.submit(vec![refused]).unwrap()[0], rejected(Reason::NotThePatient));
+            // Record 13's went to the ledger without the store.
+            assert!(ledger.submit(vec![erase(&world.patient, 13)]).unwrap()[0].is_committed());
+            hashes
         };
         let (store, storage) = store(directory.path());
-        assert!(stored(&storage, b'K', &hash).is_some(), "the key outlived the erasure");
-        assert_eq!(store.settle_erasures(&ledger).unwrap(), 1);
-        assert!(stored(&storage, b'K', &hash).is_none() && stored(&storage, b'O', &hash).is_none());
-        assert!(stored(&storage, b'K', &kept).is_some(), "a refused erasure destroys nothing");
-        assert_eq!(store.settle_erasures(&ledger).unwrap(), 0, "settled once");
+        let marks = || {
+            let mut marks = 0;
+            storage
+                .scan(b"E", &mut |_, _| {
+                    marks += 1;
+                    true
+                })
+                .unwrap();
+            marks
+        };
+        assert!(hashes.iter().all(|hash| stored(&storage, b'K', hash).is_some()), "the keys outlived the erasures");
+        assert_eq!(marks(), 2);
+        assert_eq!(store.settle(&ledger, START).unwrap(), 2, "records 11 and 13");
+        for hash in [hashes[0], hashes[2]] {
+            assert!(stored(&storage, b'K', &hash).is_none() && stored(&storage, b'O', &hash).is_none());
+        }
+        assert!(stored(&storage, b'K', &hashes[1]).is_some(), "a refused erasure destroys nothing");
+        assert_eq!(marks(), 1, "the refused erasure's mark stays while it could still commit");
+        assert_eq!(store.settle(&ledger, START + 2 * DAY).unwrap(), 0, "settled once");
+        assert_eq!(marks(), 0, "and goes once it cannot");
         let read = store.read(&ledger, world.tx(&world.patient, access(&world, 12, Purpose::PatientRequest)));
         assert!(read.is_ok(), "{read:?}");
     }
@@ -489,10 +511,18 @@ mod reads {
             assert!(read(&audits).unwrap(), "{what}: the auditor's answer");
             assert!(ledger.heights().iter().sum::<u64>() > before, "{what}: the auditor's read is on the ledger");
         }
+        // The same question twice, from two handles at the same time: each read logged anew.
+        for _ in 0..2 {
+            let audits = ledger.audits_as(&auditor.id, &auditor.key).unwrap();
+            audits.access_report(&patient, None, 1).unwrap();
+        }
         // The auditor's reads that name the patient are in the patient's report, as audits.
         let report = ledger.reads_as(&patient).unwrap().access_report(&patient, None, 50).unwrap();
         let audits = report.entries.iter().filter(|e| e.audit && e.accessor == auditor.id).count();
-        assert_eq!(audits, 6, "the access report, records, consents, the record, the missing one, the claim");
+        assert_eq!(
+            audits, 8,
+            "the access report (three times), records, consents, the record, the missing one, the claim"
+        );
 
         // An auditor reads only with its key, so that its reads are logged.
         assert!(matches!(ledger.reads_as(&auditor.id), Err(ReadError::Unlogged)));

@@ -13,7 +13,8 @@
 //! The store is a key-value store of its own (RocksDB beside the ledger, `RocksStorage::
 //! open_for_payloads`), keyed by one leading byte: `O` + content hash (nonce and ciphertext),
 //! `K` + content hash (the wrapped data key), `V` + patient + record + content hash (a version
-//! of the record, no value), `E` + patient + record (an erasure submitted and not yet shredded).
+//! of the record, no value), `E` + patient + record + erasure id (an erasure submitted and not
+//! yet settled; its value the erasure's signing time).
 //! A batch of payloads is one write and one fsync. Erasing deletes a record's keys and
 //! ciphertexts, then compacts the store (`Storage::compact`), so the deleted values leave every
 //! file, logs included. The store does no ledger I/O of its own: it asks the [`RecordLedger`]
@@ -47,16 +48,20 @@ pub trait RecordLedger {
     fn record(&self, patient: &ActorKey, record: u128) -> Result<Option<Record>, PayloadError>;
 }
 
-impl RecordLedger for Ledger {
+/// An embedded ledger as the store asks it. Private, so that the store's questions (a record's
+/// entry, with no reader) are no way around `Ledger::reads_as` for anyone else.
+struct LedgerRecords<'a>(&'a Ledger);
+
+impl RecordLedger for LedgerRecords<'_> {
     fn submit_one(&self, transaction: SignedTransaction) -> Result<TxResult, PayloadError> {
-        let results = self.submit(vec![transaction]).map_err(|e| PayloadError::Ledger(e.to_string()))?;
+        let results = self.0.submit(vec![transaction]).map_err(|e| PayloadError::Ledger(e.to_string()))?;
         results.into_iter().next().ok_or_else(|| PayloadError::Ledger("no result".into()))
     }
     fn holds(&self, id: TxId) -> Result<bool, PayloadError> {
-        Ok(self.locate(id).map_err(|e| PayloadError::Ledger(e.to_string()))?.is_some())
+        Ok(self.0.locate(id).map_err(|e| PayloadError::Ledger(e.to_string()))?.is_some())
     }
     fn record(&self, patient: &ActorKey, record: u128) -> Result<Option<Record>, PayloadError> {
-        Ledger::record(self, patient, record).map_err(|e| PayloadError::Ledger(e.to_string()))
+        self.0.record(patient, record).map_err(|e| PayloadError::Ledger(e.to_string()))
     }
 }
 
@@ -254,8 +259,41 @@ fn key_key(hash: &Hash) -> Vec<u8> {
 fn versions_prefix(patient: &ActorKey, record: u128) -> Vec<u8> {
     [&[VERSION][..], &patient.0, &record.to_be_bytes()].concat()
 }
-fn erasing_key(patient: &ActorKey, record: u128) -> Vec<u8> {
+fn erasures_prefix(patient: &ActorKey, record: u128) -> Vec<u8> {
     [&[ERASING][..], &patient.0, &record.to_be_bytes()].concat()
+}
+fn erasing_key(erasure: &Erasure) -> Vec<u8> {
+    [erasures_prefix(&erasure.patient, erasure.record), erasure.id.to_be_bytes().to_vec()].concat()
+}
+
+/// An erasure submitted to the ledger: the record it erases and the transaction's id and
+/// signing time. Marked in the store before it is submitted (`mark_erasing`), each by its own
+/// id, so that no other transaction's outcome can drop its mark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Erasure {
+    /// Whose record.
+    pub patient: ActorKey,
+    /// Which record.
+    pub record: u128,
+    /// The `erase-record` transaction's id.
+    pub id: TxId,
+    /// When it was signed: it can commit only within `TRANSACTION_VALIDITY_MS` of this.
+    pub signed_at: u64,
+}
+
+impl Erasure {
+    /// The erasure `transaction` asks for, if it is an `erase-record`.
+    pub fn of(transaction: &SignedTransaction) -> Option<Self> {
+        match &transaction.transaction.operation {
+            Operation::EraseRecord { patient, record } => Some(Self {
+                patient: *patient,
+                record: *record,
+                id: transaction.id(),
+                signed_at: transaction.transaction.timestamp,
+            }),
+            _ => None,
+        }
+    }
 }
 /// The (patient, record) of a `V` or `E` key.
 fn record_of(key: &[u8]) -> Option<(ActorKey, u128)> {
@@ -328,7 +366,12 @@ impl PayloadStore {
     /// would answer with its first result and not log again) is refused, so every read is on
     /// the patient's report. The plaintext goes to whoever calls: the embedding platform hands
     /// it only to the access's signer, whom it has authenticated.
-    pub fn read(
+    pub fn read(&self, ledger: &Ledger, access: SignedTransaction) -> Result<Zeroizing<Vec<u8>>, PayloadError> {
+        self.read_through(&LedgerRecords(ledger), access)
+    }
+
+    /// `read`, asking another ledger (a cluster's coordinator).
+    pub fn read_through(
         &self,
         ledger: &dyn RecordLedger,
         access: SignedTransaction,
@@ -376,81 +419,141 @@ impl PayloadStore {
 
     /// Erases a record: submits `erase` (an `erase-record` signed by the patient or an
     /// operator) and, once the ledger has committed it, destroys the data key and the
-    /// ciphertext of every version of the record (`shred`). Returns how many versions.
-    pub fn erase(&self, ledger: &dyn RecordLedger, erase: SignedTransaction) -> Result<usize, PayloadError> {
-        let (patient, record) = match &erase.transaction.operation {
-            Operation::EraseRecord { patient, record } => (*patient, *record),
-            other => return Err(PayloadError::WrongOperation(other.name())),
-        };
-        self.mark_erasing(&[(patient, record)])?;
-        let result = ledger.submit_one(erase);
-        self.erased(&patient, record, result?)
+    /// ciphertext of every version of the record (shredding). Returns how many versions.
+    pub fn erase(&self, ledger: &Ledger, erase: SignedTransaction) -> Result<usize, PayloadError> {
+        self.erase_through(&LedgerRecords(ledger), erase)
     }
 
-    /// Notes erasures about to be submitted (durably, one write), so that one committed just
-    /// before a crash is shredded by `settle_erasures` on the next start.
-    pub fn mark_erasing(&self, records: &[(ActorKey, u128)]) -> Result<(), PayloadError> {
+    /// `erase`, asking another ledger (a cluster's coordinator).
+    pub fn erase_through(&self, ledger: &dyn RecordLedger, erase: SignedTransaction) -> Result<usize, PayloadError> {
+        let erasure = Erasure::of(&erase).ok_or(PayloadError::WrongOperation(erase.transaction.operation.name()))?;
+        self.mark_erasing(&[erasure])?;
+        let result = ledger.submit_one(erase)?;
+        let shredded = self.erasures_done(&[(erasure, result)])?;
+        match result {
+            TxResult::Rejected(reason) if reason != Reason::RecordErased => Err(PayloadError::Refused(reason)),
+            _ => Ok(shredded),
+        }
+    }
+
+    /// Marks erasures about to be submitted (durably, one write), so that one committed just
+    /// before a stop is shredded when the store settles (`settle_erasures`, `settle`).
+    pub fn mark_erasing(&self, erasures: &[Erasure]) -> Result<(), PayloadError> {
         let writes: Vec<_> =
-            records.iter().map(|(patient, record)| (erasing_key(patient, *record), Some(Vec::new()))).collect();
+            erasures.iter().map(|e| (erasing_key(e), Some(e.signed_at.to_le_bytes().to_vec()))).collect();
         Ok(self.storage.write(&writes)?)
     }
 
-    /// What follows an erasure's result: committed (or erased before: a repeat, or an erasure
-    /// whose shredding a crash interrupted), the record's versions are shredded; refused, its
-    /// mark is dropped and the refusal returned.
-    pub fn erased(&self, patient: &ActorKey, record: u128, result: TxResult) -> Result<usize, PayloadError> {
-        match result {
-            TxResult::Committed | TxResult::Rejected(Reason::RecordErased) => self.shred(patient, record),
-            TxResult::Rejected(reason) => {
-                self.storage.write(&[(erasing_key(patient, record), None)])?;
-                Err(PayloadError::Refused(reason))
+    /// Settles erasures whose results the ledger gave, in one write: a committed one (or one of
+    /// a record erased before: a repeat, or an erasure whose shredding a stop interrupted)
+    /// shreds the record's versions and drops every mark of the record; a refused one drops its
+    /// own mark only. Compacts the store once if anything was shredded. Returns how many
+    /// versions it shredded.
+    pub fn erasures_done(&self, done: &[(Erasure, TxResult)]) -> Result<usize, PayloadError> {
+        let mut writes = Vec::new();
+        let mut shredded = std::collections::BTreeSet::new();
+        let mut versions = 0;
+        for (erasure, result) in done {
+            match result {
+                TxResult::Committed | TxResult::Rejected(Reason::RecordErased) => {
+                    if shredded.insert((erasure.patient, erasure.record)) {
+                        versions += self.shred_writes(&erasure.patient, erasure.record, &mut writes)?;
+                    }
+                }
+                TxResult::Rejected(_) => writes.push((erasing_key(erasure), None)),
             }
         }
+        self.write_and_compact(&writes, versions > 0)?;
+        Ok(versions)
     }
 
-    /// Settles the erasures marked by `mark_erasing` whose result was never seen (a crash, or a
-    /// shard that did not answer): shreds those the ledger has erased, unmarks those it has not.
-    /// Returns how many records it shredded.
-    pub fn settle_erasures(&self, ledger: &dyn RecordLedger) -> Result<usize, PayloadError> {
-        let mut marked = Vec::new();
-        self.storage.scan(&[ERASING], &mut |key, _| {
-            marked.extend(record_of(key));
+    /// Settles the marked erasures (`mark_erasing`) whose results were never seen (a stop, or a
+    /// shard that did not answer): shreds the records the ledger has erased, and drops the
+    /// marks of erasures that can no longer commit (signed more than `TRANSACTION_VALIDITY_MS`
+    /// before `now`). Returns how many records it shredded.
+    pub fn settle_erasures(&self, ledger: &dyn RecordLedger, now: u64) -> Result<usize, PayloadError> {
+        let mut marked: Vec<(Vec<u8>, u64)> = Vec::new();
+        self.storage.scan(&[ERASING], &mut |key, value| {
+            let signed_at = value.try_into().map(u64::from_le_bytes).unwrap_or(0);
+            marked.push((key.to_vec(), signed_at));
             true
         })?;
-        let mut shredded = 0;
-        for (patient, record) in marked {
+        let mut erased = std::collections::BTreeSet::new();
+        let (mut writes, mut versions) = (Vec::new(), 0);
+        for (key, signed_at) in marked {
+            let Some((patient, record)) = record_of(&key) else { continue };
+            if erased.contains(&(patient, record)) {
+                continue;
+            }
             if ledger.record(&patient, record)?.is_some_and(|r| r.erased_at.is_some()) {
-                self.shred(&patient, record)?;
-                shredded += 1;
-            } else {
-                self.storage.write(&[(erasing_key(&patient, record), None)])?;
+                erased.insert((patient, record));
+                versions += self.shred_writes(&patient, record, &mut writes)?;
+            } else if signed_at.saturating_add(crate::limits::TRANSACTION_VALIDITY_MS) < now {
+                writes.push((key, None));
             }
         }
+        self.write_and_compact(&writes, versions > 0)?;
+        Ok(erased.len())
+    }
+
+    /// Shreds what the ledger says is erased but the store still holds, marked or not (an
+    /// erasure submitted to the ledger directly, or committed just before a stop), and settles
+    /// marks as `settle_erasures` does. Reads every stored record: run it after opening an
+    /// embedded ledger. Returns how many records it shredded.
+    pub fn settle(&self, ledger: &Ledger, now: u64) -> Result<usize, PayloadError> {
+        let ledger = LedgerRecords(ledger);
+        let mut shredded = self.settle_erasures(&ledger, now)?;
+        let mut records = std::collections::BTreeSet::new();
+        self.storage.scan(&[VERSION], &mut |key, _| {
+            records.extend(record_of(key));
+            true
+        })?;
+        let mut writes = Vec::new();
+        for (patient, record) in records {
+            if ledger.record(&patient, record)?.is_some_and(|r| r.erased_at.is_some()) {
+                self.shred_writes(&patient, record, &mut writes)?;
+                shredded += 1;
+            }
+        }
+        self.write_and_compact(&writes, shredded > 0)?;
         Ok(shredded)
     }
 
-    /// Deletes every version's wrapped data key and ciphertext in one write, then compacts the
-    /// store so they leave its files, and drops the record's erasure mark. Only for a record the
-    /// ledger has erased: `erased` and `settle_erasures` call it.
-    fn shred(&self, patient: &ActorKey, record: u128) -> Result<usize, PayloadError> {
+    /// The deletes that shred a record (only one the ledger has erased): every version's
+    /// wrapped data key, ciphertext and entry, and every erasure mark of the record. Returns
+    /// how many versions. Written, then the store compacted (`write_and_compact`), the deleted
+    /// values leave its files.
+    fn shred_writes(
+        &self,
+        patient: &ActorKey,
+        record: u128,
+        writes: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<usize, PayloadError> {
         let prefix = versions_prefix(patient, record);
         let mut versions = Vec::new();
         self.storage.scan(&prefix, &mut |key, _| {
             versions.push(key.to_vec());
             true
         })?;
-        let mut writes = Vec::with_capacity(3 * versions.len() + 1);
         for version in &versions {
             let hash: Hash = version[prefix.len()..].try_into().map_err(|_| PayloadError::Damaged(hex(version)))?;
             writes.extend([(key_key(&hash), None), (object_key(&hash), None), (version.clone(), None)]);
         }
-        writes.push((erasing_key(patient, record), None));
-        if versions.is_empty() {
-            self.storage.write(&writes)?;
-            return Ok(0); // nothing stored, or shredded already
-        }
-        self.storage.write(&writes)?;
-        self.storage.compact()?;
+        self.storage.scan(&erasures_prefix(patient, record), &mut |key, _| {
+            writes.push((key.to_vec(), None));
+            true
+        })?;
         Ok(versions.len())
+    }
+
+    /// One durable write; then, if it shredded anything, a compaction of the whole store.
+    fn write_and_compact(&self, writes: &[(Vec<u8>, Option<Vec<u8>>)], shredded: bool) -> Result<(), PayloadError> {
+        if !writes.is_empty() {
+            self.storage.write(writes)?;
+        }
+        if shredded {
+            self.storage.compact()?;
+        }
+        Ok(())
     }
 }

@@ -145,7 +145,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// The coordinator's time: its fixed time (tests), else the system's.
-    fn now(&self) -> u64 {
+    pub(crate) fn now(&self) -> u64 {
         self.fixed_time.unwrap_or_else(|| (caduceus_engine::ledger::system_clock())())
     }
 
@@ -817,7 +817,7 @@ async fn signed_read(
         },
         // Results only, by id: anyone registered may learn whether an id was recorded.
         Request::Lookup(ids) => lookup(shared, ids).await,
-        Request::PutPayload { patient, record, payload } => payloads.put(role, patient, record, payload).await,
+        Request::PutPayload { patient, record, payload } => payloads.put(&reader, role, patient, record, payload).await,
         Request::ReadPayload(access) => payloads.read(&reader, access).await,
         _ => Response::error(error_code::NOT_HERE, "only reads are signed"),
     }

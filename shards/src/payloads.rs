@@ -12,16 +12,19 @@
 //!   with the content hash its `register-record` names.
 //! - `read-payload` (the access's signer, signed): the access is submitted like any
 //!   transaction; once committed as permitted, the plaintext, checked against the ledger's hash.
-//! - An `erase-record` submitted to the cluster is marked in the store before its round and
-//!   shredded once committed, before the batch is answered; marks a crash left are settled on
-//!   start (`settle_erasures`).
+//! - An `erase-record` submitted to the cluster is marked in the store (by its own id) before
+//!   its round and shredded once committed, before the batch is answered; marks whose outcome
+//!   was not seen are settled on start and every minute (`settle_erasures`).
+//!
+//! At most `PAYLOAD_TASKS_MAX` payload requests run at once (each holds a blocking thread
+//! while its access goes through a round); others wait for a slot.
 
 use std::sync::Arc;
 
 use caduceus_engine::model::OperationKind;
-use caduceus_engine::payload::{PayloadError, PayloadStore, RecordLedger};
+use caduceus_engine::payload::{Erasure, PayloadError, PayloadStore, RecordLedger};
 use caduceus_engine::state::Record;
-use caduceus_engine::{ActorKey, Operation, Role, SignedTransaction, TxId, TxResult};
+use caduceus_engine::{ActorKey, Role, SignedTransaction, TxId, TxResult};
 use tokio::sync::mpsc;
 
 use super::coordinator::{lookup, query_cluster, run_job, Job, Shared};
@@ -64,17 +67,24 @@ impl RecordLedger for ClusterRecords {
     }
 }
 
+/// Payload requests served at once.
+const PAYLOAD_TASKS_MAX: usize = 8;
+/// How often marked erasures are settled.
+const SETTLE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The payload store and what it needs to ask the ledger.
 #[derive(Clone)]
 pub(crate) struct Payloads {
     store: Arc<PayloadStore>,
     shared: Arc<Shared>,
     jobs: mpsc::Sender<Job>,
+    tasks: Arc<tokio::sync::Semaphore>,
 }
 
 impl Payloads {
     pub(crate) fn new(store: PayloadStore, shared: Arc<Shared>, jobs: mpsc::Sender<Job>) -> Self {
-        Self { store: Arc::new(store), shared, jobs }
+        let tasks = Arc::new(tokio::sync::Semaphore::new(PAYLOAD_TASKS_MAX));
+        Self { store: Arc::new(store), shared, jobs, tasks }
     }
 
     /// Runs `work` on the store on a blocking thread (RocksDB writes, fsyncs and compactions),
@@ -83,6 +93,9 @@ impl Payloads {
         &self,
         work: impl FnOnce(&PayloadStore, &ClusterRecords) -> Result<T, PayloadError> + Send + 'static,
     ) -> Result<T, PayloadError> {
+        let Ok(_slot) = self.tasks.acquire().await else {
+            return Err(PayloadError::Ledger("the coordinator is shutting down".into()));
+        };
         let store = self.store.clone();
         let records = ClusterRecords {
             shared: self.shared.clone(),
@@ -94,11 +107,27 @@ impl Payloads {
             .unwrap_or_else(|e| Err(PayloadError::Ledger(format!("the payload task failed: {e}"))))
     }
 
-    /// A signed `put-payload` from a reader of `role`.
-    pub(crate) async fn put(&self, role: Role, patient: ActorKey, record: u128, payload: Vec<u8>) -> Response {
+    /// A signed `put-payload` from `reader`, of `role`: a provider's, for a record not yet on
+    /// the ledger or one it holds and that is not erased.
+    pub(crate) async fn put(
+        &self,
+        reader: &ActorKey,
+        role: Role,
+        patient: ActorKey,
+        record: u128,
+        payload: Vec<u8>,
+    ) -> Response {
+        let forbidden = |detail: String| Response::error(error_code::FORBIDDEN, detail);
         if !OperationKind::RegisterRecord.signer_roles().contains(&role) {
-            let detail = format!("a {role} registers no records, so stores no payloads");
-            return Response::error(error_code::FORBIDDEN, detail);
+            return forbidden(format!("a {role} registers no records, so stores no payloads"));
+        }
+        match query_cluster(&self.shared, Query::Record(patient, record)).await {
+            Response::Answer(Answer::Record(None)) => {}
+            Response::Answer(Answer::Record(Some(held))) if held.custodian == *reader && held.erased_at.is_none() => {}
+            Response::Answer(Answer::Record(Some(_))) => {
+                return forbidden("the record is another custodian's, or erased".into());
+            }
+            other => return other,
         }
         match self.blocking(move |store, _| store.put(&patient, record, &payload)).await {
             Ok(hash) => Response::Stored(hash),
@@ -111,57 +140,59 @@ impl Payloads {
         if access.transaction.signer != *reader {
             return Response::error(error_code::FORBIDDEN, "a payload is read through an access its reader signed");
         }
-        match self.blocking(move |store, records| store.read(records, access).map(|plain| plain.to_vec())).await {
+        match self.blocking(move |store, records| store.read_through(records, access).map(|plain| plain.to_vec())).await
+        {
             Ok(plaintext) => Response::Payload(plaintext),
             Err(error) => payload_error(error),
         }
     }
 
-    /// Marks the batch's erasures before its round; returns them (index in the batch, patient,
-    /// record) for `shred`.
-    pub(crate) async fn mark(&self, batch: &[SignedTransaction]) -> Result<Vec<(usize, ActorKey, u128)>, Response> {
-        let erasures: Vec<(usize, ActorKey, u128)> = batch
-            .iter()
-            .enumerate()
-            .filter_map(|(index, t)| match &t.transaction.operation {
-                Operation::EraseRecord { patient, record } => Some((index, *patient, *record)),
-                _ => None,
-            })
-            .collect();
+    /// Marks the batch's erasures before its round (one write); returns them with their place
+    /// in the batch, for `shred`.
+    pub(crate) async fn mark(&self, batch: &[SignedTransaction]) -> Result<Vec<(usize, Erasure)>, Response> {
+        let erasures: Vec<(usize, Erasure)> =
+            batch.iter().enumerate().filter_map(|(index, t)| Erasure::of(t).map(|e| (index, e))).collect();
         if erasures.is_empty() {
             return Ok(erasures);
         }
-        let marks: Vec<(ActorKey, u128)> = erasures.iter().map(|(_, p, r)| (*p, *r)).collect();
+        let marks: Vec<Erasure> = erasures.iter().map(|(_, e)| *e).collect();
         match self.blocking(move |store, _| store.mark_erasing(&marks)).await {
             Ok(()) => Ok(erasures),
             Err(error) => Err(payload_error(error)),
         }
     }
 
-    /// After the round: shreds the records whose erasure committed, unmarks the refused ones.
-    /// One whose outcome is unknown (a shard did not answer) stays marked, for `settle`.
-    pub(crate) async fn shred(&self, erasures: Vec<(usize, ActorKey, u128)>, outcomes: &[Outcome]) {
-        for (index, patient, record) in erasures {
-            let Some(Outcome::Done(result)) = outcomes.get(index).copied() else { continue };
-            match self.blocking(move |store, _| store.erased(&patient, record, result)).await {
-                Ok(_) | Err(PayloadError::Refused(_)) => {}
-                Err(error) => {
-                    eprintln!("coordinator: shredding an erased record's payload: {error} (settled on restart)")
-                }
-            }
+    /// After the round: shreds the records whose erasure committed and drops the marks of the
+    /// refused ones, in one write. One whose outcome is unknown (a shard did not answer) stays
+    /// marked, for `settle`.
+    pub(crate) async fn shred(&self, erasures: Vec<(usize, Erasure)>, outcomes: &[Outcome]) {
+        let done: Vec<(Erasure, TxResult)> = erasures
+            .into_iter()
+            .filter_map(|(index, erasure)| match outcomes.get(index) {
+                Some(Outcome::Done(result)) => Some((erasure, *result)),
+                _ => None,
+            })
+            .collect();
+        if let Err(error) = self.blocking(move |store, _| store.erasures_done(&done)).await {
+            eprintln!("coordinator: shredding erased records' payloads: {error} (settled later)");
         }
     }
 
-    /// Settles the erasures a crash left marked, once the shards answer: tries until it has.
+    /// Settles marked erasures whose outcome was not seen: on start, once the shards answer,
+    /// then every `SETTLE_EVERY`.
     pub(crate) async fn settle(self) {
         loop {
-            match self.blocking(|store, records| store.settle_erasures(records)).await {
-                Ok(0) => return,
+            let now = self.shared.now();
+            match self.blocking(move |store, records| store.settle_erasures(records, now)).await {
+                Ok(0) => tokio::time::sleep(SETTLE_EVERY).await,
                 Ok(shredded) => {
-                    eprintln!("coordinator: shredded the payloads of {shredded} records erased before a stop");
-                    return;
+                    eprintln!("coordinator: shredded the payloads of {shredded} erased records");
+                    tokio::time::sleep(SETTLE_EVERY).await;
                 }
-                Err(_) => tokio::time::sleep(super::coordinator::RETRY_AFTER).await,
+                Err(error) => {
+                    eprintln!("coordinator: settling marked erasures: {error} (tried again shortly)");
+                    tokio::time::sleep(super::coordinator::RETRY_AFTER * 10).await;
+                }
             }
         }
     }

@@ -52,9 +52,12 @@ pub struct Reads<'a> {
     role: Role,
     /// An auditor's key, which signs the `audit-read` of each read before it is answered.
     auditor: Option<&'a SigningKey>,
-    /// Makes each of this handle's audit-reads distinct.
-    reads: AtomicU64,
 }
+
+/// Counts this process's audit-reads, so that each has its own id (with the reader, the time
+/// and the question): the ledger would answer a repeated one with its first result and log
+/// nothing.
+static AUDIT_READS: AtomicU64 = AtomicU64::new(0);
 
 impl Ledger {
     /// Reads as `reader`, an actor the embedding platform has authenticated: each read is
@@ -65,7 +68,7 @@ impl Ledger {
         if role == Role::Auditor {
             return Err(ReadError::Unlogged);
         }
-        Ok(Reads { ledger: self, reader: *reader, role, auditor: None, reads: AtomicU64::new(0) })
+        Ok(Reads { ledger: self, reader: *reader, role, auditor: None })
     }
 
     /// Reads as the auditor `reader`, whose current key is `key`: every read but of public facts
@@ -79,7 +82,7 @@ impl Ledger {
             return Err(ReadError::WrongKey);
         }
         let auditor = (role == Role::Auditor).then_some(key);
-        Ok(Reads { ledger: self, reader: *reader, role, auditor, reads: AtomicU64::new(0) })
+        Ok(Reads { ledger: self, reader: *reader, role, auditor })
     }
 
     fn reader_role(&self, reader: &ActorKey) -> Result<Role, ReadError> {
@@ -340,30 +343,37 @@ impl Reads<'_> {
         }
     }
 
-    /// Commits an auditor's `audit-read` of `asked` (nothing for any other reader).
+    /// Commits an auditor's `audit-read` of `asked` (nothing for any other reader): a new
+    /// transaction each time, never one the ledger holds (which it would not log again).
     fn log(&self, asked: &Asked<'_>) -> Result<(), ReadError> {
         let Some(key) = self.auditor else { return Ok(()) };
-        let now = (self.ledger.clock)();
-        let mut message = b"caduceus.embedded-read.1".to_vec();
-        message.extend_from_slice(&self.reader.0);
-        message.extend_from_slice(&now.to_le_bytes());
-        message.extend_from_slice(&self.reads.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-        message.extend_from_slice(&asked.describe());
-        let read: Hash = *blake3::hash(&message).as_bytes();
         let signing = crate::signature::actor_key(key);
-        let audit = Transaction {
-            // One id per read: the digest covers the reader, the time and this handle's count.
-            nonce: u128::from_le_bytes(read[..16].try_into().expect("16 bytes")),
-            signer: self.reader,
-            timestamp: now,
-            operation: Operation::AuditRead { read, subject: asked.subject() },
-            key: (signing != self.reader).then_some(signing),
-        };
-        let audit = crate::signature::sign(audit, key).map_err(|e| ReadError::NotLogged(e.to_string()))?;
-        match self.ledger.submit(vec![audit]) {
-            Ok(results) if results == [TxResult::Committed] => Ok(()),
-            Ok(results) => Err(ReadError::NotLogged(format!("{results:?}"))),
-            Err(e) => Err(ReadError::NotLogged(e.to_string())),
+        for _ in 0..4 {
+            let now = (self.ledger.clock)();
+            let mut message = b"caduceus.embedded-read.1".to_vec();
+            message.extend_from_slice(&self.reader.0);
+            message.extend_from_slice(&now.to_le_bytes());
+            message.extend_from_slice(&AUDIT_READS.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+            message.extend_from_slice(&asked.describe());
+            let read: Hash = *blake3::hash(&message).as_bytes();
+            let audit = Transaction {
+                nonce: u128::from_le_bytes(read[..16].try_into().expect("16 bytes")),
+                signer: self.reader,
+                timestamp: now,
+                operation: Operation::AuditRead { read, subject: asked.subject() },
+                key: (signing != self.reader).then_some(signing),
+            };
+            let audit = crate::signature::sign(audit, key).map_err(|e| ReadError::NotLogged(e.to_string()))?;
+            // Held already (another run of this process at the same time and count): another id.
+            if self.ledger.locate(audit.id())?.is_some() {
+                continue;
+            }
+            return match self.ledger.submit(vec![audit]) {
+                Ok(results) if results == [TxResult::Committed] => Ok(()),
+                Ok(results) => Err(ReadError::NotLogged(format!("{results:?}"))),
+                Err(e) => Err(ReadError::NotLogged(e.to_string())),
+            };
         }
+        Err(ReadError::NotLogged("no unused audit-read id".into()))
     }
 }

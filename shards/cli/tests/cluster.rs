@@ -546,9 +546,19 @@ async fn payloads_are_read_through_permitted_accesses(cluster: &Cluster, work: &
     let unsigned = Request::ReadPayload(access(&patient_key, 4, Purpose::PatientRequest));
     assert_eq!(refusal(&anyone, &unsigned).await, Some(error_code::UNAUTHENTICATED));
 
+    // Another provider stores nothing under a record it does not hold.
+    let other_version = as_stranger.put_payload(patient, RECORD, b"{}".to_vec()).await.map(|h| h.to_vec());
+    refused(other_version, "another custodian's");
+
+    // An erasure signed by someone else is refused and destroys nothing; the patient's shreds.
+    let forged = at(&stranger_key, 7, Operation::EraseRecord { record: RECORD, patient });
+    assert!(!done(anyone.submit(vec![forged]).await.unwrap()));
+    assert_eq!(as_patient.read_payload(access(&patient_key, 8, Purpose::PatientRequest)).await.unwrap(), payload);
     let erase = at(&patient_key, 5, Operation::EraseRecord { record: RECORD, patient });
     assert!(done(anyone.submit(vec![erase]).await.unwrap()));
     refused(as_patient.read_payload(access(&patient_key, 6, Purpose::PatientRequest)).await, "erased");
+    let late = as_provider.put_payload(patient, RECORD, payload.clone()).await.map(|h| h.to_vec());
+    refused(late, "erased");
     let Answer::AccessReport(report) = as_patient.query(Query::AccessReport(patient, None, 10)).await.unwrap() else {
         panic!("a report")
     };
