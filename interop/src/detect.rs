@@ -1,0 +1,76 @@
+//! Which format a file is in, from its first bytes.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The formats Caduceus reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Format {
+    /// A FHIR R4 resource or Bundle, as JSON.
+    Fhir,
+    /// FHIR R4 resources one per line (a Bulk Data export's NDJSON).
+    FhirNdjson,
+    /// An X12 interchange (ISA ... IEA).
+    X12,
+    /// A GS1 EPCIS document as JSON-LD (2.0).
+    EpcisJson,
+    /// A GS1 EPCIS document as XML (1.2 or 2.0).
+    EpcisXml,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Fhir => "fhir",
+            Format::FhirNdjson => "fhir-ndjson",
+            Format::X12 => "x12",
+            Format::EpcisJson => "epcis-json",
+            Format::EpcisXml => "epcis-xml",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Format {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        [Format::Fhir, Format::FhirNdjson, Format::X12, Format::EpcisJson, Format::EpcisXml]
+            .into_iter()
+            .find(|f| f.as_str() == text)
+            .ok_or_else(|| format!("{text:?} is not a format: fhir, fhir-ndjson, x12, epcis-json or epcis-xml"))
+    }
+}
+
+/// The format of a file, recognised from its content (not its name): `None` if it is none of
+/// them. Only a prefix is looked at, so a damaged file is recognised and then rejected with the
+/// place of its damage.
+pub fn detect(bytes: &[u8]) -> Option<Format> {
+    let head = &bytes[..bytes.len().min(64 * 1024)];
+    let text = String::from_utf8_lossy(head);
+    let text = text.trim_start_matches('\u{feff}').trim_start();
+    if text.starts_with("ISA") {
+        return Some(Format::X12);
+    }
+    if text.starts_with('<') {
+        return text.contains("EPCISDocument").then_some(Format::EpcisXml);
+    }
+    if text.starts_with('{') {
+        if text.contains("\"EPCISDocument\"") || text.contains("\"EPCISQueryDocument\"") {
+            return Some(Format::EpcisJson);
+        }
+        if !text.contains("\"resourceType\"") {
+            return None;
+        }
+        // One resource per line: the first line is a whole JSON object of its own.
+        let first = text.lines().next().unwrap_or_default();
+        let more = text.lines().skip(1).any(|line| line.trim_start().starts_with('{'));
+        let whole = serde_json::from_str::<serde_json::Value>(first).is_ok();
+        return Some(if whole && more { Format::FhirNdjson } else { Format::Fhir });
+    }
+    None
+}

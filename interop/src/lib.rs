@@ -1,0 +1,8 @@
+//! Health data in the formats health systems speak: files are recognised (`detect`), read with
+//! the formats' own models into what they hold, and every part that cannot be read is rejected
+//! with its place in the file and the reason (`report`). The mapping onto ledger transactions
+//! builds on what these readers return.
+
+pub mod detect;
+pub mod fhir;
+pub mod report;

@@ -1,0 +1,120 @@
+//! FHIR files read with the R4 model: the exchange's corpus as it is, and damaged input, each
+//! part read or rejected with its place and the reason.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use caduceus_interop::detect::{detect, Format};
+use caduceus_interop::fhir::{read_json, read_ndjson};
+use caduceus_interop::report::Place;
+
+fn corpus(dir: &str) -> Vec<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data").join(dir);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "json" || e == "ndjson"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every FHIR file of the corpus is read, or rejected as a whole with a reason; no resource of
+/// them is rejected by the model, and every Synthea bundle reads whole.
+#[test]
+fn every_fhir_file_of_the_corpus_is_read_or_rejected_with_a_reason() {
+    let mut table: BTreeMap<(&str, String), usize> = BTreeMap::new();
+    let mut resources: BTreeMap<String, usize> = BTreeMap::new();
+    let mut parts_rejected = 0;
+    for dir in ["fhir-r4-examples-hl7", "fhir-synthea-r4-smart"] {
+        for file in corpus(dir) {
+            let bytes = std::fs::read(&file).unwrap();
+            let outcome = match detect(&bytes) {
+                Some(Format::Fhir) => match read_json(&bytes) {
+                    Ok(read) => {
+                        for found in &read.resources {
+                            *resources.entry(found.resource_type().to_owned()).or_default() += 1;
+                        }
+                        for rejection in &read.rejections {
+                            println!("{}: {rejection}", file.display());
+                            // The corpus's own resources all fit the model: what is rejected in
+                            // a file read is an entry that only requests (a read, a delete).
+                            assert!(rejection.reason.contains("without a resource"), "{rejection}");
+                            parts_rejected += 1;
+                        }
+                        match (read.resources.len(), read.rejections.len()) {
+                            (_, 0) => "read".to_owned(),
+                            (0, _) => "read, every entry rejected".to_owned(),
+                            _ => "read, some entries rejected".to_owned(),
+                        }
+                    }
+                    Err(rejection) => format!("rejected: {}", rejection.reason),
+                },
+                Some(other) => panic!("{} taken for {other}", file.display()),
+                None => "not a FHIR, X12 or EPCIS file".to_owned(),
+            };
+            *table.entry((dir, outcome)).or_default() += 1;
+        }
+    }
+    for ((dir, outcome), count) in &table {
+        println!("{dir:<24} {count:>4} {outcome}");
+    }
+    println!("resources read by type: {resources:?}");
+    println!("entries rejected in files read: {parts_rejected}");
+    assert_eq!(table.get(&("fhir-synthea-r4-smart", "read".to_owned())), Some(&corpus("fhir-synthea-r4-smart").len()));
+    let hl7 = |outcome: &str| -> usize {
+        table
+            .iter()
+            .filter(|((dir, o), _)| *dir == "fhir-r4-examples-hl7" && o.starts_with(outcome))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    // Documents, messages and responses are refused whole, with their type named; the
+    // examples' npm package description is JSON but no resource; everything else is read.
+    assert_eq!(hl7("rejected: a Bundle of type"), 6);
+    assert_eq!(hl7("not a FHIR, X12 or EPCIS file"), 1);
+    assert_eq!(hl7("read"), corpus("fhir-r4-examples-hl7").len() - 7);
+    assert_eq!(hl7("rejected"), 6, "no file is rejected for anything else");
+    assert!(resources["Patient"] > 40 && resources["Observation"] > 1000 && resources["Consent"] > 5, "{resources:?}");
+}
+
+/// A Bundle with one resource the model refuses is read but for that entry, which is rejected
+/// at its JSON path with the element named; bundles of other types and non-resources are
+/// rejected whole.
+#[test]
+fn a_damaged_entry_is_rejected_at_its_path_and_the_rest_is_read() {
+    let bundle = br#"{"resourceType":"Bundle","type":"collection","entry":[
+        {"resource":{"resourceType":"Patient","id":"a","gender":"female"}},
+        {"resource":{"resourceType":"Observation","id":"b","status":"final","code":{"text":"x"},"valueQuantity":{"value":"high"}}},
+        {"resource":{"resourceType":"Patient","id":"c","birthDate":"1970-01-01","colour":"red"}},
+        {"request":{"method":"DELETE","url":"Patient/d"}},
+        {"resource":{"resourceType":"Patient","id":"e","gender":"femme"}}]}"#;
+    let read = read_json(bundle).unwrap();
+    assert_eq!(read.resources.len(), 1);
+    assert_eq!(read.resources[0].id(), Some("a"));
+    let places: Vec<String> = read.rejections.iter().map(|r| r.place.to_string()).collect();
+    assert_eq!(places, ["$.entry[1].resource", "$.entry[2].resource.colour", "$.entry[3]", "$.entry[4].resource"]);
+    assert!(read.rejections[0].reason.contains("\"high\""), "{}", read.rejections[0].reason);
+    assert!(read.rejections[1].reason.contains("does not define"), "{}", read.rejections[1].reason);
+    assert!(read.rejections[2].reason.contains("DELETE"));
+    assert!(read.rejections[3].reason.contains("femme"), "{}", read.rejections[3].reason);
+
+    let document = br#"{"resourceType":"Bundle","type":"document","entry":[]}"#;
+    assert_eq!(read_json(document).unwrap_err().place, Place::Json("$.type".into()));
+    assert_eq!(read_json(b"{\"id\":\"x\"}").unwrap_err().place, Place::Json("$".into()));
+    assert_eq!(read_json(b"{\"resourceType\":").unwrap_err().place, Place::File);
+    assert_eq!(detect(b"not a file we read"), None);
+}
+
+/// NDJSON (a Bulk Data export): recognised from its lines, each line read on its own, a bad
+/// line rejected at its number.
+#[test]
+fn ndjson_is_read_line_by_line() {
+    let ndjson = b"{\"resourceType\":\"Patient\",\"id\":\"p1\"}\n{\"resourceType\":\"Patient\",\"id\":\n\n{\"resourceType\":\"Patient\",\"id\":\"p3\",\"active\":\"maybe\"}\n{\"resourceType\":\"Patient\",\"id\":\"p4\"}\n";
+    assert_eq!(detect(ndjson), Some(Format::FhirNdjson));
+    let read = read_ndjson(ndjson).unwrap();
+    let ids: Vec<_> = read.resources.iter().map(|r| r.id().unwrap()).collect();
+    assert_eq!(ids, ["p1", "p4"]);
+    let places: Vec<String> = read.rejections.iter().map(|r| r.place.to_string()).collect();
+    assert_eq!(places, ["line 2, $", "line 4, $"]);
+}
