@@ -20,6 +20,8 @@ pub struct Found {
     pub resource: Resource,
     /// Its JSON, as the file has it: the payload a clinical resource's record stands for.
     pub json: Value,
+    /// Its Bundle entry's `fullUrl`, by which other entries may refer to it.
+    pub full_url: Option<String>,
 }
 
 impl Found {
@@ -80,7 +82,7 @@ fn read_value(value: Value, at: &dyn Fn(String) -> Place, read: &mut Read) -> Re
         return Err(Rejection::new(at("$".into()), "not a FHIR resource: no resourceType"));
     };
     if kind != "Bundle" {
-        read.resources.push(resource(value, at("$".into()))?);
+        read.resources.push(resource(value, at("$".into()), None)?);
         return Ok(());
     }
     let bundle_type = value.get("type").and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -105,8 +107,9 @@ fn read_value(value: Value, at: &dyn Fn(String) -> Place, read: &mut Read) -> Re
     caduceus_fhir_r4::resource_from_value(shell).map_err(|e| Rejection::new(at("$".into()), model_error(&e)))?;
     for (index, mut entry) in entries.into_iter().enumerate() {
         let path = format!("$.entry[{index}].resource");
+        let full_url = entry.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
         match entry.get_mut("resource").map(Value::take) {
-            Some(Value::Object(object)) => match resource(Value::Object(object), at(path)) {
+            Some(Value::Object(object)) => match resource(Value::Object(object), at(path), full_url) {
                 Ok(found) => read.resources.push(found),
                 Err(rejection) => read.rejections.push(rejection),
             },
@@ -125,7 +128,7 @@ fn read_value(value: Value, at: &dyn Fn(String) -> Place, read: &mut Read) -> Re
 /// A resource checked against the R4 model: its types, its elements (one the model does not
 /// know is refused, as FHIR requires of a consumer that does not support it), and the R4
 /// formats of its primitives (codes, ids, dates).
-fn resource(json: Value, place: Place) -> Result<Found, Rejection> {
+fn resource(json: Value, place: Place, full_url: Option<String>) -> Result<Found, Rejection> {
     let resource = caduceus_fhir_r4::resource_from_value(json.clone())
         .map_err(|e| Rejection::new(place.clone(), model_error(&e)))?;
     let read_back = caduceus_fhir_r4::resource_to_value(&resource)
@@ -142,7 +145,7 @@ fn resource(json: Value, place: Place) -> Result<Found, Rejection> {
         let reason = format!("not a valid FHIR R4 value ({}): {}{more}", issue.path, issue.message);
         return Err(Rejection::new(place, reason));
     }
-    Ok(Found { place, resource, json })
+    Ok(Found { place, resource, json, full_url })
 }
 
 /// The place of an element within a resource found at `place`.

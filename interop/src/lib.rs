@@ -5,4 +5,5 @@
 
 pub mod detect;
 pub mod fhir;
+pub mod fhir_plan;
 pub mod report;

@@ -4,6 +4,7 @@
 mod audit;
 mod cluster;
 mod demo;
+mod import;
 mod keys;
 mod parse;
 mod print;
@@ -118,6 +119,27 @@ enum Command {
         #[arg(long, value_parser = parse::role)]
         role: caduceus_engine::Role,
     },
+    /// Import FHIR R4 files (a resource, a Bundle, a Bulk Data NDJSON) into an embedded ledger,
+    /// made if the directory holds none: actors registered, clinical resources registered as
+    /// records with their payloads stored encrypted beside the ledger. Importing a file again
+    /// changes nothing.
+    Import {
+        #[arg(long, alias = "data")]
+        dir: PathBuf,
+        /// The keystore of the actors' keys, made as needed (default: DIR.keys).
+        #[arg(long)]
+        keystore: Option<PathBuf>,
+        /// The keystore key of the operator that registers actors (and, for a new ledger, its
+        /// genesis operator).
+        #[arg(long, default_value = "operator")]
+        operator: String,
+        /// The files' format, instead of recognising it from their content.
+        #[arg(long)]
+        format: Option<caduceus_interop::detect::Format>,
+        /// The files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Keep actors' signing keys: `keys new NAME`, `keys list`, `keys export NAME`.
     Keys {
         /// The keystore directory (default: `$CADUCEUS_KEYSTORE`, else `~/.caduceus/keys`).
@@ -212,6 +234,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let clock = caduceus_shards::local::cluster_clock(cluster.cluster_dir.as_deref())?;
             runtime()?.block_on(cluster::register(target, &ca, actor, role, clock))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Import { dir, keystore, operator, format, files } => {
+            import::check(&files)?;
+            let keystore = keystore.unwrap_or_else(|| dir.with_extension("keys"));
+            let tally = import::run(&dir, &keystore, &operator, format, &files)?;
+            import::print_totals(&tally);
+            Ok(if tally.files_rejected == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Keys { keystore, action } => {
             keys::command(&keys::keystore(keystore.as_deref())?, action)?;

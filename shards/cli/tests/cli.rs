@@ -174,3 +174,82 @@ fn the_keystore_keeps_each_key_to_its_owner() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("may be read by others"), "{refused:?}");
 }
+
+/// A Synthea bundle imported into a new directory: a ledger is made, the patient, its
+/// practitioner and organization registered, its clinical resources registered as records with
+/// encrypted payloads (claims, not imported yet, rejected at their paths); the patient reads
+/// its records; a second import changes nothing; the ledger verifies and holds no name.
+#[test]
+fn a_synthea_bundle_is_imported_once_and_its_patient_reads_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ledger");
+    let data_arg = data.to_str().unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data/fhir-synthea-r4-smart/Agustín_Fonseca_cb5696d9-a0de-4f49-94f9-433f96a28eb0.json");
+    let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(&source).unwrap()).unwrap();
+    let entries = bundle["entry"].as_array().unwrap();
+    let count = |kinds: &[&str]| {
+        entries.iter().filter(|e| kinds.contains(&e["resource"]["resourceType"].as_str().unwrap())).count()
+    };
+    let actors = count(&["Patient", "Practitioner", "Organization"]);
+    let not_yet = count(&["Claim", "ExplanationOfBenefit"]);
+    let records = entries.len() - actors - not_yet;
+
+    let first = caduceus(&["import", "--dir", data_arg, source.to_str().unwrap()]);
+    assert!(first.status.success(), "{}", text(&first));
+    let said = text(&first);
+    let submitted = actors + records;
+    assert!(said.contains(&format!("{submitted} transactions submitted ({submitted} committed), 0 already")), "{said}");
+    assert!(said.contains(&format!("{not_yet} parts rejected")), "{said}");
+    assert!(said.contains("rejected $.entry[") && said.contains("Claim is not imported yet"), "{said}");
+
+    let again = caduceus(&["import", "--dir", data_arg, source.to_str().unwrap()]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains(&format!("0 transactions submitted (0 committed), {submitted} already")),
+        "{}",
+        text(&again)
+    );
+
+    // The patient, with its keystore key, lists its records.
+    let patient_id = entries.iter().find(|e| e["resource"]["resourceType"] == "Patient").unwrap()["resource"]["id"]
+        .as_str()
+        .unwrap();
+    let key_name = format!("fhir.Patient.{patient_id}");
+    let keystore = data.with_extension("keys");
+    let listed = caduceus(&["keys", "--keystore", keystore.to_str().unwrap(), "list"]);
+    let patient_key =
+        text(&listed).lines().find(|l| l.contains(&key_name)).unwrap().split_whitespace().last().unwrap().to_owned();
+    let own = caduceus(&[
+        "query",
+        "--dir",
+        data_arg,
+        "--as",
+        &key_name,
+        "--keystore",
+        keystore.to_str().unwrap(),
+        "records",
+        "--patient",
+        &patient_key,
+        "--limit",
+        "1000",
+    ]);
+    assert!(own.status.success(), "{}", text(&own));
+    assert!(text(&own).contains(&format!("{records} listed")), "{}", text(&own));
+
+    let intact = caduceus(&["verify", "--dir", data_arg]);
+    assert!(intact.status.success() && text(&intact).contains("intact"), "{}", text(&intact));
+    // Neither the ledger nor the payload store holds the patient's name in clear.
+    let name = bundle["entry"][0]["resource"]["name"][0]["family"].as_str().unwrap();
+    for place in [data.clone(), data.with_extension("payloads")] {
+        let mut files = vec![place];
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(!bytes.windows(name.len()).any(|w| w == name.as_bytes()), "{name} in {}", path.display());
+            }
+        }
+    }
+}
