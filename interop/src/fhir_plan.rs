@@ -75,9 +75,18 @@ pub fn key_name(resource_type: &str, id: &str) -> String {
 }
 
 /// A resource's identity in the file: its type and id, or its full URL when it has no id.
+/// An id that is not a FHIR id (1 to 64 letters, digits, '-' and '.') gives none.
 fn identity(found: &Found, full_url: Option<&str>) -> Option<(String, String)> {
-    let id = found.id().map(str::to_owned).or_else(|| full_url.map(str::to_owned))?;
+    let id = match found.id() {
+        Some(id) => is_fhir_id(id).then(|| id.to_owned())?,
+        None => full_url.filter(|url| !url.is_empty())?.to_owned(),
+    };
     Some((found.resource_type().to_owned(), id))
+}
+
+/// FHIR's `id` datatype: `[A-Za-z0-9\-\.]{1,64}`.
+pub fn is_fhir_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
 }
 
 /// Maps what a file held onto the ledger.
@@ -94,16 +103,18 @@ pub fn plan(read: &Read) -> Plan {
     }
     // What a reference names: a resource of the file, or a `Type/id` outside it.
     let resolve = |reference: &str| -> Option<(String, String)> {
+        let reference = reference.rsplit_once("/_history/").map_or(reference, |(head, _)| head);
         if let Some(&index) = by_reference.get(reference) {
             let found = &read.resources[index];
             return identity(found, found.full_url.as_deref());
         }
-        let (kind, id) = reference.rsplit_once("/history/").map_or(reference, |(head, _)| head).split_once('/')?;
-        (!kind.contains(':') && !id.contains('/')).then(|| (kind.to_owned(), id.to_owned()))
+        let (kind, id) = reference.rsplit_once("/_history/").map_or(reference, |(head, _)| head).split_once('/')?;
+        (!kind.contains(':') && is_fhir_id(id)).then(|| (kind.to_owned(), id.to_owned()))
     };
     let mut plan = Plan::default();
     let mut actors = BTreeSet::new();
     let mut first_provider = None;
+    let mut encounter_providers: BTreeMap<usize, Option<String>> = BTreeMap::new();
     for found in &read.resources {
         let kind = found.resource_type();
         let Some((kind, id)) = identity(found, found.full_url.as_deref()).filter(|_| is_actor(kind)) else { continue };
@@ -143,8 +154,12 @@ pub fn plan(read: &Read) -> Plan {
                 .map(|(kind, id)| key_name(&kind, &id))
         };
         let encounter = found.json.pointer("/encounter/reference").and_then(Value::as_str);
+        let encounter_provider = |index: usize| -> Option<String> {
+            // Each encounter's provider is looked for once, however many resources name it.
+            encounter_providers.entry(index).or_insert_with(|| provider_of(&read.resources[index].json)).clone()
+        };
         let custodian = provider_of(&found.json)
-            .or_else(|| encounter.and_then(|r| by_reference.get(r)).and_then(|&i| provider_of(&read.resources[i].json)))
+            .or_else(|| encounter.and_then(|r| by_reference.get(r).copied()).and_then(encounter_provider))
             .or_else(|| first_provider.clone());
         let Some(custodian) = custodian else {
             let reason = format!("its file names no provider to hold this {kind}");
@@ -152,7 +167,8 @@ pub fn plan(read: &Read) -> Plan {
             continue;
         };
         let Some((_, id)) = identity(found, found.full_url.as_deref()) else {
-            plan.rejections.push(Rejection::new(found.place.clone(), "a resource with neither an id nor a full URL"));
+            let reason = "neither a FHIR id (1 to 64 letters, digits, '-' or '.') nor a full URL to know it by";
+            plan.rejections.push(Rejection::new(found.place.clone(), reason));
             continue;
         };
         let patient = key_name("Patient", &patient_id);

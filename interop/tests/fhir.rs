@@ -118,3 +118,40 @@ fn ndjson_is_read_line_by_line() {
     let places: Vec<String> = read.rejections.iter().map(|r| r.place.to_string()).collect();
     assert_eq!(places, ["line 2, $", "line 4, $"]);
 }
+
+/// The plan: actors by key name, records by patient; a versioned reference resolves; the same
+/// resource id under two patients is two records; an id that is no FHIR id is rejected.
+#[test]
+fn the_plan_names_each_actor_and_record_once() {
+    use caduceus_interop::fhir_plan::{plan, ActorKind};
+    let bundle = br#"{"resourceType":"Bundle","type":"collection","entry":[
+        {"fullUrl":"urn:uuid:p1","resource":{"resourceType":"Patient","id":"p1"}},
+        {"resource":{"resourceType":"Organization","id":"org"}},
+        {"resource":{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"x"},
+            "subject":{"reference":"urn:uuid:p1"}}},
+        {"resource":{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"x"},
+            "subject":{"reference":"Patient/p2/_history/3"},"performer":[{"reference":"Practitioner/dr"}]}},
+        {"resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},
+            "subject":{"reference":"Patient/p1"}}},
+        {"resource":{"resourceType":"Medication","id":"m"}}]}"#;
+    let read = read_json(bundle).unwrap();
+    assert!(read.rejections.is_empty(), "{:?}", read.rejections);
+    let plan = plan(&read);
+    let actors: Vec<(ActorKind, &str)> = plan.actors.iter().map(|a| (a.kind, a.key.as_str())).collect();
+    assert_eq!(
+        actors,
+        [
+            (ActorKind::Patient, "fhir.Patient.p1"),
+            (ActorKind::Patient, "fhir.Patient.p2"),
+            (ActorKind::Provider, "fhir.Organization.org"),
+            (ActorKind::Provider, "fhir.Practitioner.dr"),
+        ]
+    );
+    let records: Vec<(&str, &str)> = plan.records.iter().map(|r| (r.patient.as_str(), r.custodian.as_str())).collect();
+    assert_eq!(records, [("fhir.Patient.p1", "fhir.Organization.org"), ("fhir.Patient.p2", "fhir.Practitioner.dr")]);
+    assert_eq!(plan.records[0].record, plan.records[1].record, "one resource id, scoped by each patient");
+    let reasons: Vec<String> = plan.rejections.iter().map(|r| format!("{}: {}", r.place, r.reason)).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].starts_with("$.entry[4].resource: neither a FHIR id"), "{reasons:?}");
+    assert!(reasons[1].starts_with("$.entry[5].resource: Medication names no patient"), "{reasons:?}");
+}

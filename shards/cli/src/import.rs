@@ -105,16 +105,25 @@ fn import_plan(
     }
     submit(ledger, registrations, &mut submitted)?;
     // The records: payloads sealed and stored first, then registered by their custodians.
-    let (mut sealed, mut records) = (Vec::new(), Vec::new());
+    let (mut sealed, mut records, mut rejections) = (Vec::new(), Vec::new(), Vec::new());
     for record in &plan.records {
         let custodian = key(keystore, &record.custodian)?;
         let patient = actor_key(&key(keystore, &record.patient)?);
-        let nonce = nonce_of(&[b"record", &record.record.to_le_bytes()]);
+        // Records are scoped by patient: the patient is part of the transaction's identity.
+        let nonce = nonce_of(&[b"record", &patient.0, &record.record.to_le_bytes()]);
         if ledger.locate(transaction_id(&actor_key(&custodian), nonce))?.is_some() {
             already += 1;
             continue;
         }
-        let payload = store.seal(&patient, record.record, &record.payload)?;
+        let payload = match store.seal(&patient, record.record, &record.payload) {
+            Ok(payload) => payload,
+            // Too long for the store: this resource only.
+            Err(error @ caduceus_engine::payload::PayloadError::TooLong(_)) => {
+                rejections.push(Rejection::new(record.place.clone(), error.to_string()));
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
         let operation = Operation::RegisterRecord {
             record: record.record,
             patient,
@@ -126,6 +135,8 @@ fn import_plan(
     }
     store.store(&sealed)?;
     submit(ledger, records, &mut submitted)?;
+    let mut plan = plan;
+    plan.rejections.extend(rejections);
 
     let count: usize = submitted.values().sum();
     let committed = submitted.get("committed").copied().unwrap_or(0);
