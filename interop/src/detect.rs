@@ -66,11 +66,18 @@ pub fn detect(bytes: &[u8]) -> Option<Format> {
         if !text.contains("\"resourceType\"") {
             return None;
         }
-        // One resource per line: the first line is a whole JSON object of its own.
-        let first = text.lines().next().unwrap_or_default();
-        let more = text.lines().skip(1).any(|line| line.trim_start().starts_with('{'));
-        let whole = serde_json::from_str::<serde_json::Value>(first).is_ok();
-        return Some(if whole && more { Format::FhirNdjson } else { Format::Fhir });
+        // One resource per line: the first line (however long) is a whole JSON object of its
+        // own, and another object starts on a later line.
+        let rest = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes).trim_ascii_start();
+        let ndjson = match rest.iter().position(|b| *b == b'\n') {
+            Some(end) => {
+                let whole = serde_json::from_slice::<serde_json::Value>(&rest[..end]).is_ok();
+                let more = rest[end..].split(|b| *b == b'\n').any(|line| line.trim_ascii_start().starts_with(b"{"));
+                whole && more
+            }
+            None => false,
+        };
+        return Some(if ndjson { Format::FhirNdjson } else { Format::Fhir });
     }
     None
 }

@@ -112,6 +112,15 @@ fn a_damaged_entry_is_rejected_at_its_path_and_the_rest_is_read() {
 fn ndjson_is_read_line_by_line() {
     let ndjson = b"{\"resourceType\":\"Patient\",\"id\":\"p1\"}\n{\"resourceType\":\"Patient\",\"id\":\n\n{\"resourceType\":\"Patient\",\"id\":\"p3\",\"active\":\"maybe\"}\n{\"resourceType\":\"Patient\",\"id\":\"p4\"}\n";
     assert_eq!(detect(ndjson), Some(Format::FhirNdjson));
+    // A first line longer than the detector's look at the head is still one line of many.
+    let long = format!(
+        "{{\"resourceType\":\"Patient\",\"id\":\"p\",\"text\":{{\"status\":\"generated\",\"div\":\"<div xmlns=\\\"http://www.w3.org/1999/xhtml\\\">{}</div>\"}}}}\n{{\"resourceType\":\"Patient\",\"id\":\"q\"}}\n",
+        "x".repeat(100_000)
+    );
+    assert_eq!(detect(long.as_bytes()), Some(Format::FhirNdjson));
+    assert_eq!(read_ndjson(long.as_bytes()).unwrap().resources.len(), 2);
+    // A pretty-printed resource is one JSON file.
+    assert_eq!(detect(b"{\n  \"resourceType\": \"Patient\",\n  \"id\": \"p\"\n}\n"), Some(Format::Fhir));
     let read = read_ndjson(ndjson).unwrap();
     let ids: Vec<_> = read.resources.iter().map(|r| r.id().unwrap()).collect();
     assert_eq!(ids, ["p1", "p4"]);
