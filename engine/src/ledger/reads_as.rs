@@ -64,7 +64,7 @@ impl Ledger {
     /// answered only if the actor's role lets it read what the answer reveals
     /// (`authority::may_read`). An auditor reads with [`Ledger::audits_as`] instead.
     pub fn reads_as(&self, reader: &ActorKey) -> Result<Reads<'_>, ReadError> {
-        let role = self.reader_role(reader)?;
+        let role = self.reader(reader)?.role;
         if role == Role::Auditor {
             return Err(ReadError::Unlogged);
         }
@@ -76,20 +76,17 @@ impl Ledger {
     /// the read and whose data it reads), so it is on the ledger, and in that actor's access
     /// report, before it is answered. Any other role reads as with [`Ledger::reads_as`].
     pub fn audits_as<'a>(&'a self, reader: &ActorKey, key: &'a SigningKey) -> Result<Reads<'a>, ReadError> {
-        let role = self.reader_role(reader)?;
-        let current = self.actor(reader).and_then(|actor| actor.key).unwrap_or(*reader);
-        if crate::signature::actor_key(key) != current {
+        let actor = self.reader(reader)?;
+        if crate::signature::actor_key(key) != actor.key.unwrap_or(*reader) {
             return Err(ReadError::WrongKey);
         }
-        let auditor = (role == Role::Auditor).then_some(key);
-        Ok(Reads { ledger: self, reader: *reader, role, auditor })
+        let auditor = (actor.role == Role::Auditor).then_some(key);
+        Ok(Reads { ledger: self, reader: *reader, role: actor.role, auditor })
     }
 
-    fn reader_role(&self, reader: &ActorKey) -> Result<Role, ReadError> {
-        match self.actor(reader) {
-            Some(actor) if actor.revoked_at.is_none() => Ok(actor.role),
-            _ => Err(ReadError::UnknownReader),
-        }
+    /// The reader's entry, if it is a registered, unrevoked actor.
+    fn reader(&self, reader: &ActorKey) -> Result<crate::state::Actor, ReadError> {
+        self.actor(reader).filter(|actor| actor.revoked_at.is_none()).ok_or(ReadError::UnknownReader)
     }
 }
 

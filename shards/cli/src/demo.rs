@@ -205,12 +205,7 @@ fn payloads(ledger: &Ledger, workload: &Workload, dir: &std::path::Path) -> Resu
     // The actors of this part sign with keys of the command line's keystore, beside the data
     // directory (`caduceus keys --keystore DIR.keys list`); the operator registers them.
     let keystore = dir.with_extension("keys");
-    let key = |name: &str| -> Result<caduceus_engine::signature::SigningKey> {
-        if !keystore.join(format!("{name}.key")).exists() {
-            crate::keys::new_key(&keystore, name)?;
-        }
-        crate::keys::load(&keystore, name)
-    };
+    let key = |name: &str| crate::keys::load_or_new(&keystore, name);
     let (patient_key, reader_key, stranger_key) = (key("patient")?, key("clinic")?, key("other-clinic")?);
     let actor = caduceus_engine::signature::actor_key;
     let (patient, reader, stranger) = (actor(&patient_key), actor(&reader_key), actor(&stranger_key));

@@ -41,7 +41,7 @@ pub struct Tally {
 /// Imports `files` into the ledger in `dir`, signing with keys of `keystore` (`operator` names
 /// the operator's key). Prints each file's outcome and returns the tally.
 pub fn run(dir: &Path, keystore: &Path, operator: &str, format: Option<Format>, files: &[PathBuf]) -> Result<Tally> {
-    let operator_key = key(keystore, operator)?;
+    let operator_key = crate::keys::load_or_new(keystore, operator)?;
     let ledger = if dir.join("CURRENT").exists() {
         Ledger::open_existing(dir).with_context(|| format!("open the ledger in {}", dir.display()))?
     } else {
@@ -89,8 +89,13 @@ fn import_plan(
     let (mut submitted, mut already) = (BTreeMap::<String, usize>::new(), 0);
     // The actors, registered by the operator.
     let mut registrations = Vec::new();
+    // Each actor's key read once from the keystore (the plan names every record's patient and
+    // custodian among its actors).
+    let mut keys: BTreeMap<&str, SigningKey> = BTreeMap::new();
     for actor in &plan.actors {
-        let key = actor_key(&key(keystore, &actor.key)?);
+        let signing = crate::keys::load_or_new(keystore, &actor.key)?;
+        let key = actor_key(&signing);
+        keys.insert(&actor.key, signing);
         if ledger.actor(&key).is_some() {
             already += 1;
             continue;
@@ -107,11 +112,11 @@ fn import_plan(
     // The records: payloads sealed and stored first, then registered by their custodians.
     let (mut sealed, mut records, mut rejections) = (Vec::new(), Vec::new(), Vec::new());
     for record in &plan.records {
-        let custodian = key(keystore, &record.custodian)?;
-        let patient = actor_key(&key(keystore, &record.patient)?);
+        let custodian = &keys[record.custodian.as_str()];
+        let patient = actor_key(&keys[record.patient.as_str()]);
         // Records are scoped by patient: the patient is part of the transaction's identity.
         let nonce = nonce_of(&[b"record", &patient.0, &record.record.to_le_bytes()]);
-        if ledger.locate(transaction_id(&actor_key(&custodian), nonce))?.is_some() {
+        if ledger.locate(transaction_id(&actor_key(custodian), nonce))?.is_some() {
             already += 1;
             continue;
         }
@@ -130,7 +135,7 @@ fn import_plan(
             content_hash: payload.hash,
             resource_type: record.resource_type.clone(),
         };
-        records.push(signed(&custodian, nonce, now, operation)?);
+        records.push(signed(custodian, nonce, now, operation)?);
         sealed.push(payload);
     }
     store.store(&sealed)?;
@@ -162,14 +167,6 @@ fn import_plan(
 /// A rejection's reason without what names the one case (for counting by reason).
 fn reason_class(reason: &str) -> String {
     reason.split(':').next().unwrap_or(reason).to_owned()
-}
-
-/// The keystore key `name`, made if it is not there yet.
-fn key(keystore: &Path, name: &str) -> Result<SigningKey> {
-    if !keystore.join(format!("{name}.key")).exists() {
-        crate::keys::new_key(keystore, name)?;
-    }
-    crate::keys::load(keystore, name)
 }
 
 /// A nonce that is a function of what the transaction imports: the same source, the same id.

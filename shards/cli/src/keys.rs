@@ -68,6 +68,15 @@ pub fn new_key(dir: &Path, name: &str) -> Result<ActorKey> {
     caduceus_shards::local::new_key_file(&path)
 }
 
+/// The signing key kept under `name`, made first if there is none yet (the demo's and an
+/// import's actors).
+pub fn load_or_new(dir: &Path, name: &str) -> Result<SigningKey> {
+    if !key_path(dir, name)?.exists() {
+        new_key(dir, name)?;
+    }
+    load(dir, name)
+}
+
 /// The signing key kept under `name`. A key file that others may read is refused.
 pub fn load(dir: &Path, name: &str) -> Result<SigningKey> {
     let path = key_path(dir, name)?;
