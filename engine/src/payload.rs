@@ -178,7 +178,7 @@ impl FileKek {
             return Ok(Self { key: Zeroizing::new(key) });
         }
         let key = random::<32>()?;
-        write_durable(path, format!("{}\n", hex(key.as_ref())).as_bytes(), true)?;
+        write_durable(path, format!("{}\n", hex(key.as_ref())).as_bytes())?;
         Ok(Self { key })
     }
 }
@@ -195,8 +195,8 @@ impl KeyEncryptionKey for FileKek {
 }
 
 /// Writes a file and makes it durable: a temporary file, fsynced, renamed into place, and the
-/// directory fsynced. `private`: readable by its owner only.
-fn write_durable(path: &Path, bytes: &[u8], private: bool) -> Result<(), PayloadError> {
+/// directory fsynced; readable by its owner only.
+fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), PayloadError> {
     use std::io::Write;
     let temporary = path.with_extension("partial");
     // A stale temporary file (a crash mid-write) goes first; then it is created anew, never
@@ -208,7 +208,7 @@ fn write_durable(path: &Path, bytes: &[u8], private: bool) -> Result<(), Payload
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
-    if private {
+    {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }

@@ -76,10 +76,10 @@ pub fn key_name(resource_type: &str, id: &str) -> String {
 
 /// A resource's identity in the file: its type and id, or its full URL when it has no id.
 /// An id that is not a FHIR id (1 to 64 letters, digits, '-' and '.') gives none.
-fn identity(found: &Found, full_url: Option<&str>) -> Option<(String, String)> {
+fn identity(found: &Found) -> Option<(String, String)> {
     let id = match found.id() {
         Some(id) => is_fhir_id(id).then(|| id.to_owned())?,
-        None => full_url.filter(|url| !url.is_empty())?.to_owned(),
+        None => found.full_url.as_deref().filter(|url| !url.is_empty())?.to_owned(),
     };
     Some((found.resource_type().to_owned(), id))
 }
@@ -106,9 +106,9 @@ pub fn plan(read: &Read) -> Plan {
         let reference = reference.rsplit_once("/_history/").map_or(reference, |(head, _)| head);
         if let Some(&index) = by_reference.get(reference) {
             let found = &read.resources[index];
-            return identity(found, found.full_url.as_deref());
+            return identity(found);
         }
-        let (kind, id) = reference.rsplit_once("/_history/").map_or(reference, |(head, _)| head).split_once('/')?;
+        let (kind, id) = reference.split_once('/')?;
         (!kind.contains(':') && is_fhir_id(id)).then(|| (kind.to_owned(), id.to_owned()))
     };
     let mut plan = Plan::default();
@@ -117,7 +117,7 @@ pub fn plan(read: &Read) -> Plan {
     let mut encounter_providers: BTreeMap<usize, Option<String>> = BTreeMap::new();
     for found in &read.resources {
         let kind = found.resource_type();
-        let Some((kind, id)) = identity(found, found.full_url.as_deref()).filter(|_| is_actor(kind)) else { continue };
+        let Some((kind, id)) = identity(found).filter(|_| is_actor(kind)) else { continue };
         let actor = PlannedActor { kind: actor_kind(&kind), key: key_name(&kind, &id) };
         if actor.kind == ActorKind::Provider && first_provider.is_none() {
             first_provider = Some(actor.key.clone());
@@ -166,7 +166,7 @@ pub fn plan(read: &Read) -> Plan {
             plan.rejections.push(Rejection::new(found.place.clone(), reason));
             continue;
         };
-        let Some((_, id)) = identity(found, found.full_url.as_deref()) else {
+        let Some((_, id)) = identity(found) else {
             let reason = "neither a FHIR id (1 to 64 letters, digits, '-' or '.') nor a full URL to know it by";
             plan.rejections.push(Rejection::new(found.place.clone(), reason));
             continue;

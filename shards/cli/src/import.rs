@@ -12,11 +12,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use caduceus_engine::model::{transaction_id, Operation, Role, Transaction};
 use caduceus_engine::payload::PayloadStore;
 use caduceus_engine::signature::{actor_key, sign, SigningKey};
-use caduceus_engine::{Config, Ledger, SignedTransaction, TxResult};
+use caduceus_engine::{Config, Ledger, SignedTransaction};
 use caduceus_interop::detect::{detect, Format};
 use caduceus_interop::fhir::{read_json, read_ndjson};
 use caduceus_interop::fhir_plan::{plan, ActorKind, Plan};
@@ -187,11 +187,7 @@ fn signed(key: &SigningKey, nonce: u128, timestamp: u64, operation: Operation) -
 fn submit(ledger: &Ledger, transactions: Vec<SignedTransaction>, results: &mut BTreeMap<String, usize>) -> Result<()> {
     for batch in transactions.chunks(BATCH) {
         for result in ledger.submit(batch.to_vec())? {
-            let name = match result {
-                TxResult::Committed => "committed".to_owned(),
-                TxResult::Rejected(reason) => reason.to_string(),
-            };
-            *results.entry(name).or_default() += 1;
+            *results.entry(result.as_str().to_owned()).or_default() += 1;
         }
     }
     Ok(())
@@ -215,12 +211,4 @@ pub fn print_totals(tally: &Tally) {
             println!("  {n:>6} {reason}");
         }
     }
-}
-
-/// Refuses an import that would fail every file for want of its directory.
-pub fn check(files: &[PathBuf]) -> Result<()> {
-    if files.is_empty() {
-        bail!("name at least one file to import");
-    }
-    Ok(())
 }
