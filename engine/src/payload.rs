@@ -472,14 +472,54 @@ impl PayloadStore {
     /// marks of erasures that can no longer commit (signed more than `TRANSACTION_VALIDITY_MS`
     /// before `now`). Returns how many records it shredded.
     pub fn settle_erasures(&self, ledger: &dyn RecordLedger, now: u64) -> Result<usize, PayloadError> {
+        let mut writes = Vec::new();
+        let (erased, versions) = self.settle_marks(ledger, now, &mut writes)?;
+        self.write_and_compact(&writes, versions > 0)?;
+        Ok(erased.len())
+    }
+
+    /// Shreds what the ledger says is erased but the store still holds, marked or not (an
+    /// erasure submitted to the ledger directly, or committed just before a stop), and settles
+    /// marks as `settle_erasures` does, all in one write and at most one compaction. Reads
+    /// every stored record: run it after opening an embedded ledger. Returns how many records
+    /// it shredded.
+    pub fn settle(&self, ledger: &Ledger, now: u64) -> Result<usize, PayloadError> {
+        let ledger = LedgerRecords(ledger);
+        let mut writes = Vec::new();
+        let (mut erased, mut versions) = self.settle_marks(&ledger, now, &mut writes)?;
+        let mut records = std::collections::BTreeSet::new();
+        self.storage.scan(&[VERSION], &mut |key, _| {
+            records.extend(record_of(key));
+            true
+        })?;
+        for (patient, record) in records {
+            if !erased.contains(&(patient, record))
+                && ledger.record(&patient, record)?.is_some_and(|r| r.erased_at.is_some())
+            {
+                versions += self.shred_writes(&patient, record, &mut writes)?;
+                erased.insert((patient, record));
+            }
+        }
+        self.write_and_compact(&writes, versions > 0)?;
+        Ok(erased.len())
+    }
+
+    /// The writes that settle the marks: the records the ledger has erased (returned, with how
+    /// many versions they had) shredded, and the marks of erasures that can no longer commit
+    /// dropped.
+    fn settle_marks(
+        &self,
+        ledger: &dyn RecordLedger,
+        now: u64,
+        writes: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(std::collections::BTreeSet<(ActorKey, u128)>, usize), PayloadError> {
         let mut marked: Vec<(Vec<u8>, u64)> = Vec::new();
         self.storage.scan(&[ERASING], &mut |key, value| {
             let signed_at = value.try_into().map(u64::from_le_bytes).unwrap_or(0);
             marked.push((key.to_vec(), signed_at));
             true
         })?;
-        let mut erased = std::collections::BTreeSet::new();
-        let (mut writes, mut versions) = (Vec::new(), 0);
+        let (mut erased, mut versions) = (std::collections::BTreeSet::new(), 0);
         for (key, signed_at) in marked {
             let Some((patient, record)) = record_of(&key) else { continue };
             if erased.contains(&(patient, record)) {
@@ -487,36 +527,12 @@ impl PayloadStore {
             }
             if ledger.record(&patient, record)?.is_some_and(|r| r.erased_at.is_some()) {
                 erased.insert((patient, record));
-                versions += self.shred_writes(&patient, record, &mut writes)?;
+                versions += self.shred_writes(&patient, record, writes)?;
             } else if signed_at.saturating_add(crate::limits::TRANSACTION_VALIDITY_MS) < now {
                 writes.push((key, None));
             }
         }
-        self.write_and_compact(&writes, versions > 0)?;
-        Ok(erased.len())
-    }
-
-    /// Shreds what the ledger says is erased but the store still holds, marked or not (an
-    /// erasure submitted to the ledger directly, or committed just before a stop), and settles
-    /// marks as `settle_erasures` does. Reads every stored record: run it after opening an
-    /// embedded ledger. Returns how many records it shredded.
-    pub fn settle(&self, ledger: &Ledger, now: u64) -> Result<usize, PayloadError> {
-        let ledger = LedgerRecords(ledger);
-        let mut shredded = self.settle_erasures(&ledger, now)?;
-        let mut records = std::collections::BTreeSet::new();
-        self.storage.scan(&[VERSION], &mut |key, _| {
-            records.extend(record_of(key));
-            true
-        })?;
-        let mut writes = Vec::new();
-        for (patient, record) in records {
-            if ledger.record(&patient, record)?.is_some_and(|r| r.erased_at.is_some()) {
-                self.shred_writes(&patient, record, &mut writes)?;
-                shredded += 1;
-            }
-        }
-        self.write_and_compact(&writes, shredded > 0)?;
-        Ok(shredded)
+        Ok((erased, versions))
     }
 
     /// The deletes that shred a record (only one the ledger has erased): every version's
