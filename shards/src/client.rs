@@ -103,15 +103,9 @@ impl Client {
 
     /// A read signed if the client has a reader; anything else as it is.
     fn signed<'a>(&self, request: &'a Request) -> Result<std::borrow::Cow<'a, Request>, ClientError> {
-        let read = matches!(
-            request,
-            Request::Query(_)
-                | Request::Prove(_)
-                | Request::Lookup(_)
-                | Request::PutPayload { .. }
-                | Request::ReadPayload(_)
-        );
-        let (Some((key, clock)), true) = (&self.reader, read) else { return Ok(std::borrow::Cow::Borrowed(request)) };
+        let (Some((key, clock)), true) = (&self.reader, request.is_signed_read()) else {
+            return Ok(std::borrow::Cow::Borrowed(request));
+        };
         let request = request.clone();
         let nonce = self.nonces.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let signed = if self.auditor && super::wire::Credential::logged(&request) {

@@ -701,11 +701,7 @@ async fn handle(shared: &Arc<Shared>, jobs: &mpsc::Sender<Job>, payloads: &Paylo
         // A client's reads are answered only when signed by a registered actor allowed to read
         // what they reveal (`caduceus_engine::authority`); without a credential, a client gets
         // health and checkpoints.
-        Request::Query(_)
-        | Request::Prove(_)
-        | Request::Lookup(_)
-        | Request::PutPayload { .. }
-        | Request::ReadPayload(_) => Response::error(
+        read if read.is_signed_read() => Response::error(
             error_code::UNAUTHENTICATED,
             "reads are answered only when signed by a registered actor: health and checkpoints are anyone's",
         ),

@@ -17,7 +17,8 @@
 //!   was not seen are settled on start and every minute (`settle_erasures`).
 //!
 //! At most `PAYLOAD_TASKS_MAX` payload requests run at once (each holds a blocking thread
-//! while its access goes through a round); others wait for a slot.
+//! while its access goes through a round); others wait for a slot. Erasures on the submit
+//! path do not wait behind them.
 
 use std::sync::Arc;
 
@@ -87,15 +88,24 @@ impl Payloads {
         Self { store: Arc::new(store), shared, jobs, tasks }
     }
 
-    /// Runs `work` on the store on a blocking thread (RocksDB writes, fsyncs and compactions),
-    /// with the ledger to ask.
-    async fn blocking<T: Send + 'static>(
+    /// A client's payload request, run by `blocking` once one of `PAYLOAD_TASKS_MAX` slots is
+    /// free. (Erasures on the submit path and settling do not wait for a slot.)
+    async fn request<T: Send + 'static>(
         &self,
         work: impl FnOnce(&PayloadStore, &ClusterRecords) -> Result<T, PayloadError> + Send + 'static,
     ) -> Result<T, PayloadError> {
         let Ok(_slot) = self.tasks.acquire().await else {
             return Err(PayloadError::Ledger("the coordinator is shutting down".into()));
         };
+        self.blocking(work).await
+    }
+
+    /// Runs `work` on the store on a blocking thread (RocksDB writes, fsyncs and compactions),
+    /// with the ledger to ask.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&PayloadStore, &ClusterRecords) -> Result<T, PayloadError> + Send + 'static,
+    ) -> Result<T, PayloadError> {
         let store = self.store.clone();
         let records = ClusterRecords {
             shared: self.shared.clone(),
@@ -129,7 +139,7 @@ impl Payloads {
             }
             other => return other,
         }
-        match self.blocking(move |store, _| store.put(&patient, record, &payload)).await {
+        match self.request(move |store, _| store.put(&patient, record, &payload)).await {
             Ok(hash) => Response::Stored(hash),
             Err(error) => payload_error(error),
         }
@@ -140,7 +150,7 @@ impl Payloads {
         if access.transaction.signer != *reader {
             return Response::error(error_code::FORBIDDEN, "a payload is read through an access its reader signed");
         }
-        match self.blocking(move |store, records| store.read_through(records, access).map(|plain| plain.to_vec())).await
+        match self.request(move |store, records| store.read_through(records, access).map(|plain| plain.to_vec())).await
         {
             Ok(plaintext) => Response::Payload(plaintext),
             Err(error) => payload_error(error),

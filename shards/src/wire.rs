@@ -598,6 +598,22 @@ impl Answer {
 }
 
 impl Request {
+    /// Whether a client sends this only signed (`Request::Signed`): the reads (queries, proofs,
+    /// lookups) and the payload store's requests. Their kinds are `SIGNED_KINDS`.
+    pub fn is_signed_read(&self) -> bool {
+        matches!(
+            self,
+            Request::Query(_)
+                | Request::Prove(_)
+                | Request::Lookup(_)
+                | Request::PutPayload { .. }
+                | Request::ReadPayload(_)
+        )
+    }
+
+    /// The frame kinds of the requests `is_signed_read` names, which a `Signed` frame may wrap.
+    const SIGNED_KINDS: [u8; 5] = [2, 3, 13, 22, 23];
+
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut e = Encoder::new();
         match self {
@@ -727,7 +743,7 @@ impl Request {
                 let (&inner, payload) = rest.split_first().ok_or(DecodeError::Invalid("empty signed request"))?;
                 // Only reads are signed this way (a query, a proof, a lookup), and the payload
                 // store's requests.
-                if ![2, 3, 13, 22, 23].contains(&inner) {
+                if !Self::SIGNED_KINDS.contains(&inner) {
                     return Err(WireError::Malformed(DecodeError::Invalid("a signed request is a read")));
                 }
                 Request::Signed { credential, request: Box::new(Request::decode(inner, payload)?) }
