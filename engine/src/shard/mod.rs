@@ -436,47 +436,38 @@ impl Shard {
             let location = TxLocation { shard: self.id, height, index, result, digest: *transaction.digest() };
             self.index_writes.push((layout::transaction(transaction.id()), location.encode().expect("fixed size")));
         }
+        // Logged in an actor's report: an access to a patient's record, permitted or not, and an
+        // erasure of it, in the patient's; an auditor's read in the report of the actor whose
+        // data it reads. (owner, record, purpose, erasure, audit)
+        let held = |patient: &ActorKey, record: &u128| self.state.records.contains_key(&(*patient, *record));
+        let logged = match &t.operation {
+            Operation::AccessRecord { record, patient, purpose } if held(patient, record) => {
+                Some((*patient, *record, Some(*purpose), false, false))
+            }
+            Operation::EmergencyAccess { record, patient, .. } if held(patient, record) => {
+                Some((*patient, *record, None, false, false))
+            }
+            Operation::EraseRecord { record, patient } if held(patient, record) => {
+                Some((*patient, *record, None, true, false))
+            }
+            Operation::AuditRead { subject: Some(subject), .. } => Some((*subject, 0, None, false, true)),
+            _ => None,
+        };
+        if let Some((owner, record, purpose, erasure, audit)) = logged {
+            let entry = AccessEntry {
+                transaction: transaction.id(),
+                record,
+                accessor: t.signer,
+                purpose,
+                time: self.now,
+                result,
+                break_glass: purpose.is_none() && !erasure && !audit,
+                erasure,
+                audit,
+            };
+            self.index_writes.push((layout::access(&owner, height, index), entry.encode().expect("bounded")));
+        }
         match &t.operation {
-            // Logged when the record is the patient's, whether the access was permitted or not;
-            // an erasure too, so the patient's report shows it.
-            Operation::AccessRecord { record, patient, .. }
-            | Operation::EmergencyAccess { record, patient, .. }
-            | Operation::EraseRecord { record, patient }
-                if self.state.records.contains_key(&(*patient, *record)) =>
-            {
-                let purpose = match &t.operation {
-                    Operation::AccessRecord { purpose, .. } => Some(*purpose),
-                    _ => None,
-                };
-                let erasure = matches!(t.operation, Operation::EraseRecord { .. });
-                let entry = AccessEntry {
-                    transaction: transaction.id(),
-                    record: *record,
-                    accessor: t.signer,
-                    purpose,
-                    time: self.now,
-                    result,
-                    break_glass: purpose.is_none() && !erasure,
-                    erasure,
-                    audit: false,
-                };
-                self.index_writes.push((layout::access(patient, height, index), entry.encode().expect("bounded")));
-            }
-            // An auditor's read, in the report of the actor whose data it reads.
-            Operation::AuditRead { subject: Some(subject), .. } => {
-                let entry = AccessEntry {
-                    transaction: transaction.id(),
-                    record: 0,
-                    accessor: t.signer,
-                    purpose: None,
-                    time: self.now,
-                    result,
-                    break_glass: false,
-                    erasure: false,
-                    audit: true,
-                };
-                self.index_writes.push((layout::access(subject, height, index), entry.encode().expect("bounded")));
-            }
             Operation::CommissionUnit { unit, .. }
             | Operation::ShipUnit { unit, .. }
             | Operation::ReceiveUnit { unit }
