@@ -226,7 +226,7 @@ fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), PayloadError> {
 }
 
 fn sync_directory(path: &Path) -> Result<(), PayloadError> {
-    let directory = path.parent().unwrap_or(Path::new("."));
+    let directory = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::File::open(directory).and_then(|d| d.sync_all()).map_err(io(directory))
 }
 
