@@ -18,19 +18,7 @@ use serde_json::Value;
 use crate::fhir::{Found, Read};
 use crate::report::{Place, Rejection};
 
-/// An actor's role, as the file shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ActorKind {
-    Patient,
-    Provider,
-}
-
-/// An actor a file names: its kind and the keystore name of its key.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct PlannedActor {
-    pub kind: ActorKind,
-    pub key: String,
-}
+pub use crate::actors::{ActorKind, PlannedActor};
 
 /// A record to register.
 #[derive(Clone, Debug)]
@@ -65,13 +53,7 @@ const NOT_YET: [&str; 4] = ["Consent", "Claim", "ClaimResponse", "ExplanationOfB
 /// The keystore name of an actor's key: `fhir.TYPE.ID` (a digest of the id if that is longer
 /// than a key name may be).
 pub fn key_name(resource_type: &str, id: &str) -> String {
-    let name = format!("fhir.{resource_type}.{id}");
-    let fits = name.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if fits {
-        name
-    } else {
-        format!("fhir.{resource_type}.{}", &blake3::hash(id.as_bytes()).to_hex()[..32])
-    }
+    crate::actors::key_name(&format!("fhir.{resource_type}"), id)
 }
 
 /// A resource's identity in the file: its type and id, or its full URL when it has no id.

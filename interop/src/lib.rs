@@ -3,7 +3,10 @@
 //! with its place in the file and the reason (`report`). The mapping onto ledger transactions
 //! builds on what these readers return.
 
+pub mod actors;
 pub mod detect;
 pub mod fhir;
 pub mod fhir_plan;
 pub mod report;
+pub mod x12;
+pub mod x12_plan;

@@ -11,6 +11,21 @@ pub enum Place {
     Json(String),
     /// A line of a line-delimited file (1-based), and a JSON path within it.
     Line(usize, String),
+    /// An X12 segment: its position in the file (1-based, the ISA first), its id, and the
+    /// element at fault (1-based), if one.
+    Segment { position: usize, id: String, element: Option<usize> },
+}
+
+impl Place {
+    /// The same segment, narrowed to one of its elements.
+    pub fn element(&self, element: usize) -> Place {
+        match self {
+            Place::Segment { position, id, .. } => {
+                Place::Segment { position: *position, id: id.clone(), element: Some(element) }
+            }
+            other => other.clone(),
+        }
+    }
 }
 
 impl fmt::Display for Place {
@@ -19,6 +34,10 @@ impl fmt::Display for Place {
             Place::File => f.write_str("the file"),
             Place::Json(path) => f.write_str(path),
             Place::Line(line, path) => write!(f, "line {line}, {path}"),
+            Place::Segment { position, id, element: None } => write!(f, "segment {position} ({id})"),
+            Place::Segment { position, id, element: Some(element) } => {
+                write!(f, "segment {position} ({id}), element {id}{element:02}")
+            }
         }
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! Each file is recognised from its content (or `--format`), read with its format's models
 //! (`caduceus-interop`) and mapped onto transactions: its actors registered by the operator,
-//! each with a keystore key (`fhir.TYPE.ID`); its clinical resources registered as records
-//! whose payloads go encrypted into the payload store beside the ledger. A directory without a
+//! each with a keystore key (`fhir.TYPE.ID`, `x12.npi.NPI`, ...); a FHIR file's clinical
+//! resources registered as records whose payloads go encrypted into the payload store beside
+//! the ledger; an X12 file's claims submitted, and its remittances funded, adjudicated and paid
+//! (claims commit under the exchange's commitment key, kept in the keystore). A directory without a
 //! ledger gets one, its genesis operator the keystore's operator key. Transaction ids are a
 //! function of the source resource, so importing a file again changes nothing: what the ledger
 //! holds already is counted, not submitted. Every file ends imported or rejected, every
@@ -13,14 +15,18 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use caduceus_engine::model::{transaction_id, Operation, Role, Transaction};
+use caduceus_engine::commitment::{check_claim, claim_commitment, CommitmentKey};
+use caduceus_engine::model::{transaction_id, ActorKey, Adjudication, ClaimLine, Operation, Role, Transaction};
 use caduceus_engine::payload::PayloadStore;
+use caduceus_engine::shard::date_of;
 use caduceus_engine::signature::{actor_key, sign, SigningKey};
 use caduceus_engine::{Config, Ledger, SignedTransaction};
+use caduceus_interop::actors::{ActorKind, PlannedActor};
 use caduceus_interop::detect::{detect, Format};
 use caduceus_interop::fhir::{read_json, read_ndjson};
-use caduceus_interop::fhir_plan::{plan, ActorKind, Plan};
+use caduceus_interop::fhir_plan::{plan, Plan};
 use caduceus_interop::report::{Place, Rejection};
+use caduceus_interop::x12_plan::{self, Decision};
 
 /// Transactions per submitted batch.
 const BATCH: usize = 1024;
@@ -50,118 +56,251 @@ pub fn run(dir: &Path, keystore: &Path, operator: &str, format: Option<Format>, 
         Ledger::open(dir, &config)?
     };
     let store = PayloadStore::beside(dir)?;
+    let mut importer = Importer {
+        ledger: &ledger,
+        keystore,
+        operator: &operator_key,
+        now: caduceus_engine::ledger::system_clock()(),
+        submitted: BTreeMap::new(),
+        already: 0,
+        rejections: Vec::new(),
+    };
     let mut tally = Tally::default();
     for file in files {
         let bytes = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
         let read = match format.or_else(|| detect(&bytes)) {
-            Some(Format::Fhir) => read_json(&bytes),
-            Some(Format::FhirNdjson) => read_ndjson(&bytes),
+            Some(Format::Fhir) => read_json(&bytes).map(Read::Fhir),
+            Some(Format::FhirNdjson) => read_ndjson(&bytes).map(Read::Fhir),
+            Some(Format::X12) => caduceus_interop::x12::read(&bytes).map(Read::X12),
             Some(other) => Err(Rejection::new(Place::File, format!("{other} files are not imported yet"))),
             None => Err(Rejection::new(Place::File, "not a FHIR, X12 or EPCIS file")),
         };
-        let read = match read {
-            Ok(read) => read,
+        match read {
+            Ok(Read::Fhir(read)) => {
+                let mut plan = plan(&read);
+                plan.rejections.splice(0..0, read.rejections);
+                importer.fhir(&store, plan)?;
+            }
+            Ok(Read::X12(read)) => {
+                let mut plan = x12_plan::plan(&read);
+                plan.rejections.splice(0..0, read.rejections);
+                importer.x12(plan)?;
+            }
             Err(rejection) => {
                 println!("{}: rejected: {rejection}", file.display());
                 *tally.rejected.entry(rejection.reason).or_default() += 1;
                 tally.files_rejected += 1;
                 continue;
             }
-        };
-        let mut plan = plan(&read);
-        plan.rejections.splice(0..0, read.rejections);
-        import_plan(&ledger, &store, keystore, &operator_key, file, plan, &mut tally)?;
+        }
+        importer.report(file, &mut tally);
         tally.files_imported += 1;
     }
     Ok(tally)
 }
 
-fn import_plan(
-    ledger: &Ledger,
-    store: &PayloadStore,
-    keystore: &Path,
-    operator: &SigningKey,
-    file: &Path,
-    plan: Plan,
-    tally: &mut Tally,
-) -> Result<()> {
-    let now = caduceus_engine::ledger::system_clock()();
-    let (mut submitted, mut already) = (BTreeMap::<String, usize>::new(), 0);
-    // The actors, registered by the operator.
-    let mut registrations = Vec::new();
-    // Each actor's key read once from the keystore (the plan names every record's patient and
-    // custodian among its actors).
-    let mut keys: BTreeMap<&str, SigningKey> = BTreeMap::new();
-    for actor in &plan.actors {
-        let signing = crate::keys::load_or_new(keystore, &actor.key)?;
-        let key = actor_key(&signing);
-        keys.insert(&actor.key, signing);
-        if ledger.actor(&key).is_some() {
-            already += 1;
-            continue;
-        }
-        let role = match actor.kind {
-            ActorKind::Patient => Role::Patient,
-            ActorKind::Provider => Role::Provider,
-        };
-        let nonce = nonce_of(&[b"actor", &key.0]);
-        let operation = Operation::RegisterActor { actor: key, role, prefixes: Vec::new() };
-        registrations.push(signed(operator, nonce, now, operation)?);
-    }
-    submit(ledger, registrations, &mut submitted)?;
-    // The records: payloads sealed and stored first, then registered by their custodians.
-    let (mut sealed, mut records, mut rejections) = (Vec::new(), Vec::new(), Vec::new());
-    for record in &plan.records {
-        let custodian = &keys[record.custodian.as_str()];
-        let patient = actor_key(&keys[record.patient.as_str()]);
-        // Records are scoped by patient: the patient is part of the transaction's identity.
-        let nonce = nonce_of(&[b"record", &patient.0, &record.record.to_le_bytes()]);
-        if ledger.locate(transaction_id(&actor_key(custodian), nonce))?.is_some() {
-            already += 1;
-            continue;
-        }
-        let payload = match store.seal(&patient, record.record, &record.payload) {
-            Ok(payload) => payload,
-            // Too long for the store: this resource only.
-            Err(error @ caduceus_engine::payload::PayloadError::TooLong(_)) => {
-                rejections.push(Rejection::new(record.place.clone(), error.to_string()));
+/// What a file held, read with its format's models.
+enum Read {
+    Fhir(caduceus_interop::fhir::Read),
+    X12(caduceus_interop::x12::Read),
+}
+
+/// One import run's ledger, keys and clock, and what the file at hand has done so far.
+struct Importer<'a> {
+    ledger: &'a Ledger,
+    keystore: &'a Path,
+    operator: &'a SigningKey,
+    now: u64,
+    /// Results of the file's submitted transactions, by name.
+    submitted: BTreeMap<String, usize>,
+    /// The file's transactions the ledger held already.
+    already: usize,
+    /// The file's parts rejected.
+    rejections: Vec<Rejection>,
+}
+
+impl Importer<'_> {
+    /// Registers the actors a file names (by the operator), and returns each one's key, read
+    /// once from the keystore.
+    fn actors(&mut self, actors: &[PlannedActor]) -> Result<BTreeMap<String, SigningKey>> {
+        let mut registrations = Vec::new();
+        let mut keys = BTreeMap::new();
+        for actor in actors {
+            let signing = crate::keys::load_or_new(self.keystore, &actor.key)?;
+            let key = actor_key(&signing);
+            keys.insert(actor.key.clone(), signing);
+            if self.ledger.actor(&key).is_some() {
+                self.already += 1;
                 continue;
             }
-            Err(error) => return Err(error.into()),
-        };
-        let operation = Operation::RegisterRecord {
-            record: record.record,
-            patient,
-            content_hash: payload.hash,
-            resource_type: record.resource_type.clone(),
-        };
-        records.push(signed(custodian, nonce, now, operation)?);
-        sealed.push(payload);
+            let role = match actor.kind {
+                ActorKind::Patient => Role::Patient,
+                ActorKind::Provider => Role::Provider,
+                ActorKind::Payer => Role::Payer,
+            };
+            let nonce = nonce_of(&[b"actor", &key.0]);
+            let operation = Operation::RegisterActor { actor: key, role, prefixes: Vec::new() };
+            registrations.push(signed(self.operator, nonce, self.now, operation)?);
+        }
+        self.submit(registrations)?;
+        Ok(keys)
     }
-    store.store(&sealed)?;
-    submit(ledger, records, &mut submitted)?;
-    let mut plan = plan;
-    plan.rejections.extend(rejections);
 
-    let count: usize = submitted.values().sum();
-    let committed = submitted.get("committed").copied().unwrap_or(0);
-    println!(
-        "{}: {count} transactions submitted ({committed} committed), {already} already on the ledger, {} parts rejected",
-        file.display(),
-        plan.rejections.len()
-    );
-    for (result, n) in submitted.iter().filter(|(r, _)| *r != "committed") {
-        println!("  {n} {result}");
+    /// A transaction whose id is a function of what it imports, signed by `key`; `None` if the
+    /// ledger holds it already.
+    fn fresh(&mut self, key: &SigningKey, id: &[&[u8]], operation: Operation) -> Result<Option<SignedTransaction>> {
+        let nonce = nonce_of(id);
+        if self.ledger.locate(transaction_id(&actor_key(key), nonce))?.is_some() {
+            self.already += 1;
+            return Ok(None);
+        }
+        Ok(Some(signed(key, nonce, self.now, operation)?))
     }
-    for rejection in &plan.rejections {
-        println!("  rejected {rejection}");
-        *tally.rejected.entry(reason_class(&rejection.reason)).or_default() += 1;
+
+    fn submit(&mut self, transactions: Vec<SignedTransaction>) -> Result<()> {
+        submit(self.ledger, transactions, &mut self.submitted)
     }
-    for (result, n) in submitted {
-        *tally.results.entry(result).or_default() += n;
+
+    /// Prints what the file did and adds it to the tally.
+    fn report(&mut self, file: &Path, tally: &mut Tally) {
+        let submitted = std::mem::take(&mut self.submitted);
+        let rejections = std::mem::take(&mut self.rejections);
+        let already = std::mem::take(&mut self.already);
+        let count: usize = submitted.values().sum();
+        let committed = submitted.get("committed").copied().unwrap_or(0);
+        println!(
+            "{}: {count} transactions submitted ({committed} committed), {already} already on the ledger, {} parts rejected",
+            file.display(),
+            rejections.len()
+        );
+        for (result, n) in submitted.iter().filter(|(r, _)| *r != "committed") {
+            println!("  {n} {result}");
+        }
+        for rejection in &rejections {
+            println!("  rejected {rejection}");
+            *tally.rejected.entry(reason_class(&rejection.reason)).or_default() += 1;
+        }
+        for (result, n) in submitted {
+            *tally.results.entry(result).or_default() += n;
+        }
+        tally.already += already;
     }
-    tally.already += already;
-    Ok(())
+
+    /// An X12 file's claims, then its remittances: each payer's account funded with the
+    /// remittance's payments, then the claims adjudicated, then paid.
+    fn x12(&mut self, plan: x12_plan::Plan) -> Result<()> {
+        self.rejections.extend(plan.rejections);
+        let keys = self.actors(&plan.actors)?;
+        let key = |name: &str| -> ActorKey { actor_key(&keys[name]) };
+        let commitment_key = commitment_key(self.keystore)?;
+        let today = date_of(self.now);
+        let mut claims = Vec::new();
+        for claim in &plan.claims {
+            let lines: Vec<ClaimLine> = claim
+                .lines
+                .iter()
+                .map(|l| ClaimLine { procedure: l.procedure.clone(), diagnosis: l.diagnosis.clone(), amount: l.amount })
+                .collect();
+            if let Err(reason) = check_claim(claim.service_date, &lines, today) {
+                self.rejections.push(Rejection::new(claim.place.clone(), format!("the claim is {}", reason.as_str())));
+                continue;
+            }
+            let (patient, provider) = (key(&claim.patient), key(&claim.provider));
+            let commitment = claim_commitment(&commitment_key, &patient, &provider, claim.service_date, &lines);
+            let operation = Operation::SubmitClaim {
+                claim: claim.claim,
+                patient,
+                payer: key(&claim.payer),
+                total: claim.total,
+                commitment,
+            };
+            let id: [&[u8]; 3] = [b"claim", &patient.0, &claim.claim.to_le_bytes()];
+            claims.extend(self.fresh(&keys[&claim.provider], &id, operation)?);
+        }
+        self.submit(claims)?;
+        let (mut funds, mut decisions, mut payments) = (Vec::new(), Vec::new(), Vec::new());
+        for remittance in &plan.remittances {
+            let payer = &keys[&remittance.payer];
+            let funding = remittance.funding();
+            if funding > 0 {
+                let id: [&[u8]; 4] =
+                    [b"fund", &actor_key(payer).0, remittance.trace.as_bytes(), &funding.to_le_bytes()];
+                funds.extend(self.fresh(payer, &id, Operation::FundAccount { amount: funding })?);
+            }
+            for payment in &remittance.payments {
+                let patient = key(&payment.patient);
+                let claim = payment.claim;
+                let decision = match payment.decision {
+                    Decision::Paid(amount) => Adjudication::Approve { amount },
+                    Decision::Denied(reason) => Adjudication::Deny { reason },
+                };
+                let id: [&[u8]; 3] = [b"adjudicate", &patient.0, &claim.to_le_bytes()];
+                decisions.extend(self.fresh(payer, &id, Operation::AdjudicateClaim { claim, patient, decision })?);
+                if let Decision::Paid(amount) = payment.decision {
+                    let provider = key(&payment.provider);
+                    let id: [&[u8]; 3] = [b"pay", &patient.0, &claim.to_le_bytes()];
+                    let operation = Operation::PayClaim { claim, patient, provider, amount };
+                    payments.extend(self.fresh(payer, &id, operation)?);
+                }
+            }
+        }
+        self.submit(funds)?;
+        self.submit(decisions)?;
+        self.submit(payments)
+    }
+
+    /// A FHIR file's actors and records.
+    fn fhir(&mut self, store: &PayloadStore, plan: Plan) -> Result<()> {
+        self.rejections.extend(plan.rejections);
+        let keys = self.actors(&plan.actors)?;
+        self.records(store, &keys, &plan.records)
+    }
+
+    fn records(
+        &mut self,
+        store: &PayloadStore,
+        keys: &BTreeMap<String, SigningKey>,
+        planned: &[caduceus_interop::fhir_plan::PlannedRecord],
+    ) -> Result<()> {
+        // The records: payloads sealed and stored first, then registered by their custodians.
+        let (mut sealed, mut records) = (Vec::new(), Vec::new());
+        for record in planned {
+            let custodian = &keys[record.custodian.as_str()];
+            let patient = actor_key(&keys[record.patient.as_str()]);
+            // Records are scoped by patient: the patient is part of the transaction's identity.
+            let nonce = nonce_of(&[b"record", &patient.0, &record.record.to_le_bytes()]);
+            if self.ledger.locate(transaction_id(&actor_key(custodian), nonce))?.is_some() {
+                self.already += 1;
+                continue;
+            }
+            let payload = match store.seal(&patient, record.record, &record.payload) {
+                Ok(payload) => payload,
+                // Too long for the store: this resource only.
+                Err(error @ caduceus_engine::payload::PayloadError::TooLong(_)) => {
+                    self.rejections.push(Rejection::new(record.place.clone(), error.to_string()));
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            let operation = Operation::RegisterRecord {
+                record: record.record,
+                patient,
+                content_hash: payload.hash,
+                resource_type: record.resource_type.clone(),
+            };
+            records.push(signed(custodian, nonce, self.now, operation)?);
+            sealed.push(payload);
+        }
+        store.store(&sealed)?;
+        self.submit(records)
+    }
+}
+
+/// The exchange's key for claim commitments, derived from the keystore's `exchange.commitment`
+/// key (made on first use): kept like any other key, never on the ledger.
+fn commitment_key(keystore: &Path) -> Result<CommitmentKey> {
+    let secret = crate::keys::load_or_new(keystore, "exchange.commitment")?;
+    Ok(CommitmentKey::new(blake3::derive_key("caduceus claim commitment key 1", &secret.to_bytes())))
 }
 
 /// A rejection's reason without what names the one case (for counting by reason).

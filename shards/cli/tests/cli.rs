@@ -32,6 +32,10 @@ fn demo_verify_query_and_damage() {
     ]);
     assert!(demo.status.success(), "{}", text(&demo));
     let report = text(&demo);
+    // The imports: the Synthea patient reads its records, the 837's patient its claim, paid by the 835.
+    assert!(report.contains("files: 3 imported, 0 rejected"), "{report}");
+    assert!(report.contains("reads its 67 records"), "{report}");
+    assert!(report.contains("100.00 billed, paid, 80.00 in payment"), "{report}");
     assert!(report.contains("throughput:") && report.contains("VERIFIED"), "{report}");
     let patient = report.lines().find_map(|l| l.split("--patient ").nth(1)).expect("the demo names a patient").trim();
 
@@ -252,4 +256,58 @@ fn a_synthea_bundle_is_imported_once_and_its_patient_reads_its_records() {
             }
         }
     }
+}
+
+/// An 837 and the 835 that answers it: the claim is submitted by its billing provider, then
+/// funded, approved and paid by its payer; importing both again changes nothing; the patient
+/// reads the claim paid.
+#[test]
+fn an_837_and_its_835_are_a_claim_submitted_then_paid_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ledger");
+    let data_arg = data.to_str().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data");
+    let claims = root.join("x12-linuxforhealth/demo-file/demo.837");
+    let remittance = root.join("caduceus/demo-remittance.835");
+    let (claims, remittance) = (claims.to_str().unwrap(), remittance.to_str().unwrap());
+
+    let first = caduceus(&["import", "--dir", data_arg, claims]);
+    assert!(first.status.success(), "{}", text(&first));
+    // The patient, the billing provider, the payer, and the claim.
+    assert!(text(&first).contains("4 transactions submitted (4 committed), 0 already"), "{}", text(&first));
+    let paid = caduceus(&["import", "--dir", data_arg, remittance]);
+    assert!(paid.status.success(), "{}", text(&paid));
+    // The payer's funding, its approval and its payment; the three actors are known already.
+    assert!(text(&paid).contains("3 transactions submitted (3 committed), 3 already"), "{}", text(&paid));
+    let again = caduceus(&["import", "--dir", data_arg, claims, remittance]);
+    assert!(text(&again).contains("transactions: 0 submitted, 10 already on the ledger"), "{}", text(&again));
+
+    let keystore = data.with_extension("keys");
+    let patient_name = caduceus_interop::x12_plan::patient_key("999996666", "JS00111223333", Some(("SMITH", "TED")));
+    let listed = caduceus(&["keys", "--keystore", keystore.to_str().unwrap(), "list"]);
+    let patient = text(&listed)
+        .lines()
+        .find(|l| l.contains(&patient_name))
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned();
+    let claim = format!("{:032x}", caduceus_interop::x12_plan::claim_id("999996666", "1912301953", "26463774"));
+    let status = caduceus(&[
+        "query",
+        "--dir",
+        data_arg,
+        "--as",
+        &patient_name,
+        "--keystore",
+        keystore.to_str().unwrap(),
+        "claim",
+        "--patient",
+        &patient,
+        "--claim",
+        &claim,
+    ]);
+    assert!(status.status.success(), "{}", text(&status));
+    assert!(text(&status).contains("Paid {") && text(&status).contains("amount: 8000"), "{}", text(&status));
 }
