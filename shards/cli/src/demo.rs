@@ -2,20 +2,21 @@
 //! samples of what the ledger now answers.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use caduceus_engine::model::{hex, ActorKey, Operation};
-use caduceus_engine::signature::measure_verify_batch_rate;
+use caduceus_engine::signature::{actor_key, measure_verify_batch_rate};
 use caduceus_engine::{Ledger, ReadError, SignedTransaction, TxResult};
+use caduceus_interop::x12_plan;
 use caduceus_loadgen::args::LoadArgs;
 use caduceus_loadgen::embedded::closed_loop;
 use caduceus_workload::Workload;
 use indicatif::ProgressBar;
 
-use crate::print;
 use crate::reader::{Embedded, Reader};
+use crate::{import, keys, print};
 
 fn bar(length: u64, label: &'static str) -> ProgressBar {
     ProgressBar::new(length).with_style(caduceus_loadgen::bar_style(label))
@@ -115,6 +116,7 @@ pub fn run(dir: Option<PathBuf>, load: &LoadArgs, reference_seconds: f64) -> Res
     let mut reader = Embedded::new(ledger);
     samples(&mut reader, &workload, &transactions, &results)?;
     let patient = payloads(&reader.ledger, &workload, &dir)?;
+    imports(&dir)?;
     let checkpoint = reader.ledger.checkpoint().context("the demo wrote rounds")?;
     println!();
     println!("checkpoint: round {} root {}", checkpoint.round, hex(&checkpoint.hash()));
@@ -128,6 +130,61 @@ pub fn run(dir: Option<PathBuf>, load: &LoadArgs, reference_seconds: f64) -> Res
         dir.display(),
         dir.with_extension("keys").display()
     );
+    Ok(())
+}
+
+/// A Synthea bundle, an 837 and the 835 that pays it, imported into a ledger of their own
+/// beside the demo's (`DIR-imports`, its keys in `DIR-imports.keys`); then what the ledger holds
+/// of them, read as the patients themselves.
+fn imports(dir: &Path) -> Result<()> {
+    const SYNTHEA: &str = "fhir-synthea-r4-smart/Agustín_Fonseca_cb5696d9-a0de-4f49-94f9-433f96a28eb0.json";
+    const CLAIMS: &str = "x12-linuxforhealth/demo-file/demo.837";
+    const REMITTANCE: &str = "caduceus/demo-remittance.835";
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data").canonicalize()?;
+    // `DIR-imports`, not `DIR.imports`: the keystore, payload store and key-encryption key
+    // beside it take its name with another extension, which must not be the demo's own.
+    let mut name = dir.file_name().context("the demo's directory has a name")?.to_owned();
+    name.push("-imports");
+    let target = dir.with_file_name(name);
+    let keystore = target.with_extension("keys");
+    println!();
+    println!("importing a FHIR bundle, an X12 837 and the 835 that pays it into {}:", target.display());
+    let files: Vec<PathBuf> = [SYNTHEA, CLAIMS, REMITTANCE].iter().map(|f| data.join(f)).collect();
+    let tally = import::run(&target, &keystore, "operator", None, &files)?;
+    import::print_totals(&tally);
+
+    let ledger = Ledger::open_existing(&target)?;
+    let key = |name: &str| -> Result<ActorKey> { Ok(actor_key(&keys::load(&keystore, name)?)) };
+    let (patient_name, _) = keys::list(&keystore)?
+        .into_iter()
+        .find(|(name, _)| name.starts_with("fhir.Patient."))
+        .context("the bundle's patient has a key")?;
+    let patient = key(&patient_name)?;
+    let records = ledger.reads_as(&patient)?.records(&patient, None, 1000)?;
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, record) in &records.entries {
+        *kinds.entry(record.resource_type.as_str()).or_default() += 1;
+    }
+    println!("  the FHIR patient {} reads its {} records: {kinds:?}", &patient.to_hex()[..16], records.entries.len());
+    let member = x12_plan::patient_key("999996666", "JS00111223333", Some(("SMITH", "TED")));
+    let patient = key(&member)?;
+    let claim = x12_plan::claim_id("999996666", "1912301953", "26463774");
+    if let Some(found) = ledger.reads_as(&patient)?.claim(&patient, claim)? {
+        let paid = match found.status {
+            caduceus_engine::ClaimStatus::Paid { amount, payment } => {
+                format!(", {}.{:02} in payment {}", amount / 100, amount % 100, &format!("{payment:032x}")[..16])
+            }
+            _ => String::new(),
+        };
+        println!(
+            "  the X12 patient {} reads its claim {}: {}.{:02} billed, {}{paid}",
+            &patient.to_hex()[..16],
+            &format!("{claim:032x}")[..16],
+            found.total / 100,
+            found.total % 100,
+            found.status.name(),
+        );
+    }
     Ok(())
 }
 
