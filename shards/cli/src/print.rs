@@ -9,8 +9,15 @@ pub fn id_hex(id: u128) -> String {
     hex(&id.to_be_bytes())
 }
 
-/// A timestamp as UTC date and time, to the millisecond.
+/// The last millisecond an RFC 3339 date can name (9999-12-31T23:59:59.999Z).
+const LAST_DATE_MS: u64 = 253_402_300_799_999;
+
+/// A timestamp as UTC date and time, to the millisecond; one past the year 9999 (which a
+/// signer may put in a consent's end) as milliseconds since the epoch.
 pub fn when(ms: u64) -> String {
+    if ms > LAST_DATE_MS {
+        return format!("{ms} ms after the epoch (after 9999)");
+    }
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_millis(time).to_string()
 }
