@@ -349,8 +349,15 @@ fn set(segments: &[Segment], cursor: &mut usize, gs: &Segment) -> Result<Candida
     Ok(Candidate { range: start..*cursor, kind })
 }
 
+/// Most elements a segment of the 005010 models has.
+const ELEMENTS_MAX: usize = 50;
+
 /// Parses a set with its model. The models read `*` between elements and `~` after segments,
-/// so the set is written with those first; an element holding either is rejected.
+/// so the set is written with those first; an element holding either is rejected. The models
+/// take a segment's elements up to the first character that is neither alphanumeric, white
+/// space nor ASCII punctuation, and assume that every element they require is there: so an
+/// element holding another character is rejected, and each segment is written out to all the
+/// elements a model may read (trailing empty elements, which X12 reads as absent).
 fn parse(segments: &[Segment], candidate: Candidate, delimiters: Delimiters) -> Result<Set, Rejection> {
     let segments = &segments[candidate.range];
     let mut text = String::new();
@@ -360,10 +367,18 @@ fn parse(segments: &[Segment], candidate: Candidate, delimiters: Delimiters) -> 
                 let reason = "the element holds '*' or '~', which the X12 models read as separators";
                 return Err(Rejection::new(segment.at(index), reason));
             }
+            let readable = |c: char| c.is_alphanumeric() || c.is_whitespace() || c.is_ascii_punctuation();
+            if let Some(c) = element.chars().find(|c| !readable(*c)) {
+                let reason = format!("the element holds {c:?}, a character the X12 models do not read");
+                return Err(Rejection::new(segment.at(index), reason));
+            }
             if index > 0 {
                 text.push('*');
             }
             text.push_str(element);
+        }
+        for _ in segment.elements.len()..=ELEMENTS_MAX {
+            text.push('*');
         }
         text.push('~');
     }

@@ -143,12 +143,14 @@ fn claims(set: &Set, document: &_837, plan: &mut Plan, actors: &mut BTreeSet<Pla
                     .iter()
                     .find(|n| n.nm1._01.to_string() == "85")
                     .filter(|n| n.nm1._08.as_ref().is_some_and(|q| q.to_string() == "XX"))
-                    .and_then(|n| n.nm1._09.clone());
+                    .and_then(|n| n.nm1._09.clone())
+                    .filter(|npi| !npi.is_empty());
                 (subscriber, dependent) = (None, None);
             }
             "22" => {
                 let id_of = |code: &str| {
-                    level.loop_2010.iter().find(|n| n.nm1._01.to_string() == code).and_then(|n| n.nm1._09.clone())
+                    let named = level.loop_2010.iter().find(|n| n.nm1._01.to_string() == code);
+                    named.and_then(|n| n.nm1._09.clone()).filter(|id| !id.is_empty())
                 };
                 subscriber = id_of("PR").zip(id_of("IL"));
                 dependent = None;
@@ -301,12 +303,13 @@ fn remittance(set: &Set, document: &_835, plan: &mut Plan, actors: &mut BTreeSet
     let payer = party("PR").and_then(|pr| {
         let by_ref = pr.r#ref.iter().find(|r| r._01.to_string() == "2U").and_then(|r| r._02.clone());
         let by_n1 = pr.n1._03.as_ref().filter(|q| q.to_string() == "XV").and(pr.n1._04.clone());
-        by_ref.or(by_n1)
+        by_ref.filter(|p| !p.is_empty()).or(by_n1.filter(|p| !p.is_empty()))
     });
     let payer = payer.or_else(|| document.trn.as_ref().and_then(|t| t._03.clone())).filter(|p| !p.is_empty());
     let payee = party("PE");
     let npi =
         payee.filter(|pe| pe.n1._03.as_ref().is_some_and(|q| q.to_string() == "XX")).and_then(|pe| pe.n1._04.clone());
+    let npi = npi.filter(|npi| !npi.is_empty());
     let trace = document.trn.as_ref().map(|t| t._02.clone()).filter(|t| !t.is_empty());
     let checked = (|| {
         let payer = payer
@@ -428,7 +431,7 @@ fn plb_amounts(plb: &x12_types::v005010::PLB) -> Vec<Option<&str>> {
         (&plb._13, &plb._14),
     ]
     .into_iter()
-    .filter(|(reason, _)| reason.is_some())
+    .filter(|(reason, _)| reason.as_deref().is_some_and(|r| !r.is_empty()))
     .map(|(_, amount)| Some(amount.as_deref().unwrap_or("")))
     .collect()
 }

@@ -240,3 +240,21 @@ fn a_set_s_fault_rejects_that_set_only() {
     assert_eq!(outcome.rejections[0].place, segment(43, "SE", Some(2)));
     assert_eq!(outcome.plan.unwrap().claims.len(), 1);
 }
+
+/// What the models would stop or fail on is caught first: a segment short of elements its
+/// model requires (the input the fuzzer first found) is read without a panic, and a control
+/// character in an element is rejected at that element.
+#[test]
+fn short_segments_and_unreadable_characters_never_reach_the_models_assumptions() {
+    let text = String::from_utf8(file(CLAIMS)).unwrap();
+    let short = text
+        .replace("BHT*0019*00*244579*20061015*1023*CH", "BHT*0019")
+        .replace("CLM*26463774*100***11:B:1*Y*A*Y*I", "CLM*26463774");
+    let outcome = import(short.as_bytes());
+    assert_eq!(outcome.plan.unwrap().claims.len(), 0);
+    assert_eq!(outcome.rejections[0].place, segment(28, "CLM", Some(2)), "{:?}", outcome.rejections);
+    let control = text.replace("SMITH*TED", "SMITH*T\u{0}ED");
+    let rejections = import(control.as_bytes()).rejections;
+    assert_eq!(rejections[0].place, segment(24, "NM1", Some(4)));
+    assert!(rejections[0].reason.contains("'\\0'"), "{}", rejections[0]);
+}
