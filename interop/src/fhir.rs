@@ -149,7 +149,7 @@ fn resource(json: Value, place: Place, full_url: Option<String>) -> Result<Found
 }
 
 /// The place of an element within a resource found at `place`.
-fn within(place: &Place, element: &str) -> Place {
+pub(crate) fn within(place: &Place, element: &str) -> Place {
     match place {
         Place::Json(path) => Place::Json(format!("{path}{element}")),
         Place::Line(line, path) => Place::Line(*line, format!("{path}{element}")),

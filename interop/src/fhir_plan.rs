@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::fhir::{Found, Read};
+use crate::fhir::{within, Found, Read};
 use crate::report::{Place, Rejection};
 
 pub use crate::actors::{ActorKind, PlannedActor};
@@ -43,12 +43,58 @@ pub struct PlannedRecord {
 pub struct Plan {
     pub actors: Vec<PlannedActor>,
     pub records: Vec<PlannedRecord>,
+    pub consents: Vec<PlannedConsent>,
     pub rejections: Vec<Rejection>,
 }
 
 const PROVIDERS: [&str; 3] = ["Practitioner", "PractitionerRole", "Organization"];
 /// Resource types whose mapping is still to come; rejected with that reason for now.
-const NOT_YET: [&str; 4] = ["Consent", "Claim", "ClaimResponse", "ExplanationOfBenefit"];
+const NOT_YET: [&str; 3] = ["Claim", "ClaimResponse", "ExplanationOfBenefit"];
+
+/// HL7 v3 PurposeOfUse codes (a consent's `provision.purpose`) and the ledger's purposes they
+/// are.
+const PURPOSES: [(&str, &str); 9] = [
+    ("TREAT", "treatment"),
+    ("ETREAT", "treatment"),
+    ("CAREMGT", "treatment"),
+    ("HPAYMT", "payment"),
+    ("HOPERAT", "operations"),
+    ("HRESCH", "research"),
+    ("CLINTRCH", "research"),
+    ("PUBHLTH", "public-health"),
+    ("PATRQT", "patient-request"),
+];
+
+/// The last millisecond of the year 9999 (the last a date can name): the end of a consent that
+/// names none.
+pub const OPEN_END: u64 = 253_402_300_799_999;
+
+/// A patient's consent to one grantee: granted, or revoked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedConsent {
+    /// Where the Consent was.
+    pub place: Place,
+    /// The consent's id: a function of the resource's identity and the grantee, so the same
+    /// Consent imported as inactive revokes what it granted when active.
+    pub consent: u128,
+    /// Key names.
+    pub patient: String,
+    pub grantee: String,
+    /// `None` for a revocation.
+    pub grant: Option<Grant>,
+}
+
+/// What a consent permits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// Resource types; empty for every type.
+    pub scope: Vec<String>,
+    /// The ledger's purpose names (`treatment`, ...).
+    pub purposes: Vec<&'static str>,
+    /// Milliseconds since the epoch; the end exclusive.
+    pub valid_from: u64,
+    pub valid_until: u64,
+}
 
 /// The keystore name of an actor's key: `fhir.TYPE.ID` (a digest of the id if that is longer
 /// than a key name may be).
@@ -111,6 +157,19 @@ pub fn plan(read: &Read) -> Plan {
         if is_actor(kind) {
             continue;
         }
+        if kind == "Consent" {
+            match consent(found, &resolve) {
+                Ok(consents) => {
+                    for planned in consents {
+                        actors.insert(PlannedActor { kind: ActorKind::Patient, key: planned.patient.clone() });
+                        actors.insert(PlannedActor { kind: ActorKind::Provider, key: planned.grantee.clone() });
+                        plan.consents.push(planned);
+                    }
+                }
+                Err(rejection) => plan.rejections.push(rejection),
+            }
+            continue;
+        }
         if NOT_YET.contains(&kind) {
             let reason = format!("{kind} is not imported yet (its mapping onto the ledger comes next)");
             plan.rejections.push(Rejection::new(found.place.clone(), reason));
@@ -168,6 +227,147 @@ pub fn plan(read: &Read) -> Plan {
     }
     plan.actors = actors.into_iter().collect();
     plan
+}
+
+/// A Consent as the ledger's consents: one per provider its provision permits, granted if it is
+/// active and revoked if inactive. What the ledger's consents cannot say is rejected: a
+/// provision that is not an explicit permit, exceptions (nested provisions), a purpose with no
+/// counterpart.
+fn consent(
+    found: &Found,
+    resolve: &dyn Fn(&str) -> Option<(String, String)>,
+) -> Result<Vec<PlannedConsent>, Rejection> {
+    let json = &found.json;
+    let at = |path: &str| within(&found.place, path);
+    let text = |value: Option<&Value>| value.and_then(Value::as_str).unwrap_or("").to_owned();
+    let patient = json
+        .pointer("/patient/reference")
+        .and_then(Value::as_str)
+        .and_then(resolve)
+        .filter(|(kind, _)| kind == "Patient")
+        .ok_or_else(|| Rejection::new(at(".patient"), "the consent names no patient (a Patient reference)"))?;
+    let granted = match json.get("status").and_then(Value::as_str) {
+        Some("active") => true,
+        Some("inactive") => false,
+        other => {
+            let reason = format!("a consent of status {:?} neither grants nor revokes", other.unwrap_or(""));
+            return Err(Rejection::new(at(".status"), reason));
+        }
+    };
+    let (_, id) = identity(found).ok_or_else(|| {
+        Rejection::new(found.place.clone(), "neither a FHIR id nor a full URL to know the consent by")
+    })?;
+    let provision = json
+        .get("provision")
+        .ok_or_else(|| Rejection::new(at(""), "the consent has no provision to say whom it permits"))?;
+    match provision.get("type").and_then(Value::as_str) {
+        Some("permit") => {}
+        Some(_) => {
+            return Err(Rejection::new(at(".provision.type"), "a deny provision: the ledger's consents only permit"))
+        }
+        // Without a type, what the provision does rests on the consent's policy (opt-in or opt-out)
+        // and its narrative; a consent withheld must never become a grant, so only an explicit
+        // permit is one.
+        None => {
+            let reason = "the provision does not say permit (type): only an explicit permit becomes a grant";
+            return Err(Rejection::new(at(".provision.type"), reason));
+        }
+    }
+    if provision.get("provision").is_some() {
+        let reason = "nested provisions (exceptions within the consent) have no counterpart on the ledger, \
+                      whose consents permit whole resource types";
+        return Err(Rejection::new(at(".provision.provision"), reason));
+    }
+    let items = |name: &str| provision.get(name).and_then(Value::as_array).cloned().unwrap_or_default();
+    let grantees: BTreeSet<String> = items("actor")
+        .iter()
+        .filter_map(|actor| actor.pointer("/reference/reference").and_then(Value::as_str))
+        .filter_map(resolve)
+        .filter(|(kind, _)| PROVIDERS.contains(&kind.as_str()))
+        .map(|(kind, id)| key_name(&kind, &id))
+        .collect();
+    if grantees.is_empty() {
+        let reason = "the provision names no provider (Practitioner, PractitionerRole or Organization) to permit";
+        return Err(Rejection::new(at(".provision.actor"), reason));
+    }
+    let mut scope = Vec::new();
+    for (index, class) in items("class").iter().enumerate() {
+        match class.get("code").and_then(Value::as_str) {
+            Some(code) if !code.is_empty() => scope.push(code.to_owned()),
+            _ => return Err(Rejection::new(at(&format!(".provision.class[{index}]")), "a class without a code")),
+        }
+    }
+    let mut purposes = Vec::new();
+    for (index, purpose) in items("purpose").iter().enumerate() {
+        let code = text(purpose.get("code"));
+        match PURPOSES.iter().find(|(v3, _)| *v3 == code) {
+            Some((_, ours)) if !purposes.contains(ours) => purposes.push(*ours),
+            Some(_) => {}
+            None => {
+                let known: Vec<&str> = PURPOSES.iter().map(|(v3, _)| *v3).collect();
+                let reason = format!("purpose of use {code:?} has no counterpart on the ledger ({})", known.join(", "));
+                return Err(Rejection::new(at(&format!(".provision.purpose[{index}]")), reason));
+            }
+        }
+    }
+    if purposes.is_empty() {
+        // A consent that names no purpose is not limited by purpose.
+        let mut all: Vec<&'static str> = PURPOSES.iter().map(|(_, ours)| *ours).collect();
+        all.dedup();
+        purposes = all;
+    }
+    let time = |path: &str, end: bool| -> Result<Option<u64>, Rejection> {
+        match json.pointer(path).and_then(Value::as_str) {
+            None => Ok(None),
+            Some(value) => fhir_time(value, end).map(Some).ok_or_else(|| {
+                Rejection::new(at(&path.replace('/', ".")), format!("{value:?} is not a FHIR date or dateTime"))
+            }),
+        }
+    };
+    let valid_from = time("/provision/period/start", false)?.or(time("/dateTime", false)?).unwrap_or(0);
+    let valid_until = time("/provision/period/end", true)?.unwrap_or(OPEN_END);
+    let patient = key_name("Patient", &patient.1);
+    let grant = Grant { scope, purposes, valid_from, valid_until };
+    Ok(grantees
+        .into_iter()
+        .map(|grantee| PlannedConsent {
+            place: found.place.clone(),
+            consent: crate::actors::derived_id("caduceus fhir consent 1", &[&id, &grantee]),
+            patient: patient.clone(),
+            grant: granted.then(|| grant.clone()),
+            grantee,
+        })
+        .collect())
+}
+
+/// A FHIR date or dateTime in milliseconds since the epoch: its start, or with `end` the start
+/// of what follows it at its precision (the end of 2016-01-01 is 2016-01-02T00:00Z), so a
+/// period's end is exclusive.
+pub fn fhir_time(value: &str, end: bool) -> Option<u64> {
+    use chrono::{DateTime, Months, NaiveDate};
+    let date = |y: i32, m: u32, d: u32| NaiveDate::from_ymd_opt(y, m, d);
+    let start_and_next = match value.len() {
+        4 => {
+            let year = value.parse().ok()?;
+            (date(year, 1, 1)?, date(year + 1, 1, 1)?)
+        }
+        7 => {
+            let first = NaiveDate::parse_from_str(&format!("{value}-01"), "%Y-%m-%d").ok()?;
+            (first, first.checked_add_months(Months::new(1))?)
+        }
+        10 => {
+            let day = NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()?;
+            (day, day.succ_opt()?)
+        }
+        _ => {
+            let instant = DateTime::parse_from_rfc3339(value).ok()?.timestamp_millis();
+            return u64::try_from(instant).ok();
+        }
+    };
+    let (start, next) = start_and_next;
+    let day = if end { next } else { start };
+    let millis = day.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis();
+    u64::try_from(millis).ok()
 }
 
 fn is_actor(kind: &str) -> bool {

@@ -164,3 +164,87 @@ fn the_plan_names_each_actor_and_record_once() {
     assert!(reasons[0].starts_with("$.entry[4].resource: neither a FHIR id"), "{reasons:?}");
     assert!(reasons[1].starts_with("$.entry[5].resource: Medication names no patient"), "{reasons:?}");
 }
+
+/// A Consent is the ledger's consent to each provider its provision names: scope from its
+/// classes, purposes from its purpose-of-use codes, period from its provision (its end
+/// exclusive); inactive, it revokes the same consents; what the ledger's consents cannot say
+/// is rejected at its element.
+#[test]
+fn a_consent_is_granted_to_each_provider_it_permits_or_rejected_at_its_element() {
+    use caduceus_interop::fhir_plan::{fhir_time, plan, OPEN_END};
+    let consent = |status: &str, provision: &str| {
+        format!(
+            r#"{{"resourceType":"Consent","id":"c1","status":"{status}",
+            "scope":{{"coding":[{{"code":"patient-privacy"}}]}},"category":[{{"coding":[{{"code":"INFA"}}]}}],
+            "patient":{{"reference":"Patient/p1"}},"dateTime":"2020-01-02","provision":{provision}}}"#
+        )
+    };
+    let permits = r#"{"type":"permit","period":{"start":"2020-02-01","end":"2020-12-31"},
+        "actor":[{"role":{"text":"reader"},"reference":{"reference":"Practitioner/dr"}},
+                 {"role":{"text":"reader"},"reference":{"reference":"Organization/org"}},
+                 {"role":{"text":"reader"},"reference":{"reference":"RelatedPerson/mum"}}],
+        "purpose":[{"code":"TREAT"},{"code":"ETREAT"},{"code":"HPAYMT"}],
+        "class":[{"code":"Observation"},{"code":"Condition"}]}"#;
+    let planned = plan(&read_json(consent("active", permits).as_bytes()).unwrap());
+    assert!(planned.rejections.is_empty(), "{:?}", planned.rejections);
+    let grantees: Vec<&str> = planned.consents.iter().map(|c| c.grantee.as_str()).collect();
+    assert_eq!(grantees, ["fhir.Organization.org", "fhir.Practitioner.dr"]);
+    let grant = planned.consents[0].grant.clone().unwrap();
+    assert_eq!(grant.scope, ["Observation", "Condition"]);
+    assert_eq!(grant.purposes, ["treatment", "payment"]);
+    assert_eq!((grant.valid_from, grant.valid_until), (1_580_515_200_000, 1_609_459_200_000));
+    assert_ne!(planned.consents[0].consent, planned.consents[1].consent);
+
+    // Inactive: the same consents, revoked.
+    let revoked = plan(&read_json(consent("inactive", permits).as_bytes()).unwrap());
+    let ids = |p: &caduceus_interop::fhir_plan::Plan| p.consents.iter().map(|c| c.consent).collect::<Vec<_>>();
+    assert_eq!(ids(&revoked), ids(&planned));
+    assert!(revoked.consents.iter().all(|c| c.grant.is_none()));
+
+    // No period, no purpose: from the consent's date, for every purpose, open-ended.
+    let bare = r#"{"type":"permit","actor":[{"role":{"text":"reader"},"reference":{"reference":"Practitioner/dr"}}]}"#;
+    let grant = plan(&read_json(consent("active", bare).as_bytes()).unwrap()).consents[0].grant.clone().unwrap();
+    assert_eq!((grant.valid_from, grant.valid_until), (fhir_time("2020-01-02", false).unwrap(), OPEN_END));
+    assert_eq!(grant.purposes.len(), 6);
+
+    let rejected = |status: &str, provision: &str| {
+        let planned = plan(&read_json(consent(status, provision).as_bytes()).unwrap());
+        assert!(planned.consents.is_empty());
+        planned.rejections.iter().map(|r| format!("{}: {}", r.place, r.reason)).collect::<Vec<_>>()
+    };
+    assert!(rejected("draft", bare)[0].starts_with("$.status: a consent of status \"draft\""));
+    let deny = bare.replace("permit", "deny");
+    assert!(rejected("active", &deny)[0].starts_with("$.provision.type: a deny provision"));
+    // No type: withheld or permitted by a policy the ledger cannot read, so never a grant.
+    let untyped = bare.replace(r#""type":"permit","#, "");
+    assert!(rejected("active", &untyped)[0].starts_with("$.provision.type: the provision does not say permit"));
+    let marketing = bare.replacen('{', r#"{"purpose":[{"code":"HMARKT"}],"#, 1);
+    assert!(rejected("active", &marketing)[0].starts_with("$.provision.purpose[0]: purpose of use \"HMARKT\""));
+    let nested = bare.replacen('{', r#"{"provision":[{"type":"deny"}],"#, 1);
+    assert!(rejected("active", &nested)[0].starts_with("$.provision.provision: nested provisions"));
+    let nobody =
+        r#"{"type":"permit","actor":[{"role":{"text":"reader"},"reference":{"reference":"RelatedPerson/mum"}}]}"#;
+    assert!(rejected("active", nobody)[0].starts_with("$.provision.actor: the provision names no provider"));
+    assert_eq!(fhir_time("2016-06-23T17:02:33+10:00", false), Some(1_466_665_353_000));
+    assert_eq!(fhir_time("2016-02", true), fhir_time("2016-03-01", false));
+    assert_eq!(fhir_time("2016-13", false), None);
+}
+
+/// The HL7 examples' consents: each rejected at its element with the reason. Most withhold or
+/// withdraw consent, and none says permit outright, so none becomes a grant.
+#[test]
+fn the_hl7_consents_are_granted_or_rejected_at_their_elements() {
+    use caduceus_interop::fhir_plan::plan;
+    let (mut granted, mut rejected) = (0, 0);
+    for file in corpus("fhir-r4-examples-hl7").iter().filter(|f| f.to_str().unwrap().contains("/Consent-")) {
+        let planned = plan(&read_json(&std::fs::read(file).unwrap()).unwrap());
+        for rejection in &planned.rejections {
+            println!("{}: {rejection}", file.file_name().unwrap().to_str().unwrap());
+            assert!(rejection.place != Place::File);
+        }
+        granted += planned.consents.len();
+        rejected += planned.rejections.len();
+    }
+    println!("{granted} consents granted, {rejected} rejected");
+    assert_eq!((granted, rejected), (0, 12));
+}

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use caduceus_engine::commitment::{check_claim, claim_commitment, CommitmentKey};
-use caduceus_engine::model::{transaction_id, ActorKey, Adjudication, ClaimLine, Operation, Role, Transaction};
+use caduceus_engine::model::{
+    transaction_id, ActorKey, Adjudication, ClaimLine, Operation, Purpose, Purposes, Role, Transaction,
+};
 use caduceus_engine::payload::PayloadStore;
 use caduceus_engine::shard::date_of;
 use caduceus_engine::signature::{actor_key, sign, SigningKey};
@@ -249,11 +251,34 @@ impl Importer<'_> {
         self.submit(payments)
     }
 
-    /// A FHIR file's actors and records.
+    /// A FHIR file's actors, records, then consents (each signed by its patient).
     fn fhir(&mut self, store: &PayloadStore, plan: Plan) -> Result<()> {
         self.rejections.extend(plan.rejections);
         let keys = self.actors(&plan.actors)?;
-        self.records(store, &keys, &plan.records)
+        self.records(store, &keys, &plan.records)?;
+        let mut consents = Vec::new();
+        for planned in &plan.consents {
+            let signer = &keys[&planned.patient];
+            let (patient, consent) = (actor_key(signer), planned.consent);
+            let (what, operation): (&[u8], _) = match &planned.grant {
+                Some(grant) => {
+                    let purposes: Vec<Purpose> = grant.purposes.iter().filter_map(|p| Purpose::parse(p)).collect();
+                    let operation = Operation::GrantConsent {
+                        consent,
+                        patient,
+                        grantee: actor_key(&keys[&planned.grantee]),
+                        scope: grant.scope.clone(),
+                        purposes: Purposes::of(&purposes),
+                        valid_from: grant.valid_from,
+                        valid_until: grant.valid_until,
+                    };
+                    (b"consent", operation)
+                }
+                None => (b"revoke", Operation::RevokeConsent { consent, patient }),
+            };
+            consents.extend(self.fresh(signer, &[what, &patient.0, &consent.to_le_bytes()], operation)?);
+        }
+        self.submit(consents)
     }
 
     fn records(

@@ -311,3 +311,59 @@ fn an_837_and_its_835_are_a_claim_submitted_then_paid_once() {
     assert!(status.status.success(), "{}", text(&status));
     assert!(text(&status).contains("Paid {") && text(&status).contains("amount: 8000"), "{}", text(&status));
 }
+
+/// A FHIR Consent that permits a provider becomes the patient's grant; the same Consent,
+/// inactive, revokes it; the patient reads both, and a consent open to the end of the year
+/// 9999 prints.
+#[test]
+fn a_fhir_consent_is_granted_then_revoked_by_its_patient() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ledger");
+    let data_arg = data.to_str().unwrap();
+    let bundle = |status: &str| {
+        format!(
+            r#"{{"resourceType":"Bundle","type":"collection","entry":[
+            {{"resource":{{"resourceType":"Patient","id":"p1"}}}},
+            {{"resource":{{"resourceType":"Practitioner","id":"dr"}}}},
+            {{"resource":{{"resourceType":"Consent","id":"c1","status":"{status}",
+              "scope":{{"coding":[{{"code":"patient-privacy"}}]}},"category":[{{"coding":[{{"code":"INFA"}}]}}],
+              "patient":{{"reference":"Patient/p1"}},"dateTime":"2020-01-02",
+              "provision":{{"type":"permit","purpose":[{{"code":"TREAT"}}],"class":[{{"code":"Observation"}}],
+                "actor":[{{"role":{{"text":"reader"}},"reference":{{"reference":"Practitioner/dr"}}}}]}}}}}}]}}"#
+        )
+    };
+    let (granted, revoked) = (dir.path().join("granted.json"), dir.path().join("revoked.json"));
+    std::fs::write(&granted, bundle("active")).unwrap();
+    std::fs::write(&revoked, bundle("inactive")).unwrap();
+    let keystore = data.with_extension("keys");
+    let keystore_arg = keystore.to_str().unwrap();
+    let consents = || {
+        let listed = caduceus(&["keys", "--keystore", keystore_arg, "list"]);
+        let listed = text(&listed);
+        let patient = listed.lines().find(|l| l.starts_with("fhir.Patient.p1")).unwrap();
+        let patient = patient.split_whitespace().last().unwrap().to_owned();
+        let said = caduceus(&[
+            "query",
+            "--dir",
+            data_arg,
+            "--as",
+            "fhir.Patient.p1",
+            "--keystore",
+            keystore_arg,
+            "consents",
+            "--patient",
+            &patient,
+        ]);
+        assert!(said.status.success(), "{}", text(&said));
+        text(&said)
+    };
+
+    let first = caduceus(&["import", "--dir", data_arg, granted.to_str().unwrap()]);
+    // The patient, the practitioner, and the grant.
+    assert!(text(&first).contains("3 transactions submitted (3 committed)"), "{}", text(&first));
+    let listed = consents();
+    assert!(listed.contains("Observation") && listed.contains("treatment") && !listed.contains("revoked"), "{listed}");
+    let second = caduceus(&["import", "--dir", data_arg, revoked.to_str().unwrap()]);
+    assert!(text(&second).contains("1 transactions submitted (1 committed), 2 already"), "{}", text(&second));
+    assert!(consents().contains("revoked"), "{}", consents());
+}
