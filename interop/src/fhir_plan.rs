@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
+use crate::claims::{ClaimLine, Decision, PlannedClaim, PlannedPayment, PlannedRemittance};
 use crate::fhir::{within, Found, Read};
 use crate::report::{Place, Rejection};
 
@@ -44,12 +45,16 @@ pub struct Plan {
     pub actors: Vec<PlannedActor>,
     pub records: Vec<PlannedRecord>,
     pub consents: Vec<PlannedConsent>,
+    pub claims: Vec<PlannedClaim>,
+    /// One per ExplanationOfBenefit or ClaimResponse that pays.
+    pub remittances: Vec<PlannedRemittance>,
     pub rejections: Vec<Rejection>,
 }
 
 const PROVIDERS: [&str; 3] = ["Practitioner", "PractitionerRole", "Organization"];
-/// Resource types whose mapping is still to come; rejected with that reason for now.
-const NOT_YET: [&str; 3] = ["Claim", "ClaimResponse", "ExplanationOfBenefit"];
+/// The resources that pay (or refuse) a claim, and the element that names the claim.
+const PAYMENTS: [(&str, &str); 2] =
+    [("ExplanationOfBenefit", "/claim/reference"), ("ClaimResponse", "/request/reference")];
 
 /// HL7 v3 PurposeOfUse codes (a consent's `provision.purpose`) and the ledger's purposes they
 /// are.
@@ -143,6 +148,9 @@ pub fn plan(read: &Read) -> Plan {
     let mut actors = BTreeSet::new();
     let mut first_provider = None;
     let mut encounter_providers: BTreeMap<usize, Option<String>> = BTreeMap::new();
+    let mut payers = Vec::new();
+    // Every Claim of the file by its claim id, imported or not.
+    let mut claims_here: BTreeMap<u128, Place> = BTreeMap::new();
     for found in &read.resources {
         let kind = found.resource_type();
         let Some((kind, id)) = identity(found).filter(|_| is_actor(kind)) else { continue };
@@ -170,9 +178,21 @@ pub fn plan(read: &Read) -> Plan {
             }
             continue;
         }
-        if NOT_YET.contains(&kind) {
-            let reason = format!("{kind} is not imported yet (its mapping onto the ledger comes next)");
-            plan.rejections.push(Rejection::new(found.place.clone(), reason));
+        if kind == "Claim" {
+            if let Some((_, id)) = identity(found) {
+                claims_here.insert(claim_id(&id), found.place.clone());
+            }
+            match claim(found, &resolve, &|r: &str| by_reference.get(r).map(|i| &read.resources[*i])) {
+                Ok(claim) => {
+                    actors.extend(claim.actors());
+                    plan.claims.push(claim);
+                }
+                Err(rejection) => plan.rejections.push(rejection),
+            }
+            continue;
+        }
+        if PAYMENTS.iter().any(|(paying, _)| *paying == kind) {
+            payers.push(found);
             continue;
         }
         let patient = ["subject", "patient"]
@@ -225,8 +245,210 @@ pub fn plan(read: &Read) -> Plan {
             payload: serde_json::to_vec(&found.json).expect("a JSON value serializes"),
         });
     }
+    // The payments, once the file's claims are known: a payment goes to its claim's provider.
+    for found in payers {
+        match remittance(found, &resolve, &plan.claims, &claims_here) {
+            Ok(remittance) => {
+                for payment in &remittance.payments {
+                    actors.insert(PlannedActor { kind: ActorKind::Patient, key: payment.patient.clone() });
+                    actors.insert(PlannedActor { kind: ActorKind::Provider, key: payment.provider.clone() });
+                }
+                actors.insert(PlannedActor { kind: ActorKind::Payer, key: remittance.payer.clone() });
+                plan.remittances.push(remittance);
+            }
+            Err(rejection) => plan.rejections.push(rejection),
+        }
+    }
     plan.actors = actors.into_iter().collect();
     plan
+}
+
+/// A claim's id: a function of the Claim's identity, which its ExplanationOfBenefit or
+/// ClaimResponse names.
+fn claim_id(id: &str) -> u128 {
+    crate::actors::derived_id("caduceus fhir claim 1", &[id])
+}
+
+/// The payer a Claim, ExplanationOfBenefit or ClaimResponse names: its insurer's reference or
+/// display, or else its focal insurance's coverage display (as Synthea writes it). A file that
+/// says there is no insurance names no payer.
+fn payer_of(json: &Value, resolve: &dyn Fn(&str) -> Option<(String, String)>) -> Option<String> {
+    if let Some((kind, id)) = json.pointer("/insurer/reference").and_then(Value::as_str).and_then(resolve) {
+        return Some(crate::actors::key_name("fhir.payer", &format!("{kind}.{id}")));
+    }
+    let insurance = json.get("insurance").and_then(Value::as_array);
+    let focal = insurance.and_then(|all| all.iter().find(|i| i["focal"] == true).or(all.first()));
+    let display = json
+        .pointer("/insurer/display")
+        .or_else(|| focal.and_then(|i| i.pointer("/coverage/display")))
+        .and_then(Value::as_str)
+        .filter(|d| !d.is_empty() && !d.eq_ignore_ascii_case("no_insurance"))?;
+    Some(crate::actors::key_name("fhir.payer", display))
+}
+
+/// A FHIR decimal money value in cents, rounded to the nearest: the ledger moves whole cents,
+/// and Synthea writes payments such as 559.032 (80% of a charge) and 687.2800000000001.
+fn money(value: Option<&Value>) -> Option<u64> {
+    let rounded = (value?.as_f64()? * 100.0).round();
+    (0.0..1e15).contains(&rounded).then_some(rounded as u64)
+}
+
+/// A FHIR date or dateTime's date as YYYYMMDD.
+fn date_of(value: Option<&Value>) -> Option<u32> {
+    let text = value?.as_str()?;
+    let day = chrono::NaiveDate::parse_from_str(text.get(..10)?, "%Y-%m-%d").ok()?;
+    day.format("%Y%m%d").to_string().parse().ok()
+}
+
+/// The first code of a CodeableConcept.
+fn code_of(concept: Option<&Value>) -> Option<String> {
+    let code = concept?.pointer("/coding/0/code")?.as_str()?;
+    (!code.is_empty()).then(|| code.to_owned())
+}
+
+/// A Claim as a claim submission: its provider's, against its payer, for its patient. Each
+/// priced item (with a `net`) is a line: its product or service code, and the diagnosis its
+/// `diagnosisSequence` names or the first (coded, or the code of the Condition it references).
+/// Its total is `total` (or the lines' sum); its service date the start of its billable period.
+fn claim<'r>(
+    found: &Found,
+    resolve: &dyn Fn(&str) -> Option<(String, String)>,
+    resource: &dyn Fn(&str) -> Option<&'r Found>,
+) -> Result<PlannedClaim, Rejection> {
+    let json = &found.json;
+    let at = |path: &str| within(&found.place, path);
+    let reference = |pointer: &str| json.pointer(pointer).and_then(Value::as_str).and_then(resolve);
+    let (_, id) = identity(found)
+        .ok_or_else(|| Rejection::new(found.place.clone(), "neither a FHIR id nor a full URL to know the claim by"))?;
+    let patient = reference("/patient/reference")
+        .filter(|(kind, _)| kind == "Patient")
+        .ok_or_else(|| Rejection::new(at(".patient"), "the claim names no patient (a Patient reference)"))?;
+    let provider =
+        reference("/provider/reference").filter(|(kind, _)| PROVIDERS.contains(&kind.as_str())).ok_or_else(|| {
+            Rejection::new(
+                at(".provider"),
+                "the claim names no provider (a Practitioner, PractitionerRole or Organization)",
+            )
+        })?;
+    let payer = payer_of(json, resolve)
+        .ok_or_else(|| Rejection::new(at(".insurance"), "the claim names no payer: no insurer, or no insurance"))?;
+    let diagnoses: Vec<Option<String>> = json
+        .get("diagnosis")
+        .and_then(Value::as_array)
+        .map(|all| {
+            all.iter()
+                .map(|d| {
+                    code_of(d.get("diagnosisCodeableConcept")).or_else(|| {
+                        let condition =
+                            d.pointer("/diagnosisReference/reference").and_then(Value::as_str).and_then(resource);
+                        condition.and_then(|c| code_of(c.json.get("code")))
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(principal) = diagnoses.iter().flatten().next() else {
+        let reason = "the claim names no coded diagnosis (diagnosis), which its commitment covers";
+        return Err(Rejection::new(at(".diagnosis"), reason));
+    };
+    let mut lines = Vec::new();
+    for (index, item) in json.get("item").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let Some(amount) = item.pointer("/net/value") else { continue };
+        let amount = money(Some(amount))
+            .filter(|a| *a > 0)
+            .ok_or_else(|| Rejection::new(at(&format!(".item[{index}].net")), "not an amount above zero"))?;
+        let procedure = code_of(item.get("productOrService"))
+            .ok_or_else(|| Rejection::new(at(&format!(".item[{index}].productOrService")), "the item has no code"))?;
+        let pointed = item
+            .pointer("/diagnosisSequence/0")
+            .and_then(Value::as_u64)
+            .and_then(|sequence| usize::try_from(sequence).ok()?.checked_sub(1))
+            .and_then(|index| diagnoses.get(index).cloned().flatten());
+        lines.push(ClaimLine { procedure, diagnosis: pointed.unwrap_or_else(|| principal.clone()), amount });
+    }
+    if lines.is_empty() {
+        return Err(Rejection::new(at(".item"), "the claim has no priced item (an item with a net amount)"));
+    }
+    let sum = lines.iter().try_fold(0u64, |sum, line| sum.checked_add(line.amount));
+    let total = match json.pointer("/total/value") {
+        Some(total) => money(Some(total)).ok_or_else(|| Rejection::new(at(".total"), "not an amount"))?,
+        None => sum.ok_or_else(|| Rejection::new(at(".item"), "the items' amounts overflow"))?,
+    };
+    let service_date = date_of(json.pointer("/billablePeriod/start"))
+        .or_else(|| json.pointer("/item/0/servicedDate").and_then(|d| date_of(Some(d))))
+        .ok_or_else(|| Rejection::new(at(".billablePeriod"), "the claim has no service date (billablePeriod.start)"))?;
+    Ok(PlannedClaim {
+        place: found.place.clone(),
+        claim: claim_id(&id),
+        patient: key_name("Patient", &patient.1),
+        provider: key_name(&provider.0, &provider.1),
+        payer,
+        service_date,
+        lines,
+        total,
+    })
+}
+
+/// An ExplanationOfBenefit or ClaimResponse as its claim's approval and payment: the claim it
+/// names, paid `payment.amount` by its payer to the claim's provider (the one its Claim in the
+/// file names, or else its own provider). One that errs or pays nothing is rejected: the
+/// ledger's denials need an adjustment reason code, which neither gives as one.
+fn remittance(
+    found: &Found,
+    resolve: &dyn Fn(&str) -> Option<(String, String)>,
+    claims: &[PlannedClaim],
+    claims_here: &BTreeMap<u128, Place>,
+) -> Result<PlannedRemittance, Rejection> {
+    let json = &found.json;
+    let kind = found.resource_type();
+    let at = |path: &str| within(&found.place, path);
+    let (_, id) = identity(found).ok_or_else(|| {
+        Rejection::new(found.place.clone(), format!("neither a FHIR id nor a full URL to know the {kind} by"))
+    })?;
+    let pointer = PAYMENTS.iter().find(|(paying, _)| *paying == kind).map_or("/claim/reference", |(_, p)| p);
+    let claim = json
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .and_then(resolve)
+        .filter(|(kind, _)| kind == "Claim")
+        .ok_or_else(|| Rejection::new(at(&pointer[..pointer.len() - 10].replace('/', ".")), "names no Claim"))?;
+    let patient = json
+        .pointer("/patient/reference")
+        .and_then(Value::as_str)
+        .and_then(resolve)
+        .filter(|(kind, _)| kind == "Patient")
+        .ok_or_else(|| Rejection::new(at(".patient"), "names no patient (a Patient reference)"))?;
+    if json.get("outcome").and_then(Value::as_str) == Some("error") {
+        return Err(Rejection::new(at(".outcome"), "an outcome of error decides nothing"));
+    }
+    let amount = money(json.pointer("/payment/amount/value")).filter(|a| *a > 0).ok_or_else(|| {
+        Rejection::new(at(".payment.amount"), "pays nothing, and names no reason code a denial needs")
+    })?;
+    let payer = payer_of(json, resolve).ok_or_else(|| Rejection::new(at(".insurer"), "names no payer (insurer)"))?;
+    let claim = claim_id(&claim.1);
+    if let Some(place) = claims_here.get(&claim).filter(|_| !claims.iter().any(|c| c.claim == claim)) {
+        return Err(Rejection::new(
+            at(&pointer[..pointer.len() - 10].replace('/', ".")),
+            format!("its Claim is not imported: see {place}"),
+        ));
+    }
+    let provider = claims.iter().find(|c| c.claim == claim).map(|c| c.provider.clone()).or_else(|| {
+        let (kind, id) = json.pointer("/provider/reference").and_then(Value::as_str).and_then(resolve)?;
+        PROVIDERS.contains(&kind.as_str()).then(|| key_name(&kind, &id))
+    });
+    let provider = provider.ok_or_else(|| Rejection::new(at(".provider"), "names no provider to pay"))?;
+    Ok(PlannedRemittance {
+        place: found.place.clone(),
+        payer,
+        trace: format!("{kind}/{id}"),
+        payments: vec![PlannedPayment {
+            place: found.place.clone(),
+            claim,
+            patient: key_name("Patient", &patient.1),
+            provider,
+            decision: Decision::Paid(amount),
+        }],
+    })
 }
 
 /// A Consent as the ledger's consents: one per provider its provision permits, granted if it is

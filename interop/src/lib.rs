@@ -4,6 +4,7 @@
 //! builds on what these readers return.
 
 pub mod actors;
+pub mod claims;
 pub mod detect;
 pub mod fhir;
 pub mod fhir_plan;

@@ -28,72 +28,9 @@ use std::collections::BTreeSet;
 use x12_types::v005010::{_835Loop2100, _837Loop2300, _835, _837, HI};
 
 use crate::actors::{derived_id, key_name, ActorKind, PlannedActor};
+pub use crate::claims::{ClaimLine, Decision, PlannedClaim, PlannedPayment, PlannedRemittance};
 use crate::report::{Place, Rejection};
 use crate::x12::{shown, Body, Read, Set};
-
-/// One service line of a claim: what the commitment covers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClaimLine {
-    pub procedure: String,
-    pub diagnosis: String,
-    /// In cents.
-    pub amount: u64,
-}
-
-/// A claim to submit.
-#[derive(Clone, Debug)]
-pub struct PlannedClaim {
-    /// Its CLM segment.
-    pub place: Place,
-    pub claim: u128,
-    /// Key names.
-    pub patient: String,
-    pub provider: String,
-    pub payer: String,
-    /// YYYYMMDD.
-    pub service_date: u32,
-    pub lines: Vec<ClaimLine>,
-    /// CLM02, in cents (the lines' sum).
-    pub total: u64,
-}
-
-/// A payer's decision on one claim.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision {
-    /// Approved for and paid this many cents.
-    Paid(u64),
-    /// Denied, with this claim adjustment reason code.
-    Denied(u16),
-}
-
-/// One claim of a remittance.
-#[derive(Clone, Debug)]
-pub struct PlannedPayment {
-    /// Its CLP segment.
-    pub place: Place,
-    pub claim: u128,
-    pub patient: String,
-    pub provider: String,
-    pub decision: Decision,
-}
-
-/// A remittance: its payer, its payment's trace number (TRN02) and its claims.
-#[derive(Clone, Debug)]
-pub struct PlannedRemittance {
-    /// Its BPR segment.
-    pub place: Place,
-    pub payer: String,
-    pub trace: String,
-    pub payments: Vec<PlannedPayment>,
-}
-
-impl PlannedRemittance {
-    /// What the payer's account is funded with: its claims' payments.
-    pub fn funding(&self) -> u64 {
-        let paid = self.payments.iter().map(|p| if let Decision::Paid(amount) = p.decision { amount } else { 0 });
-        paid.fold(0u64, u64::saturating_add)
-    }
-}
 
 /// What an X12 file puts on the ledger.
 #[derive(Debug, Default)]
@@ -179,9 +116,7 @@ fn claims(set: &Set, document: &_837, plan: &mut Plan, actors: &mut BTreeSet<Pla
                 });
             match planned {
                 Ok(claim) => {
-                    actors.insert(PlannedActor { kind: ActorKind::Patient, key: claim.patient.clone() });
-                    actors.insert(PlannedActor { kind: ActorKind::Provider, key: claim.provider.clone() });
-                    actors.insert(PlannedActor { kind: ActorKind::Payer, key: claim.payer.clone() });
+                    actors.extend(claim.actors());
                     plan.claims.push(claim);
                 }
                 Err(rejection) => plan.rejections.push(rejection),

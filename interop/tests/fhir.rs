@@ -248,3 +248,71 @@ fn the_hl7_consents_are_granted_or_rejected_at_their_elements() {
     println!("{granted} consents granted, {rejected} rejected");
     assert_eq!((granted, rejected), (0, 12));
 }
+
+/// A Claim is its provider's claim against its payer, each priced item a line with its code and
+/// the diagnosis it points to (here through a Condition); the ExplanationOfBenefit that pays it
+/// is the payment of that claim to the same provider, rounded to the cent. A Claim without a
+/// coded diagnosis is rejected at `.diagnosis`, and so is what pays it, naming the Claim.
+#[test]
+fn a_claim_and_the_explanation_of_benefit_that_pays_it() {
+    use caduceus_interop::claims::Decision;
+    use caduceus_interop::fhir_plan::plan;
+    let claim = |id: &str, diagnosis: &str| {
+        format!(
+            r#"{{"fullUrl":"urn:uuid:{id}","resource":{{"resourceType":"Claim","id":"{id}","status":"active",
+            "type":{{"coding":[{{"code":"professional"}}]}},"use":"claim","patient":{{"reference":"urn:uuid:p1"}},
+            "billablePeriod":{{"start":"2011-12-13T22:28:27+00:00"}},"created":"2011-12-13T22:58:27+00:00",
+            "provider":{{"reference":"urn:uuid:org"}},"priority":{{"coding":[{{"code":"normal"}}]}},
+            "insurance":[{{"sequence":1,"focal":true,"coverage":{{"display":"private"}}}}],{diagnosis}
+            "item":[{{"sequence":1,"productOrService":{{"coding":[{{"code":"185349003"}}]}}}},
+              {{"sequence":2,"diagnosisSequence":[2],"productOrService":{{"coding":[{{"code":"140"}}]}},"net":{{"value":140.52,"currency":"USD"}}}},
+              {{"sequence":3,"productOrService":{{"coding":[{{"code":"428191000124101"}}]}},"net":{{"value":718.58,"currency":"USD"}}}}],
+            "total":{{"value":984.1,"currency":"USD"}}}}}}"#
+        )
+    };
+    let paying = |id: &str, claim: &str| {
+        format!(
+            r#"{{"fullUrl":"urn:uuid:{id}","resource":{{"resourceType":"ExplanationOfBenefit","id":"{id}","status":"active",
+            "type":{{"coding":[{{"code":"professional"}}]}},"use":"claim","patient":{{"reference":"urn:uuid:p1"}},
+            "created":"2011-12-13T22:58:27+00:00","insurer":{{"display":"private"}},"provider":{{"reference":"urn:uuid:dr"}},
+            "claim":{{"reference":"urn:uuid:{claim}"}},"outcome":"complete",
+            "insurance":[{{"focal":true,"coverage":{{"display":"private"}}}}],"payment":{{"amount":{{"value":559.032}}}}}}}}"#
+        )
+    };
+    let diagnosis = r#""diagnosis":[{"sequence":1,"diagnosisCodeableConcept":{"coding":[{"code":"J20.9"}]}},
+        {"sequence":2,"diagnosisReference":{"reference":"urn:uuid:cond"}}],"#;
+    let bundle = format!(
+        r#"{{"resourceType":"Bundle","type":"collection","entry":[
+        {{"fullUrl":"urn:uuid:p1","resource":{{"resourceType":"Patient","id":"p1"}}}},
+        {{"fullUrl":"urn:uuid:org","resource":{{"resourceType":"Organization","id":"org"}}}},
+        {{"fullUrl":"urn:uuid:dr","resource":{{"resourceType":"Practitioner","id":"dr"}}}},
+        {{"fullUrl":"urn:uuid:cond","resource":{{"resourceType":"Condition","id":"cond","subject":{{"reference":"urn:uuid:p1"}},
+          "code":{{"coding":[{{"code":"444814009"}}]}}}}}},
+        {},{},{},{}]}}"#,
+        claim("c1", diagnosis),
+        paying("e1", "c1"),
+        claim("c2", ""),
+        paying("e2", "c2")
+    );
+    let read = read_json(bundle.as_bytes()).unwrap();
+    assert!(read.rejections.is_empty(), "{:?}", read.rejections);
+    let planned = plan(&read);
+    let [claim] = planned.claims.as_slice() else { panic!("{:?}", planned.claims) };
+    assert_eq!((claim.patient.as_str(), claim.provider.as_str()), ("fhir.Patient.p1", "fhir.Organization.org"));
+    assert_eq!((claim.payer.as_str(), claim.total, claim.service_date), ("fhir.payer.private", 98_410, 2011_12_13));
+    let lines: Vec<(&str, &str, u64)> =
+        claim.lines.iter().map(|l| (l.procedure.as_str(), l.diagnosis.as_str(), l.amount)).collect();
+    assert_eq!(lines, [("140", "444814009", 14_052), ("428191000124101", "J20.9", 71_858)]);
+    let [paid] = planned.remittances.as_slice() else { panic!("{:?}", planned.remittances) };
+    assert_eq!((paid.payer.as_str(), paid.funding()), ("fhir.payer.private", 55_903));
+    assert_eq!((paid.payments[0].claim, paid.payments[0].provider.as_str()), (claim.claim, "fhir.Organization.org"));
+    assert_eq!(paid.payments[0].decision, Decision::Paid(55_903));
+    let reasons: Vec<String> = planned.rejections.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        reasons,
+        [
+            "$.entry[6].resource.diagnosis: the claim names no coded diagnosis (diagnosis), which its commitment covers",
+            "$.entry[7].resource.claim: its Claim is not imported: see $.entry[6].resource"
+        ]
+    );
+}

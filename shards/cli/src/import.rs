@@ -4,8 +4,9 @@
 //! (`caduceus-interop`) and mapped onto transactions: its actors registered by the operator,
 //! each with a keystore key (`fhir.TYPE.ID`, `x12.npi.NPI`, ...); a FHIR file's clinical
 //! resources registered as records whose payloads go encrypted into the payload store beside
-//! the ledger; an X12 file's claims submitted, and its remittances funded, adjudicated and paid
-//! (claims commit under the exchange's commitment key, kept in the keystore). A directory without a
+//! the ledger, and its consents granted or revoked by their patients; claims (X12 or FHIR)
+//! submitted, and remittances funded, adjudicated and paid (claims commit under the exchange's
+//! commitment key, kept in the keystore). A directory without a
 //! ledger gets one, its genesis operator the keystore's operator key. Transaction ids are a
 //! function of the source resource, so importing a file again changes nothing: what the ledger
 //! holds already is counted, not submitted. Every file ends imported or rejected, every
@@ -24,11 +25,12 @@ use caduceus_engine::shard::date_of;
 use caduceus_engine::signature::{actor_key, sign, SigningKey};
 use caduceus_engine::{Config, Ledger, SignedTransaction};
 use caduceus_interop::actors::{ActorKind, PlannedActor};
+use caduceus_interop::claims::{Decision, PlannedClaim, PlannedRemittance};
 use caduceus_interop::detect::{detect, Format};
 use caduceus_interop::fhir::{read_json, read_ndjson};
 use caduceus_interop::fhir_plan::{plan, Plan};
 use caduceus_interop::report::{Place, Rejection};
-use caduceus_interop::x12_plan::{self, Decision};
+use caduceus_interop::x12_plan;
 
 /// Transactions per submitted batch.
 const BATCH: usize = 1024;
@@ -188,16 +190,26 @@ impl Importer<'_> {
         tally.already += already;
     }
 
-    /// An X12 file's claims, then its remittances: each payer's account funded with the
-    /// remittance's payments, then the claims adjudicated, then paid.
+    /// An X12 file's claims and remittances.
     fn x12(&mut self, plan: x12_plan::Plan) -> Result<()> {
         self.rejections.extend(plan.rejections);
         let keys = self.actors(&plan.actors)?;
+        self.claims(&keys, &plan.claims, &plan.remittances)
+    }
+
+    /// Claims submitted by their providers, then each remittance: its payer funded with its
+    /// payments, the claims adjudicated, then paid.
+    fn claims(
+        &mut self,
+        keys: &BTreeMap<String, SigningKey>,
+        planned: &[PlannedClaim],
+        remittances: &[PlannedRemittance],
+    ) -> Result<()> {
         let key = |name: &str| -> ActorKey { actor_key(&keys[name]) };
         let commitment_key = commitment_key(self.keystore)?;
         let today = date_of(self.now);
         let mut claims = Vec::new();
-        for claim in &plan.claims {
+        for claim in planned {
             let lines: Vec<ClaimLine> = claim
                 .lines
                 .iter()
@@ -221,7 +233,7 @@ impl Importer<'_> {
         }
         self.submit(claims)?;
         let (mut funds, mut decisions, mut payments) = (Vec::new(), Vec::new(), Vec::new());
-        for remittance in &plan.remittances {
+        for remittance in remittances {
             let payer = &keys[&remittance.payer];
             let funding = remittance.funding();
             if funding > 0 {
@@ -251,7 +263,8 @@ impl Importer<'_> {
         self.submit(payments)
     }
 
-    /// A FHIR file's actors, records, then consents (each signed by its patient).
+    /// A FHIR file's actors, records, consents (each signed by its patient), then claims and
+    /// their payments.
     fn fhir(&mut self, store: &PayloadStore, plan: Plan) -> Result<()> {
         self.rejections.extend(plan.rejections);
         let keys = self.actors(&plan.actors)?;
@@ -278,7 +291,8 @@ impl Importer<'_> {
             };
             consents.extend(self.fresh(signer, &[what, &patient.0, &consent.to_le_bytes()], operation)?);
         }
-        self.submit(consents)
+        self.submit(consents)?;
+        self.claims(&keys, &plan.claims, &plan.remittances)
     }
 
     fn records(

@@ -181,7 +181,7 @@ fn the_keystore_keeps_each_key_to_its_owner() {
 
 /// A Synthea bundle imported into a new directory: a ledger is made, the patient, its
 /// practitioner and organization registered, its clinical resources registered as records with
-/// encrypted payloads (claims, not imported yet, rejected at their paths); the patient reads
+/// encrypted payloads (its claims, without a coded diagnosis, rejected at their paths); the patient reads
 /// its records; a second import changes nothing; the ledger verifies and holds no name.
 #[test]
 fn a_synthea_bundle_is_imported_once_and_its_patient_reads_its_records() {
@@ -205,7 +205,10 @@ fn a_synthea_bundle_is_imported_once_and_its_patient_reads_its_records() {
     let submitted = actors + records;
     assert!(said.contains(&format!("{submitted} transactions submitted ({submitted} committed), 0 already")), "{said}");
     assert!(said.contains(&format!("{not_yet} parts rejected")), "{said}");
-    assert!(said.contains("rejected $.entry[") && said.contains("Claim is not imported yet"), "{said}");
+    // Its claims name no coded diagnosis, which a claim's commitment covers; what pays them
+    // names the Claim rejected.
+    assert!(said.contains("rejected $.entry[") && said.contains("the claim names no coded diagnosis"), "{said}");
+    assert!(said.contains("its Claim is not imported: see $.entry["), "{said}");
 
     let again = caduceus(&["import", "--dir", data_arg, source.to_str().unwrap()]);
     assert!(again.status.success(), "{}", text(&again));
