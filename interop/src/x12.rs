@@ -81,6 +81,11 @@ impl Set {
         self.segments.iter().filter(|s| s.id() == id).nth(nth).unwrap_or(&self.segments[0]).place()
     }
 
+    /// The places of every segment with this id, in order (for a mapping that walks them all).
+    pub fn places_of(&self, id: &str) -> Vec<Place> {
+        self.segments.iter().filter(|s| s.id() == id).map(Segment::place).collect()
+    }
+
     /// The first segment with this id after the segment at `position`, if one comes before the
     /// next segment with id `until`.
     pub fn after(&self, position: usize, id: &str, until: &str) -> Option<&Segment> {
@@ -90,12 +95,9 @@ impl Set {
     /// The `nth` (0-based) segment with this id after the segment at `position`, before the
     /// next segment with id `until`.
     pub fn nth_after(&self, position: usize, id: &str, until: &str, nth: usize) -> Option<&Segment> {
-        self.segments
-            .iter()
-            .skip_while(|s| s.position <= position)
-            .take_while(|s| s.id() != until)
-            .filter(|s| s.id() == id)
-            .nth(nth)
+        // Segments are in file order: the first after `position` is found by bisection.
+        let start = self.segments.partition_point(|s| s.position <= position);
+        self.segments[start..].iter().take_while(|s| s.id() != until).filter(|s| s.id() == id).nth(nth)
     }
 
     /// The components of a composite element (`HC:99213:25` gives `["HC", "99213", "25"]`).

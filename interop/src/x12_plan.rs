@@ -71,7 +71,7 @@ pub fn plan(read: &Read) -> Plan {
 
 fn claims(set: &Set, document: &_837, plan: &mut Plan, actors: &mut BTreeSet<PlannedActor>) {
     let (mut billing, mut subscriber, mut dependent) = (None::<String>, None::<(String, String)>, None);
-    let mut nth_claim = 0;
+    let (mut nth_claim, places) = (0, set.places_of("CLM"));
     for level in &document.loop_2000 {
         match level.hl._03.to_string().as_str() {
             "20" => {
@@ -102,7 +102,7 @@ fn claims(set: &Set, document: &_837, plan: &mut Plan, actors: &mut BTreeSet<Pla
             _ => {}
         }
         for claim in &level.loop_2300 {
-            let place = set.place_of("CLM", nth_claim);
+            let place = places.get(nth_claim).cloned().unwrap_or_else(|| set.segments[0].place());
             nth_claim += 1;
             let parties = match (&billing, &subscriber) {
                 (None, _) => Err("its billing provider (2010AA NM1*85) has no NPI (NM108 XX)"),
@@ -286,8 +286,9 @@ fn remittance(set: &Set, document: &_835, plan: &mut Plan, actors: &mut BTreeSet
     let mut remittance =
         PlannedRemittance { place: bpr, payer: key_name("x12.payer", &payer), trace, payments: Vec::new() };
     let provider = key_name("x12.npi", &npi);
+    let places = set.places_of("CLP");
     for (nth, clp) in document.loop_2000.iter().flat_map(|lx| &lx.loop_2100).enumerate() {
-        let place = set.place_of("CLP", nth);
+        let place = places.get(nth).cloned().unwrap_or_else(|| set.segments[0].place());
         match payment(set, clp, &place, &payer) {
             Ok((patient, decision)) => {
                 actors.insert(PlannedActor { kind: ActorKind::Patient, key: patient.clone() });

@@ -4,6 +4,8 @@
 
 pub mod args;
 pub mod embedded;
+pub mod record;
+pub mod x12;
 
 /// The progress bars' look, labelled: the demo's and `loadgen`'s alike.
 pub fn bar_style(label: &str) -> indicatif::ProgressStyle {

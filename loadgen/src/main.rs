@@ -15,7 +15,6 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod drive;
-mod record;
 mod report;
 mod sink;
 mod source;
@@ -32,6 +31,7 @@ use caduceus_engine::limits::BATCH_TRANSACTIONS_MAX;
 use caduceus_engine::signature::{measure_verify_batch_rate, measure_verify_one_rate};
 use caduceus_engine::{Config, Ledger, SignedTransaction, TxResult};
 use caduceus_loadgen::args::LoadArgs;
+use caduceus_loadgen::record;
 use caduceus_workload::file::write_workload;
 use caduceus_workload::{forge_every_chunk, Workload};
 use clap::{Parser, Subcommand};
@@ -72,6 +72,18 @@ enum Command {
         /// Change nothing; fail if the README's table is not what the runs give.
         #[arg(long)]
         check: bool,
+    },
+    /// Write a large X12 837 (`DIR/claims.837`) and the 835s that pay it (`DIR/remittances.835`),
+    /// to measure `caduceus import` on.
+    X12 {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 20_000)]
+        claims: usize,
+        #[arg(long, default_value_t = 50)]
+        providers: usize,
+        #[arg(long, default_value_t = 4)]
+        payers: usize,
     },
     /// Check that every transaction in an ack log is in the ledger with the same result.
     Verify {
@@ -201,6 +213,7 @@ fn main() -> ExitCode {
         Command::Run(options) => run(*options).map(|()| ExitCode::SUCCESS),
         Command::Headline { benchmarks, readme, check } => headline(&benchmarks, &readme, check),
         Command::Verify { target, ack_log } => verify(&target, &ack_log),
+        Command::X12 { out, claims, providers, payers } => x12(&out, claims, providers, payers),
     };
     outcome.unwrap_or_else(|error| {
         eprintln!("error: {error:#}");
@@ -667,4 +680,15 @@ fn verify(target: &Target, ack_log: &std::path::Path) -> Result<ExitCode> {
         checked - missing - different
     );
     Ok(if missing + different == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+fn x12(out: &std::path::Path, claims: usize, providers: usize, payers: usize) -> Result<ExitCode> {
+    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+    let files = caduceus_loadgen::x12::files(claims, providers, payers);
+    for (name, text) in [("claims.837", &files.claims), ("remittances.835", &files.remittances)] {
+        let path = out.join(name);
+        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+        println!("wrote {} ({} bytes)", path.display(), text.len());
+    }
+    Ok(ExitCode::SUCCESS)
 }

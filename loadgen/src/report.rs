@@ -8,6 +8,8 @@ use hdrhistogram::Histogram;
 use plotters::prelude::*;
 use serde_json::{json, Value};
 
+use caduceus_loadgen::record::{cores, machine};
+
 use crate::drive::Tally;
 
 pub use caduceus_loadgen::bar_style;
@@ -16,10 +18,6 @@ pub use caduceus_loadgen::bar_style;
 pub fn percentiles(latency: &Histogram<u64>) -> Value {
     let at = |q: f64| if latency.is_empty() { 0 } else { latency.value_at_quantile(q) };
     json!({ "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "p999": at(0.999), "max": latency.max() })
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// Peak resident memory of this process, in bytes (Linux; `None` elsewhere).
@@ -39,26 +37,6 @@ pub fn cpu_seconds() -> f64 {
     };
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
-}
-
-/// The machine the run was measured on.
-pub fn machine() -> Value {
-    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let cpuinfo = read("/proc/cpuinfo");
-    let cpu =
-        cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|l| l.trim_start_matches([' ', '\t', ':']));
-    let memory = read("/proc/meminfo")
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok())
-        .map(|kib| kib * 1024);
-    json!({
-        "cores": cores(),
-        "cpu": cpu,
-        "memory_bytes": memory,
-        "os": std::env::consts::OS,
-        "kernel": read("/proc/sys/kernel/osrelease").trim(),
-    })
 }
 
 /// The raw two-thread `verify_batch` rate (signatures per second), measured before and after

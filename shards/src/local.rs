@@ -72,6 +72,30 @@ pub fn new_key_file(path: &Path) -> Result<ActorKey> {
     Ok(caduceus_engine::signature::actor_key(&caduceus_engine::signature::signing_key(seed)))
 }
 
+/// Makes a signing key in each of `paths` (none may exist yet), made durable together: each
+/// file is written, then the file system is synced once (`syncfs`) rather than once per file,
+/// since an import may make tens of thousands of keys.
+pub fn new_key_files(paths: &[PathBuf]) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let Some(first) = paths.first() else { return Ok(()) };
+    for path in paths {
+        let mut seed = [0u8; 32];
+        rustls::crypto::ring::default_provider()
+            .secure_random
+            .fill(&mut seed)
+            .map_err(|_| anyhow::anyhow!("the system's random source failed"))?;
+        write_private_unsynced(path, &format!("{}\n", caduceus_engine::model::hex(&seed)))?;
+    }
+    let dir = first.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let handle = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    // SAFETY: syncfs takes an open file descriptor, which `handle` keeps open for the call.
+    if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("syncing the keys in {}", dir.display()));
+    }
+    handle.sync_all()?;
+    Ok(())
+}
+
 /// The operator key `cluster init` generated for the cluster whose CA is `ca` (the cluster
 /// directory's `ca.pem`), if there is one: `submit` and `loadgen` sign the workload's
 /// registrations with it.
@@ -104,6 +128,12 @@ fn free_port(held: &mut Vec<UdpSocket>) -> Result<u16> {
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {
+    write_private_unsynced(path, text)?.sync_all()?;
+    Ok(())
+}
+
+/// A new file readable by its owner only, written but not yet synced.
+fn write_private_unsynced(path: &Path, text: &str) -> Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -112,8 +142,7 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
     std::io::Write::write_all(&mut file, text.as_bytes())?;
-    file.sync_all()?;
-    Ok(())
+    Ok(file)
 }
 
 pub fn init(options: &InitOptions) -> Result<()> {

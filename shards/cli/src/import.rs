@@ -129,8 +129,9 @@ impl Importer<'_> {
     fn actors(&mut self, actors: &[PlannedActor]) -> Result<BTreeMap<String, SigningKey>> {
         let mut registrations = Vec::new();
         let mut keys = BTreeMap::new();
-        for actor in actors {
-            let signing = crate::keys::load_or_new(self.keystore, &actor.key)?;
+        let names: Vec<&str> = actors.iter().map(|a| a.key.as_str()).collect();
+        let signing_keys = crate::keys::load_or_new_many(self.keystore, &names)?;
+        for (actor, signing) in actors.iter().zip(signing_keys) {
             let key = actor_key(&signing);
             keys.insert(actor.key.clone(), signing);
             if self.ledger.actor(&key).is_some() {
@@ -389,4 +390,42 @@ pub fn print_totals(tally: &Tally) {
             println!("  {n:>6} {reason}");
         }
     }
+}
+
+/// Prints the import's throughput (transactions submitted per second over the whole run:
+/// reading, mapping, sealing, signing and committing, every round fsynced) and, if measured,
+/// its ratio to the raw two-thread `verify_batch` rate measured before and after; with `record`,
+/// writes the run's file there.
+pub fn speed(
+    tally: &Tally,
+    elapsed: std::time::Duration,
+    reference: Option<(f64, f64)>,
+    record: Option<&Path>,
+) -> Result<()> {
+    let submitted: usize = tally.results.values().sum();
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    let throughput = submitted as f64 / seconds;
+    println!("import: {submitted} transactions in {seconds:.2} s, {throughput:.0} tx/s");
+    let rate = reference.map(|(before, after)| (before + after) / 2.0);
+    if let Some(rate) = rate {
+        println!(
+            "reference: {rate:.0} signatures/s (raw ed25519 verify_batch, 2 threads, this run); ratio {:.3}",
+            throughput / rate
+        );
+    }
+    if let Some(dir) = record {
+        let report = serde_json::json!({
+            "machine": caduceus_loadgen::record::machine(),
+            "files": { "imported": tally.files_imported, "rejected": tally.files_rejected },
+            "transactions": { "submitted": submitted, "results": tally.results, "already": tally.already },
+            "parts_rejected": tally.rejected.values().sum::<usize>(),
+            "elapsed_seconds": seconds,
+            "throughput": throughput,
+            "reference": reference.map(|(before, after)| serde_json::json!({ "before": before, "after": after })),
+            "ratio": rate.map(|rate| throughput / rate),
+        });
+        let path = caduceus_loadgen::record::write(dir, caduceus_loadgen::record::Label::Import, &report)?;
+        println!("recorded {}", path.display());
+    }
+    Ok(())
 }

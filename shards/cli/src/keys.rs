@@ -77,6 +77,24 @@ pub fn load_or_new(dir: &Path, name: &str) -> Result<SigningKey> {
     load(dir, name)
 }
 
+/// The signing keys kept under `names`, those not there yet made first, all durable with one
+/// sync (an import's actors).
+pub fn load_or_new_many(dir: &Path, names: &[&str]) -> Result<Vec<SigningKey>> {
+    let mut missing = Vec::new();
+    for name in names {
+        let path = key_path(dir, name)?;
+        if !path.exists() && !missing.contains(&path) {
+            missing.push(path);
+        }
+    }
+    if !missing.is_empty() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating the keystore {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        caduceus_shards::local::new_key_files(&missing)?;
+    }
+    names.iter().map(|name| load(dir, name)).collect()
+}
+
 /// The signing key kept under `name`. A key file that others may read is refused.
 pub fn load(dir: &Path, name: &str) -> Result<SigningKey> {
     let path = key_path(dir, name)?;

@@ -136,6 +136,14 @@ enum Command {
         /// The files' format, instead of recognising it from their content.
         #[arg(long)]
         format: Option<caduceus_interop::detect::Format>,
+        /// Time spent measuring the ed25519 verify_batch reference before and after the import
+        /// (0 skips it; 3 s when recording).
+        #[arg(long, default_value_t = 0.0)]
+        reference_seconds: f64,
+        /// Record the run's throughput and reference as one file in this folder (as `loadgen
+        /// run --record`; label `import`).
+        #[arg(long)]
+        record: Option<PathBuf>,
         /// The files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -235,10 +243,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(cluster::register(target, &ca, actor, role, clock))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Import { dir, keystore, operator, format, files } => {
+        Command::Import { dir, keystore, operator, format, reference_seconds, record, files } => {
             let keystore = keystore.unwrap_or_else(|| dir.with_extension("keys"));
+            let seconds = if record.is_some() && reference_seconds <= 0.0 { 3.0 } else { reference_seconds };
+            let reference = || {
+                (seconds > 0.0).then(|| {
+                    caduceus_engine::signature::measure_verify_batch_rate(
+                        2,
+                        std::time::Duration::from_secs_f64(seconds),
+                    )
+                })
+            };
+            let before = reference();
+            let started = std::time::Instant::now();
             let tally = import::run(&dir, &keystore, &operator, format, &files)?;
+            let elapsed = started.elapsed();
+            let after = reference();
             import::print_totals(&tally);
+            import::speed(&tally, elapsed, before.zip(after), record.as_deref())?;
             Ok(if tally.files_rejected == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Keys { keystore, action } => {

@@ -370,3 +370,26 @@ fn a_fhir_consent_is_granted_then_revoked_by_its_patient() {
     assert!(text(&second).contains("1 transactions submitted (1 committed), 2 already"), "{}", text(&second));
     assert!(consents().contains("revoked"), "{}", consents());
 }
+
+/// `loadgen x12`'s claims and remittances (the import measurement's input) are read whole:
+/// every claim submitted, funded, approved and paid, all committed; a second import changes
+/// nothing.
+#[test]
+fn loadgen_s_x12_files_import_whole_and_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = caduceus_loadgen::x12::files(200, 7, 3);
+    let (claims, remittances) = (dir.path().join("claims.837"), dir.path().join("remittances.835"));
+    std::fs::write(&claims, &files.claims).unwrap();
+    std::fs::write(&remittances, &files.remittances).unwrap();
+    let data = dir.path().join("ledger");
+    let args = ["import", "--dir", data.to_str().unwrap(), claims.to_str().unwrap(), remittances.to_str().unwrap()];
+    let first = caduceus(&args);
+    let said = text(&first);
+    assert!(first.status.success() && !said.contains("rejected "), "{said}");
+    // 210 actors and 200 claims; 200 approvals and payments, and a funding per payer and provider.
+    let submitted = 210 + 200 + 200 + 200 + 21;
+    assert!(said.contains(&format!("transactions: {submitted} submitted")), "{said}");
+    assert!(said.contains(&format!("{submitted} committed")), "{said}");
+    let again = caduceus(&args);
+    assert!(text(&again).contains("transactions: 0 submitted"), "{}", text(&again));
+}
