@@ -34,6 +34,8 @@ use caduceus_interop::x12_plan;
 
 /// Transactions per submitted batch.
 const BATCH: usize = 1024;
+/// Batches pending at once: the ledger verifies one while it commits another.
+const IN_FLIGHT: usize = 4;
 
 /// What one import run did, over all its files.
 #[derive(Default)]
@@ -363,12 +365,15 @@ fn signed(key: &SigningKey, nonce: u128, timestamp: u64, operation: Operation) -
     Ok(sign(Transaction { nonce, signer: actor_key(key), timestamp, operation, key: None }, key)?)
 }
 
+/// Submits one phase's transactions (none depends on another of the same phase) in batches,
+/// up to `IN_FLIGHT` of them pending at once, and counts their results.
 fn submit(ledger: &Ledger, transactions: Vec<SignedTransaction>, results: &mut BTreeMap<String, usize>) -> Result<()> {
-    for batch in transactions.chunks(BATCH) {
-        for result in ledger.submit(batch.to_vec())? {
+    let batches: Vec<Vec<SignedTransaction>> = transactions.chunks(BATCH).map(<[_]>::to_vec).collect();
+    caduceus_loadgen::embedded::closed_loop(ledger, 0, batches, IN_FLIGHT, |_, _, answers| {
+        for result in answers {
             *results.entry(result.as_str().to_owned()).or_default() += 1;
         }
-    }
+    })?;
     Ok(())
 }
 

@@ -81,9 +81,10 @@ pub fn load_or_new(dir: &Path, name: &str) -> Result<SigningKey> {
 /// sync (an import's actors).
 pub fn load_or_new_many(dir: &Path, names: &[&str]) -> Result<Vec<SigningKey>> {
     let mut missing = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for name in names {
         let path = key_path(dir, name)?;
-        if !path.exists() && !missing.contains(&path) {
+        if seen.insert(*name) && !path.exists() {
             missing.push(path);
         }
     }
