@@ -3,7 +3,6 @@
 //! the R4 model (`caduceus-fhir-r4`); a resource that does not fit is rejected at its JSON
 //! path, and the rest of the file is read on.
 
-use caduceus_fhir_r4::resources::Resource;
 use serde_json::Value;
 
 use crate::report::{Place, Rejection};
@@ -16,8 +15,6 @@ pub const BUNDLE_TYPES: [&str; 4] = ["transaction", "batch", "collection", "sear
 pub struct Found {
     /// Where in the file.
     pub place: Place,
-    /// The resource, as the R4 model reads it.
-    pub resource: Resource,
     /// Its JSON, as the file has it: the payload a clinical resource's record stands for.
     pub json: Value,
     /// Its Bundle entry's `fullUrl`, by which other entries may refer to it.
@@ -145,7 +142,7 @@ fn resource(json: Value, place: Place, full_url: Option<String>) -> Result<Found
         let reason = format!("not a valid FHIR R4 value ({}): {}{more}", issue.path, issue.message);
         return Err(Rejection::new(place, reason));
     }
-    Ok(Found { place, resource, json, full_url })
+    Ok(Found { place, json, full_url })
 }
 
 /// The place of an element within a resource found at `place`.

@@ -149,8 +149,8 @@ pub fn plan(read: &Read) -> Plan {
     let mut first_provider = None;
     let mut encounter_providers: BTreeMap<usize, Option<String>> = BTreeMap::new();
     let mut payers = Vec::new();
-    // Every Claim of the file by its claim id, imported or not.
-    let mut claims_here: BTreeMap<u128, Place> = BTreeMap::new();
+    // Every Claim of the file by its claim id: its provider if it is imported, else its place.
+    let mut claims_here: BTreeMap<u128, Result<String, Place>> = BTreeMap::new();
     for found in &read.resources {
         let kind = found.resource_type();
         let Some((kind, id)) = identity(found).filter(|_| is_actor(kind)) else { continue };
@@ -179,15 +179,18 @@ pub fn plan(read: &Read) -> Plan {
             continue;
         }
         if kind == "Claim" {
-            if let Some((_, id)) = identity(found) {
-                claims_here.insert(claim_id(&id), found.place.clone());
-            }
             match claim(found, &resolve, &|r: &str| by_reference.get(r).map(|i| &read.resources[*i])) {
                 Ok(claim) => {
                     actors.extend(claim.actors());
+                    claims_here.insert(claim.claim, Ok(claim.provider.clone()));
                     plan.claims.push(claim);
                 }
-                Err(rejection) => plan.rejections.push(rejection),
+                Err(rejection) => {
+                    if let Some((_, id)) = identity(found) {
+                        claims_here.entry(claim_id(&id)).or_insert(Err(found.place.clone()));
+                    }
+                    plan.rejections.push(rejection);
+                }
             }
             continue;
         }
@@ -247,7 +250,7 @@ pub fn plan(read: &Read) -> Plan {
     }
     // The payments, once the file's claims are known: a payment goes to its claim's provider.
     for found in payers {
-        match remittance(found, &resolve, &plan.claims, &claims_here) {
+        match remittance(found, &resolve, &claims_here) {
             Ok(remittance) => {
                 for payment in &remittance.payments {
                     actors.insert(PlannedActor { kind: ActorKind::Patient, key: payment.patient.clone() });
@@ -261,6 +264,24 @@ pub fn plan(read: &Read) -> Plan {
     }
     plan.actors = actors.into_iter().collect();
     plan
+}
+
+/// What a reference at `pointer` names, if it resolves to a resource of one of `kinds`.
+fn referenced(
+    json: &Value,
+    pointer: &str,
+    resolve: &dyn Fn(&str) -> Option<(String, String)>,
+    kinds: &[&str],
+) -> Option<(String, String)> {
+    let (kind, id) = json.pointer(pointer).and_then(Value::as_str).and_then(resolve)?;
+    kinds.contains(&kind.as_str()).then_some((kind, id))
+}
+
+/// A resource's id or full URL, or its rejection: a `what` with neither cannot be known by a
+/// later file.
+fn known_by(found: &Found, what: &str) -> Result<String, Rejection> {
+    let reason = || format!("neither a FHIR id nor a full URL to know the {what} by");
+    identity(found).map(|(_, id)| id).ok_or_else(|| Rejection::new(found.place.clone(), reason()))
 }
 
 /// A claim's id: a function of the Claim's identity, which its ExplanationOfBenefit or
@@ -317,19 +338,15 @@ fn claim<'r>(
 ) -> Result<PlannedClaim, Rejection> {
     let json = &found.json;
     let at = |path: &str| within(&found.place, path);
-    let reference = |pointer: &str| json.pointer(pointer).and_then(Value::as_str).and_then(resolve);
-    let (_, id) = identity(found)
-        .ok_or_else(|| Rejection::new(found.place.clone(), "neither a FHIR id nor a full URL to know the claim by"))?;
-    let patient = reference("/patient/reference")
-        .filter(|(kind, _)| kind == "Patient")
+    let id = known_by(found, "claim")?;
+    let patient = referenced(json, "/patient/reference", resolve, &["Patient"])
         .ok_or_else(|| Rejection::new(at(".patient"), "the claim names no patient (a Patient reference)"))?;
-    let provider =
-        reference("/provider/reference").filter(|(kind, _)| PROVIDERS.contains(&kind.as_str())).ok_or_else(|| {
-            Rejection::new(
-                at(".provider"),
-                "the claim names no provider (a Practitioner, PractitionerRole or Organization)",
-            )
-        })?;
+    let provider = referenced(json, "/provider/reference", resolve, &PROVIDERS).ok_or_else(|| {
+        Rejection::new(
+            at(".provider"),
+            "the claim names no provider (a Practitioner, PractitionerRole or Organization)",
+        )
+    })?;
     let payer = payer_of(json, resolve)
         .ok_or_else(|| Rejection::new(at(".insurance"), "the claim names no payer: no insurer, or no insurance"))?;
     let diagnoses: Vec<Option<String>> = json
@@ -396,27 +413,17 @@ fn claim<'r>(
 fn remittance(
     found: &Found,
     resolve: &dyn Fn(&str) -> Option<(String, String)>,
-    claims: &[PlannedClaim],
-    claims_here: &BTreeMap<u128, Place>,
+    claims_here: &BTreeMap<u128, Result<String, Place>>,
 ) -> Result<PlannedRemittance, Rejection> {
     let json = &found.json;
     let kind = found.resource_type();
     let at = |path: &str| within(&found.place, path);
-    let (_, id) = identity(found).ok_or_else(|| {
-        Rejection::new(found.place.clone(), format!("neither a FHIR id nor a full URL to know the {kind} by"))
-    })?;
+    let id = known_by(found, kind)?;
     let pointer = PAYMENTS.iter().find(|(paying, _)| *paying == kind).map_or("/claim/reference", |(_, p)| p);
-    let claim = json
-        .pointer(pointer)
-        .and_then(Value::as_str)
-        .and_then(resolve)
-        .filter(|(kind, _)| kind == "Claim")
-        .ok_or_else(|| Rejection::new(at(&pointer[..pointer.len() - 10].replace('/', ".")), "names no Claim"))?;
-    let patient = json
-        .pointer("/patient/reference")
-        .and_then(Value::as_str)
-        .and_then(resolve)
-        .filter(|(kind, _)| kind == "Patient")
+    let claim_place = at(&pointer[..pointer.len() - 10].replace('/', "."));
+    let claim = referenced(json, pointer, resolve, &["Claim"])
+        .ok_or_else(|| Rejection::new(claim_place.clone(), "names no Claim"))?;
+    let patient = referenced(json, "/patient/reference", resolve, &["Patient"])
         .ok_or_else(|| Rejection::new(at(".patient"), "names no patient (a Patient reference)"))?;
     if json.get("outcome").and_then(Value::as_str) == Some("error") {
         return Err(Rejection::new(at(".outcome"), "an outcome of error decides nothing"));
@@ -426,16 +433,13 @@ fn remittance(
     })?;
     let payer = payer_of(json, resolve).ok_or_else(|| Rejection::new(at(".insurer"), "names no payer (insurer)"))?;
     let claim = claim_id(&claim.1);
-    if let Some(place) = claims_here.get(&claim).filter(|_| !claims.iter().any(|c| c.claim == claim)) {
-        return Err(Rejection::new(
-            at(&pointer[..pointer.len() - 10].replace('/', ".")),
-            format!("its Claim is not imported: see {place}"),
-        ));
-    }
-    let provider = claims.iter().find(|c| c.claim == claim).map(|c| c.provider.clone()).or_else(|| {
-        let (kind, id) = json.pointer("/provider/reference").and_then(Value::as_str).and_then(resolve)?;
-        PROVIDERS.contains(&kind.as_str()).then(|| key_name(&kind, &id))
-    });
+    let provider = match claims_here.get(&claim) {
+        Some(Err(place)) => {
+            return Err(Rejection::new(claim_place, format!("its Claim is not imported: see {place}")));
+        }
+        Some(Ok(provider)) => Some(provider.clone()),
+        None => referenced(json, "/provider/reference", resolve, &PROVIDERS).map(|(kind, id)| key_name(&kind, &id)),
+    };
     let provider = provider.ok_or_else(|| Rejection::new(at(".provider"), "names no provider to pay"))?;
     Ok(PlannedRemittance {
         place: found.place.clone(),
@@ -462,11 +466,7 @@ fn consent(
     let json = &found.json;
     let at = |path: &str| within(&found.place, path);
     let text = |value: Option<&Value>| value.and_then(Value::as_str).unwrap_or("").to_owned();
-    let patient = json
-        .pointer("/patient/reference")
-        .and_then(Value::as_str)
-        .and_then(resolve)
-        .filter(|(kind, _)| kind == "Patient")
+    let patient = referenced(json, "/patient/reference", resolve, &["Patient"])
         .ok_or_else(|| Rejection::new(at(".patient"), "the consent names no patient (a Patient reference)"))?;
     let granted = match json.get("status").and_then(Value::as_str) {
         Some("active") => true,
@@ -476,9 +476,7 @@ fn consent(
             return Err(Rejection::new(at(".status"), reason));
         }
     };
-    let (_, id) = identity(found).ok_or_else(|| {
-        Rejection::new(found.place.clone(), "neither a FHIR id nor a full URL to know the consent by")
-    })?;
+    let id = known_by(found, "consent")?;
     let provision = json
         .get("provision")
         .ok_or_else(|| Rejection::new(at(""), "the consent has no provision to say whom it permits"))?;

@@ -66,8 +66,6 @@ pub enum Body {
 /// A transaction set whose envelope checked and which its model parsed.
 #[derive(Debug)]
 pub struct Set {
-    /// Its ST02.
-    pub control: String,
     /// Its segments, ST to SE, with their places in the file.
     pub segments: Vec<Segment>,
     pub body: Body,
@@ -81,23 +79,22 @@ impl Set {
         self.segments.iter().filter(|s| s.id() == id).nth(nth).unwrap_or(&self.segments[0]).place()
     }
 
-    /// The places of every segment with this id, in order (for a mapping that walks them all).
-    pub fn places_of(&self, id: &str) -> Vec<Place> {
-        self.segments.iter().filter(|s| s.id() == id).map(Segment::place).collect()
+    /// Every segment with this id, in order (for a mapping that walks them all).
+    pub fn all(&self, id: &str) -> Vec<&Segment> {
+        self.segments.iter().filter(|s| s.id() == id).collect()
+    }
+
+    /// The segments after the one at `position`, up to the next with id `until`.
+    pub fn between(&self, position: usize, until: &'static str) -> impl Iterator<Item = &Segment> {
+        // Segments are in file order: the first after `position` is found by bisection.
+        let start = self.segments.partition_point(|s| s.position <= position);
+        self.segments[start..].iter().take_while(move |s| s.id() != until)
     }
 
     /// The first segment with this id after the segment at `position`, if one comes before the
     /// next segment with id `until`.
-    pub fn after(&self, position: usize, id: &str, until: &str) -> Option<&Segment> {
-        self.nth_after(position, id, until, 0)
-    }
-
-    /// The `nth` (0-based) segment with this id after the segment at `position`, before the
-    /// next segment with id `until`.
-    pub fn nth_after(&self, position: usize, id: &str, until: &str, nth: usize) -> Option<&Segment> {
-        // Segments are in file order: the first after `position` is found by bisection.
-        let start = self.segments.partition_point(|s| s.position <= position);
-        self.segments[start..].iter().take_while(|s| s.id() != until).filter(|s| s.id() == id).nth(nth)
+    pub fn after(&self, position: usize, id: &str, until: &'static str) -> Option<&Segment> {
+        self.between(position, until).find(|s| s.id() == id)
     }
 
     /// The components of a composite element (`HC:99213:25` gives `["HC", "99213", "25"]`).
@@ -210,14 +207,7 @@ fn interchange(segments: &[Segment], cursor: &mut usize, delimiters: Delimiters,
             }
             Some(iea) if iea.id() == "IEA" => {
                 *cursor += 1;
-                if iea.element(1).parse::<usize>().ok() != Some(groups) {
-                    let reason = format!("IEA01 counts {} groups; the interchange has {groups}", shown(iea.element(1)));
-                    faults.push(Rejection::new(iea.at(1), reason));
-                }
-                if iea.element(2) != isa.element(13) {
-                    let reason = format!("IEA02 {} is not the ISA13 {}", shown(iea.element(2)), shown(isa.element(13)));
-                    faults.push(Rejection::new(iea.at(2), reason));
-                }
+                faults.extend(trailer_faults(iea, isa, 13, (groups, "groups", "interchange")));
                 break;
             }
             Some(gs) if gs.id() == "GS" => {
@@ -232,12 +222,7 @@ fn interchange(segments: &[Segment], cursor: &mut usize, delimiters: Delimiters,
         }
     }
     if !faults.is_empty() {
-        if !candidates.is_empty() {
-            let reason = format!("{}; its {} transaction sets are not imported", faults[0].reason, candidates.len());
-            faults[0].reason = reason;
-        }
-        read.rejections.extend(faults);
-        return;
+        return reject_envelope(faults, candidates.len(), &mut read.rejections);
     }
     for candidate in candidates {
         match parse(segments, candidate, delimiters) {
@@ -261,14 +246,7 @@ fn group(segments: &[Segment], cursor: &mut usize, candidates: &mut Vec<Candidat
         match segments.get(*cursor) {
             Some(ge) if ge.id() == "GE" => {
                 *cursor += 1;
-                if ge.element(1).parse::<usize>().ok() != Some(count) {
-                    let reason = format!("GE01 counts {} sets; the group has {count}", shown(ge.element(1)));
-                    faults.push(Rejection::new(ge.at(1), reason));
-                }
-                if ge.element(2) != gs.element(6) {
-                    let reason = format!("GE02 {} is not the GS06 {}", shown(ge.element(2)), shown(gs.element(6)));
-                    faults.push(Rejection::new(ge.at(2), reason));
-                }
+                faults.extend(trailer_faults(ge, gs, 6, (count, "sets", "group")));
                 break;
             }
             None => {
@@ -297,11 +275,34 @@ fn group(segments: &[Segment], cursor: &mut usize, candidates: &mut Vec<Candidat
     if faults.is_empty() {
         candidates.extend(sets);
     } else {
-        if !sets.is_empty() {
-            faults[0].reason = format!("{}; its {} transaction sets are not imported", faults[0].reason, sets.len());
-        }
-        rejections.extend(faults);
+        reject_envelope(faults, sets.len(), rejections);
     }
+}
+
+/// A trailer's faults against its header: its count (element 1) of what it closes, and its
+/// control number (element 2) against the header's (element `control`). `counted` is the
+/// count found, what it counts, and what closes.
+fn trailer_faults(trailer: &Segment, header: &Segment, control: usize, counted: (usize, &str, &str)) -> Vec<Rejection> {
+    let (id, (count, things, unit)) = (trailer.id(), counted);
+    let mut faults = Vec::new();
+    if trailer.element(1).parse::<usize>().ok() != Some(count) {
+        let reason = format!("{id}01 counts {} {things}; the {unit} has {count}", shown(trailer.element(1)));
+        faults.push(Rejection::new(trailer.at(1), reason));
+    }
+    if trailer.element(2) != header.element(control) {
+        let (given, expected) = (shown(trailer.element(2)), shown(header.element(control)));
+        let reason = format!("{id}02 {given} is not the {}{control:02} {expected}", header.id());
+        faults.push(Rejection::new(trailer.at(2), reason));
+    }
+    faults
+}
+
+/// An envelope's faults, the first saying how many transaction sets it takes with it.
+fn reject_envelope(mut faults: Vec<Rejection>, sets: usize, rejections: &mut Vec<Rejection>) {
+    if sets > 0 {
+        faults[0].reason = format!("{}; its {sets} transaction sets are not imported", faults[0].reason);
+    }
+    rejections.extend(faults);
 }
 
 /// Reads one transaction set from the ST at `segments[*cursor]`, through its SE.
@@ -320,16 +321,8 @@ fn set(segments: &[Segment], cursor: &mut usize, gs: &Segment) -> Result<Candida
             _ => return Err(Rejection::new(st.place(), "the transaction set has no SE")),
         }
     };
-    let count = *cursor - start;
-    if se.element(1).parse::<usize>().ok() != Some(count) {
-        let reason = format!("SE01 counts {} segments; the set has {count}", shown(se.element(1)));
-        return Err(Rejection::new(se.at(1), reason));
-    }
-    if se.element(2) != st.element(2) {
-        return Err(Rejection::new(
-            se.at(2),
-            format!("SE02 {} is not the ST02 {}", shown(se.element(2)), shown(st.element(2))),
-        ));
+    if let Some(fault) = trailer_faults(se, st, 2, (*cursor - start, "segments", "set")).into_iter().next() {
+        return Err(fault);
     }
     if st.elements.len() > 3 && st.element(3) != gs.element(8) {
         let reason = format!("ST03 {} is not the group's version GS08 {}", shown(st.element(3)), shown(gs.element(8)));
@@ -399,12 +392,7 @@ fn parse(segments: &[Segment], candidate: Candidate, delimiters: Delimiters) -> 
         SetKind::Remittance => _835::parse(&text).map(|(rest, body)| (rest, Body::Remittance(Box::new(body)))),
     };
     match body {
-        Ok(("", body)) => Ok(Set {
-            control: segments[0].element(2).to_owned(),
-            segments: segments.to_vec(),
-            body,
-            component: delimiters.component,
-        }),
+        Ok(("", body)) => Ok(Set { segments: segments.to_vec(), body, component: delimiters.component }),
         Ok((rest, _)) => Err(at_fault(rest)),
         Err(nom::Err::Error(error) | nom::Err::Failure(error)) => Err(at_fault(error.input)),
         Err(nom::Err::Incomplete(_)) => Err(at_fault("")),

@@ -29,8 +29,8 @@ use x12_types::v005010::{_835Loop2100, _837Loop2300, _835, _837, HI};
 
 use crate::actors::{derived_id, key_name, ActorKind, PlannedActor};
 pub use crate::claims::{ClaimLine, Decision, PlannedClaim, PlannedPayment, PlannedRemittance};
-use crate::report::{Place, Rejection};
-use crate::x12::{shown, Body, Read, Set};
+use crate::report::Rejection;
+use crate::x12::{shown, Body, Read, Segment, Set};
 
 /// What an X12 file puts on the ledger.
 #[derive(Debug, Default)]
@@ -71,7 +71,7 @@ pub fn plan(read: &Read) -> Plan {
 
 fn claims(set: &Set, document: &_837, plan: &mut Plan, actors: &mut BTreeSet<PlannedActor>) {
     let (mut billing, mut subscriber, mut dependent) = (None::<String>, None::<(String, String)>, None);
-    let (mut nth_claim, places) = (0, set.places_of("CLM"));
+    let (mut nth_claim, clms) = (0, set.all("CLM"));
     for level in &document.loop_2000 {
         match level.hl._03.to_string().as_str() {
             "20" => {
@@ -102,7 +102,8 @@ fn claims(set: &Set, document: &_837, plan: &mut Plan, actors: &mut BTreeSet<Pla
             _ => {}
         }
         for claim in &level.loop_2300 {
-            let place = places.get(nth_claim).cloned().unwrap_or_else(|| set.segments[0].place());
+            let clm = clms.get(nth_claim).copied().unwrap_or(&set.segments[0]);
+            let place = clm.place();
             nth_claim += 1;
             let parties = match (&billing, &subscriber) {
                 (None, _) => Err("its billing provider (2010AA NM1*85) has no NPI (NM108 XX)"),
@@ -112,7 +113,7 @@ fn claims(set: &Set, document: &_837, plan: &mut Plan, actors: &mut BTreeSet<Pla
             let planned =
                 parties.map_err(|reason| Rejection::new(place.clone(), reason)).and_then(|(npi, (payer, member))| {
                     let dependent = dependent.as_ref().map(|(l, f): &(String, String)| (l.as_str(), f.as_str()));
-                    claim_of(set, claim, &place, npi, payer, member, dependent)
+                    claim_of(set, claim, clm, npi, payer, member, dependent)
                 });
             match planned {
                 Ok(claim) => {
@@ -128,13 +129,15 @@ fn claims(set: &Set, document: &_837, plan: &mut Plan, actors: &mut BTreeSet<Pla
 fn claim_of(
     set: &Set,
     loop_2300: &_837Loop2300,
-    place: &Place,
+    clm_segment: &Segment,
     npi: &str,
     payer: &str,
     member: &str,
     dependent: Option<(&str, &str)>,
 ) -> Result<PlannedClaim, Rejection> {
-    let clm = &loop_2300.clm;
+    let (clm, place) = (&loop_2300.clm, &clm_segment.place());
+    // The claim's service lines' LX segments, found once.
+    let lxs: Vec<&Segment> = set.between(clm_segment.position, "CLM").filter(|s| s.id() == "LX").collect();
     if clm._01.is_empty() {
         return Err(Rejection::new(place.element(1), "the claim submitter's identifier (CLM01) is empty"));
     }
@@ -161,8 +164,7 @@ fn claim_of(
     let mut lines = Vec::new();
     let mut line_dates = Vec::new();
     for (index, line) in loop_2300.loop_2400.iter().enumerate() {
-        let lx = set.nth_after(position_of(place), "LX", "CLM", index);
-        let line_place = lx.map_or_else(|| place.clone(), |lx| lx.place());
+        let line_place = lxs.get(index).map_or_else(|| place.clone(), |lx| lx.place());
         let (composite, charge, pointer) = match (&line.sv1, &line.sv2) {
             (Some(sv1), _) => (Some(sv1._01.as_str()), sv1._02.as_deref(), sv1._07.as_deref()),
             (None, Some(sv2)) => (sv2._02.as_deref(), sv2._03.as_deref(), None),
@@ -225,13 +227,6 @@ fn claim_of(
     })
 }
 
-fn position_of(place: &Place) -> usize {
-    match place {
-        Place::Segment { position, .. } => *position,
-        _ => 0,
-    }
-}
-
 fn remittance(set: &Set, document: &_835, plan: &mut Plan, actors: &mut BTreeSet<PlannedActor>) {
     let bpr = set.place_of("BPR", 0);
     let party = |code: &str| document.loop_1000.iter().find(|l| l.n1._01.to_string() == code);
@@ -270,11 +265,8 @@ fn remittance(set: &Set, document: &_835, plan: &mut Plan, actors: &mut BTreeSet
         .iter()
         .flat_map(|lx| &lx.loop_2100)
         .try_fold(0i128, |sum, clp| signed_cents(&clp.clp._04).map(|c| sum + c));
-    let adjusted: Option<i128> = document
-        .plb
-        .iter()
-        .flat_map(plb_amounts)
-        .try_fold(0i128, |sum, amount| amount.and_then(signed_cents).map(|c| sum + c));
+    let adjusted: Option<i128> =
+        document.plb.iter().flat_map(plb_amounts).try_fold(0i128, |sum, amount| signed_cents(amount).map(|c| sum + c));
     let total = signed_cents(&document.bpr._02);
     if paid.zip(adjusted).map(|(p, a)| p - a) != total {
         let reason = format!(
@@ -286,10 +278,11 @@ fn remittance(set: &Set, document: &_835, plan: &mut Plan, actors: &mut BTreeSet
     let mut remittance =
         PlannedRemittance { place: bpr, payer: key_name("x12.payer", &payer), trace, payments: Vec::new() };
     let provider = key_name("x12.npi", &npi);
-    let places = set.places_of("CLP");
+    let clps = set.all("CLP");
     for (nth, clp) in document.loop_2000.iter().flat_map(|lx| &lx.loop_2100).enumerate() {
-        let place = places.get(nth).cloned().unwrap_or_else(|| set.segments[0].place());
-        match payment(set, clp, &place, &payer) {
+        let segment = clps.get(nth).copied().unwrap_or(&set.segments[0]);
+        let place = segment.place();
+        match payment(set, clp, segment, &payer) {
             Ok((patient, decision)) => {
                 actors.insert(PlannedActor { kind: ActorKind::Patient, key: patient.clone() });
                 remittance.payments.push(PlannedPayment {
@@ -308,8 +301,13 @@ fn remittance(set: &Set, document: &_835, plan: &mut Plan, actors: &mut BTreeSet
     plan.remittances.push(remittance);
 }
 
-fn payment(set: &Set, loop_2100: &_835Loop2100, place: &Place, payer: &str) -> Result<(String, Decision), Rejection> {
-    let clp = &loop_2100.clp;
+fn payment(
+    set: &Set,
+    loop_2100: &_835Loop2100,
+    segment: &Segment,
+    payer: &str,
+) -> Result<(String, Decision), Rejection> {
+    let (clp, place) = (&loop_2100.clp, &segment.place());
     let name = |code: &str| loop_2100.nm1.iter().find(|n| n._01.to_string() == code);
     let (patient, insured) = (name("QC"), name("IL"));
     let member = insured.or(patient).and_then(|n| n._09.clone()).filter(|m| !m.is_empty());
@@ -325,7 +323,7 @@ fn payment(set: &Set, loop_2100: &_835Loop2100, place: &Place, payer: &str) -> R
         "1" | "2" | "3" | "19" | "20" | "21" if amount > 0 => Decision::Paid(amount),
         "1" | "2" | "3" | "4" | "19" | "20" | "21" => {
             // Denied, or processed to a zero payment: the first adjustment's reason says why.
-            let cas = set.after(position_of(place), "CAS", "CLP").ok_or_else(|| {
+            let cas = set.after(segment.position, "CAS", "CLP").ok_or_else(|| {
                 Rejection::new(place.element(2), "a claim denied or paid nothing names no reason (CAS)")
             })?;
             let reason = cas.element(2);
@@ -356,8 +354,8 @@ fn hi_elements(hi: &HI) -> impl Iterator<Item = &str> {
     std::iter::once(hi._01.as_str()).chain(rest.into_iter().filter_map(|e| e.as_deref()))
 }
 
-/// The amounts of a PLB: its 4th, 6th, ... 14th elements (`None` inside for one not an amount).
-fn plb_amounts(plb: &x12_types::v005010::PLB) -> Vec<Option<&str>> {
+/// The amounts of a PLB: its 4th, 6th, ... 14th elements, each of an adjustment it names.
+fn plb_amounts(plb: &x12_types::v005010::PLB) -> impl Iterator<Item = &str> {
     [
         (&plb._03, &plb._04),
         (&plb._05, &plb._06),
@@ -368,8 +366,7 @@ fn plb_amounts(plb: &x12_types::v005010::PLB) -> Vec<Option<&str>> {
     ]
     .into_iter()
     .filter(|(reason, _)| reason.as_deref().is_some_and(|r| !r.is_empty()))
-    .map(|(_, amount)| Some(amount.as_deref().unwrap_or("")))
-    .collect()
+    .map(|(_, amount)| amount.as_deref().unwrap_or(""))
 }
 
 /// An X12 decimal amount (`100`, `100.5`, `100.50`) in cents; `None` for anything else, a

@@ -63,13 +63,19 @@ pub fn default_operator_key(dir: &Path) -> PathBuf {
 /// mode 0600, never over an existing file) to `path`, and returns its public key: a cluster's
 /// generated operator key, and each key of the command line's keystore.
 pub fn new_key_file(path: &Path) -> Result<ActorKey> {
+    let seed = random_seed()?;
+    write_private(path, &format!("{}\n", caduceus_engine::model::hex(&seed)))?;
+    Ok(caduceus_engine::signature::actor_key(&caduceus_engine::signature::signing_key(seed)))
+}
+
+/// A signing key's seed from the system's secure random source.
+fn random_seed() -> Result<[u8; 32]> {
     let mut seed = [0u8; 32];
     rustls::crypto::ring::default_provider()
         .secure_random
         .fill(&mut seed)
         .map_err(|_| anyhow::anyhow!("the system's random source failed"))?;
-    write_private(path, &format!("{}\n", caduceus_engine::model::hex(&seed)))?;
-    Ok(caduceus_engine::signature::actor_key(&caduceus_engine::signature::signing_key(seed)))
+    Ok(seed)
 }
 
 /// Makes a signing key in each of `paths` (none may exist yet), made durable together: each
@@ -79,12 +85,7 @@ pub fn new_key_files(paths: &[PathBuf]) -> Result<()> {
     use std::os::fd::AsRawFd;
     let Some(first) = paths.first() else { return Ok(()) };
     for path in paths {
-        let mut seed = [0u8; 32];
-        rustls::crypto::ring::default_provider()
-            .secure_random
-            .fill(&mut seed)
-            .map_err(|_| anyhow::anyhow!("the system's random source failed"))?;
-        write_private_unsynced(path, &format!("{}\n", caduceus_engine::model::hex(&seed)))?;
+        write_private_unsynced(path, &format!("{}\n", caduceus_engine::model::hex(&random_seed()?)))?;
     }
     let dir = first.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let handle = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
