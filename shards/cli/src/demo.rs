@@ -172,14 +172,14 @@ fn imports(dir: &Path) -> Result<()> {
     if let Some(found) = ledger.reads_as(&patient)?.claim(&patient, claim)? {
         let paid = match found.status {
             caduceus_engine::ClaimStatus::Paid { amount, payment } => {
-                format!(", {}.{:02} in payment {}", amount / 100, amount % 100, &format!("{payment:032x}")[..16])
+                format!(", {}.{:02} in payment {}", amount / 100, amount % 100, &print::id_hex(payment)[..16])
             }
             _ => String::new(),
         };
         println!(
             "  the X12 patient {} reads its claim {}: {}.{:02} billed, {}{paid}",
             &patient.to_hex()[..16],
-            &format!("{claim:032x}")[..16],
+            &print::id_hex(claim)[..16],
             found.total / 100,
             found.total % 100,
             found.status.name(),

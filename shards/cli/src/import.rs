@@ -61,12 +61,14 @@ pub fn run(dir: &Path, keystore: &Path, operator: &str, format: Option<Format>, 
         println!("a new ledger in {} (4 shards), its operator the keystore's {operator:?}", dir.display());
         Ledger::open(dir, &config)?
     };
-    let store = PayloadStore::beside(dir)?;
     let mut importer = Importer {
         ledger: &ledger,
+        dir,
         keystore,
         operator: &operator_key,
         now: caduceus_engine::ledger::system_clock()(),
+        store: None,
+        commitment: None,
         submitted: BTreeMap::new(),
         already: 0,
         rejections: Vec::new(),
@@ -83,13 +85,13 @@ pub fn run(dir: &Path, keystore: &Path, operator: &str, format: Option<Format>, 
         };
         match read {
             Ok(Read::Fhir(read)) => {
-                let mut plan = plan(&read);
-                plan.rejections.splice(0..0, read.rejections);
-                importer.fhir(&store, plan)?;
+                let plan = plan(&read);
+                importer.rejections.extend(read.rejections);
+                importer.fhir(plan)?;
             }
             Ok(Read::X12(read)) => {
-                let mut plan = x12_plan::plan(&read);
-                plan.rejections.splice(0..0, read.rejections);
+                let plan = x12_plan::plan(&read);
+                importer.rejections.extend(read.rejections);
                 importer.x12(plan)?;
             }
             Err(rejection) => {
@@ -114,9 +116,14 @@ enum Read {
 /// One import run's ledger, keys and clock, and what the file at hand has done so far.
 struct Importer<'a> {
     ledger: &'a Ledger,
+    dir: &'a Path,
     keystore: &'a Path,
     operator: &'a SigningKey,
     now: u64,
+    /// The payload store beside the ledger, opened for the first record.
+    store: Option<PayloadStore>,
+    /// The exchange's commitment key, read for the first claim.
+    commitment: Option<CommitmentKey>,
     /// Results of the file's submitted transactions, by name.
     submitted: BTreeMap<String, usize>,
     /// The file's transactions the ledger held already.
@@ -157,11 +164,17 @@ impl Importer<'_> {
     /// ledger holds it already.
     fn fresh(&mut self, key: &SigningKey, id: &[&[u8]], operation: Operation) -> Result<Option<SignedTransaction>> {
         let nonce = nonce_of(id);
-        if self.ledger.locate(transaction_id(&actor_key(key), nonce))?.is_some() {
-            self.already += 1;
+        if self.held(key, nonce)? {
             return Ok(None);
         }
         Ok(Some(signed(key, nonce, self.now, operation)?))
+    }
+
+    /// Whether the ledger holds `key`'s transaction of this nonce already (counted if so).
+    fn held(&mut self, key: &SigningKey, nonce: u128) -> Result<bool> {
+        let held = self.ledger.locate(transaction_id(&actor_key(key), nonce))?.is_some();
+        self.already += usize::from(held);
+        Ok(held)
     }
 
     fn submit(&mut self, transactions: Vec<SignedTransaction>) -> Result<()> {
@@ -209,10 +222,17 @@ impl Importer<'_> {
         remittances: &[PlannedRemittance],
     ) -> Result<()> {
         let key = |name: &str| -> ActorKey { actor_key(&keys[name]) };
-        let commitment_key = commitment_key(self.keystore)?;
         let today = date_of(self.now);
         let mut claims = Vec::new();
+        // The commitment key, read from the keystore for the run's first claim (an error ends
+        // the run, so it is not put back then).
+        let commitment_key = match (planned.is_empty(), self.commitment.take()) {
+            (true, kept) => kept,
+            (false, Some(key)) => Some(key),
+            (false, None) => Some(commitment_key(self.keystore)?),
+        };
         for claim in planned {
+            let commitment_key = commitment_key.as_ref().expect("read for a file with claims");
             let lines: Vec<ClaimLine> = claim
                 .lines
                 .iter()
@@ -223,7 +243,7 @@ impl Importer<'_> {
                 continue;
             }
             let (patient, provider) = (key(&claim.patient), key(&claim.provider));
-            let commitment = claim_commitment(&commitment_key, &patient, &provider, claim.service_date, &lines);
+            let commitment = claim_commitment(commitment_key, &patient, &provider, claim.service_date, &lines);
             let operation = Operation::SubmitClaim {
                 claim: claim.claim,
                 patient,
@@ -234,6 +254,7 @@ impl Importer<'_> {
             let id: [&[u8]; 3] = [b"claim", &patient.0, &claim.claim.to_le_bytes()];
             claims.extend(self.fresh(&keys[&claim.provider], &id, operation)?);
         }
+        self.commitment = commitment_key;
         self.submit(claims)?;
         let (mut funds, mut decisions, mut payments) = (Vec::new(), Vec::new(), Vec::new());
         for remittance in remittances {
@@ -268,10 +289,10 @@ impl Importer<'_> {
 
     /// A FHIR file's actors, records, consents (each signed by its patient), then claims and
     /// their payments.
-    fn fhir(&mut self, store: &PayloadStore, plan: Plan) -> Result<()> {
+    fn fhir(&mut self, plan: Plan) -> Result<()> {
         self.rejections.extend(plan.rejections);
         let keys = self.actors(&plan.actors)?;
-        self.records(store, &keys, &plan.records)?;
+        self.records(&keys, &plan.records)?;
         let mut consents = Vec::new();
         for planned in &plan.consents {
             let signer = &keys[&planned.patient];
@@ -300,10 +321,16 @@ impl Importer<'_> {
 
     fn records(
         &mut self,
-        store: &PayloadStore,
         keys: &BTreeMap<String, SigningKey>,
         planned: &[caduceus_interop::fhir_plan::PlannedRecord],
     ) -> Result<()> {
+        if planned.is_empty() {
+            return Ok(());
+        }
+        let store = match self.store.take() {
+            Some(store) => store,
+            None => PayloadStore::beside(self.dir)?,
+        };
         // The records: payloads sealed and stored first, then registered by their custodians.
         let (mut sealed, mut records) = (Vec::new(), Vec::new());
         for record in planned {
@@ -311,8 +338,7 @@ impl Importer<'_> {
             let patient = actor_key(&keys[record.patient.as_str()]);
             // Records are scoped by patient: the patient is part of the transaction's identity.
             let nonce = nonce_of(&[b"record", &patient.0, &record.record.to_le_bytes()]);
-            if self.ledger.locate(transaction_id(&actor_key(custodian), nonce))?.is_some() {
-                self.already += 1;
+            if self.held(custodian, nonce)? {
                 continue;
             }
             let payload = match store.seal(&patient, record.record, &record.payload) {
@@ -322,7 +348,10 @@ impl Importer<'_> {
                     self.rejections.push(Rejection::new(record.place.clone(), error.to_string()));
                     continue;
                 }
-                Err(error) => return Err(error.into()),
+                Err(error) => {
+                    self.store = Some(store);
+                    return Err(error.into());
+                }
             };
             let operation = Operation::RegisterRecord {
                 record: record.record,
@@ -333,7 +362,10 @@ impl Importer<'_> {
             records.push(signed(custodian, nonce, self.now, operation)?);
             sealed.push(payload);
         }
-        store.store(&sealed)?;
+        if !sealed.is_empty() {
+            store.store(&sealed)?;
+        }
+        self.store = Some(store);
         self.submit(records)
     }
 }
@@ -368,7 +400,11 @@ fn signed(key: &SigningKey, nonce: u128, timestamp: u64, operation: Operation) -
 /// Submits one phase's transactions (none depends on another of the same phase) in batches,
 /// up to `IN_FLIGHT` of them pending at once, and counts their results.
 fn submit(ledger: &Ledger, transactions: Vec<SignedTransaction>, results: &mut BTreeMap<String, usize>) -> Result<()> {
-    let batches: Vec<Vec<SignedTransaction>> = transactions.chunks(BATCH).map(<[_]>::to_vec).collect();
+    let mut transactions = transactions.into_iter();
+    let batches = std::iter::from_fn(|| {
+        let batch: Vec<SignedTransaction> = transactions.by_ref().take(BATCH).collect();
+        (!batch.is_empty()).then_some(batch)
+    });
     caduceus_loadgen::embedded::closed_loop(ledger, 0, batches, IN_FLIGHT, |_, _, answers| {
         for result in answers {
             *results.entry(result.as_str().to_owned()).or_default() += 1;
