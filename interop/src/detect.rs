@@ -46,6 +46,10 @@ impl FromStr for Format {
     }
 }
 
+/// EPCIS event types, which a file may hold alone.
+const EVENTS: [&str; 5] =
+    ["ObjectEvent", "AggregationEvent", "TransactionEvent", "TransformationEvent", "AssociationEvent"];
+
 /// The format of a file, recognised from its content (not its name): `None` if it is none of
 /// them. Only a prefix is looked at, so a damaged file is recognised and then rejected with the
 /// place of its damage.
@@ -57,10 +61,13 @@ pub fn detect(bytes: &[u8]) -> Option<Format> {
         return Some(Format::X12);
     }
     if text.starts_with('<') {
-        return text.contains("EPCISDocument").then_some(Format::EpcisXml);
+        let epcis = ["EPCISDocument", "EPCISQueryDocument"].iter().any(|root| text.contains(root))
+            || EVENTS.iter().any(|event| text.contains(&format!("<{event}")) || text.contains(&format!(":{event} ")));
+        return epcis.then_some(Format::EpcisXml);
     }
     if text.starts_with('{') {
-        if text.contains("\"EPCISDocument\"") || text.contains("\"EPCISQueryDocument\"") {
+        let event = text.contains("\"@context\"") && EVENTS.iter().any(|e| text.contains(&format!("\"{e}\"")));
+        if text.contains("\"EPCISDocument\"") || text.contains("\"EPCISQueryDocument\"") || event {
             return Some(Format::EpcisJson);
         }
         if !text.contains("\"resourceType\"") {

@@ -151,7 +151,7 @@ pub(crate) fn within(place: &Place, element: &str) -> Place {
         Place::Json(path) => Place::Json(format!("{path}{element}")),
         Place::Line(line, path) => Place::Line(*line, format!("{path}{element}")),
         Place::File => Place::Json(format!("${element}")),
-        segment @ Place::Segment { .. } => segment.clone(),
+        other @ (Place::Segment { .. } | Place::Event { .. }) => other.clone(),
     }
 }
 

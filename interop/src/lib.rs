@@ -6,8 +6,11 @@
 pub mod actors;
 pub mod claims;
 pub mod detect;
+pub mod epcis;
+pub mod epcis_plan;
 pub mod fhir;
 pub mod fhir_plan;
+pub mod gs1;
 pub mod report;
 pub mod x12;
 pub mod x12_plan;

@@ -14,6 +14,8 @@ pub enum Place {
     /// An X12 segment: its position in the file (1-based, the ISA first), its id, and the
     /// element at fault (1-based), if one.
     Segment { position: usize, id: String, element: Option<usize> },
+    /// An EPCIS event by its position in the event list (1-based), and the field at fault.
+    Event { index: usize, field: Option<String> },
 }
 
 impl Place {
@@ -38,6 +40,8 @@ impl fmt::Display for Place {
             Place::Segment { position, id, element: Some(element) } => {
                 write!(f, "segment {position} ({id}), element {id}{element:02}")
             }
+            Place::Event { index, field: None } => write!(f, "event {index}"),
+            Place::Event { index, field: Some(field) } => write!(f, "event {index}, {field}"),
         }
     }
 }

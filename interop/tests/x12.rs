@@ -1,35 +1,15 @@
 //! X12 files read with the 005010 models and mapped onto claims and remittances: the corpus as
 //! it is, and damaged input, each part read or rejected with its segment and the reason.
 
+mod common;
+use common::{corpus, data};
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use caduceus_interop::detect::{detect, Format};
 use caduceus_interop::report::{Place, Rejection};
 use caduceus_interop::x12::read;
 use caduceus_interop::x12_plan::{plan, Decision, Plan};
-
-fn data() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data")
-}
-
-/// Every file under `dir`, but the folder's own notes (SOURCE.md, LICENSE).
-fn corpus(dir: &str) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if !["SOURCE.md", "LICENSE"].contains(&path.file_name().unwrap().to_str().unwrap()) {
-                out.push(path);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(&data().join(dir), &mut files);
-    files.sort();
-    files
-}
 
 /// What became of one file.
 struct Outcome {

@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod embedded;
+pub mod epcis;
 pub mod record;
 pub mod x12;
 

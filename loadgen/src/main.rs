@@ -85,6 +85,21 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         payers: usize,
     },
+    /// Write a large EPCIS 2.0 JSON-LD document (`DIR/supply.jsonld`): units commissioned,
+    /// packed, shipped to wholesalers, received, shipped on to pharmacies, received and dispensed,
+    /// to measure `caduceus import` on.
+    Epcis {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 20_000)]
+        units: usize,
+        #[arg(long, default_value_t = 4)]
+        manufacturers: usize,
+        #[arg(long, default_value_t = 8)]
+        wholesalers: usize,
+        #[arg(long, default_value_t = 50)]
+        pharmacies: usize,
+    },
     /// Check that every transaction in an ack log is in the ledger with the same result.
     Verify {
         #[command(flatten)]
@@ -214,6 +229,9 @@ fn main() -> ExitCode {
         Command::Headline { benchmarks, readme, check } => headline(&benchmarks, &readme, check),
         Command::Verify { target, ack_log } => verify(&target, &ack_log),
         Command::X12 { out, claims, providers, payers } => x12(&out, claims, providers, payers),
+        Command::Epcis { out, units, manufacturers, wholesalers, pharmacies } => {
+            epcis(&out, units, manufacturers, wholesalers, pharmacies)
+        }
     };
     outcome.unwrap_or_else(|error| {
         eprintln!("error: {error:#}");
@@ -680,6 +698,21 @@ fn verify(target: &Target, ack_log: &std::path::Path) -> Result<ExitCode> {
         checked - missing - different
     );
     Ok(if missing + different == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+fn epcis(
+    out: &std::path::Path,
+    units: usize,
+    manufacturers: usize,
+    wholesalers: usize,
+    pharmacies: usize,
+) -> Result<ExitCode> {
+    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+    let document = caduceus_loadgen::epcis::document(units, manufacturers, wholesalers, pharmacies);
+    let path = out.join("supply.jsonld");
+    std::fs::write(&path, serde_json::to_vec(&document)?).with_context(|| format!("write {}", path.display()))?;
+    println!("wrote {} ({units} units)", path.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn x12(out: &std::path::Path, claims: usize, providers: usize, payers: usize) -> Result<ExitCode> {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use caduceus_engine::model::{hex, ActorKey, Operation};
+use caduceus_engine::model::{hex, ActorKey, Operation, UnitId};
 use caduceus_engine::signature::{actor_key, measure_verify_batch_rate};
 use caduceus_engine::{Ledger, ReadError, SignedTransaction, TxResult};
 use caduceus_interop::x12_plan;
@@ -133,13 +133,14 @@ pub fn run(dir: Option<PathBuf>, load: &LoadArgs, reference_seconds: f64) -> Res
     Ok(())
 }
 
-/// A Synthea bundle, an 837 and the 835 that pays it, imported into a ledger of their own
+/// A Synthea bundle, an 837 and the 835 that pays it, and an EPCIS shipment, imported into a ledger of their own
 /// beside the demo's (`DIR-imports`, its keys in `DIR-imports.keys`); then what the ledger holds
 /// of them, read as the patients themselves.
 fn imports(dir: &Path) -> Result<()> {
     const SYNTHEA: &str = "fhir-synthea-r4-smart/Agustín_Fonseca_cb5696d9-a0de-4f49-94f9-433f96a28eb0.json";
     const CLAIMS: &str = "x12-linuxforhealth/demo-file/demo.837";
     const REMITTANCE: &str = "caduceus/demo-remittance.835";
+    const SHIPMENT: &str = "caduceus/demo-shipment.jsonld";
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data").canonicalize()?;
     // `DIR-imports`, not `DIR.imports`: the keystore, payload store and key-encryption key
     // beside it take its name with another extension, which must not be the demo's own.
@@ -148,8 +149,11 @@ fn imports(dir: &Path) -> Result<()> {
     let target = dir.with_file_name(name);
     let keystore = target.with_extension("keys");
     println!();
-    println!("importing a FHIR bundle, an X12 837 and the 835 that pays it into {}:", target.display());
-    let files: Vec<PathBuf> = [SYNTHEA, CLAIMS, REMITTANCE].iter().map(|f| data.join(f)).collect();
+    println!(
+        "importing a FHIR bundle, an X12 837 and the 835 that pays it, and an EPCIS shipment into {}:",
+        target.display()
+    );
+    let files: Vec<PathBuf> = [SYNTHEA, CLAIMS, REMITTANCE, SHIPMENT].iter().map(|f| data.join(f)).collect();
     let tally = import::run(&target, &keystore, "operator", None, &files)?;
     import::print_totals(&tally);
 
@@ -184,6 +188,16 @@ fn imports(dir: &Path) -> Result<()> {
             found.total % 100,
             found.status.name(),
         );
+    }
+    // The shipment's dispensed unit (its events name it by EPC URI and by Digital Link), read
+    // by the pharmacy that dispensed it, with its product's master data.
+    let unit = UnitId { gtin: 10614141073464, serial: "2017".into() };
+    let pharmacy = key(&caduceus_interop::actors::key_name("gs1.party", "0098765"))?;
+    let trail = ledger.reads_as(&pharmacy)?.custody_trace(&unit, None, 20)?;
+    print!("  the EPCIS shipment's pharmacy {} reads the unit it dispensed:", &pharmacy.to_hex()[..16]);
+    print::unit(&ledger.verify_unit(&unit)?, &trail.entries);
+    if let Some(product) = crate::catalogue::product(&target, unit.gtin)? {
+        print::product(&product);
     }
     Ok(())
 }

@@ -16,9 +16,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use caduceus_engine::commitment::{check_claim, claim_commitment, CommitmentKey};
+use caduceus_engine::commitment::{check_claim, claim_commitment, recipient_commitment, CommitmentKey};
 use caduceus_engine::model::{
-    transaction_id, ActorKey, Adjudication, ClaimLine, Operation, Purpose, Purposes, Role, Transaction,
+    transaction_id, ActorKey, Adjudication, ClaimLine, Disposition, Operation, Purpose, Purposes, RecallClass, Role,
+    Transaction, UnitId,
 };
 use caduceus_engine::payload::PayloadStore;
 use caduceus_engine::shard::date_of;
@@ -27,6 +28,8 @@ use caduceus_engine::{Config, Ledger, SignedTransaction};
 use caduceus_interop::actors::{ActorKind, PlannedActor};
 use caduceus_interop::claims::{Decision, PlannedClaim, PlannedRemittance};
 use caduceus_interop::detect::{detect, Format};
+use caduceus_interop::epcis;
+use caduceus_interop::epcis_plan::{self, PartyRole, Step};
 use caduceus_interop::fhir::{read_json, read_ndjson};
 use caduceus_interop::fhir_plan::{plan, Plan};
 use caduceus_interop::report::{Place, Rejection};
@@ -72,6 +75,8 @@ pub fn run(dir: &Path, keystore: &Path, operator: &str, format: Option<Format>, 
         submitted: BTreeMap::new(),
         already: 0,
         rejections: Vec::new(),
+        unmapped: BTreeMap::new(),
+        kept: None,
     };
     let mut tally = Tally::default();
     for file in files {
@@ -80,7 +85,8 @@ pub fn run(dir: &Path, keystore: &Path, operator: &str, format: Option<Format>, 
             Some(Format::Fhir) => read_json(&bytes).map(Read::Fhir),
             Some(Format::FhirNdjson) => read_ndjson(&bytes).map(Read::Fhir),
             Some(Format::X12) => caduceus_interop::x12::read(&bytes).map(Read::X12),
-            Some(other) => Err(Rejection::new(Place::File, format!("{other} files are not imported yet"))),
+            Some(Format::EpcisJson) => epcis::read_json(&bytes).map(Read::Epcis),
+            Some(Format::EpcisXml) => epcis::read_xml(&bytes).map(Read::Epcis),
             None => Err(Rejection::new(Place::File, "not a FHIR, X12 or EPCIS file")),
         };
         match read {
@@ -93,6 +99,11 @@ pub fn run(dir: &Path, keystore: &Path, operator: &str, format: Option<Format>, 
                 let plan = x12_plan::plan(&read);
                 importer.rejections.extend(read.rejections);
                 importer.x12(plan)?;
+            }
+            Ok(Read::Epcis(read)) => {
+                let plan = epcis_plan::plan(&read);
+                importer.rejections.extend(read.rejections);
+                importer.epcis(plan)?;
             }
             Err(rejection) => {
                 println!("{}: rejected: {rejection}", file.display());
@@ -111,6 +122,7 @@ pub fn run(dir: &Path, keystore: &Path, operator: &str, format: Option<Format>, 
 enum Read {
     Fhir(caduceus_interop::fhir::Read),
     X12(caduceus_interop::x12::Read),
+    Epcis(epcis::Read),
 }
 
 /// One import run's ledger, keys and clock, and what the file at hand has done so far.
@@ -130,34 +142,120 @@ struct Importer<'a> {
     already: usize,
     /// The file's parts rejected.
     rejections: Vec<Rejection>,
+    /// The file's EPCIS events with no ledger operation, by type and business step.
+    unmapped: BTreeMap<String, usize>,
+    /// How many products' master data the file gave the catalogue, and where it is.
+    kept: Option<(usize, PathBuf)>,
 }
 
 impl Importer<'_> {
     /// Registers the actors a file names (by the operator), and returns each one's key, read
     /// once from the keystore.
     fn actors(&mut self, actors: &[PlannedActor]) -> Result<BTreeMap<String, SigningKey>> {
-        let mut registrations = Vec::new();
-        let mut keys = BTreeMap::new();
-        let names: Vec<&str> = actors.iter().map(|a| a.key.as_str()).collect();
-        let signing_keys = crate::keys::load_or_new_many(self.keystore, &names)?;
-        for (actor, signing) in actors.iter().zip(signing_keys) {
-            let key = actor_key(&signing);
-            keys.insert(actor.key.clone(), signing);
-            if self.ledger.actor(&key).is_some() {
-                self.already += 1;
-                continue;
-            }
+        let actors = actors.iter().map(|actor| {
             let role = match actor.kind {
                 ActorKind::Patient => Role::Patient,
                 ActorKind::Provider => Role::Provider,
                 ActorKind::Payer => Role::Payer,
             };
+            (actor.key.as_str(), role, Vec::new())
+        });
+        self.register(actors.collect())
+    }
+
+    /// Registers actors (key name, role, a manufacturer's prefixes) by the operator, and returns
+    /// each one's key, read once from the keystore. One the ledger holds already is counted.
+    fn register(&mut self, actors: Vec<(&str, Role, Vec<String>)>) -> Result<BTreeMap<String, SigningKey>> {
+        let mut registrations = Vec::new();
+        let mut keys = BTreeMap::new();
+        let names: Vec<&str> = actors.iter().map(|(name, _, _)| *name).collect();
+        let signing_keys = crate::keys::load_or_new_many(self.keystore, &names)?;
+        for ((name, role, prefixes), signing) in actors.into_iter().zip(signing_keys) {
+            let key = actor_key(&signing);
+            keys.insert(name.to_owned(), signing);
+            if self.ledger.actor(&key).is_some() {
+                self.already += 1;
+                continue;
+            }
             let nonce = nonce_of(&[b"actor", &key.0]);
-            let operation = Operation::RegisterActor { actor: key, role, prefixes: Vec::new() };
+            let operation = Operation::RegisterActor { actor: key, role, prefixes };
             registrations.push(signed(self.operator, nonce, self.now, operation)?);
         }
         self.submit(registrations)?;
         Ok(keys)
+    }
+
+    /// An EPCIS document's parties, then its operations on units phase by phase (a unit's
+    /// operations in the order of its events; a recall after every operation before it), and
+    /// its product master data kept in the catalogue beside the ledger.
+    fn epcis(&mut self, plan: epcis_plan::Plan) -> Result<()> {
+        self.rejections.extend(plan.rejections);
+        for (step, n) in &plan.unmapped {
+            *self.unmapped.entry(step.clone()).or_default() += n;
+        }
+        let parties = plan.parties.iter().map(|party| {
+            let role = match party.role {
+                PartyRole::Manufacturer => Role::Manufacturer,
+                PartyRole::Distributor => Role::Distributor,
+                PartyRole::Dispenser => Role::Dispenser,
+            };
+            let prefixes = if role == Role::Manufacturer { party.prefixes.clone() } else { Vec::new() };
+            (party.key.as_str(), role, prefixes)
+        });
+        let keys = self.register(parties.collect())?;
+        let dispenses = plan.steps.iter().any(|s| s.step == Step::Dispense);
+        let commitment_key = match (dispenses, self.commitment.take()) {
+            (false, kept) => kept,
+            (true, Some(key)) => Some(key),
+            (true, None) => Some(commitment_key(self.keystore)?),
+        };
+        let phases = plan.steps.iter().map(|s| s.phase).chain(plan.recalls.iter().map(|r| r.phase)).max();
+        for phase in 0..phases.map_or(0, |last| last + 1) {
+            let mut batch = Vec::new();
+            for step in plan.steps.iter().filter(|s| s.phase == phase) {
+                let unit = UnitId { gtin: step.gtin, serial: step.serial.clone() };
+                let operation = match &step.step {
+                    Step::Commission { lot, expiry } => {
+                        Operation::CommissionUnit { unit: unit.clone(), lot: lot.clone(), expiry: *expiry }
+                    }
+                    Step::Ship { to } => Operation::ShipUnit { unit: unit.clone(), to: actor_key(&keys[to]) },
+                    Step::Receive => Operation::ReceiveUnit { unit: unit.clone() },
+                    // An EPCIS event names no patient: the commitment covers the unit alone,
+                    // under the exchange's key.
+                    Step::Dispense => {
+                        let key = commitment_key.as_ref().expect("read for a file that dispenses");
+                        let recipient = recipient_commitment(key, &ActorKey([0; 32]), &unit);
+                        Operation::DispenseUnit { unit: unit.clone(), recipient }
+                    }
+                    Step::Decommission { reason } => {
+                        let reason = Disposition::parse(reason).expect("the plan names reasons the ledger knows");
+                        Operation::DecommissionUnit { unit: unit.clone(), reason }
+                    }
+                };
+                let id: [&[u8]; 5] = [
+                    b"epcis",
+                    step.step.name().as_bytes(),
+                    &unit.gtin.to_le_bytes(),
+                    unit.serial.as_bytes(),
+                    step.event_time.as_bytes(),
+                ];
+                batch.extend(self.fresh(&keys[&step.signer], &id, operation)?);
+            }
+            for recall in plan.recalls.iter().filter(|r| r.phase == phase) {
+                let reason = RecallClass::parse(&recall.class).expect("the plan names classes the ledger knows");
+                let operation = Operation::RecallLot { gtin: recall.gtin, lot: recall.lot.clone(), reason };
+                let id: [&[u8]; 4] =
+                    [b"epcis recall", &recall.gtin.to_le_bytes(), recall.lot.as_bytes(), recall.event_time.as_bytes()];
+                batch.extend(self.fresh(&keys[&recall.signer], &id, operation)?);
+            }
+            self.submit(batch)?;
+        }
+        self.commitment = commitment_key;
+        if !plan.products.is_empty() {
+            let path = crate::catalogue::keep(self.dir, &plan.products)?;
+            self.kept = Some((plan.products.len(), path));
+        }
+        Ok(())
     }
 
     /// A transaction whose id is a function of what it imports, signed by `key`; `None` if the
@@ -195,6 +293,12 @@ impl Importer<'_> {
         );
         for (result, n) in submitted.iter().filter(|(r, _)| *r != "committed") {
             println!("  {n} {result}");
+        }
+        if let Some((products, path)) = self.kept.take() {
+            println!("  {products} products' master data kept in {}", path.display());
+        }
+        for (step, n) in std::mem::take(&mut self.unmapped) {
+            println!("  {n} events with no ledger operation: {step}");
         }
         for rejection in &rejections {
             println!("  rejected {rejection}");

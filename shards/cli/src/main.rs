@@ -2,6 +2,7 @@
 //! parses the command line and dispatches.
 
 mod audit;
+mod catalogue;
 mod cluster;
 mod demo;
 mod import;
@@ -207,15 +208,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         },
         Command::Query { dir, cluster, reader, keystore, question } => {
             let key = reader.map(|name| keys::load(&keys::keystore(keystore.as_deref())?, &name)).transpose()?;
-            let reader: Box<dyn reader::Reader> = match dir {
-                Some(dir) => Box::new(reader::Embedded::open(&dir, key)?),
+            let reader: Box<dyn reader::Reader> = match &dir {
+                Some(dir) => Box::new(reader::Embedded::open(dir, key)?),
                 None => {
                     let (target, ca) = cluster.resolve()?;
                     let clock = caduceus_shards::local::cluster_clock(cluster.cluster_dir.as_deref())?;
                     Box::new(reader::Cluster::connect(target, &ca, key.map(|key| (key, clock)))?)
                 }
             };
-            query::answer(reader.as_ref(), question)?;
+            query::answer(reader.as_ref(), question, dir.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Shard { config } => {

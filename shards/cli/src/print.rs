@@ -67,6 +67,12 @@ pub fn unit(verification: &UnitVerification, events: &[CustodyEvent]) {
     }
 }
 
+/// A product's master data from the catalogue.
+pub fn product(attributes: &std::collections::BTreeMap<String, String>) {
+    let listed: Vec<String> = attributes.iter().map(|(name, value)| format!("{name}: {value}")).collect();
+    println!("  product: {}", listed.join("; "));
+}
+
 /// A transaction's result and whether its proof checks against `checkpoint`.
 pub fn proof(id: u128, proof: &Proof, checkpoint: &Checkpoint) {
     let verdict = match proof.verify(&checkpoint.hash()) {

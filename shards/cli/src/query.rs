@@ -107,7 +107,8 @@ fn proof_of(reader: &dyn Reader, id: TxId) -> Result<(Proof, Checkpoint)> {
 }
 
 /// Answers `question`, printing the answer.
-pub fn answer(reader: &dyn Reader, question: Question) -> Result<()> {
+/// `dir` is the embedded ledger's directory, beside which its product catalogue is kept.
+pub fn answer(reader: &dyn Reader, question: Question, dir: Option<&Path>) -> Result<()> {
     match question {
         Question::AccessReport { patient, page } => {
             let report = reader.access_report(&patient, page.before, page.limit)?;
@@ -119,6 +120,9 @@ pub fn answer(reader: &dyn Reader, question: Question) -> Result<()> {
         Question::Unit { gtin, serial, page } => {
             let (verification, events) = reader.unit(&UnitId { gtin, serial }, page.before, page.limit)?;
             print::unit(&verification, &events.entries);
+            if let Some(product) = dir.map(|dir| crate::catalogue::product(dir, gtin)).transpose()?.flatten() {
+                print::product(&product);
+            }
             print::page_footer(events.entries.len(), events.total, events.next);
         }
         Question::Claim { patient, claim } => {

@@ -32,10 +32,13 @@ fn demo_verify_query_and_damage() {
     ]);
     assert!(demo.status.success(), "{}", text(&demo));
     let report = text(&demo);
-    // The imports: the Synthea patient reads its records, the 837's patient its claim, paid by the 835.
-    assert!(report.contains("files: 3 imported, 0 rejected"), "{report}");
+    // The imports: the Synthea patient reads its records, the 837's patient its claim, paid by the
+    // 835, the pharmacy the unit the EPCIS shipment brought it, with its product.
+    assert!(report.contains("files: 4 imported, 0 rejected"), "{report}");
     assert!(report.contains("reads its 67 records"), "{report}");
     assert!(report.contains("100.00 billed, paid, 80.00 in payment"), "{report}");
+    assert!(report.contains("unit (01)10614141073464(21)2017: genuine, lot DP2611, dispensed"), "{report}");
+    assert!(report.contains("regulatedProductName: Demoprofen"), "{report}");
     assert!(report.contains("throughput:") && report.contains("VERIFIED"), "{report}");
     let patient = report.lines().find_map(|l| l.split("--patient ").nth(1)).expect("the demo names a patient").trim();
 
@@ -392,4 +395,94 @@ fn loadgen_s_x12_files_import_whole_and_once() {
     assert!(said.contains(&format!("{submitted} committed")), "{said}");
     let again = caduceus(&args);
     assert!(text(&again).contains("transactions: 0 submitted"), "{}", text(&again));
+}
+
+/// The project's EPCIS shipment: three units commissioned and packed in a case by their maker,
+/// the case shipped to a wholesaler and received, one unit unpacked and shipped on to a pharmacy
+/// (named by Digital Link), received and dispensed. Each custodian reads the trail of what it
+/// held; importing the document again changes nothing.
+#[test]
+fn an_epcis_shipment_moves_custody_from_maker_to_pharmacy_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ledger");
+    let data_arg = data.to_str().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data");
+    let shipment = root.join("caduceus/demo-shipment.jsonld");
+    let first = caduceus(&["import", "--dir", data_arg, shipment.to_str().unwrap()]);
+    let said = text(&first);
+    // 3 parties; 3 commissioned, 3 shipped, 3 received; 1 shipped on, received and dispensed.
+    assert!(
+        said.contains("15 transactions submitted (15 committed), 0 already on the ledger, 0 parts rejected"),
+        "{said}"
+    );
+    assert!(said.contains("1 products' master data kept"), "{said}");
+    let again = caduceus(&["import", "--dir", data_arg, shipment.to_str().unwrap()]);
+    assert!(text(&again).contains("transactions: 0 submitted, 15 already on the ledger"), "{}", text(&again));
+
+    let keystore = data.with_extension("keys");
+    let unit = |party: &str, serial: &str| {
+        let said = caduceus(&[
+            "query",
+            "--dir",
+            data_arg,
+            "--as",
+            party,
+            "--keystore",
+            keystore.to_str().unwrap(),
+            "unit",
+            "--gtin",
+            "10614141073464",
+            "--serial",
+            serial,
+        ]);
+        text(&said)
+    };
+    let dispensed = unit("gs1.party.0098765", "2017");
+    assert!(dispensed.contains("genuine, lot DP2611, dispensed"), "{dispensed}");
+    assert!(dispensed.contains("commission-unit") && dispensed.matches("ship-unit").count() == 2, "{dispensed}");
+    assert!(dispensed.contains("regulatedProductName: Demoprofen"), "{dispensed}");
+    // Still in the wholesaler's hands: received, never shipped on.
+    let held = unit("gs1.party.0012345", "2018");
+    assert!(held.contains("genuine, lot DP2611, active") && !held.contains("dispense-unit"), "{held}");
+}
+
+/// `loadgen epcis`' document (the import measurement's input) is read whole: every unit's six
+/// operations committed; a second import changes nothing.
+#[test]
+fn loadgen_s_epcis_document_imports_whole_and_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let document = caduceus_loadgen::epcis::document(250, 2, 3, 5);
+    let path = dir.path().join("supply.jsonld");
+    std::fs::write(&path, serde_json::to_vec(&document).unwrap()).unwrap();
+    let data = dir.path().join("ledger");
+    let args = ["import", "--dir", data.to_str().unwrap(), path.to_str().unwrap()];
+    let first = caduceus(&args);
+    let said = text(&first);
+    assert!(first.status.success() && !said.contains("rejected "), "{said}");
+    // 10 parties, and six operations for each of 250 units.
+    let submitted = 10 + 6 * 250;
+    assert!(said.contains(&format!("transactions: {submitted} submitted")), "{said}");
+    assert!(said.contains(&format!("{submitted} committed")), "{said}");
+    let again = caduceus(&args);
+    assert!(text(&again).contains("transactions: 0 submitted"), "{}", text(&again));
+}
+
+/// The GS1 US DSCSA example (EPCIS 1.2 XML): its 15 units expired in 2025, so the ledger refuses
+/// to commission them and knows none of them when the pallet ships; the pallet's own
+/// commissioning names no trade item; both products' master data are kept.
+#[test]
+fn the_dscsa_example_s_expired_units_are_refused_at_commissioning() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ledger");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data");
+    let file = root.join(
+        "epcis-openepcis-test-resources/core/src/main/resources/1.2/EPCIS/XML/Capture/Documents/GS1_US_Pharma_Example_2_2_1_1.xml",
+    );
+    let said = text(&caduceus(&["import", "--dir", data.to_str().unwrap(), file.to_str().unwrap()]));
+    assert!(said.contains("15 unit-expired") && said.contains("15 unknown-unit"), "{said}");
+    assert!(said.contains("2 products' master data kept"), "{said}");
+    assert!(
+        said.contains("1 events with no ledger operation: ObjectEvent commissioning of no serialized unit"),
+        "{said}"
+    );
 }

@@ -1,0 +1,50 @@
+//! The product catalogue beside an embedded ledger (`DIR.products.json`): the master data of
+//! the products whose units an EPCIS import brought (name, NDC, dosage form, strength, ...),
+//! by GTIN. Product data is not health data, but the ledger holds only what its rules need,
+//! so it is kept here, with the units' node, and shown when a unit is verified.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use caduceus_interop::epcis_plan::Product;
+
+type Catalogue = BTreeMap<String, BTreeMap<String, String>>;
+
+fn path(dir: &Path) -> PathBuf {
+    dir.with_extension("products.json")
+}
+
+fn read(path: &Path) -> Result<Catalogue> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("read the catalogue {}", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Catalogue::new()),
+        Err(error) => Err(error).with_context(|| format!("read {}", path.display())),
+    }
+}
+
+/// Adds the products' master data to the catalogue beside the ledger in `dir` (a product's
+/// attributes replace those it had), written whole to a new file, synced, then renamed over the
+/// old one. Returns the catalogue's path.
+pub fn keep(dir: &Path, products: &[Product]) -> Result<PathBuf> {
+    let path = path(dir);
+    let mut catalogue = read(&path)?;
+    for product in products {
+        let attributes = product.attributes.iter().cloned().collect();
+        catalogue.insert(format!("{:014}", product.gtin), attributes);
+    }
+    let fresh = path.with_extension("json.new");
+    let mut file = std::fs::File::create(&fresh).with_context(|| format!("create {}", fresh.display()))?;
+    file.write_all(&serde_json::to_vec_pretty(&catalogue)?)?;
+    file.sync_all()?;
+    std::fs::rename(&fresh, &path).with_context(|| format!("rename {} over {}", fresh.display(), path.display()))?;
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(parent)?.sync_all()?;
+    Ok(path)
+}
+
+/// A product's master data from the catalogue beside the ledger in `dir`, if it holds the GTIN.
+pub fn product(dir: &Path, gtin: u64) -> Result<Option<BTreeMap<String, String>>> {
+    Ok(read(&path(dir))?.remove(&format!("{gtin:014}")))
+}
