@@ -1,10 +1,10 @@
-//! Every importer, fed arbitrary files: recognising the format, reading it with the format's
+//! Every importer (FHIR JSON and NDJSON, X12, EPCIS JSON-LD and XML), fed arbitrary files: recognising the format, reading it with the format's
 //! models and mapping it onto the ledger's transactions must never panic, and everything the
 //! reader refuses is a rejection with a reason.
 #![no_main]
 
 use caduceus_interop::detect::{detect, Format};
-use caduceus_interop::{fhir, fhir_plan, x12, x12_plan};
+use caduceus_interop::{epcis, epcis_plan, fhir, fhir_plan, x12, x12_plan};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {
@@ -12,13 +12,24 @@ fuzz_target!(|input: &[u8]| {
     // `detect` runs on every input too.
     let Some((&which, file)) = input.split_first() else { return };
     let _ = detect(file);
-    let format = [Format::Fhir, Format::FhirNdjson, Format::X12][usize::from(which) % 3];
+    let formats = [Format::Fhir, Format::FhirNdjson, Format::X12, Format::EpcisJson, Format::EpcisXml];
+    let format = formats[usize::from(which) % formats.len()];
     let rejections = match format {
         Format::Fhir | Format::FhirNdjson => {
             let read = if format == Format::Fhir { fhir::read_json(file) } else { fhir::read_ndjson(file) };
             match read {
                 Ok(read) => {
                     let plan = fhir_plan::plan(&read);
+                    [read.rejections, plan.rejections].concat()
+                }
+                Err(rejection) => vec![rejection],
+            }
+        }
+        Format::EpcisJson | Format::EpcisXml => {
+            let read = if format == Format::EpcisJson { epcis::read_json(file) } else { epcis::read_xml(file) };
+            match read {
+                Ok(read) => {
+                    let plan = epcis_plan::plan(&read);
                     [read.rejections, plan.rejections].concat()
                 }
                 Err(rejection) => vec![rejection],
