@@ -8,6 +8,7 @@ pub mod claims;
 pub mod detect;
 pub mod epcis;
 pub mod epcis_plan;
+pub mod export;
 pub mod fhir;
 pub mod fhir_plan;
 pub mod gs1;

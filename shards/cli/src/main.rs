@@ -5,6 +5,7 @@ mod audit;
 mod catalogue;
 mod cluster;
 mod demo;
+mod export;
 mod import;
 mod keys;
 mod parse;
@@ -74,6 +75,26 @@ enum Command {
         keystore: Option<PathBuf>,
         #[command(subcommand)]
         question: query::Question,
+    },
+    /// Write what the ledger holds in the formats health systems read (FHIR R4, EPCIS 2.0), each
+    /// entry with its proof, read as the `--as` actor from an embedded ledger (`--dir`) or a
+    /// cluster.
+    Export {
+        #[arg(long, alias = "data", required_unless_present_any = ["target", "cluster_dir"], conflicts_with_all = ["target", "cluster_dir"])]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: ClusterTarget,
+        /// Read as this keystore key's actor.
+        #[arg(long = "as", value_name = "NAME")]
+        reader: String,
+        /// The keystore holding `--as` (default: `$CADUCEUS_KEYSTORE`, else `~/.caduceus/keys`).
+        #[arg(long)]
+        keystore: Option<PathBuf>,
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(subcommand)]
+        what: export::Export,
     },
     /// Serve one or more shards of a cluster (a config written by `caduceus cluster init`).
     Shard {
@@ -217,6 +238,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             };
             query::answer(reader.as_ref(), question, dir.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { dir, cluster, reader, keystore, out, what } => {
+            let keystore = keys::keystore(keystore.as_deref())?;
+            let key = keys::load(&keystore, &reader)?;
+            match &dir {
+                Some(dir) => {
+                    let embedded = reader::Embedded::open(dir, Some(key.clone()))?;
+                    export::run(&embedded, what, &out, Some((&embedded, dir, &keystore, &key)))?;
+                }
+                None => {
+                    let (target, ca) = cluster.resolve()?;
+                    let clock = caduceus_shards::local::cluster_clock(cluster.cluster_dir.as_deref())?;
+                    let reader = reader::Cluster::connect(target, &ca, Some((key, clock)))?;
+                    export::run(&reader, what, &out, None)?;
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Shard { config } => {

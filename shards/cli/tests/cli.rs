@@ -316,6 +316,15 @@ fn an_837_and_its_835_are_a_claim_submitted_then_paid_once() {
     ]);
     assert!(status.status.success(), "{}", text(&status));
     assert!(text(&status).contains("Paid {") && text(&status).contains("amount: 8000"), "{}", text(&status));
+
+    // The claim as a FHIR ClaimResponse: complete, 80.00 paid, the payment's proof with it.
+    let out = dir.path().join("claim.json");
+    let args = ["--dir", data_arg, "--as", &patient_name, "--keystore", keystore.to_str().unwrap()];
+    let read = fhir_export(&args, &out, &["claim", "--patient", &patient, "--claim", &claim]);
+    let response = &read[0];
+    assert_eq!((response["outcome"].as_str(), response["disposition"].as_str()), (Some("complete"), Some("paid")));
+    assert_eq!(response["payment"]["amount"]["value"], 80.0);
+    assert_eq!(response["extension"][0]["extension"][1]["url"], "proof", "{response}");
 }
 
 /// A FHIR Consent that permits a provider becomes the patient's grant; the same Consent,
@@ -372,6 +381,20 @@ fn a_fhir_consent_is_granted_then_revoked_by_its_patient() {
     let second = caduceus(&["import", "--dir", data_arg, revoked.to_str().unwrap()]);
     assert!(text(&second).contains("1 transactions submitted (1 committed), 2 already"), "{}", text(&second));
     assert!(consents().contains("revoked"), "{}", consents());
+
+    // The consent as FHIR: inactive now, permitting the practitioner Observations for treatment.
+    let out = dir.path().join("consents.json");
+    let patient = listed_key(&keystore, "fhir.Patient.p1");
+    let args = ["--dir", data_arg, "--as", "fhir.Patient.p1", "--keystore", keystore_arg];
+    let read = fhir_export(&args, &out, &["consents", "--patient", &patient]);
+    let consent = &read[0];
+    assert_eq!(consent["status"], "inactive");
+    assert_eq!(consent["provision"]["class"][0]["code"], "Observation");
+    assert_eq!(consent["provision"]["purpose"][0]["code"], "TREAT");
+    assert_eq!(
+        consent["provision"]["actor"][0]["reference"]["identifier"]["value"],
+        listed_key(&keystore, "fhir.Practitioner.dr")
+    );
 }
 
 /// `loadgen x12`'s claims and remittances (the import measurement's input) are read whole:
@@ -441,6 +464,33 @@ fn an_epcis_shipment_moves_custody_from_maker_to_pharmacy_once() {
     assert!(dispensed.contains("genuine, lot DP2611, dispensed"), "{dispensed}");
     assert!(dispensed.contains("commission-unit") && dispensed.matches("ship-unit").count() == 2, "{dispensed}");
     assert!(dispensed.contains("regulatedProductName: Demoprofen"), "{dispensed}");
+    // Its custody as EPCIS: six events, each id the event's GS1 hash; the pharmacy is given the
+    // proofs of its own and its supplier's shipment, and the ids of the rest.
+    let out = dir.path().join("unit.jsonld");
+    let exported = caduceus(&[
+        "export",
+        "--dir",
+        data_arg,
+        "--keystore",
+        keystore.to_str().unwrap(),
+        "--as",
+        "gs1.party.0098765",
+        "--out",
+        out.to_str().unwrap(),
+        "unit",
+        "--gtin",
+        "10614141073464",
+        "--serial",
+        "2017",
+    ]);
+    assert!(text(&exported).contains("3 proofs not given to this reader"), "{}", text(&exported));
+    let document: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let events = document["epcisBody"]["eventList"].as_array().unwrap();
+    let ids: Vec<String> = events.iter().map(|e| e["eventID"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids.len(), 6);
+    assert_eq!(ids, caduceus_interop::export::event_hashes(&document).unwrap());
+    assert_eq!(events[5]["bizStep"], "dispensing");
+    assert!(events[5]["caduceus:proof"]["proof"].is_string() && events[0]["caduceus:proof"]["proof"].is_null());
     // Still in the wholesaler's hands: received, never shipped on.
     let held = unit("gs1.party.0012345", "2018");
     assert!(held.contains("genuine, lot DP2611, active") && !held.contains("dispense-unit"), "{held}");
@@ -485,4 +535,99 @@ fn the_dscsa_example_s_expired_units_are_refused_at_commissioning() {
         said.contains("1 events with no ledger operation: ObjectEvent commissioning of no serialized unit"),
         "{said}"
     );
+}
+
+/// `caduceus export` with `args` (target, reader) into `out`, read back with the FHIR R4 models:
+/// the resources, none rejected.
+fn fhir_export(args: &[&str], out: &std::path::Path, what: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["export", "--out", out.to_str().unwrap()];
+    all.extend(args);
+    all.extend(what);
+    let said = caduceus(&all);
+    assert!(said.status.success(), "{}", text(&said));
+    let read = caduceus_interop::fhir::read_json(&std::fs::read(out).unwrap()).unwrap();
+    assert!(read.rejections.is_empty(), "{:?}", read.rejections);
+    read.resources.into_iter().map(|found| found.json).collect()
+}
+
+/// A keystore key's public half, from `keys list`.
+fn listed_key(keystore: &std::path::Path, name: &str) -> String {
+    let listed = caduceus(&["keys", "--keystore", keystore.to_str().unwrap(), "list"]);
+    let said = text(&listed);
+    let line = said.lines().find(|l| l.split_whitespace().next() == Some(name));
+    line.unwrap_or_else(|| panic!("no key {name}: {said}")).split_whitespace().last().unwrap().to_owned()
+}
+
+/// The round trip: a Synthea bundle imported, its patient's records exported (each read
+/// through a logged access), that export imported into a fresh ledger under the same keystore,
+/// then exported again: the same records (ids, types, custodians) on both ledgers, and the same
+/// resources in both exports. (Content hashes differ: each ledger's payload store seals under
+/// fresh data keys.) The access report exports as AuditEvents, each with its proof.
+#[test]
+fn a_synthea_bundle_round_trips_through_export_and_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    let keystore = dir.path().join("shared.keys");
+    let ks = keystore.to_str().unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data/fhir-synthea-r4-smart/Agustín_Fonseca_cb5696d9-a0de-4f49-94f9-433f96a28eb0.json");
+    let imported = caduceus(&["import", "--dir", first.to_str().unwrap(), "--keystore", ks, source.to_str().unwrap()]);
+    assert!(imported.status.success(), "{}", text(&imported));
+    let patient_name = "fhir.Patient.27de96c6-6910-4f0f-8f10-00ce6090f447";
+    let patient = listed_key(&keystore, patient_name);
+    let export = |ledger: &std::path::Path, out: &str, what: &[&str]| {
+        let out = dir.path().join(out);
+        let mut args = vec!["export", "--dir", ledger.to_str().unwrap(), "--keystore", ks, "--as", patient_name];
+        args.extend(["--out", out.to_str().unwrap()]);
+        args.extend(what);
+        let said = caduceus(&args);
+        assert!(said.status.success(), "{}", text(&said));
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(&out).unwrap()).unwrap()
+    };
+    let records = |ledger: &std::path::Path| {
+        let said = caduceus(&[
+            "query",
+            "--dir",
+            ledger.to_str().unwrap(),
+            "--as",
+            patient_name,
+            "--keystore",
+            ks,
+            "records",
+            "--patient",
+            &patient,
+            "--limit",
+            "1000",
+        ]);
+        // Each record's id, type, version and custodian (not its content hash or time).
+        let listed: Vec<String> = text(&said)
+            .lines()
+            .filter(|l| l.starts_with("record "))
+            .map(|l| l.split(" content ").next().unwrap().to_owned())
+            .collect();
+        listed
+    };
+
+    let exported = export(&first, "first.json", &["records", "--patient", &patient]);
+    let reimported = caduceus(&[
+        "import",
+        "--dir",
+        second.to_str().unwrap(),
+        "--keystore",
+        ks,
+        dir.path().join("first.json").to_str().unwrap(),
+    ]);
+    assert!(reimported.status.success() && !text(&reimported).contains("rejected "), "{}", text(&reimported));
+    let again = export(&second, "second.json", &["records", "--patient", &patient]);
+    assert_eq!(records(&first).len(), 67);
+    assert_eq!(records(&first), records(&second));
+    assert_eq!(exported["entry"], again["entry"]);
+    // What the export read is on the patient's report: 67 reads, each an AuditEvent with its proof.
+    let args = ["--dir", first.to_str().unwrap(), "--as", patient_name, "--keystore", ks];
+    let events = fhir_export(&args, &dir.path().join("audit.json"), &["access-report", "--patient", &patient]);
+    assert_eq!(events.len(), 67);
+    for event in &events {
+        assert_eq!(event["purposeOfEvent"][0]["coding"][0]["code"], "PATRQT");
+        assert_eq!(event["entity"][2]["detail"][0]["type"], "proof", "{event}");
+    }
 }
