@@ -1,10 +1,10 @@
-//! Every importer (FHIR JSON and NDJSON, X12, EPCIS JSON-LD and XML), fed arbitrary files: recognising the format, reading it with the format's
+//! Every importer (FHIR JSON and NDJSON, X12, EPCIS JSON-LD and XML, the NDC directory), fed arbitrary files: recognising the format, reading it with the format's
 //! models and mapping it onto the ledger's transactions must never panic, and everything the
 //! reader refuses is a rejection with a reason.
 #![no_main]
 
 use caduceus_interop::detect::{detect, Format};
-use caduceus_interop::{epcis, epcis_plan, fhir, fhir_plan, x12, x12_plan};
+use caduceus_interop::{epcis, epcis_plan, fhir, fhir_plan, ndc, x12, x12_plan};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {
@@ -12,7 +12,7 @@ fuzz_target!(|input: &[u8]| {
     // `detect` runs on every input too.
     let Some((&which, file)) = input.split_first() else { return };
     let _ = detect(file);
-    let formats = [Format::Fhir, Format::FhirNdjson, Format::X12, Format::EpcisJson, Format::EpcisXml];
+    let formats = [Format::Fhir, Format::FhirNdjson, Format::X12, Format::EpcisJson, Format::EpcisXml, Format::Ndc];
     let format = formats[usize::from(which) % formats.len()];
     let rejections = match format {
         Format::Fhir | Format::FhirNdjson => {
@@ -35,6 +35,10 @@ fuzz_target!(|input: &[u8]| {
                 Err(rejection) => vec![rejection],
             }
         }
+        Format::Ndc => match ndc::read(file) {
+            Ok(read) => read.rejections,
+            Err(rejection) => vec![rejection],
+        },
         _ => match x12::read(file) {
             Ok(read) => {
                 let plan = x12_plan::plan(&read);

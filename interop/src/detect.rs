@@ -16,6 +16,8 @@ pub enum Format {
     EpcisJson,
     /// A GS1 EPCIS document as XML (1.2 or 2.0).
     EpcisXml,
+    /// A product or package file of the FDA's NDC directory.
+    Ndc,
 }
 
 impl Format {
@@ -26,6 +28,7 @@ impl Format {
             Format::X12 => "x12",
             Format::EpcisJson => "epcis-json",
             Format::EpcisXml => "epcis-xml",
+            Format::Ndc => "ndc",
         }
     }
 }
@@ -39,10 +42,10 @@ impl fmt::Display for Format {
 impl FromStr for Format {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        [Format::Fhir, Format::FhirNdjson, Format::X12, Format::EpcisJson, Format::EpcisXml]
+        [Format::Fhir, Format::FhirNdjson, Format::X12, Format::EpcisJson, Format::EpcisXml, Format::Ndc]
             .into_iter()
             .find(|f| f.as_str() == text)
-            .ok_or_else(|| format!("{text:?} is not a format: fhir, fhir-ndjson, x12, epcis-json or epcis-xml"))
+            .ok_or_else(|| format!("{text:?} is not a format: fhir, fhir-ndjson, x12, epcis-json, epcis-xml or ndc"))
     }
 }
 
@@ -59,6 +62,9 @@ pub fn detect(bytes: &[u8]) -> Option<Format> {
     let text = text.trim_start_matches('\u{feff}').trim_start();
     if text.starts_with("ISA") {
         return Some(Format::X12);
+    }
+    if crate::ndc::is_directory(text) {
+        return Some(Format::Ndc);
     }
     if text.starts_with('<') {
         let epcis = ["EPCISDocument", "EPCISQueryDocument"].iter().any(|root| text.contains(root))

@@ -359,3 +359,70 @@ pub fn event_hashes(document: &Value) -> Result<Vec<String>, String> {
 /// What a URI path segment escapes (all but unreserved characters).
 const URI_COMPONENT: &percent_encoding::AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// A paid claim, as an 835 reports it.
+#[derive(Clone, Debug)]
+pub struct Paid {
+    /// The claim id (hex), as the 837 named it to the ledger.
+    pub claim: String,
+    /// The patient's key (hex).
+    pub patient: String,
+    /// In cents.
+    pub total: u64,
+    pub paid: u64,
+    /// The payment's transaction id (hex): its proof reference.
+    pub payment: String,
+}
+
+fn dollars(cents: u64) -> String {
+    format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+/// Paid claims of one payer to one provider (payee) as an X12 5010 835 (005010X221A1): one
+/// interchange, group and set; BPR02 the payments' sum; each claim a CLP whose CLP01 is the
+/// ledger's claim id and whose CLP07 (the payer's claim control number) is the payment's
+/// transaction id, the proof reference (`caduceus query proof` proves it); the difference
+/// adjusted CO 45; the patient by key (NM1*QC, MI). Payer and payee by key (N1 XV).
+pub fn remittance_835(payer: &str, provider: &str, paid: &[Paid], now: u64) -> String {
+    let when = instant(now);
+    let (date, time) = (when[..10].replace('-', ""), when[11..16].replace(':', ""));
+    let total: u64 = paid.iter().map(|p| p.paid).sum();
+    // A trace number that is a function of the payments it covers.
+    let mut trace = blake3::Hasher::new();
+    for payment in paid {
+        trace.update(payment.payment.as_bytes());
+    }
+    let trace = &trace.finalize().to_hex()[..30];
+    let mut segments = vec![
+        format!("BPR*I*{}*C*NON************{date}", dollars(total)),
+        format!("TRN*1*{trace}*1999999999"),
+        format!("N1*PR*CADUCEUS PAYER*XV*{payer}"),
+        format!("N1*PE*CADUCEUS PAYEE*XV*{provider}"),
+        "LX*1".to_owned(),
+    ];
+    for payment in paid {
+        segments.push(format!(
+            "CLP*{}*1*{}*{}**ZZ*{}",
+            payment.claim,
+            dollars(payment.total),
+            dollars(payment.paid),
+            payment.payment
+        ));
+        if payment.total > payment.paid {
+            segments.push(format!("CAS*CO*45*{}", dollars(payment.total - payment.paid)));
+        }
+        segments.push(format!("NM1*QC*1*PATIENT*****MI*{}", payment.patient));
+    }
+    let mut out = format!(
+        "ISA*00*          *00*          *ZZ*CADUCEUS       *ZZ*RECEIVER       *{}*{time}*^*00501*000000001*0*P*:~\n",
+        &date[2..]
+    );
+    out.push_str(&format!("GS*HP*CADUCEUS*RECEIVER*{date}*{time}*1*X*005010X221A1~\n"));
+    out.push_str("ST*835*0001*005010X221A1~\n");
+    for segment in &segments {
+        out.push_str(segment);
+        out.push_str("~\n");
+    }
+    out.push_str(&format!("SE*{}*0001~\nGE*1*1~\nIEA*1*000000001~\n", segments.len() + 2));
+    out
+}

@@ -12,6 +12,7 @@ pub mod export;
 pub mod fhir;
 pub mod fhir_plan;
 pub mod gs1;
+pub mod ndc;
 pub mod report;
 pub mod x12;
 pub mod x12_plan;

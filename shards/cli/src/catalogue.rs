@@ -1,6 +1,6 @@
 //! The product catalogue beside an embedded ledger (`DIR.products.json`): the master data of
 //! the products whose units an EPCIS import brought (name, NDC, dosage form, strength, ...),
-//! by GTIN. Product data is not health data, but the ledger holds only what its rules need,
+//! by GTIN, and the FDA NDC directory's products and packages (a package by its GTIN). Product data is not health data, but the ledger holds only what its rules need,
 //! so it is kept here, with the units' node, and shown when a unit is verified.
 
 use std::collections::BTreeMap;
@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use caduceus_interop::epcis_plan::Product;
+use caduceus_interop::ndc;
 
 type Catalogue = BTreeMap<String, BTreeMap<String, String>>;
 
@@ -24,15 +25,19 @@ fn read(path: &Path) -> Result<Catalogue> {
     }
 }
 
-/// Adds the products' master data to the catalogue beside the ledger in `dir` (a product's
-/// attributes replace those it had), written whole to a new file, synced, then renamed over the
-/// old one. Returns the catalogue's path.
-pub fn keep(dir: &Path, products: &[Product]) -> Result<PathBuf> {
+/// The catalogue entries of an EPCIS document's products, by GTIN.
+pub fn of_products(products: &[Product]) -> Vec<(String, Vec<(String, String)>)> {
+    products.iter().map(|p| (format!("{:014}", p.gtin), p.attributes.clone())).collect()
+}
+
+/// Adds entries (a GTIN's, or an NDC product's: `ndc::product_key`) to the catalogue beside the
+/// ledger in `dir` (an entry's attributes replace those it had), written whole to a new file,
+/// synced, then renamed over the old one. Returns the catalogue's path.
+pub fn keep(dir: &Path, entries: &[(String, Vec<(String, String)>)]) -> Result<PathBuf> {
     let path = path(dir);
     let mut catalogue = read(&path)?;
-    for product in products {
-        let attributes = product.attributes.iter().cloned().collect();
-        catalogue.insert(format!("{:014}", product.gtin), attributes);
+    for (key, attributes) in entries {
+        catalogue.insert(key.clone(), attributes.iter().cloned().collect());
     }
     let fresh = path.with_extension("json.new");
     let mut file = std::fs::File::create(&fresh).with_context(|| format!("create {}", fresh.display()))?;
@@ -44,7 +49,14 @@ pub fn keep(dir: &Path, products: &[Product]) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// A product's master data from the catalogue beside the ledger in `dir`, if it holds the GTIN.
+/// A product's master data from the catalogue beside the ledger in `dir`, if it holds the GTIN:
+/// an NDC package's with its product's.
 pub fn product(dir: &Path, gtin: u64) -> Result<Option<BTreeMap<String, String>>> {
-    Ok(read(&path(dir))?.remove(&format!("{gtin:014}")))
+    let mut catalogue = read(&path(dir))?;
+    let Some(mut found) = catalogue.remove(&format!("{gtin:014}")) else { return Ok(None) };
+    let product = found.get("PRODUCTNDC").and_then(|ndc| catalogue.remove(&ndc::product_key(ndc)));
+    for (name, value) in product.into_iter().flatten() {
+        found.entry(name).or_insert(value);
+    }
+    Ok(Some(found))
 }

@@ -49,6 +49,15 @@ pub enum Export {
         #[arg(long, value_parser = parse::id)]
         claim: TxId,
     },
+    /// A patient's paid claims (of one payer to one provider) as an X12 5010 835, each claim's
+    /// payer claim control number its payment's transaction id.
+    Remittance {
+        #[arg(long, value_parser = parse::actor)]
+        patient: ActorKey,
+        /// A paid claim (repeatable).
+        #[arg(long, value_parser = parse::id, required = true)]
+        claim: Vec<TxId>,
+    },
     /// A unit's custody as an EPCIS 2.0 JSON-LD document, its event ids GS1 event hashes.
     Unit {
         #[arg(long)]
@@ -162,6 +171,33 @@ pub fn run(
                 submitted_at: found.submitted_at,
                 payment,
             })
+        }
+        Export::Remittance { patient, claim } => {
+            let mut paid = Vec::new();
+            let mut parties = None;
+            for id in claim {
+                let found = reader.claim(&patient, id)?.with_context(|| format!("no claim {}", id_hex(id)))?;
+                let ClaimStatus::Paid { amount, payment } = found.status else {
+                    bail!("claim {} is {}, not paid", id_hex(id), found.status.name())
+                };
+                match parties {
+                    None => parties = Some((found.payer, found.provider)),
+                    Some(both) if both == (found.payer, found.provider) => {}
+                    Some(_) => bail!("an 835 pays one payee from one payer: claim {} has others", id_hex(id)),
+                }
+                paid.push(export::Paid {
+                    claim: id_hex(id),
+                    patient: patient.to_hex(),
+                    total: found.total,
+                    paid: amount,
+                    payment: id_hex(payment),
+                });
+            }
+            let (payer, provider) = parties.expect("at least one claim");
+            let text = export::remittance_835(&payer.to_hex(), &provider.to_hex(), &paid, now);
+            std::fs::write(out, &text).with_context(|| format!("write {}", out.display()))?;
+            println!("{} paid claims; wrote {}", paid.len(), out.display());
+            return Ok(());
         }
         Export::Unit { gtin, serial } => {
             let unit = UnitId { gtin, serial };

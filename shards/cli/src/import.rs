@@ -87,7 +87,8 @@ pub fn run(dir: &Path, keystore: &Path, operator: &str, format: Option<Format>, 
             Some(Format::X12) => caduceus_interop::x12::read(&bytes).map(Read::X12),
             Some(Format::EpcisJson) => epcis::read_json(&bytes).map(Read::Epcis),
             Some(Format::EpcisXml) => epcis::read_xml(&bytes).map(Read::Epcis),
-            None => Err(Rejection::new(Place::File, "not a FHIR, X12 or EPCIS file")),
+            Some(Format::Ndc) => caduceus_interop::ndc::read(&bytes).map(Read::Ndc),
+            None => Err(Rejection::new(Place::File, "not a FHIR, X12, EPCIS or NDC directory file")),
         };
         match read {
             Ok(Read::Fhir(read)) => {
@@ -104,6 +105,13 @@ pub fn run(dir: &Path, keystore: &Path, operator: &str, format: Option<Format>, 
                 let plan = epcis_plan::plan(&read);
                 importer.rejections.extend(read.rejections);
                 importer.epcis(plan)?;
+            }
+            Ok(Read::Ndc(read)) => {
+                importer.rejections.extend(read.rejections);
+                if !read.entries.is_empty() {
+                    let path = crate::catalogue::keep(dir, &read.entries)?;
+                    importer.kept = Some((read.entries.len(), path));
+                }
             }
             Err(rejection) => {
                 println!("{}: rejected: {rejection}", file.display());
@@ -123,6 +131,7 @@ enum Read {
     Fhir(caduceus_interop::fhir::Read),
     X12(caduceus_interop::x12::Read),
     Epcis(epcis::Read),
+    Ndc(caduceus_interop::ndc::Read),
 }
 
 /// One import run's ledger, keys and clock, and what the file at hand has done so far.
@@ -252,7 +261,7 @@ impl Importer<'_> {
         }
         self.commitment = commitment_key;
         if !plan.products.is_empty() {
-            let path = crate::catalogue::keep(self.dir, &plan.products)?;
+            let path = crate::catalogue::keep(self.dir, &crate::catalogue::of_products(&plan.products))?;
             self.kept = Some((plan.products.len(), path));
         }
         Ok(())

@@ -325,6 +325,24 @@ fn an_837_and_its_835_are_a_claim_submitted_then_paid_once() {
     assert_eq!((response["outcome"].as_str(), response["disposition"].as_str()), (Some("complete"), Some("paid")));
     assert_eq!(response["payment"]["amount"]["value"], 80.0);
     assert_eq!(response["extension"][0]["extension"][1]["url"], "proof", "{response}");
+    // Its payment as an X12 835, read back by the X12 reader (envelope and 005010 model).
+    let remittance = dir.path().join("paid.835");
+    let args = ["export", "--out", remittance.to_str().unwrap(), "--dir", data_arg, "--as", &patient_name];
+    let said = caduceus(
+        &[
+            &args[..],
+            &["--keystore", keystore.to_str().unwrap(), "remittance", "--patient", &patient, "--claim", &claim],
+        ]
+        .concat(),
+    );
+    assert!(said.status.success(), "{}", text(&said));
+    let read = caduceus_interop::x12::read(&std::fs::read(&remittance).unwrap()).unwrap();
+    assert!(read.rejections.is_empty(), "{:?}", read.rejections);
+    let written = std::fs::read_to_string(&remittance).unwrap();
+    assert!(
+        written.contains(&format!("CLP*{claim}*1*100.00*80.00**ZZ*")) && written.contains("BPR*I*80.00*C*NON"),
+        "{written}"
+    );
 }
 
 /// A FHIR Consent that permits a provider becomes the patient's grant; the same Consent,
