@@ -129,17 +129,33 @@ pub const RECALL_CLASSES: &[&str] = &["class-i", "class-ii", "class-iii"];
 /// Plans what a document's events do.
 pub fn plan(read: &Read) -> Plan {
     let mut planner = Planner::default();
-    for event in &read.events {
+    // In the order they happened: a query's results, for one, need not come in that order
+    // (the reader checked every time; equal times keep the document's order).
+    let mut events: Vec<&Event> = read.events.iter().collect();
+    events.sort_by_key(|e| {
+        chrono::DateTime::parse_from_rfc3339(&e.event_time).map(|t| t.timestamp_millis()).unwrap_or(0)
+    });
+    for event in events {
         if let Err(rejection) = planner.event(event) {
             planner.plan.rejections.push(rejection);
         }
     }
+    // Reported in the document's order.
+    planner.plan.rejections.sort_by_key(|r| match r.place {
+        Place::Event { index, .. } => index,
+        _ => 0,
+    });
     planner.products(&read.master_data);
     let mut plan = planner.plan;
+    // A party whose every commissioning was rejected for want of a prefix is no manufacturer.
     plan.parties = planner
         .parties
         .into_iter()
-        .map(|(key, (role, prefixes))| PlannedParty { key, role, prefixes: prefixes.into_iter().collect() })
+        .map(|(key, (role, prefixes))| {
+            let role =
+                if role == PartyRole::Manufacturer && prefixes.is_empty() { PartyRole::Distributor } else { role };
+            PlannedParty { key, role, prefixes: prefixes.into_iter().collect() }
+        })
         .collect();
     plan
 }
@@ -192,8 +208,13 @@ impl Planner {
             let parent = event.parent.as_deref().ok_or_else(|| Rejection::new(at("parentID"), "no parentID"))?;
             let parent = gs1::parse(parent).map_err(|reason| Rejection::new(at("parentID"), reason))?.to_string();
             let held = self.packed.entry(parent).or_default();
-            if action == "DELETE" {
-                held.retain(|k| !epcs.contains(k));
+            if action == "DELETE" && epcs.is_empty() {
+                // A DELETE that names no children unpacks them all.
+                held.clear();
+            } else if action == "DELETE" {
+                // By element string: the same unit may be written as EPC URI or Digital Link.
+                let gone: BTreeSet<String> = epcs.iter().map(Key::to_string).collect();
+                held.retain(|k| !gone.contains(&k.to_string()));
             } else {
                 held.extend(epcs.iter().cloned());
             }
@@ -224,10 +245,17 @@ impl Planner {
                     Rejection::new(at("ilmd.itemExpirationDate"), format!("{expiry:?} is not a date YYYY-MM-DD"))
                 })?;
                 let signer = self.party(event, Side::Here, PartyRole::Manufacturer)?;
+                let owned = &mut self.parties.get_mut(&signer).expect("added").1;
                 for key in &epcs {
                     if let Key::Unit { prefix: Some(prefix), .. } = key {
-                        self.parties.get_mut(&signer).expect("added").1.insert(prefix.clone());
+                        owned.insert(prefix.clone());
                     }
+                }
+                if owned.is_empty() {
+                    return Err(Rejection::new(
+                        at("bizLocation"),
+                        "the manufacturer's GS1 company prefix is not shown: name its location (SGLN) or its units (SGTIN) by EPC URI",
+                    ));
                 }
                 Some((signer, units, Step::Commission { lot, expiry }))
             }

@@ -78,7 +78,11 @@ fn purpose(name: &str) -> Value {
 
 fn bundle(entries: Vec<Value>, timestamp: u64) -> Value {
     let entries: Vec<Value> = entries.into_iter().map(|resource| json!({ "resource": resource })).collect();
-    json!({ "resourceType": "Bundle", "type": "collection", "timestamp": instant(timestamp), "entry": entries })
+    let mut bundle = json!({ "resourceType": "Bundle", "type": "collection", "timestamp": instant(timestamp) });
+    if !entries.is_empty() {
+        bundle["entry"] = json!(entries);
+    }
+    bundle
 }
 
 /// One entry of a patient's access report.
@@ -148,7 +152,12 @@ fn proof_entity(proof: &ProofRef) -> Value {
     if let Some((hash, round)) = &proof.checkpoint {
         details.push(json!({ "type": "checkpoint", "valueString": format!("{hash} (round {round})") }));
     }
-    json!({ "what": ledger_id(&proof.transaction), "description": "the ledger transaction", "detail": details })
+    let mut entity = json!({ "what": ledger_id(&proof.transaction), "description": "the ledger transaction" });
+    // FHIR allows no empty array: a withheld proof has no details.
+    if !details.is_empty() {
+        entity["detail"] = json!(details);
+    }
+    entity
 }
 
 /// One of a patient's consents.
@@ -176,7 +185,7 @@ pub fn consents(patient: &str, entries: &[ConsentEntry], checkpoint: Option<(Str
         if let Some(until) = consent.valid_until {
             period["end"] = json!(instant(until));
         }
-        json!({
+        let mut resource = json!({
             "resourceType": "Consent",
             "id": consent.id,
             "identifier": [{ "system": LEDGER_ID, "value": consent.id }],
@@ -194,9 +203,15 @@ pub fn consents(patient: &str, entries: &[ConsentEntry], checkpoint: Option<(Str
                     "reference": actor(&consent.grantee),
                 }],
                 "purpose": consent.purposes.iter().map(|p| purpose(p)).collect::<Vec<_>>(),
-                "class": consent.scope.iter().map(|t| json!({ "system": "http://hl7.org/fhir/resource-types", "code": t })).collect::<Vec<_>>(),
             },
-        })
+        });
+        // No class: every resource type (the ledger's empty scope).
+        if !consent.scope.is_empty() {
+            let classes: Vec<Value> =
+                consent.scope.iter().map(|t| json!({ "system": "http://hl7.org/fhir/resource-types", "code": t })).collect();
+            resource["provision"]["class"] = json!(classes);
+        }
+        resource
     });
     let mut out = bundle(resources.collect(), now);
     if let Some((hash, round)) = checkpoint {

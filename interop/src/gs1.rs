@@ -355,7 +355,8 @@ fn parse_epc(epc: &str) -> Result<Key, String> {
         (Some(kind), Some(scheme), Some(body)) => (kind, scheme, body),
         _ => return Err(format!("urn:epc:{epc} is not an EPC URI")),
     };
-    let fields: Vec<&str> = body.split('.').collect();
+    // A serial, lot or location extension may hold dots (character set 82): it is the rest.
+    let fields: Vec<&str> = body.splitn(3, '.').collect();
     let digits = |field: &str| !field.is_empty() && field.bytes().all(|b| b.is_ascii_digit());
     // Company prefix and reference, of total length `total` digits.
     let joined = |total: usize| -> Result<(String, String), String> {
@@ -440,6 +441,8 @@ mod tests {
         assert_eq!(party, Key::Party { gln: "0614141123452".into(), prefix: Some("0614141".into()) });
         assert!(parse("urn:epc:id:sgtin:0614141.81234.6789").is_err(), "12 digits");
         assert_eq!(parse("urn:epc:id:sgtin:0614141.812345.A%2FB").unwrap().to_string(), "(01)80614141123458(21)A/B");
+        // Dots are in character set 82, and the Tag Data Standard does not escape them.
+        assert_eq!(parse("urn:epc:id:sgtin:0614141.812345.A.1").unwrap().to_string(), "(01)80614141123458(21)A.1");
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub fn read(bytes: &[u8]) -> Result<Read, Rejection> {
         Ok(text) => text.to_owned(),
         Err(_) => bytes.iter().map(|b| char::from(*b)).collect(),
     };
+    let text = text.trim_start_matches('\u{feff}').trim_start();
     let mut lines = text.lines().enumerate();
     let header: Vec<&str> = match lines.next() {
         Some((_, header)) if is_directory(header) => header.split('\t').map(str::trim).collect(),
