@@ -182,8 +182,17 @@ impl Importer<'_> {
         for ((name, role, prefixes), signing) in actors.into_iter().zip(signing_keys) {
             let key = actor_key(&signing);
             keys.insert(name.to_owned(), signing);
-            if self.ledger.actor(&key).is_some() {
+            if let Some(held) = self.ledger.actor(&key) {
                 self.already += 1;
+                // A supply-chain party a later file shows doing more (a distributor that
+                // dispenses, a manufacturer under another prefix) is raised by the operator.
+                if let Some(change) = raised(held.role, &held.prefixes, role, &prefixes) {
+                    let (role, prefixes) = change;
+                    let codes: Vec<&[u8]> = prefixes.iter().map(|p| p.as_bytes()).collect();
+                    let nonce = nonce_of(&[&[b"role".as_slice(), &key.0, &[role.code()]], &codes[..]].concat());
+                    let operation = Operation::ChangeRole { actor: key, role, prefixes };
+                    registrations.push(signed(self.operator, nonce, self.now, operation)?);
+                }
                 continue;
             }
             let nonce = nonce_of(&[b"actor", &key.0]);
@@ -481,6 +490,22 @@ impl Importer<'_> {
         self.store = Some(store);
         self.submit(records)
     }
+}
+
+/// The role and prefixes a supply-chain party held as `role` with `prefixes` needs to do what a
+/// file plans for it as `planned` with `wanted`: the higher of the two roles (distributor, then
+/// dispenser, then manufacturer) and, for a manufacturer, both sets of prefixes; `None` if it
+/// needs no change, or is not a supply-chain party (whose role an import never changes).
+fn raised(role: Role, prefixes: &[String], planned: Role, wanted: &[String]) -> Option<(Role, Vec<String>)> {
+    const SUPPLY: [Role; 3] = [Role::Distributor, Role::Dispenser, Role::Manufacturer];
+    let rank = |role: Role| SUPPLY.iter().position(|r| *r == role);
+    let (held, planned_rank) = (rank(role)?, rank(planned)?);
+    let role = SUPPLY[held.max(planned_rank)];
+    let mut union: Vec<String> = prefixes.to_vec();
+    if role == Role::Manufacturer {
+        union.extend(wanted.iter().filter(|p| !prefixes.contains(p)).cloned());
+    }
+    (held < planned_rank || union.len() > prefixes.len()).then_some((role, union))
 }
 
 /// The exchange's key for claim commitments, derived from the keystore's `exchange.commitment`

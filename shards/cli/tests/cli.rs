@@ -649,3 +649,52 @@ fn a_synthea_bundle_round_trips_through_export_and_import() {
         assert_eq!(event["entity"][2]["detail"][0]["type"], "proof", "{event}");
     }
 }
+
+/// A pharmacy first seen as a shipment's addressee is registered a distributor; a later file in
+/// which it dispenses has the operator raise it to a dispenser, so its dispense commits.
+#[test]
+fn a_party_a_later_file_shows_dispensing_is_raised_to_a_dispenser() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ledger");
+    let document = |events: &str| {
+        format!(
+            r#"{{"@context":["https://ref.gs1.org/standards/epcis/epcis-context.jsonld"],"type":"EPCISDocument",
+            "schemaVersion":"2.0","creationDate":"2026-12-01T00:00:00Z","epcisBody":{{"eventList":[{events}]}}}}"#
+        )
+    };
+    let event = |time: &str, step: &str, at: &str, extra: &str| {
+        format!(
+            r#"{{"type":"ObjectEvent","eventTime":"2026-12-0{time}T00:00:00Z","eventTimeZoneOffset":"+00:00",
+            "epcList":["urn:epc:id:sgtin:0614141.107346.7"],"action":"{}","bizStep":"{step}",
+            "bizLocation":{{"id":"urn:epc:id:sgln:{at}.00001.0"}}{extra}}}"#,
+            if step == "commissioning" { "ADD" } else { "OBSERVE" }
+        )
+    };
+    let shipped = document(
+        &[
+            event(
+                "1",
+                "commissioning",
+                "0614141",
+                r#","ilmd":{"cbvmda:lotNumber":"L7","cbvmda:itemExpirationDate":"2031-01-31"}"#,
+            ),
+            event(
+                "2",
+                "shipping",
+                "0614141",
+                r#","destinationList":[{"type":"owning_party","destination":"urn:epc:id:pgln:0098765.00001"}]"#,
+            ),
+        ]
+        .join(","),
+    );
+    let dispensed =
+        document(&[event("3", "receiving", "0098765", ""), event("4", "dispensing", "0098765", "")].join(","));
+    let (first, second) = (dir.path().join("shipped.jsonld"), dir.path().join("dispensed.jsonld"));
+    std::fs::write(&first, shipped).unwrap();
+    std::fs::write(&second, dispensed).unwrap();
+    let said = text(&caduceus(&["import", "--dir", data.to_str().unwrap(), first.to_str().unwrap()]));
+    assert!(said.contains("4 transactions submitted (4 committed)"), "{said}");
+    // The role change, the receipt and the dispense; the pharmacy is known already.
+    let said = text(&caduceus(&["import", "--dir", data.to_str().unwrap(), second.to_str().unwrap()]));
+    assert!(said.contains("3 transactions submitted (3 committed), 1 already on the ledger"), "{said}");
+}
