@@ -132,7 +132,7 @@ pub fn plan(read: &Read) -> Plan {
     // In the order they happened: a query's results, for one, need not come in that order
     // (the reader checked every time; equal times keep the document's order).
     let mut events: Vec<&Event> = read.events.iter().collect();
-    events.sort_by_key(|e| {
+    events.sort_by_cached_key(|e| {
         chrono::DateTime::parse_from_rfc3339(&e.event_time).map(|t| t.timestamp_millis()).unwrap_or(0)
     });
     for event in events {
@@ -359,17 +359,13 @@ impl Planner {
     fn party(&mut self, event: &Event, side: Side, role: PartyRole) -> Result<String, Rejection> {
         let typed =
             |list: &[(String, String)], kind: &str| list.iter().find(|(k, _)| k == kind).map(|(_, id)| id.clone());
-        let (field, list) = match side {
-            Side::Source => ("sourceList", &event.sources),
-            Side::Destination | Side::Receiver => ("destinationList", &event.destinations),
-            Side::Here => ("bizLocation", &event.sources),
-        };
         let parties = |list| [typed(list, "owning_party"), typed(list, "possessing_party"), typed(list, "location")];
         let here = [event.biz_location.clone(), event.read_point.clone()];
-        let candidates: Vec<Option<String>> = match side {
-            Side::Destination => parties(list).to_vec(),
-            Side::Source | Side::Receiver => parties(list).into_iter().chain(here).collect(),
-            Side::Here => here.to_vec(),
+        let (field, candidates): (&str, Vec<Option<String>>) = match side {
+            Side::Source => ("sourceList", parties(&event.sources).into_iter().chain(here).collect()),
+            Side::Destination => ("destinationList", parties(&event.destinations).to_vec()),
+            Side::Receiver => ("destinationList", parties(&event.destinations).into_iter().chain(here).collect()),
+            Side::Here => ("bizLocation", here.to_vec()),
         };
         let id = candidates.into_iter().flatten().next().ok_or_else(|| {
             let place = Place::Event { index: event.index, field: Some(field.to_owned()) };

@@ -16,15 +16,6 @@ pub const ACTOR: &str = "urn:caduceus:actor";
 pub const LEDGER_ID: &str = "urn:caduceus:id";
 /// The extension that carries an entry's proof in a FHIR resource.
 pub const PROOF_EXTENSION: &str = "urn:caduceus:fhir:proof";
-/// The HL7 v3 PurposeOfUse code of each ledger purpose (the first the import maps to it).
-pub const PURPOSE_CODES: [(&str, &str); 6] = [
-    ("treatment", "TREAT"),
-    ("payment", "HPAYMT"),
-    ("operations", "HOPERAT"),
-    ("research", "HRESCH"),
-    ("public-health", "PUBHLTH"),
-    ("patient-request", "PATRQT"),
-];
 const PURPOSE_OF_USE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
 
 /// The proof of the transaction an entry comes from.
@@ -72,7 +63,8 @@ fn ledger_id(id: &str) -> Value {
 }
 
 fn purpose(name: &str) -> Value {
-    let code = PURPOSE_CODES.iter().find(|(p, _)| *p == name).map_or(name, |(_, code)| *code);
+    // The first code the import reads as this purpose.
+    let code = crate::fhir_plan::PURPOSES.iter().find(|(_, p)| *p == name).map_or(name, |(code, _)| *code);
     json!({ "system": PURPOSE_OF_USE, "code": code })
 }
 

@@ -57,8 +57,8 @@ const PAYMENTS: [(&str, &str); 2] =
     [("ExplanationOfBenefit", "/claim/reference"), ("ClaimResponse", "/request/reference")];
 
 /// HL7 v3 PurposeOfUse codes (a consent's `provision.purpose`) and the ledger's purposes they
-/// are.
-const PURPOSES: [(&str, &str); 9] = [
+/// are; the first code of each purpose is the one exports write.
+pub(crate) const PURPOSES: [(&str, &str); 9] = [
     ("TREAT", "treatment"),
     ("ETREAT", "treatment"),
     ("CAREMGT", "treatment"),

@@ -143,7 +143,7 @@ struct Importer<'a> {
     now: u64,
     /// The payload store beside the ledger, opened for the first record.
     store: Option<PayloadStore>,
-    /// The exchange's commitment key, read for the first claim.
+    /// The exchange's commitment key, read for the run's first claim or dispense.
     commitment: Option<CommitmentKey>,
     /// Results of the file's submitted transactions, by name.
     submitted: BTreeMap<String, usize>,
@@ -222,11 +222,7 @@ impl Importer<'_> {
         });
         let keys = self.register(parties.collect())?;
         let dispenses = plan.steps.iter().any(|s| s.step == Step::Dispense);
-        let commitment_key = match (dispenses, self.commitment.take()) {
-            (false, kept) => kept,
-            (true, Some(key)) => Some(key),
-            (true, None) => Some(commitment_key(self.keystore)?),
-        };
+        let commitment_key = if dispenses { Some(self.commitment_key()?) } else { None };
         let phases = plan.steps.iter().map(|s| s.phase).chain(plan.recalls.iter().map(|r| r.phase)).max();
         for phase in 0..phases.map_or(0, |last| last + 1) {
             let mut batch = Vec::new();
@@ -268,12 +264,19 @@ impl Importer<'_> {
             }
             self.submit(batch)?;
         }
-        self.commitment = commitment_key;
         if !plan.products.is_empty() {
             let path = crate::catalogue::keep(self.dir, &crate::catalogue::of_products(&plan.products))?;
             self.kept = Some((plan.products.len(), path));
         }
         Ok(())
+    }
+
+    /// The exchange's commitment key, read from the keystore the first time a run needs it.
+    fn commitment_key(&mut self) -> Result<CommitmentKey> {
+        if self.commitment.is_none() {
+            self.commitment = Some(commitment_key(self.keystore)?);
+        }
+        Ok(self.commitment.clone().expect("read above"))
     }
 
     /// A transaction whose id is a function of what it imports, signed by `key`; `None` if the
@@ -346,13 +349,7 @@ impl Importer<'_> {
         let key = |name: &str| -> ActorKey { actor_key(&keys[name]) };
         let today = date_of(self.now);
         let mut claims = Vec::new();
-        // The commitment key, read from the keystore for the run's first claim (an error ends
-        // the run, so it is not put back then).
-        let commitment_key = match (planned.is_empty(), self.commitment.take()) {
-            (true, kept) => kept,
-            (false, Some(key)) => Some(key),
-            (false, None) => Some(commitment_key(self.keystore)?),
-        };
+        let commitment_key = if planned.is_empty() { None } else { Some(self.commitment_key()?) };
         for claim in planned {
             let commitment_key = commitment_key.as_ref().expect("read for a file with claims");
             let lines: Vec<ClaimLine> = claim
@@ -376,7 +373,6 @@ impl Importer<'_> {
             let id: [&[u8]; 3] = [b"claim", &patient.0, &claim.claim.to_le_bytes()];
             claims.extend(self.fresh(&keys[&claim.provider], &id, operation)?);
         }
-        self.commitment = commitment_key;
         self.submit(claims)?;
         let (mut funds, mut decisions, mut payments) = (Vec::new(), Vec::new(), Vec::new());
         for remittance in remittances {
