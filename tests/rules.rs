@@ -617,3 +617,135 @@ fn an_actor_rotates_its_key_and_keeps_its_identity() {
     drop(ledger);
     assert!(caduceus_engine::verify::verify_storage(storage.as_ref()).unwrap().is_intact());
 }
+
+/// Submits one transaction and returns its id and result.
+fn run(
+    w: &World,
+    ledger: &caduceus_engine::Ledger,
+    signer: &crate::support::Actor,
+    operation: Operation,
+) -> (u128, caduceus_engine::TxResult) {
+    let signed = w.tx(signer, operation);
+    (signed.id(), ledger.submit(vec![signed]).expect("submit")[0])
+}
+
+#[test]
+fn an_investigator_enrols_a_patient_only_on_its_research_consent() {
+    use caduceus_engine::ReadError;
+    let w = World::new();
+    let ledger = w.ledger(3);
+    let (study, result) = run(&w, &ledger, &w.doctor, Operation::RegisterStudy { protocol: [7; 32] });
+    assert_eq!(result, committed());
+    let enrol = |consent| Operation::EnrollSubject { study, patient: w.patient.id, consent };
+    let grant = |consent, grantee: &crate::support::Actor, purposes: &[Purpose]| Operation::GrantConsent {
+        consent,
+        patient: w.patient.id,
+        grantee: grantee.id,
+        scope: vec![],
+        purposes: Purposes::of(purposes),
+        valid_from: START - DAY,
+        valid_until: START + 30 * DAY,
+    };
+    check(
+        &w,
+        &ledger,
+        &[
+            (&w.nurse, enrol(1), rejected(NotInvestigator)),
+            (&w.doctor, enrol(1), rejected(UnknownConsent)),
+            (&w.patient, grant(1, &w.doctor, &[Purpose::Treatment]), committed()),
+            (&w.doctor, enrol(1), rejected(ConsentPurpose)),
+            (&w.patient, grant(2, &w.nurse, &[Purpose::Research]), committed()),
+            (&w.doctor, enrol(2), rejected(ConsentMissing)),
+            (&w.patient, grant(3, &w.doctor, &[Purpose::Research]), committed()),
+            (
+                &w.doctor,
+                Operation::EnrollSubject { study: study + 1, patient: w.patient.id, consent: 3 },
+                rejected(UnknownStudy),
+            ),
+            (&w.doctor, Operation::EnrollSubject { study, patient: w.nurse.id, consent: 3 }, rejected(UnknownPatient)),
+            (
+                &w.doctor,
+                Operation::EnrollSubject { study, patient: w.other_patient.id, consent: 3 },
+                rejected(UnknownConsent),
+            ),
+            (&w.doctor, enrol(3), committed()),
+            (&w.doctor, enrol(3), rejected(AlreadyEnrolled)),
+        ],
+    );
+    // The enrolment is the patient's and the investigator's to read, no one else's.
+    let enrolment = w.reads(&ledger, &w.patient).enrolment(&w.patient.id, study).unwrap().expect("enrolled");
+    assert_eq!((enrolment.consent, enrolment.withdrawn_at), (3, None));
+    assert!(w.reads(&ledger, &w.doctor).enrolment(&w.patient.id, study).unwrap().is_some());
+    let nurse = w.reads(&ledger, &w.nurse).enrolment(&w.patient.id, study);
+    assert!(matches!(nurse, Err(ReadError::Forbidden { .. })), "{nurse:?}");
+    let withdraw = Operation::WithdrawSubject { study, patient: w.patient.id };
+    check(
+        &w,
+        &ledger,
+        &[
+            (&w.other_patient, withdraw.clone(), rejected(NotThePatient)),
+            (&w.nurse, withdraw.clone(), rejected(NotInvestigator)),
+            (&w.patient, withdraw.clone(), committed()),
+            (&w.doctor, withdraw.clone(), rejected(NotEnrolled)),
+            (&w.patient, Operation::RevokeConsent { consent: 3, patient: w.patient.id }, committed()),
+            (&w.doctor, enrol(3), rejected(ConsentRevoked)),
+            (&w.nurse, Operation::CloseStudy { study }, rejected(NotInvestigator)),
+            (&w.doctor, Operation::CloseStudy { study }, committed()),
+            (&w.doctor, Operation::CloseStudy { study }, rejected(StudyClosed)),
+            (&w.patient, grant(4, &w.doctor, &[Purpose::Research]), committed()),
+            (&w.doctor, enrol(4), rejected(StudyClosed)),
+        ],
+    );
+    let withdrawn = w.reads(&ledger, &w.patient).enrolment(&w.patient.id, study).unwrap().expect("kept");
+    assert!(withdrawn.withdrawn_at.is_some());
+    let closed = ledger.study(study).expect("registered");
+    assert_eq!((closed.investigator, closed.protocol), (w.doctor.id, [7; 32]));
+    assert!(closed.closed_at.is_some());
+}
+
+#[test]
+fn an_issuer_issues_and_revokes_providers_credentials_and_anyone_verifies_them() {
+    let w = World::new();
+    let ledger = w.ledger(3);
+    let other_issuer = crate::support::Actor::new("other issuer");
+    for issuer in [&w.stranger, &other_issuer] {
+        let register = Operation::RegisterActor { actor: issuer.id, role: Role::Issuer, prefixes: vec![] };
+        assert_eq!(run(&w, &ledger, &w.operator, register).1, committed());
+    }
+    let issue = |subject: &crate::support::Actor, kind: &str, days: u64| Operation::IssueCredential {
+        subject: subject.id,
+        kind: kind.into(),
+        document: [9; 32],
+        valid_from: START - DAY,
+        valid_until: START - DAY + days * DAY,
+    };
+    let (licence, result) = run(&w, &ledger, &w.stranger, issue(&w.doctor, "license", 365));
+    assert_eq!(result, committed());
+    check(
+        &w,
+        &ledger,
+        &[
+            (&w.stranger, issue(&w.patient, "license", 365), rejected(UnknownActor)),
+            (&w.stranger, issue(&w.doctor, "", 365), rejected(InvalidField)),
+            (&w.stranger, issue(&w.doctor, "cme", 0), rejected(InvalidField)),
+            (&w.regulator, issue(&w.doctor, "license", 365), rejected(RoleNotPermitted)),
+            (&w.doctor, issue(&w.doctor, "license", 365), rejected(RoleNotPermitted)),
+        ],
+    );
+    let found = ledger.credential(licence).unwrap().expect("issued");
+    assert_eq!((found.issuer, found.subject, found.kind.as_str()), (w.stranger.id, w.doctor.id, "license"));
+    assert!(found.valid_at(START) && !found.valid_at(START + 365 * DAY));
+    assert!(ledger.credential(licence + 1).unwrap().is_none());
+    check(
+        &w,
+        &ledger,
+        &[
+            (&other_issuer, Operation::RevokeCredential { credential: licence }, rejected(NotIssuer)),
+            (&w.stranger, Operation::RevokeCredential { credential: licence + 1 }, rejected(UnknownCredential)),
+            (&w.stranger, Operation::RevokeCredential { credential: licence }, committed()),
+            (&w.stranger, Operation::RevokeCredential { credential: licence }, rejected(CredentialRevoked)),
+        ],
+    );
+    let revoked = ledger.credential(licence).unwrap().expect("kept");
+    assert!(revoked.revoked_at.is_some() && !revoked.valid_at(START));
+}

@@ -4,7 +4,8 @@
 //! its own access report, consents, records and claims; a provider the records it holds and the
 //! claims it submitted (the records consented to it, through an access the ledger logs); a
 //! payer the claims billed to it and its own account; a supply-chain party the custody trail of
-//! a unit it has held (a regulator, any trail); the parties to a transaction its entry and proof;
+//! a unit it has held (a regulator, any trail); a patient's enrolment in a study the patient
+//! and the study's investigator; the parties to a transaction its entry and proof;
 //! an auditor everything. Public facts (a unit's status without who received it, an actor's
 //! role, checkpoints, totals) are anyone's. Pure: callers fetch the facts, this decides.
 
@@ -37,6 +38,13 @@ pub enum Subject<'a> {
         /// Every actor that has held it or shipped it (its manufacturer among them).
         holders: &'a [ActorKey],
     },
+    /// A patient's enrolment in a study: the patient's and the study's investigator's.
+    Enrolment {
+        /// Who is enrolled.
+        patient: &'a ActorKey,
+        /// The study's investigator.
+        investigator: &'a ActorKey,
+    },
     /// A transaction as recorded, or its proof.
     Transaction(&'a Transaction),
     /// A fact that is no one's health data: a unit's status, an actor's role, checkpoints,
@@ -54,6 +62,7 @@ pub fn may_read(reader: &ActorKey, role: Role, subject: &Subject<'_>) -> bool {
         Subject::Record(record) => [record.patient, record.custodian].contains(reader),
         Subject::Claim(claim) => [claim.patient, claim.provider, claim.payer].contains(reader),
         Subject::Account { owner } => reader == *owner,
+        Subject::Enrolment { patient, investigator } => reader == *patient || reader == *investigator,
         Subject::Custody { holders } => role == Role::Regulator || holders.contains(reader),
         Subject::Transaction(transaction) => parties(transaction).contains(reader),
         Subject::Public => true,
@@ -88,7 +97,10 @@ pub fn parties(transaction: &Transaction) -> Vec<ActorKey> {
         | Operation::AccessRecord { patient, .. }
         | Operation::EmergencyAccess { patient, .. }
         | Operation::EraseRecord { patient, .. }
-        | Operation::AdjudicateClaim { patient, .. } => parties.push(*patient),
+        | Operation::AdjudicateClaim { patient, .. }
+        | Operation::EnrollSubject { patient, .. }
+        | Operation::WithdrawSubject { patient, .. } => parties.push(*patient),
+        Operation::IssueCredential { subject, .. } => parties.push(*subject),
         Operation::GrantConsent { patient, grantee, .. } => parties.extend([*patient, *grantee]),
         Operation::SubmitClaim { patient, payer, .. } => parties.extend([*patient, *payer]),
         Operation::PayClaim { patient, provider, .. } => parties.extend([*patient, *provider]),
@@ -100,7 +112,10 @@ pub fn parties(transaction: &Transaction) -> Vec<ActorKey> {
         | Operation::DecommissionUnit { .. }
         | Operation::RecallLot { .. }
         | Operation::AuditRead { subject: None, .. }
-        | Operation::RotateKey { .. } => {}
+        | Operation::RotateKey { .. }
+        | Operation::RegisterStudy { .. }
+        | Operation::CloseStudy { .. }
+        | Operation::RevokeCredential { .. } => {}
     }
     parties
 }
@@ -149,6 +164,10 @@ mod tests {
             (Subject::Patient { patient: &patient }, vec![(patient, Role::Patient)]),
             (Subject::Claim(&claim), vec![(patient, Role::Patient), (provider, Role::Provider), (payer, Role::Payer)]),
             (Subject::Account { owner: &payer }, vec![(payer, Role::Payer)]),
+            (
+                Subject::Enrolment { patient: &patient, investigator: &provider },
+                vec![(patient, Role::Patient), (provider, Role::Provider)],
+            ),
             (Subject::Record(&record), vec![(patient, Role::Patient), (provider, Role::Provider)]),
             (Subject::Custody { holders: &holders }, vec![(key(4), Role::Manufacturer), (key(5), Role::Dispenser)]),
             (Subject::Transaction(&access), vec![(provider, Role::Provider), (patient, Role::Patient)]),

@@ -2,10 +2,10 @@
 //!
 //! By default (`Options::state_cache_entries` unset) a ledger loads its whole
 //! state on open and keeps it: nothing is read on the commit path, and memory
-//! grows with history. With a limit, actors, accounts and recalls (which grow
-//! with the population, not with history) stay resident; records, consents
-//! and each patient-grantee consent index, claims, the duplicate-claim index
-//! and units grow with history: they live in storage, and the execute stage
+//! grows with history. With a limit, actors, accounts, recalls and studies
+//! (which grow with the population, not with history) stay resident; records,
+//! consents and each patient-grantee consent index, claims, the duplicate-claim
+//! index, units, enrolments and credentials grow with history: they live in storage, and the execute stage
 //! loads what a group of transactions will read (`load`) before it runs them,
 //! and drops them again when a shard holds more than its limit (`evict`).
 //! The shard state machine never does I/O: everything it reads is resident
@@ -23,13 +23,13 @@
 
 use crate::layout;
 use crate::model::{ActorKey, Operation, SignedTransaction};
-use crate::routing::{shard_of_actor, shard_of_unit};
+use crate::routing::{shard_of_actor, shard_of_credential, shard_of_unit};
 use crate::shard::Shard;
 use crate::state::{Map, Set, StateKey};
 use crate::storage::{Storage, StorageError};
 
 /// Tags of the state families that are always resident (see `StateKey::to_bytes`).
-pub const RESIDENT_TAGS: [u8; 3] = [1, 6, 8];
+pub const RESIDENT_TAGS: [u8; 4] = [1, 6, 8, 10];
 
 /// What one transaction reads beyond the resident families.
 enum Need {
@@ -75,8 +75,25 @@ fn needs(transaction: &SignedTransaction, shards: u32, out: &mut Vec<Need>) {
         | Operation::DecommissionUnit { unit, .. } => {
             out.push(Need::Entry(shard_of_unit(unit, shards), StateKey::Unit(unit.clone())));
         }
-        // Actors, accounts and recalls are resident.
-        Operation::RegisterActor { .. }
+        Operation::EnrollSubject { study, patient, consent } => {
+            let shard = patient_shard(patient);
+            out.push(Need::Entry(shard, StateKey::Enrolment(*patient, *study)));
+            out.push(Need::Entry(shard, StateKey::Consent(*patient, *consent)));
+        }
+        Operation::WithdrawSubject { study, patient } => {
+            out.push(Need::Entry(patient_shard(patient), StateKey::Enrolment(*patient, *study)));
+        }
+        Operation::IssueCredential { .. } => {
+            let id = transaction.id();
+            out.push(Need::Entry(shard_of_credential(id, shards), StateKey::Credential(id)));
+        }
+        Operation::RevokeCredential { credential } => {
+            out.push(Need::Entry(shard_of_credential(*credential, shards), StateKey::Credential(*credential)));
+        }
+        // Actors, accounts, recalls and studies are resident.
+        Operation::RegisterStudy { .. }
+        | Operation::CloseStudy { .. }
+        | Operation::RegisterActor { .. }
         | Operation::RevokeActor { .. }
         | Operation::ChangeRole { .. }
         | Operation::AddOperator { .. }

@@ -32,7 +32,8 @@
 //! State keys (after `S` and the shard) begin with a tag byte (`state::StateKey::to_bytes`):
 //! 1 actor (key 32); 2 record, 3 consent, 4 claim (patient 32, id u128 BE); 5 duplicate-claim
 //! key (hash 32); 6 account (owner 32); 7 unit (gtin u64 BE, serial); 8 recall (gtin u64 BE,
-//! lot); 9 consent index (patient 32, grantee 32).
+//! lot); 9 consent index (patient 32, grantee 32); 10 study (id u128 BE); 11 enrolment
+//! (patient 32, study u128 BE); 12 credential (id u128 BE).
 //!
 //! Every key and value but the cluster's bookkeeping (`Mshard`, `Mhead`, `Mpending`,
 //! `Mreserved`, `P`, `L`) is a function of the block chain, which is what lets `verify`
@@ -81,8 +82,9 @@ pub const META_FORMAT: &[u8] = b"Mformat";
 /// operator quorum; 8: no health data in clear: actors have no names, claims hold a keyed
 /// commitment instead of their service date and codes, a dispensed unit a commitment to its
 /// recipient, and reasons are codes; a record holds when it was erased, and an access log entry
-/// whether it is an erasure or an auditor's read (`audit-read`).
-pub const STORE_FORMAT: u32 = 8;
+/// whether it is an erasure or an auditor's read (`audit-read`); 9: studies, enrolments and
+/// providers' credentials are state entries, and an issuer is a role.
+pub const STORE_FORMAT: u32 = 9;
 
 /// The write that records `STORE_FORMAT`, made with a new store's configuration.
 pub fn format_write() -> (Vec<u8>, Option<Vec<u8>>) {

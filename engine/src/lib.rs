@@ -58,4 +58,6 @@ pub use model::{
     ActorKey, Adjudication, ClaimLine, Operation, Purpose, Purposes, Reason, Role, SignedTransaction, Transaction,
     TxId, TxResult, UnitId,
 };
-pub use state::{Account, Actor, Claim, ClaimStatus, Consent, Recall, Record, Unit, UnitStatus};
+pub use state::{
+    Account, Actor, Claim, ClaimStatus, Consent, Enrolment, ProviderCredential, Recall, Record, Study, Unit, UnitStatus,
+};

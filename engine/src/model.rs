@@ -159,6 +159,9 @@ code_enum! {
         Operator = 8 => "operator",
         /// Reads everything, for oversight; signs nothing but its own key's rotation.
         Auditor = 9 => "auditor",
+        /// A credentialing body (a licensing board, a continuing-education accreditor): issues
+        /// and revokes providers' credentials.
+        Issuer = 10 => "issuer",
     }
 }
 
@@ -511,6 +514,58 @@ pub enum Operation {
         /// Its GS1 company prefixes if the new role is manufacturer; empty otherwise.
         prefixes: Vec<String>,
     },
+
+    /// A provider registers a clinical study of which it is the principal investigator; the
+    /// study's id is this transaction's id. Applies on every shard, so that an enrolment is
+    /// checked on its patient's shard alone.
+    RegisterStudy {
+        /// blake3 of the study's protocol document (which lives off the ledger).
+        protocol: Hash,
+    },
+    /// The study's investigator closes it to enrolment; its subjects stay enrolled. Applies on
+    /// every shard.
+    CloseStudy {
+        /// The study (its registration's transaction id).
+        study: TxId,
+    },
+    /// The study's investigator enrols a patient, on the patient's research consent: the
+    /// consent named must be the patient's to the investigator, unrevoked, within its period
+    /// and cover the research purpose.
+    EnrollSubject {
+        /// The study.
+        study: TxId,
+        /// Who is enrolled.
+        patient: ActorKey,
+        /// The patient's consent it rests on (the patient's own id for it).
+        consent: u128,
+    },
+    /// The patient, or the study's investigator, ends the patient's enrolment.
+    WithdrawSubject {
+        /// The study.
+        study: TxId,
+        /// Who withdraws.
+        patient: ActorKey,
+    },
+    /// An issuer (a licensing board, an accreditor) issues a credential to a provider: a
+    /// licence or a continuing-education certificate, which anyone verifies by its id (this
+    /// transaction's id).
+    IssueCredential {
+        /// The provider it is issued to.
+        subject: ActorKey,
+        /// What it is: a code from the issuer's vocabulary (for example `license`, `cme`).
+        kind: String,
+        /// blake3 of the credential document (which lives off the ledger).
+        document: Hash,
+        /// When it starts.
+        valid_from: Timestamp,
+        /// When it ends (exclusive).
+        valid_until: Timestamp,
+    },
+    /// The issuer revokes a credential it issued.
+    RevokeCredential {
+        /// The credential (its issuance's transaction id).
+        credential: TxId,
+    },
 }
 
 /// One operator's approval of adding an operator: its ed25519 signature over
@@ -540,6 +595,10 @@ pub enum Family {
     Claims,
     /// Serialized units, their custody, and recalls.
     Supply,
+    /// Clinical studies and their subjects' enrolments.
+    Research,
+    /// Providers' credentials.
+    Credentials,
 }
 
 /// Which operation a transaction carries: its tag on the wire and in storage (the codec writes
@@ -593,11 +652,23 @@ pub enum OperationKind {
     EraseRecord = 22,
     /// `Operation::AuditRead`.
     AuditRead = 23,
+    /// `Operation::RegisterStudy`.
+    RegisterStudy = 24,
+    /// `Operation::CloseStudy`.
+    CloseStudy = 25,
+    /// `Operation::EnrollSubject`.
+    EnrollSubject = 26,
+    /// `Operation::WithdrawSubject`.
+    WithdrawSubject = 27,
+    /// `Operation::IssueCredential`.
+    IssueCredential = 28,
+    /// `Operation::RevokeCredential`.
+    RevokeCredential = 29,
 }
 
 impl OperationKind {
     /// Every kind, in tag order: tags run from 1 without gaps (a test checks it).
-    pub const ALL: [OperationKind; 23] = [
+    pub const ALL: [OperationKind; 29] = [
         OperationKind::RegisterActor,
         OperationKind::RegisterRecord,
         OperationKind::AmendRecord,
@@ -621,6 +692,12 @@ impl OperationKind {
         OperationKind::RotateKey,
         OperationKind::EraseRecord,
         OperationKind::AuditRead,
+        OperationKind::RegisterStudy,
+        OperationKind::CloseStudy,
+        OperationKind::EnrollSubject,
+        OperationKind::WithdrawSubject,
+        OperationKind::IssueCredential,
+        OperationKind::RevokeCredential,
     ];
 
     /// The kind with this wire tag, if any.
@@ -659,12 +736,19 @@ impl OperationKind {
             OperationKind::RotateKey => "rotate-key",
             OperationKind::EraseRecord => "erase-record",
             OperationKind::AuditRead => "audit-read",
+            OperationKind::RegisterStudy => "register-study",
+            OperationKind::CloseStudy => "close-study",
+            OperationKind::EnrollSubject => "enroll-subject",
+            OperationKind::WithdrawSubject => "withdraw-subject",
+            OperationKind::IssueCredential => "issue-credential",
+            OperationKind::RevokeCredential => "revoke-credential",
         }
     }
 
     /// Whether it runs in a round's second phase, through the coordinator's two-phase commit,
     /// whatever the shard count: the operations whose keys may lie on several shards (an
-    /// actor registration and a lot recall touch every shard; a payment touches the patient's,
+    /// actor registration, a lot recall and a study's registration or closing touch every shard;
+    /// a payment touches the patient's,
     /// the payer's and the provider's). Every other operation touches one shard and runs in the
     /// first phase. Fixed by the kind, never by where the keys land, so a batch's results do not
     /// depend on the shard count.
@@ -678,6 +762,8 @@ impl OperationKind {
                 | OperationKind::RotateKey
                 | OperationKind::RecallLot
                 | OperationKind::PayClaim
+                | OperationKind::RegisterStudy
+                | OperationKind::CloseStudy
         )
     }
 
@@ -704,6 +790,11 @@ impl OperationKind {
             OperationKind::RotateKey => Role::ALL,
             OperationKind::EraseRecord => &[Role::Patient, Role::Operator],
             OperationKind::AuditRead => &[Role::Auditor],
+            OperationKind::RegisterStudy | OperationKind::CloseStudy | OperationKind::EnrollSubject => {
+                &[Role::Provider]
+            }
+            OperationKind::WithdrawSubject => &[Role::Patient, Role::Provider],
+            OperationKind::IssueCredential | OperationKind::RevokeCredential => &[Role::Issuer],
         }
     }
 
@@ -733,6 +824,11 @@ impl OperationKind {
             | OperationKind::DispenseUnit
             | OperationKind::DecommissionUnit
             | OperationKind::RecallLot => Family::Supply,
+            OperationKind::RegisterStudy
+            | OperationKind::CloseStudy
+            | OperationKind::EnrollSubject
+            | OperationKind::WithdrawSubject => Family::Research,
+            OperationKind::IssueCredential | OperationKind::RevokeCredential => Family::Credentials,
         }
     }
 }
@@ -764,6 +860,12 @@ impl Operation {
             Operation::RotateKey { .. } => OperationKind::RotateKey,
             Operation::EraseRecord { .. } => OperationKind::EraseRecord,
             Operation::AuditRead { .. } => OperationKind::AuditRead,
+            Operation::RegisterStudy { .. } => OperationKind::RegisterStudy,
+            Operation::CloseStudy { .. } => OperationKind::CloseStudy,
+            Operation::EnrollSubject { .. } => OperationKind::EnrollSubject,
+            Operation::WithdrawSubject { .. } => OperationKind::WithdrawSubject,
+            Operation::IssueCredential { .. } => OperationKind::IssueCredential,
+            Operation::RevokeCredential { .. } => OperationKind::RevokeCredential,
         }
     }
 
@@ -939,6 +1041,25 @@ impl Codec for Operation {
                     e.text("prefix", prefix, GS1_PREFIX_LENGTH_MAX)?;
                 }
             }
+            Operation::RegisterStudy { protocol } => e.array(protocol),
+            Operation::CloseStudy { study } => e.u128(*study),
+            Operation::EnrollSubject { study, patient, consent } => {
+                e.u128(*study);
+                e.array(&patient.0);
+                e.u128(*consent);
+            }
+            Operation::WithdrawSubject { study, patient } => {
+                e.u128(*study);
+                e.array(&patient.0);
+            }
+            Operation::IssueCredential { subject, kind, document, valid_from, valid_until } => {
+                e.array(&subject.0);
+                e.text("kind", kind, CODE_LENGTH_MAX)?;
+                e.array(document);
+                e.u64(*valid_from);
+                e.u64(*valid_until);
+            }
+            Operation::RevokeCredential { credential } => e.u128(*credential),
         }
         Ok(())
     }
@@ -1065,6 +1186,20 @@ impl Codec for Operation {
                     (0..count).map(|_| d.text("prefix", GS1_PREFIX_LENGTH_MAX)).collect::<Result<_, _>>()?
                 },
             },
+            OperationKind::RegisterStudy => Operation::RegisterStudy { protocol: d.array()? },
+            OperationKind::CloseStudy => Operation::CloseStudy { study: d.u128()? },
+            OperationKind::EnrollSubject => {
+                Operation::EnrollSubject { study: d.u128()?, patient: actor(d)?, consent: d.u128()? }
+            }
+            OperationKind::WithdrawSubject => Operation::WithdrawSubject { study: d.u128()?, patient: actor(d)? },
+            OperationKind::IssueCredential => Operation::IssueCredential {
+                subject: actor(d)?,
+                kind: d.text("kind", CODE_LENGTH_MAX)?,
+                document: d.array()?,
+                valid_from: d.u64()?,
+                valid_until: d.u64()?,
+            },
+            OperationKind::RevokeCredential => Operation::RevokeCredential { credential: d.u128()? },
         })
     }
 }
@@ -1310,6 +1445,22 @@ code_enum! {
         UnitExpired = 66 => "unit-expired",
         /// The lot is recalled already.
         LotAlreadyRecalled = 67 => "lot-already-recalled",
+        /// No study was registered under this id.
+        UnknownStudy = 80 => "unknown-study",
+        /// The study is closed to enrolment.
+        StudyClosed = 81 => "study-closed",
+        /// Only the study's investigator may enrol its subjects or close it.
+        NotInvestigator = 82 => "not-the-investigator",
+        /// The patient is enrolled in the study already.
+        AlreadyEnrolled = 83 => "already-enrolled",
+        /// The patient is not enrolled in the study (or has withdrawn).
+        NotEnrolled = 84 => "not-enrolled",
+        /// No credential was issued under this id.
+        UnknownCredential = 90 => "unknown-credential",
+        /// Only a credential's issuer may revoke it.
+        NotIssuer = 91 => "not-the-issuer",
+        /// The credential is revoked already.
+        CredentialRevoked = 92 => "credential-revoked",
     }
 }
 

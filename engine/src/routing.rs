@@ -1,11 +1,12 @@
 //! Partitioning: which shards a transaction touches.
 //!
-//! Records, consents, accesses and claims live on their patient's shard;
-//! accounts on their owner's; units on the hash of GTIN and serial. Actor
-//! registrations and lot recalls apply on every shard, so that role checks
-//! and recall checks stay shard-local.
+//! Records, consents, accesses, claims and study enrolments live on their
+//! patient's shard; accounts on their owner's; units on the hash of GTIN and
+//! serial; credentials on the hash of their id. Actor registrations, lot
+//! recalls and studies apply on every shard, so that role checks, recall
+//! checks and enrolments stay shard-local.
 
-use crate::model::{ActorKey, Operation, Transaction, UnitId};
+use crate::model::{transaction_id, ActorKey, Operation, Transaction, TxId, UnitId};
 
 /// Shard of a partition key's bytes.
 pub fn shard_of_bytes(bytes: &[u8], shard_count: u32) -> u32 {
@@ -26,6 +27,11 @@ pub fn shard_of_unit(unit: &UnitId, shard_count: u32) -> u32 {
     shard_of_bytes(&bytes, shard_count)
 }
 
+/// Shard that holds a credential.
+pub fn shard_of_credential(credential: TxId, shard_count: u32) -> u32 {
+    shard_of_bytes(&credential.to_le_bytes(), shard_count)
+}
+
 /// The shards a transaction touches, ascending and without repeats.
 pub fn participants(transaction: &Transaction, shard_count: u32) -> Vec<u32> {
     let actor = |key: &ActorKey| shard_of_actor(key, shard_count);
@@ -35,7 +41,9 @@ pub fn participants(transaction: &Transaction, shard_count: u32) -> Vec<u32> {
         | Operation::ChangeRole { .. }
         | Operation::AddOperator { .. }
         | Operation::RotateKey { .. }
-        | Operation::RecallLot { .. } => return (0..shard_count).collect(),
+        | Operation::RecallLot { .. }
+        | Operation::RegisterStudy { .. }
+        | Operation::CloseStudy { .. } => return (0..shard_count).collect(),
         Operation::RegisterRecord { patient, .. }
         | Operation::AmendRecord { patient, .. }
         | Operation::GrantConsent { patient, .. }
@@ -44,7 +52,13 @@ pub fn participants(transaction: &Transaction, shard_count: u32) -> Vec<u32> {
         | Operation::EmergencyAccess { patient, .. }
         | Operation::EraseRecord { patient, .. }
         | Operation::SubmitClaim { patient, .. }
-        | Operation::AdjudicateClaim { patient, .. } => vec![actor(patient)],
+        | Operation::AdjudicateClaim { patient, .. }
+        | Operation::EnrollSubject { patient, .. }
+        | Operation::WithdrawSubject { patient, .. } => vec![actor(patient)],
+        Operation::IssueCredential { .. } => {
+            vec![shard_of_credential(transaction_id(&transaction.signer, transaction.nonce), shard_count)]
+        }
+        Operation::RevokeCredential { credential } => vec![shard_of_credential(*credential, shard_count)],
         Operation::FundAccount { .. } | Operation::AuditRead { subject: None, .. } => vec![actor(&transaction.signer)],
         Operation::AuditRead { subject: Some(subject), .. } => vec![actor(subject)],
         Operation::PayClaim { patient, provider, .. } => {

@@ -1,5 +1,5 @@
 //! A shard's current state: actors, records, consents, claims, accounts,
-//! units and recalls, with the canonical encoding each entry is stored in.
+//! units and recalls, studies and enrolments, credentials, with the canonical encoding each entry is stored in.
 //!
 //! This module owns the data and its encoding; the rules that change it live
 //! in `shard`.
@@ -138,6 +138,49 @@ pub struct Recall {
     pub recalled_at: Timestamp,
 }
 
+/// A clinical study, under the id of the transaction that registered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Study {
+    /// Its principal investigator, who registered it.
+    pub investigator: ActorKey,
+    /// blake3 of its protocol document.
+    pub protocol: Hash,
+    pub registered_at: Timestamp,
+    /// When its investigator closed it to enrolment.
+    pub closed_at: Option<Timestamp>,
+}
+
+/// A patient's enrolment in a study.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Enrolment {
+    /// The patient's research consent it rests on (the patient's id for it).
+    pub consent: u128,
+    pub enrolled_at: Timestamp,
+    pub withdrawn_at: Option<Timestamp>,
+}
+
+/// A credential issued to a provider, under the id of the transaction that issued it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderCredential {
+    pub issuer: ActorKey,
+    /// The provider it was issued to.
+    pub subject: ActorKey,
+    pub kind: String,
+    /// blake3 of the credential document.
+    pub document: Hash,
+    pub valid_from: Timestamp,
+    pub valid_until: Timestamp,
+    pub issued_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl ProviderCredential {
+    /// Whether it holds at `now`: unrevoked and within its period.
+    pub fn valid_at(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none() && self.valid_from <= now && now < self.valid_until
+    }
+}
+
 /// The key of one state entry, as stored (after the shard prefix).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum StateKey {
@@ -152,6 +195,10 @@ pub enum StateKey {
     Recall(u64, String),
     /// The consents a patient gave one grantee, by id: what the consent check reads.
     ConsentIndex(ActorKey, ActorKey),
+    Study(TxId),
+    /// A patient's enrolment in a study: patient, then study.
+    Enrolment(ActorKey, TxId),
+    Credential(TxId),
 }
 
 impl StateKey {
@@ -210,6 +257,19 @@ impl StateKey {
                 out.extend_from_slice(&patient.0);
                 out.extend_from_slice(&grantee.0);
             }
+            StateKey::Study(id) => {
+                out.push(10);
+                out.extend_from_slice(&id.to_be_bytes());
+            }
+            StateKey::Enrolment(patient, study) => {
+                out.push(11);
+                out.extend_from_slice(&patient.0);
+                out.extend_from_slice(&study.to_be_bytes());
+            }
+            StateKey::Credential(id) => {
+                out.push(12);
+                out.extend_from_slice(&id.to_be_bytes());
+            }
         }
     }
 
@@ -260,6 +320,12 @@ impl StateKey {
                     ActorKey(both[32..].try_into().expect("32")),
                 )
             }
+            10 => StateKey::Study(u128::from_be_bytes(fixed(16)?.try_into().expect("16"))),
+            11 => {
+                let (patient, study) = patient_and_id(fixed(48)?);
+                StateKey::Enrolment(patient, study)
+            }
+            12 => StateKey::Credential(u128::from_be_bytes(fixed(16)?.try_into().expect("16"))),
             tag => return Err(DecodeError::UnknownTag { field: "state key", tag }),
         })
     }
@@ -502,6 +568,73 @@ impl Codec for Unit {
     }
 }
 
+impl Codec for Study {
+    fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
+        e.array(&self.investigator.0);
+        e.array(&self.protocol);
+        e.u64(self.registered_at);
+        optional_time(e, self.closed_at);
+        Ok(())
+    }
+    fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            investigator: actor_key(d)?,
+            protocol: d.array()?,
+            registered_at: d.u64()?,
+            closed_at: decode_optional_time(d, "closed")?,
+        })
+    }
+}
+
+impl Codec for Enrolment {
+    fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
+        e.u128(self.consent);
+        e.u64(self.enrolled_at);
+        optional_time(e, self.withdrawn_at);
+        Ok(())
+    }
+    fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(Self { consent: d.u128()?, enrolled_at: d.u64()?, withdrawn_at: decode_optional_time(d, "withdrawn")? })
+    }
+}
+
+impl Codec for ProviderCredential {
+    fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
+        e.array(&self.issuer.0);
+        e.array(&self.subject.0);
+        e.text("kind", &self.kind, CODE_LENGTH_MAX)?;
+        e.array(&self.document);
+        e.u64(self.valid_from);
+        e.u64(self.valid_until);
+        e.u64(self.issued_at);
+        optional_time(e, self.revoked_at);
+        Ok(())
+    }
+    fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            issuer: actor_key(d)?,
+            subject: actor_key(d)?,
+            kind: d.text("kind", CODE_LENGTH_MAX)?,
+            document: d.array()?,
+            valid_from: d.u64()?,
+            valid_until: d.u64()?,
+            issued_at: d.u64()?,
+            revoked_at: decode_optional_time(d, "revoked")?,
+        })
+    }
+}
+
+fn optional_time(e: &mut Encoder, time: Option<Timestamp>) {
+    e.bool(time.is_some());
+    if let Some(time) = time {
+        e.u64(time);
+    }
+}
+
+fn decode_optional_time(d: &mut Decoder<'_>, field: &'static str) -> Result<Option<Timestamp>, DecodeError> {
+    Ok(if d.bool(field)? { Some(d.u64()?) } else { None })
+}
+
 impl Codec for Recall {
     fn encode_into(&self, e: &mut Encoder) -> Result<(), EncodeError> {
         e.array(&self.by.0);
@@ -677,6 +810,10 @@ pub struct State {
     pub accounts: StateMap<ActorKey, Account>,
     pub units: StateMap<UnitId, Unit>,
     pub recalls: StateMap<(u64, String), Recall>,
+    pub studies: StateMap<TxId, Study>,
+    /// Enrolments by patient and study.
+    pub enrolments: StateMap<(ActorKey, TxId), Enrolment>,
+    pub credentials: StateMap<TxId, ProviderCredential>,
 }
 
 impl State {
@@ -694,6 +831,9 @@ impl State {
             StateKey::ConsentIndex(p, g) => self.consent_index.get(&(*p, *g)).map(|ids| {
                 encode_index(ids, |id| self.consents.get(&(*p, id)).expect("a resident index's consents are resident"))
             }),
+            StateKey::Study(k) => self.studies.get(k).map(Codec::encode),
+            StateKey::Enrolment(p, k) => self.enrolments.get(&(*p, *k)).map(Codec::encode),
+            StateKey::Credential(k) => self.credentials.get(k).map(Codec::encode),
         };
         encoded.map(|result| result.expect("state entries are validated before they are stored"))
     }
@@ -710,12 +850,15 @@ impl State {
             StateKey::Unit(k) => self.units.contains_key(k),
             StateKey::Recall(gtin, lot) => self.recalls.contains_key(&(*gtin, lot.clone())),
             StateKey::ConsentIndex(p, g) => self.consent_index.contains_key(&(*p, *g)),
+            StateKey::Study(k) => self.studies.contains_key(k),
+            StateKey::Enrolment(p, k) => self.enrolments.contains_key(&(*p, *k)),
+            StateKey::Credential(k) => self.credentials.contains_key(k),
         }
     }
 
     /// Entries of every family: what the shard stores.
     pub fn len(&self) -> usize {
-        self.cached_len() + self.actors.len() + self.accounts.len() + self.recalls.len()
+        self.cached_len() + self.actors.len() + self.accounts.len() + self.recalls.len() + self.studies.len()
     }
 
     /// Whether it holds no entry at all.
@@ -731,6 +874,8 @@ impl State {
             + self.claims.len()
             + self.claim_keys.len()
             + self.units.len()
+            + self.enrolments.len()
+            + self.credentials.len()
     }
 
     /// Keeps, of the families that grow with history, only the entries in `keep`, and the
@@ -740,6 +885,8 @@ impl State {
         self.claims.retain(|(p, k), _| keep.contains(&StateKey::Claim(*p, *k)));
         self.claim_keys.retain(|k, _| keep.contains(&StateKey::ClaimKey(*k)));
         self.units.retain(|k, _| keep.contains(&StateKey::Unit(k.clone())));
+        self.enrolments.retain(|(p, k), _| keep.contains(&StateKey::Enrolment(*p, *k)));
+        self.credentials.retain(|k, _| keep.contains(&StateKey::Credential(*k)));
         self.consent_index.retain(|(p, g), _| keep.contains(&StateKey::ConsentIndex(*p, *g)));
         let index = &self.consent_index;
         self.consents.retain(|(p, k), consent| {
@@ -750,6 +897,8 @@ impl State {
         self.claims.release();
         self.claim_keys.release();
         self.units.release();
+        self.enrolments.release();
+        self.credentials.release();
         self.consent_index.release();
         self.consents.release();
     }
@@ -791,6 +940,15 @@ impl State {
             StateKey::Recall(gtin, lot) => {
                 self.recalls.insert((gtin, lot), Recall::decode(value)?);
             }
+            StateKey::Study(k) => {
+                self.studies.insert(k, Study::decode(value)?);
+            }
+            StateKey::Enrolment(p, k) => {
+                self.enrolments.insert((p, k), Enrolment::decode(value)?);
+            }
+            StateKey::Credential(k) => {
+                self.credentials.insert(k, ProviderCredential::decode(value)?);
+            }
         }
         Ok(())
     }
@@ -807,6 +965,9 @@ impl State {
         keys.extend(self.units.keys().cloned().map(StateKey::Unit));
         keys.extend(self.recalls.keys().map(|(g, l)| StateKey::Recall(*g, l.clone())));
         keys.extend(self.consent_index.keys().map(|(p, g)| StateKey::ConsentIndex(*p, *g)));
+        keys.extend(self.studies.keys().copied().map(StateKey::Study));
+        keys.extend(self.enrolments.keys().map(|(p, k)| StateKey::Enrolment(*p, *k)));
+        keys.extend(self.credentials.keys().copied().map(StateKey::Credential));
         let mut entries: Vec<(Vec<u8>, Vec<u8>)> =
             keys.iter().map(|k| (k.to_bytes(), self.value(k).expect("listed keys exist"))).collect();
         entries.sort_unstable();
@@ -862,6 +1023,8 @@ pub struct StateLoader {
     claims: Pending<(ActorKey, u128), Claim>,
     claim_keys: Pending<Hash, u128>,
     units: Pending<UnitId, Unit>,
+    enrolments: Pending<(ActorKey, TxId), Enrolment>,
+    credentials: Pending<TxId, ProviderCredential>,
 }
 
 impl StateLoader {
@@ -881,9 +1044,13 @@ impl StateLoader {
             StateKey::Claim(p, k) => self.claims.push(((p, k), Claim::decode(value)?)),
             StateKey::ClaimKey(k) => self.claim_keys.push((k, decode_claim_id(value)?)),
             StateKey::Unit(k) => self.units.push((k, Unit::decode(value)?)),
-            key @ (StateKey::Actor(_) | StateKey::Account(_) | StateKey::Recall(..) | StateKey::ConsentIndex(..)) => {
-                self.state.insert(key, value)?
-            }
+            StateKey::Enrolment(p, k) => self.enrolments.push(((p, k), Enrolment::decode(value)?)),
+            StateKey::Credential(k) => self.credentials.push((k, ProviderCredential::decode(value)?)),
+            key @ (StateKey::Actor(_)
+            | StateKey::Account(_)
+            | StateKey::Recall(..)
+            | StateKey::ConsentIndex(..)
+            | StateKey::Study(_)) => self.state.insert(key, value)?,
         }
         Ok(())
     }
@@ -894,6 +1061,8 @@ impl StateLoader {
         self.claims.drain_into(&mut self.state.claims);
         self.claim_keys.drain_into(&mut self.state.claim_keys);
         self.units.drain_into(&mut self.state.units);
+        self.enrolments.drain_into(&mut self.state.enrolments);
+        self.credentials.drain_into(&mut self.state.credentials);
     }
 
     /// The state of every entry added.

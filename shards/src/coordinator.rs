@@ -31,7 +31,7 @@ use caduceus_engine::participant::RoundRequest;
 use caduceus_engine::payload::PayloadStore;
 use caduceus_engine::reads::complete_proof;
 use caduceus_engine::round::{split, Genesis};
-use caduceus_engine::routing::{shard_of_actor, shard_of_unit};
+use caduceus_engine::routing::{shard_of_actor, shard_of_credential, shard_of_unit};
 use caduceus_engine::shard::Admission;
 use caduceus_engine::signature::verify_all;
 use caduceus_engine::storage::RocksStorage;
@@ -865,8 +865,12 @@ async fn authorized_query(shared: &Arc<Shared>, reader: &ActorKey, role: Role, q
             Some(Subject::Patient { patient })
         }
         Query::Account(owner) => Some(Subject::Account { owner }),
-        Query::Actor(_) | Query::Unit(_) | Query::Totals => Some(Subject::Public),
-        Query::Claim(..) | Query::Record(..) | Query::Custody(..) | Query::Transaction(_) => None,
+        Query::Actor(_) | Query::Unit(_) | Query::Totals | Query::Study(_) | Query::Credential(_) => {
+            Some(Subject::Public)
+        }
+        Query::Claim(..) | Query::Record(..) | Query::Custody(..) | Query::Transaction(_) | Query::Enrolment(..) => {
+            None
+        }
     };
     if let Some(subject) = before {
         return if may_read(reader, role, &subject) { query_cluster(shared, query).await } else { forbidden() };
@@ -876,15 +880,28 @@ async fn authorized_query(shared: &Arc<Shared>, reader: &ActorKey, role: Role, q
         _ => None,
     };
     let patient = match &query {
-        Query::Claim(patient, _) | Query::Record(patient, _) => Some(*patient),
+        Query::Claim(patient, _) | Query::Record(patient, _) | Query::Enrolment(patient, _) => Some(*patient),
+        _ => None,
+    };
+    // An enrolment is its patient's and its study's investigator's.
+    let investigator = match &query {
+        Query::Enrolment(_, study) => match query_cluster(shared, Query::Study(*study)).await {
+            Response::Answer(Answer::Study(study)) => study.map(|s| s.investigator),
+            other => return other,
+        },
         _ => None,
     };
     let answer = query_cluster(shared, query).await;
     let allowed = match &answer {
         Response::Answer(Answer::Claim(Some(claim))) => may_read(reader, role, &Subject::Claim(claim)),
         Response::Answer(Answer::Record(Some(record))) => may_read(reader, role, &Subject::Record(record)),
-        // That a claim or record does not exist is the patient's to learn.
-        Response::Answer(Answer::Claim(None) | Answer::Record(None)) => {
+        Response::Answer(Answer::Enrolment(_)) if investigator.is_some() => {
+            let (patient, investigator) =
+                (patient.expect("an enrolment names its patient"), investigator.expect("some"));
+            may_read(reader, role, &Subject::Enrolment { patient: &patient, investigator: &investigator })
+        }
+        // That a claim, record or enrolment does not exist is the patient's to learn.
+        Response::Answer(Answer::Claim(None) | Answer::Record(None) | Answer::Enrolment(_)) => {
             patient.is_some_and(|patient| may_read(reader, role, &Subject::Patient { patient: &patient }))
         }
         Response::Answer(Answer::Transaction(Some((transaction, _)))) => {
@@ -950,13 +967,15 @@ pub(crate) async fn lookup(shared: &Arc<Shared>, ids: Vec<TxId>) -> Response {
 pub(crate) async fn query_cluster(shared: &Arc<Shared>, query: Query) -> Response {
     let shards = shared.genesis.shards;
     let shard = match &query {
-        Query::Actor(_) => Some(0),
+        Query::Actor(_) | Query::Study(_) => Some(0),
+        Query::Credential(id) => Some(shard_of_credential(*id, shards)),
         Query::Account(owner) => Some(shard_of_actor(owner, shards)),
         Query::Claim(patient, _)
         | Query::AccessReport(patient, ..)
         | Query::Record(patient, _)
         | Query::Records(patient, ..)
-        | Query::Consents(patient, ..) => Some(shard_of_actor(patient, shards)),
+        | Query::Consents(patient, ..)
+        | Query::Enrolment(patient, _) => Some(shard_of_actor(patient, shards)),
         Query::Unit(unit) | Query::Custody(unit, ..) => Some(shard_of_unit(unit, shards)),
         Query::Transaction(_) | Query::Totals => None,
     };

@@ -171,6 +171,9 @@ pub fn serve_one(participant: &mut Participant, request: Request) -> Response {
                         Err(e) => return query_error(e),
                     }
                 }
+                Query::Study(study) => Answer::Study(state.studies.get(&study).cloned()),
+                Query::Enrolment(patient, study) => Answer::Enrolment(state.enrolments.get(&(patient, study)).cloned()),
+                Query::Credential(id) => Answer::Credential(state.credentials.get(&id).cloned()),
             };
             Response::Answer(answer)
         }

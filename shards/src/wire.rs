@@ -17,7 +17,9 @@ use caduceus_engine::participant::{RoundReply, RoundRequest, Status};
 use caduceus_engine::payload::PAYLOAD_LENGTH_MAX;
 use caduceus_engine::reads::Listing;
 use caduceus_engine::shard::Admission;
-use caduceus_engine::state::{Account, Actor, Claim, Consent, Recall, Record, Unit};
+use caduceus_engine::state::{
+    Account, Actor, Claim, Consent, Enrolment, ProviderCredential, Recall, Record, Study, Unit,
+};
 use caduceus_engine::{ActorKey, Proof, SignedTransaction, TxId, TxResult, UnitId};
 use thiserror::Error;
 
@@ -74,6 +76,12 @@ pub enum Query {
     Records(ActorKey, Option<u128>, u32),
     /// The consents a patient gave, likewise.
     Consents(ActorKey, Option<u128>, u32),
+    /// A clinical study, by its registration's transaction id.
+    Study(TxId),
+    /// A patient's enrolment in a study.
+    Enrolment(ActorKey, TxId),
+    /// A provider's credential, by its issuance's transaction id.
+    Credential(TxId),
 }
 
 /// Every request, from clients to the coordinator and from the coordinator to shards.
@@ -151,6 +159,9 @@ pub enum Answer {
     Record(Option<Record>),
     Records(Listing<Record>),
     Consents(Listing<Consent>),
+    Study(Option<Study>),
+    Enrolment(Option<Enrolment>),
+    Credential(Option<ProviderCredential>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -284,7 +295,7 @@ impl Credential {
         // A payload is read through an access, which the ledger logs itself.
         !matches!(
             request,
-            Request::Query(Query::Actor(_) | Query::Unit(_) | Query::Totals)
+            Request::Query(Query::Actor(_) | Query::Unit(_) | Query::Totals | Query::Study(_) | Query::Credential(_))
                 | Request::Lookup(_)
                 | Request::PutPayload { .. }
                 | Request::ReadPayload(_)
@@ -300,7 +311,8 @@ impl Credential {
                 | Query::Account(actor)
                 | Query::Record(actor, _)
                 | Query::Records(actor, ..)
-                | Query::Consents(actor, ..),
+                | Query::Consents(actor, ..)
+                | Query::Enrolment(actor, _),
             ) => Some(*actor),
             _ => None,
         }
@@ -483,6 +495,19 @@ impl Query {
                 })?;
                 e.u32(*limit);
             }
+            Query::Study(study) => {
+                e.u8(12);
+                e.u128(*study);
+            }
+            Query::Enrolment(patient, study) => {
+                e.u8(13);
+                e.array(&patient.0);
+                e.u128(*study);
+            }
+            Query::Credential(credential) => {
+                e.u8(14);
+                e.u128(*credential);
+            }
         }
         Ok(())
     }
@@ -515,6 +540,9 @@ impl Query {
                     Query::Consents(patient, after, limit)
                 }
             }
+            12 => Query::Study(d.u128()?),
+            13 => Query::Enrolment(ActorKey(d.array()?), d.u128()?),
+            14 => Query::Credential(d.u128()?),
             _ => return Err(DecodeError::Invalid("query kind")),
         })
     }
@@ -575,6 +603,18 @@ impl Answer {
                 e.u8(11);
                 write_listing(e, listing)
             }
+            Answer::Study(study) => {
+                e.u8(12);
+                option(e, study, |e, s| s.encode_into(e))
+            }
+            Answer::Enrolment(enrolment) => {
+                e.u8(13);
+                option(e, enrolment, |e, s| s.encode_into(e))
+            }
+            Answer::Credential(credential) => {
+                e.u8(14);
+                option(e, credential, |e, s| s.encode_into(e))
+            }
         }
     }
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
@@ -592,6 +632,9 @@ impl Answer {
             9 => Answer::Record(read_option(d, Record::decode_from)?),
             10 => Answer::Records(read_listing(d)?),
             11 => Answer::Consents(read_listing(d)?),
+            12 => Answer::Study(read_option(d, Study::decode_from)?),
+            13 => Answer::Enrolment(read_option(d, Enrolment::decode_from)?),
+            14 => Answer::Credential(read_option(d, ProviderCredential::decode_from)?),
             _ => return Err(DecodeError::Invalid("answer kind")),
         })
     }

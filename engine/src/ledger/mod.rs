@@ -54,9 +54,9 @@ use crate::layout;
 use crate::limits::BATCH_TRANSACTIONS_MAX;
 use crate::model::{ActorKey, Hash, SignedTransaction, Timestamp, TxId, TxResult, UnitId};
 use crate::reads;
-use crate::routing::{shard_of_actor, shard_of_unit};
+use crate::routing::{shard_of_actor, shard_of_credential, shard_of_unit};
 use crate::shard::Shard;
-use crate::state::{Account, Actor, Claim, Recall, Record, StateKey, Unit};
+use crate::state::{Account, Actor, Claim, Enrolment, ProviderCredential, Recall, Record, StateKey, Study, Unit};
 use crate::storage::{Storage, StorageError};
 
 /// The source of commit time: milliseconds since the Unix epoch.
@@ -453,6 +453,31 @@ impl Ledger {
     /// A claim, looked up on its patient's shard.
     pub(crate) fn claim(&self, patient: &ActorKey, claim: u128) -> Result<Option<Claim>, QueryError> {
         self.patient_entry(patient, StateKey::Claim(*patient, claim), |state| state.claims.get(&(*patient, claim)))
+    }
+
+    /// A patient's enrolment in a study, looked up on its patient's shard.
+    pub(crate) fn enrolment(&self, patient: &ActorKey, study: TxId) -> Result<Option<Enrolment>, QueryError> {
+        self.patient_entry(patient, StateKey::Enrolment(*patient, study), |state| {
+            state.enrolments.get(&(*patient, study))
+        })
+    }
+
+    /// A clinical study, by its registration's transaction id: a public fact (its investigator,
+    /// its protocol's hash, whether it is closed), held on every shard.
+    pub fn study(&self, study: TxId) -> Option<Study> {
+        self.read_durable(|core| core.shards[0].state().studies.get(&study).cloned())
+    }
+
+    /// A provider's credential, by its issuance's transaction id: public, so that anyone
+    /// verifies it (`ProviderCredential::valid_at`).
+    pub fn credential(&self, credential: TxId) -> Result<Option<ProviderCredential>, QueryError> {
+        self.read_durable(|core| {
+            let shard = shard_of_credential(credential, core.genesis.shards);
+            match core.shards[shard as usize].state().credentials.get(&credential) {
+                Some(entry) => Ok(Some(entry.clone())),
+                None => core.stored(shard, &StateKey::Credential(credential)),
+            }
+        })
     }
 
     /// An entry on the patient's shard: in memory, or (with a state cache) read from storage.

@@ -16,7 +16,7 @@ use crate::model::{ActorKey, Hash, Operation, Role, SignedTransaction, Transacti
 use crate::reads::{self, Listing, PatientEntries};
 use crate::routing::shard_of_actor;
 use crate::signature::SigningKey;
-use crate::state::{Account, Claim, Consent, Record};
+use crate::state::{Account, Claim, Consent, Enrolment, Record};
 
 /// Why a read was not answered.
 #[derive(Debug, Error)]
@@ -101,6 +101,7 @@ enum Asked<'k> {
     Custody(&'k UnitId, Option<Cursor>, usize),
     Transaction(TxId),
     Prove(TxId),
+    Enrolment(&'k ActorKey, TxId),
 }
 
 impl Asked<'_> {
@@ -144,6 +145,11 @@ impl Asked<'_> {
                 out.push(if matches!(self, Asked::Transaction(_)) { 8 } else { 9 });
                 out.extend_from_slice(&id.to_be_bytes());
             }
+            Asked::Enrolment(patient, study) => {
+                out.push(10);
+                out.extend_from_slice(&patient.0);
+                out.extend_from_slice(&study.to_be_bytes());
+            }
         }
         out
     }
@@ -156,7 +162,8 @@ impl Asked<'_> {
             | Asked::Consents(actor, ..)
             | Asked::Record(actor, _)
             | Asked::Claim(actor, _)
-            | Asked::Account(actor) => Some(**actor),
+            | Asked::Account(actor)
+            | Asked::Enrolment(actor, _) => Some(**actor),
             Asked::Custody(..) | Asked::Transaction(_) | Asked::Prove(_) => None,
         }
     }
@@ -254,6 +261,19 @@ impl Reads<'_> {
         self.log(&Asked::Claim(patient, claim))?;
         let found = self.ledger.claim(patient, claim)?;
         self.found(patient, found, |claim| Subject::Claim(claim))
+    }
+
+    /// A patient's enrolment in a study: the patient's, the study's investigator's, or an
+    /// auditor's.
+    pub fn enrolment(&self, patient: &ActorKey, study: TxId) -> Result<Option<Enrolment>, ReadError> {
+        self.log(&Asked::Enrolment(patient, study))?;
+        let found = self.ledger.enrolment(patient, study)?;
+        let investigator = self.ledger.study(study).map(|s| s.investigator);
+        match &investigator {
+            Some(investigator) => self.may(&Subject::Enrolment { patient, investigator })?,
+            None => self.may(&Subject::Patient { patient })?,
+        }
+        Ok(found)
     }
 
     /// An account: its owner's, or an auditor's.

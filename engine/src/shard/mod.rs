@@ -14,7 +14,9 @@
 
 mod actors;
 mod claims;
+mod credentials;
 mod records;
+mod research;
 mod supply;
 
 use crate::block::{merkle_root, BlockBody, BlockHeader};
@@ -30,7 +32,10 @@ use crate::model::{
     SignedTransaction, Timestamp, Transaction, TxId, TxResult, UnitId, DENIAL_REASON_MAX,
 };
 use crate::routing::{participants, shard_of_actor};
-use crate::state::{Actor, Claim, ClaimStatus, Consent, Map, Recall, Record, Set, State, StateKey, Unit, UnitStatus};
+use crate::state::{
+    Actor, Claim, ClaimStatus, Consent, Enrolment, Map, ProviderCredential, Recall, Record, Set, State, StateKey,
+    Study, Unit, UnitStatus,
+};
 
 /// A change to state, computed when a transaction is prepared and applied when it finishes.
 #[derive(Clone, Debug)]
@@ -52,6 +57,10 @@ enum Effect {
     },
     PutUnit(UnitId, Unit),
     PutRecall(u64, String, Recall),
+    PutStudy(TxId, Study),
+    /// A patient's enrolment in a study: patient, study.
+    PutEnrolment(ActorKey, TxId, Enrolment),
+    PutCredential(TxId, ProviderCredential),
 }
 
 /// A prepared transaction: its effects, the keys it holds, the funds it holds.
@@ -566,6 +575,18 @@ impl Shard {
                     self.state.recalls.insert((gtin, lot.clone()), recall);
                     StateKey::Recall(gtin, lot)
                 }
+                Effect::PutStudy(id, study) => {
+                    self.state.studies.insert(id, study);
+                    StateKey::Study(id)
+                }
+                Effect::PutEnrolment(patient, study, enrolment) => {
+                    self.state.enrolments.insert((patient, study), enrolment);
+                    StateKey::Enrolment(patient, study)
+                }
+                Effect::PutCredential(id, credential) => {
+                    self.state.credentials.insert(id, credential);
+                    StateKey::Credential(id)
+                }
             };
             self.dirty.insert(key);
         }
@@ -616,6 +637,8 @@ impl Shard {
             Family::Records => self.check_records(t, &mut plan)?,
             Family::Claims => self.check_claims(t, transaction.id(), &mut plan)?,
             Family::Supply => self.check_supply(t, &mut plan)?,
+            Family::Research => self.check_research(t, transaction.id(), &mut plan)?,
+            Family::Credentials => self.check_credentials(t, transaction.id(), &mut plan)?,
         }
         Ok(plan)
     }

@@ -3,7 +3,7 @@
 
 use caduceus_engine::history::{AccessEntry, CustodyEvent};
 use caduceus_engine::model::hex;
-use caduceus_engine::{Checkpoint, Proof, UnitVerification};
+use caduceus_engine::{Checkpoint, Proof, TxId, UnitVerification};
 
 pub fn id_hex(id: u128) -> String {
     hex(&id.to_be_bytes())
@@ -119,6 +119,48 @@ pub fn record(id: u128, record: &caduceus_engine::Record) {
         &record.custodian.to_hex()[..16],
         &hex(&record.content_hash)[..16],
         when(record.updated_at)
+    );
+}
+
+pub fn study(id: TxId, study: &caduceus_engine::Study) {
+    let status = study.closed_at.map_or("open to enrolment".to_owned(), |at| format!("closed {}", when(at)));
+    println!(
+        "study {} by investigator {} protocol {} registered {}, {status}",
+        id_hex(id),
+        &study.investigator.to_hex()[..16],
+        &hex(&study.protocol)[..16],
+        when(study.registered_at)
+    );
+}
+
+pub fn enrolment(study: TxId, enrolment: &caduceus_engine::Enrolment) {
+    let withdrawn = enrolment.withdrawn_at.map_or(String::new(), |at| format!(", withdrawn {}", when(at)));
+    println!(
+        "enrolled in study {} {} on consent {}{withdrawn}",
+        id_hex(study),
+        when(enrolment.enrolled_at),
+        id_hex(enrolment.consent)
+    );
+}
+
+/// A credential and whether it holds at `now`.
+pub fn credential(id: TxId, credential: &caduceus_engine::ProviderCredential, now: u64) {
+    let verdict = if credential.valid_at(now) {
+        "valid now".to_owned()
+    } else if let Some(at) = credential.revoked_at {
+        format!("REVOKED {}", when(at))
+    } else {
+        "NOT VALID now (outside its period)".to_owned()
+    };
+    println!(
+        "credential {} {} held by {} issued by {} document {} valid {} to {}: {verdict}",
+        id_hex(id),
+        credential.kind,
+        &credential.subject.to_hex()[..16],
+        &credential.issuer.to_hex()[..16],
+        &hex(&credential.document)[..16],
+        when(credential.valid_from),
+        when(credential.valid_until)
     );
 }
 

@@ -59,6 +59,26 @@ pub enum Question {
         #[command(flatten)]
         page: ListArgs,
     },
+    /// A clinical study: its investigator, protocol hash, and whether it is open to enrolment.
+    Study {
+        /// The study's id (its registration's transaction id).
+        #[arg(long, value_parser = parse::id)]
+        study: TxId,
+    },
+    /// A patient's enrolment in a study, and the research consent it rests on.
+    Enrolment {
+        #[arg(long, value_parser = parse::actor)]
+        patient: ActorKey,
+        #[arg(long, value_parser = parse::id)]
+        study: TxId,
+    },
+    /// Verify a provider's credential by its id: issuer, holder, kind, period, and whether it
+    /// holds now.
+    Credential {
+        /// The credential's id (its issuance's transaction id).
+        #[arg(long, value_parser = parse::id)]
+        credential: TxId,
+    },
     /// An account's balance.
     Balance {
         #[arg(long, value_parser = parse::actor)]
@@ -144,6 +164,18 @@ pub fn answer(reader: &dyn Reader, question: Question, dir: Option<&Path>) -> Re
                 print::consent(*id, consent);
             }
             print::listing_footer(listing.entries.len(), listing.next);
+        }
+        Question::Study { study } => {
+            print::study(study, &reader.study(study)?.context("no study with that id")?);
+        }
+        Question::Enrolment { patient, study } => {
+            let enrolment =
+                reader.enrolment(&patient, study)?.context("that patient was never enrolled in that study")?;
+            print::enrolment(study, &enrolment);
+        }
+        Question::Credential { credential } => {
+            let found = reader.credential(credential)?.context("no credential with that id")?;
+            print::credential(credential, &found, crate::now_ms());
         }
         Question::Balance { account } => {
             let account = reader.account(&account)?.context("no such account")?;

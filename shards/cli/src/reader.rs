@@ -8,7 +8,7 @@ use caduceus_engine::history::{AccessEntry, Cursor, CustodyEvent, Page};
 use caduceus_engine::model::{ActorKey, Hash, UnitId};
 use caduceus_engine::reads::Listing;
 use caduceus_engine::signature::SigningKey;
-use caduceus_engine::state::{Account, Claim, Consent, Record};
+use caduceus_engine::state::{Account, Claim, Consent, Enrolment, ProviderCredential, Record, Study};
 use caduceus_engine::{Checkpoint, Ledger, Proof, Reads, TxId, UnitVerification};
 use caduceus_shards::client::Client;
 use caduceus_shards::wire::{Answer, Query};
@@ -30,6 +30,12 @@ pub trait Reader {
     /// The consents a patient gave, by id, after `after`.
     fn consents(&self, patient: &ActorKey, after: Option<u128>, limit: u32) -> Result<Listing<Consent>>;
     fn account(&self, owner: &ActorKey) -> Result<Option<Account>>;
+    /// A clinical study: public.
+    fn study(&self, study: TxId) -> Result<Option<Study>>;
+    /// A patient's enrolment in a study: the patient's and the investigator's.
+    fn enrolment(&self, patient: &ActorKey, study: TxId) -> Result<Option<Enrolment>>;
+    /// A provider's credential: public.
+    fn credential(&self, credential: TxId) -> Result<Option<ProviderCredential>>;
     /// A transaction's proof with the checkpoint it leads to.
     fn proof(&self, id: TxId) -> Result<Option<(Proof, Checkpoint)>>;
     fn checkpoint(&self) -> Result<Option<Checkpoint>>;
@@ -98,6 +104,15 @@ impl Reader for Embedded {
     }
     fn account(&self, owner: &ActorKey) -> Result<Option<Account>> {
         Ok(self.reads()?.account(owner)?)
+    }
+    fn study(&self, study: TxId) -> Result<Option<Study>> {
+        Ok(self.ledger.study(study))
+    }
+    fn enrolment(&self, patient: &ActorKey, study: TxId) -> Result<Option<Enrolment>> {
+        Ok(self.reads()?.enrolment(patient, study)?)
+    }
+    fn credential(&self, credential: TxId) -> Result<Option<ProviderCredential>> {
+        Ok(self.ledger.credential(credential)?)
     }
     fn proof(&self, id: TxId) -> Result<Option<(Proof, Checkpoint)>> {
         let Some(proof) = self.reads()?.prove(id)? else { return Ok(None) };
@@ -201,6 +216,15 @@ impl Reader for Cluster {
     }
     fn account(&self, owner: &ActorKey) -> Result<Option<Account>> {
         Ok(expect!(self.ask(Query::Account(*owner))?, Answer::Account))
+    }
+    fn study(&self, study: TxId) -> Result<Option<Study>> {
+        Ok(expect!(self.ask(Query::Study(study))?, Answer::Study))
+    }
+    fn enrolment(&self, patient: &ActorKey, study: TxId) -> Result<Option<Enrolment>> {
+        Ok(expect!(self.ask(Query::Enrolment(*patient, study))?, Answer::Enrolment))
+    }
+    fn credential(&self, credential: TxId) -> Result<Option<ProviderCredential>> {
+        Ok(expect!(self.ask(Query::Credential(credential))?, Answer::Credential))
     }
     fn proof(&self, id: TxId) -> Result<Option<(Proof, Checkpoint)>> {
         let Some(proof) = self.runtime.block_on(self.client().prove(id))? else { return Ok(None) };
