@@ -7,6 +7,8 @@ pub enum ActorKind {
     Patient,
     Provider,
     Payer,
+    /// A body that issues providers' credentials.
+    Issuer,
 }
 
 /// An actor a file names: its kind and the keystore name of its key.

@@ -8,8 +8,14 @@
 //! - A resource that names a patient (`subject` or `patient`) becomes a record of that patient,
 //!   its JSON the record's encrypted payload, held by the first provider it names (or its
 //!   encounter names, or, failing both, the file's first provider).
-//! - Everything else is rejected at its place with the reason: a resource that names no
-//!   patient, and, for now, consents, claims and their responses, whose mapping comes next.
+//! - A Consent is a grant (or revocation) per provider it permits; a Claim a claim submission;
+//!   an ExplanationOfBenefit or ClaimResponse that pays, an adjudication and payment.
+//! - A ResearchStudy is a study registration, a ResearchSubject an enrolment
+//!   (`fhir_research`); a Practitioner's qualification, and a Basic or DocumentReference about a
+//!   provider, a credential from the Organization that issued it (`fhir_credentials`), which
+//!   is registered as an issuer.
+//! - Everything else is rejected at its place with the reason, such as a resource that names
+//!   no patient.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,6 +23,8 @@ use serde_json::Value;
 
 use crate::claims::{ClaimLine, Decision, PlannedClaim, PlannedPayment, PlannedRemittance};
 use crate::fhir::{within, Found, Read};
+use crate::fhir_credentials::PlannedCredential;
+use crate::fhir_research::{PlannedEnrolment, PlannedStudy};
 use crate::report::{Place, Rejection};
 
 pub use crate::actors::{ActorKind, PlannedActor};
@@ -48,10 +56,13 @@ pub struct Plan {
     pub claims: Vec<PlannedClaim>,
     /// One per ExplanationOfBenefit or ClaimResponse that pays.
     pub remittances: Vec<PlannedRemittance>,
+    pub studies: Vec<PlannedStudy>,
+    pub enrolments: Vec<PlannedEnrolment>,
+    pub credentials: Vec<PlannedCredential>,
     pub rejections: Vec<Rejection>,
 }
 
-const PROVIDERS: [&str; 3] = ["Practitioner", "PractitionerRole", "Organization"];
+pub(crate) const PROVIDERS: [&str; 3] = ["Practitioner", "PractitionerRole", "Organization"];
 /// The resources that pay (or refuse) a claim, and the element that names the claim.
 const PAYMENTS: [(&str, &str); 2] =
     [("ExplanationOfBenefit", "/claim/reference"), ("ClaimResponse", "/request/reference")];
@@ -146,6 +157,36 @@ pub fn plan(read: &Read) -> Plan {
     };
     let mut plan = Plan::default();
     let mut actors = BTreeSet::new();
+    // Credentials first: the Organizations that issue them are issuers, not providers.
+    let mut credential_documents = BTreeSet::new();
+    for (index, found) in read.resources.iter().enumerate() {
+        let kind = found.resource_type();
+        let credentials = if kind == "Practitioner" {
+            identity(found)
+                .map_or_else(Vec::new, |(_, id)| crate::fhir_credentials::qualifications(found, &id, &resolve))
+        } else if crate::fhir_credentials::DOCUMENTS.contains(&kind) {
+            let found = crate::fhir_credentials::document(found, &resolve);
+            if found.is_some() {
+                credential_documents.insert(index);
+            }
+            found.into_iter().collect()
+        } else {
+            Vec::new()
+        };
+        for credential in credentials {
+            match credential {
+                Ok(credential) => {
+                    actors.insert(PlannedActor { kind: ActorKind::Issuer, key: credential.issuer.clone() });
+                    actors.insert(PlannedActor { kind: ActorKind::Provider, key: credential.subject.clone() });
+                    plan.credentials.push(credential);
+                }
+                Err(rejection) => plan.rejections.push(rejection),
+            }
+        }
+    }
+    let issuers: BTreeSet<String> = plan.credentials.iter().map(|c| c.issuer.clone()).collect();
+    let mut subjects = Vec::new();
+    let mut studies_here: BTreeMap<String, String> = BTreeMap::new();
     let mut first_provider = None;
     let mut encounter_providers: BTreeMap<usize, Option<String>> = BTreeMap::new();
     let mut payers = Vec::new();
@@ -154,15 +195,32 @@ pub fn plan(read: &Read) -> Plan {
     for found in &read.resources {
         let kind = found.resource_type();
         let Some((kind, id)) = identity(found).filter(|_| is_actor(kind)) else { continue };
-        let actor = PlannedActor { kind: actor_kind(&kind), key: key_name(&kind, &id) };
+        let key = key_name(&kind, &id);
+        let kind = if issuers.contains(&key) { ActorKind::Issuer } else { actor_kind(&kind) };
+        let actor = PlannedActor { kind, key };
         if actor.kind == ActorKind::Provider && first_provider.is_none() {
             first_provider = Some(actor.key.clone());
         }
         actors.insert(actor);
     }
-    for found in &read.resources {
+    for (index, found) in read.resources.iter().enumerate() {
         let kind = found.resource_type();
-        if is_actor(kind) {
+        if is_actor(kind) || credential_documents.contains(&index) {
+            continue;
+        }
+        if kind == "ResearchStudy" {
+            match crate::fhir_research::study(found, &resolve) {
+                Ok(study) => {
+                    actors.insert(PlannedActor { kind: ActorKind::Provider, key: study.investigator.clone() });
+                    studies_here.insert(study.study.clone(), study.investigator.clone());
+                    plan.studies.push(study);
+                }
+                Err(rejection) => plan.rejections.push(rejection),
+            }
+            continue;
+        }
+        if kind == "ResearchSubject" {
+            subjects.push(found);
             continue;
         }
         if kind == "Consent" {
@@ -248,6 +306,16 @@ pub fn plan(read: &Read) -> Plan {
             payload: serde_json::to_vec(&found.json).expect("a JSON value serializes"),
         });
     }
+    // The enrolments, once the file's studies are known.
+    for found in subjects {
+        match crate::fhir_research::subject(found, &resolve, &studies_here) {
+            Ok(enrolment) => {
+                actors.insert(PlannedActor { kind: ActorKind::Patient, key: enrolment.patient.clone() });
+                plan.enrolments.push(enrolment);
+            }
+            Err(rejection) => plan.rejections.push(rejection),
+        }
+    }
     // The payments, once the file's claims are known: a payment goes to its claim's provider.
     for found in payers {
         match remittance(found, &resolve, &claims_here) {
@@ -267,7 +335,7 @@ pub fn plan(read: &Read) -> Plan {
 }
 
 /// What a reference at `pointer` names, if it resolves to a resource of one of `kinds`.
-fn referenced(
+pub(crate) fn referenced(
     json: &Value,
     pointer: &str,
     resolve: &dyn Fn(&str) -> Option<(String, String)>,
@@ -279,7 +347,7 @@ fn referenced(
 
 /// A resource's id or full URL, or its rejection: a `what` with neither cannot be known by a
 /// later file.
-fn known_by(found: &Found, what: &str) -> Result<String, Rejection> {
+pub(crate) fn known_by(found: &Found, what: &str) -> Result<String, Rejection> {
     let reason = || format!("neither a FHIR id nor a full URL to know the {what} by");
     identity(found).map(|(_, id)| id).ok_or_else(|| Rejection::new(found.place.clone(), reason()))
 }
@@ -552,12 +620,18 @@ fn consent(
         .into_iter()
         .map(|grantee| PlannedConsent {
             place: found.place.clone(),
-            consent: crate::actors::derived_id("caduceus fhir consent 1", &[&id, &grantee]),
+            consent: consent_id(&id, &grantee),
             patient: patient.clone(),
             grant: granted.then(|| grant.clone()),
             grantee,
         })
         .collect())
+}
+
+/// The ledger id of a Consent's grant to one grantee: a function of the Consent's identity (id or
+/// full URL) and the grantee's key name, so that an enrolment naming the Consent finds it.
+pub fn consent_id(consent: &str, grantee: &str) -> u128 {
+    crate::actors::derived_id("caduceus fhir consent 1", &[consent, grantee])
 }
 
 /// A FHIR date or dateTime in milliseconds since the epoch: its start, or with `end` the start

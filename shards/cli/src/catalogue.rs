@@ -1,7 +1,10 @@
-//! The product catalogue beside an embedded ledger (`DIR.products.json`): the master data of
-//! the products whose units an EPCIS import brought (name, NDC, dosage form, strength, ...),
-//! by GTIN, and the FDA NDC directory's products and packages (a package by its GTIN). Product data is not health data, but the ledger holds only what its rules need,
-//! so it is kept here, with the units' node, and shown when a unit is verified.
+//! The catalogue beside an embedded ledger (`DIR.products.json`): the master data of the
+//! products whose units an EPCIS import brought (name, NDC, dosage form, strength, ...), by
+//! GTIN, and the FDA NDC directory's products and packages (a package by its GTIN). Product
+//! data is not health data, but the ledger holds only what its rules need, so it is kept here,
+//! with the units' node, and shown when a unit is verified. It also keeps the studies a FHIR
+//! import registered, by name (`fhir.ResearchStudy.ID`): their investigator and ledger id, so
+//! that a later file's subjects find them.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -47,6 +50,11 @@ pub fn keep(dir: &Path, entries: &[(String, Vec<(String, String)>)]) -> Result<P
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::File::open(parent)?.sync_all()?;
     Ok(path)
+}
+
+/// The catalogue's entry under `key`, if it holds one.
+pub fn entry(dir: &Path, key: &str) -> Result<Option<BTreeMap<String, String>>> {
+    Ok(read(&path(dir))?.remove(key))
 }
 
 /// A product's master data from the catalogue beside the ledger in `dir`, if it holds the GTIN:

@@ -6,7 +6,9 @@
 //! resources registered as records whose payloads go encrypted into the payload store beside
 //! the ledger, and its consents granted or revoked by their patients; claims (X12 or FHIR)
 //! submitted, and remittances funded, adjudicated and paid (claims commit under the exchange's
-//! commitment key, kept in the keystore). A directory without a
+//! commitment key, kept in the keystore); studies registered by their investigators, subjects
+//! enrolled on their research consents, and providers' credentials issued by their issuers.
+//! A directory without a
 //! ledger gets one, its genesis operator the keystore's operator key. Transaction ids are a
 //! function of the source resource, so importing a file again changes nothing: what the ledger
 //! holds already is counted, not submitted. Every file ends imported or rejected, every
@@ -31,6 +33,7 @@ use caduceus_interop::detect::{detect, Format};
 use caduceus_interop::epcis;
 use caduceus_interop::epcis_plan::{self, PartyRole, Step};
 use caduceus_interop::fhir::{read_json, read_ndjson};
+use caduceus_interop::fhir_credentials::PlannedCredential;
 use caduceus_interop::fhir_plan::{plan, Plan};
 use caduceus_interop::report::{Place, Rejection};
 use caduceus_interop::x12_plan;
@@ -77,6 +80,7 @@ pub fn run(dir: &Path, keystore: &Path, operator: &str, format: Option<Format>, 
         rejections: Vec::new(),
         unmapped: BTreeMap::new(),
         kept: None,
+        ids: Vec::new(),
     };
     let mut tally = Tally::default();
     for file in files {
@@ -155,6 +159,8 @@ struct Importer<'a> {
     unmapped: BTreeMap<String, usize>,
     /// How many products' master data the file gave the catalogue, and where it is.
     kept: Option<(usize, PathBuf)>,
+    /// What the file registered that a reader asks for by id: its studies and credentials.
+    ids: Vec<String>,
 }
 
 impl Importer<'_> {
@@ -166,6 +172,7 @@ impl Importer<'_> {
                 ActorKind::Patient => Role::Patient,
                 ActorKind::Provider => Role::Provider,
                 ActorKind::Payer => Role::Payer,
+                ActorKind::Issuer => Role::Issuer,
             };
             (actor.key.as_str(), role, Vec::new())
         });
@@ -315,6 +322,9 @@ impl Importer<'_> {
         for (result, n) in submitted.iter().filter(|(r, _)| *r != "committed") {
             println!("  {n} {result}");
         }
+        for line in std::mem::take(&mut self.ids) {
+            println!("  {line}");
+        }
         if let Some((products, path)) = self.kept.take() {
             println!("  {products} products' master data kept in {}", path.display());
         }
@@ -405,10 +415,10 @@ impl Importer<'_> {
         self.submit(payments)
     }
 
-    /// A FHIR file's actors, records, consents (each signed by its patient), then claims and
-    /// their payments.
-    fn fhir(&mut self, plan: Plan) -> Result<()> {
-        self.rejections.extend(plan.rejections);
+    /// A FHIR file's actors, records, consents (each signed by its patient), studies and
+    /// enrolments, credentials, then claims and their payments.
+    fn fhir(&mut self, mut plan: Plan) -> Result<()> {
+        self.rejections.extend(std::mem::take(&mut plan.rejections));
         let keys = self.actors(&plan.actors)?;
         self.records(&keys, &plan.records)?;
         let mut consents = Vec::new();
@@ -434,7 +444,96 @@ impl Importer<'_> {
             consents.extend(self.fresh(signer, &[what, &patient.0, &consent.to_le_bytes()], operation)?);
         }
         self.submit(consents)?;
+        self.research(&keys, &plan)?;
+        self.credentials(&keys, &plan.credentials)?;
         self.claims(&keys, &plan.claims, &plan.remittances)
+    }
+
+    /// A FHIR file's studies, registered by their investigators and kept in the catalogue (so
+    /// that a later file's subjects find them); its subjects enrolled (or withdrawn) by their
+    /// study's investigator; then the studies closed to enrolment.
+    fn research(&mut self, keys: &BTreeMap<String, SigningKey>, plan: &Plan) -> Result<()> {
+        let study_nonce = |study: &str| nonce_of(&[b"study", study.as_bytes()]);
+        let mut registrations = Vec::new();
+        let mut kept = Vec::new();
+        for study in &plan.studies {
+            let key = &keys[&study.investigator];
+            let operation = Operation::RegisterStudy { protocol: study.protocol };
+            registrations.extend(self.fresh(key, &[b"study", study.study.as_bytes()], operation)?);
+            let id = transaction_id(&actor_key(key), study_nonce(&study.study));
+            self.ids.push(format!("study {} registered as {}", study.study, crate::print::id_hex(id)));
+            let entry = [("investigator", study.investigator.clone()), ("study", crate::print::id_hex(id))];
+            kept.push((study.study.clone(), entry.map(|(k, v)| (k.to_owned(), v)).to_vec()));
+        }
+        self.submit(registrations)?;
+        if !kept.is_empty() {
+            crate::catalogue::keep(self.dir, &kept)?;
+        }
+        let (mut enrolments, mut withdrawals) = (Vec::new(), Vec::new());
+        for planned in &plan.enrolments {
+            let known = match &planned.investigator {
+                Some(name) => Some(name.clone()),
+                None => crate::catalogue::entry(self.dir, &planned.study)?.and_then(|e| e.get("investigator").cloned()),
+            };
+            let Some(investigator) = known else {
+                let reason = format!("the study {} is neither in this file nor imported before", planned.study);
+                self.rejections.push(Rejection::new(planned.place.clone(), reason));
+                continue;
+            };
+            let key = match keys.get(&investigator) {
+                Some(key) => key.clone(),
+                None => crate::keys::load_or_new(self.keystore, &investigator)?,
+            };
+            let study = transaction_id(&actor_key(&key), study_nonce(&planned.study));
+            let patient = actor_key(&keys[&planned.patient]);
+            let consent = caduceus_interop::fhir_plan::consent_id(&planned.consent, &investigator);
+            // The consent is part of the identity: an enrolment refused on one consent is tried
+            // again when a later file names another.
+            let id: [&[u8]; 4] = [b"enrol", &patient.0, &study.to_le_bytes(), &consent.to_le_bytes()];
+            if planned.enrolled {
+                let operation = Operation::EnrollSubject { study, patient, consent };
+                enrolments.extend(self.fresh(&key, &id, operation)?);
+            } else {
+                let operation = Operation::WithdrawSubject { study, patient };
+                withdrawals.extend(self.fresh(&key, &[&[b"withdraw".as_slice()], &id[1..]].concat(), operation)?);
+            }
+        }
+        self.submit(enrolments)?;
+        self.submit(withdrawals)?;
+        let mut closes = Vec::new();
+        for study in plan.studies.iter().filter(|s| s.closed) {
+            let key = &keys[&study.investigator];
+            let operation = Operation::CloseStudy { study: transaction_id(&actor_key(key), study_nonce(&study.study)) };
+            closes.extend(self.fresh(key, &[b"close study", study.study.as_bytes()], operation)?);
+        }
+        self.submit(closes)
+    }
+
+    /// Providers' credentials, each issued by its issuer; its id (the issuance's transaction id)
+    /// is what anyone verifies it by.
+    fn credentials(&mut self, keys: &BTreeMap<String, SigningKey>, planned: &[PlannedCredential]) -> Result<()> {
+        let mut issued = Vec::new();
+        for credential in planned {
+            let issuer = &keys[&credential.issuer];
+            let operation = Operation::IssueCredential {
+                subject: actor_key(&keys[&credential.subject]),
+                kind: credential.kind.clone(),
+                document: credential.document,
+                valid_from: credential.valid_from,
+                valid_until: credential.valid_until,
+            };
+            let id: [&[u8]; 2] = [b"credential", credential.source.as_bytes()];
+            issued.extend(self.fresh(issuer, &id, operation)?);
+            let ledger_id = transaction_id(&actor_key(issuer), nonce_of(&id));
+            self.ids.push(format!(
+                "credential {} ({}) of {} from {}",
+                crate::print::id_hex(ledger_id),
+                credential.kind,
+                credential.subject,
+                credential.issuer
+            ));
+        }
+        self.submit(issued)
     }
 
     fn records(

@@ -141,10 +141,11 @@ enum Command {
         #[arg(long, value_parser = parse::role)]
         role: caduceus_engine::Role,
     },
-    /// Import FHIR R4 files (a resource, a Bundle, a Bulk Data NDJSON) into an embedded ledger,
-    /// made if the directory holds none: actors registered, clinical resources registered as
-    /// records with their payloads stored encrypted beside the ledger. Importing a file again
-    /// changes nothing.
+    /// Import FHIR R4 (a resource, a Bundle, Bulk Data NDJSON), X12 5010 (837, 835), GS1 EPCIS
+    /// (2.0 JSON-LD or XML, 1.2 XML) and FDA NDC directory files into an embedded ledger, made if
+    /// the directory holds none: actors, records (payloads encrypted beside the ledger),
+    /// consents, claims and payments, units' custody, studies and enrolments, providers'
+    /// credentials. Importing a file again changes nothing.
     Import {
         #[arg(long, alias = "data")]
         dir: PathBuf,

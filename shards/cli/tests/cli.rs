@@ -698,3 +698,96 @@ fn a_party_a_later_file_shows_dispensing_is_raised_to_a_dispenser() {
     let said = text(&caduceus(&["import", "--dir", data.to_str().unwrap(), second.to_str().unwrap()]));
     assert!(said.contains("3 transactions submitted (3 committed), 1 already on the ledger"), "{said}");
 }
+
+/// The study bundle: the study registered, patient 1 enrolled on its research consent and
+/// patient 2 refused on a treatment consent; a later file's research consent and subject enrol
+/// patient 2 in the study imported before; a later status closes the study. The credentials
+/// verify by their ids for anyone; an enrolment is read by its patient and investigator only.
+#[test]
+fn a_study_enrols_on_research_consent_and_credentials_verify_by_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ledger");
+    let data_arg = data.to_str().unwrap();
+    let keystore = data.with_extension("keys");
+    let bundle = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/caduceus/research-study.json");
+    let first = text(&caduceus(&["import", "--dir", data_arg, bundle.to_str().unwrap()]));
+    // 5 actors, 2 consents, the study, 2 enrolments (1 refused), 2 credentials.
+    assert!(
+        first.contains("12 transactions submitted (11 committed), 0 already on the ledger, 1 parts rejected"),
+        "{first}"
+    );
+    assert!(first.contains("1 consent-purpose-not-covered"), "{first}");
+    assert!(first.contains("rejected $.entry[10].resource.status: a subject of status \"screening\""), "{first}");
+    let id_after = |said: &str, prefix: &str| -> String {
+        let line =
+            said.lines().find(|l| l.trim_start().starts_with(prefix)).unwrap_or_else(|| panic!("{prefix}: {said}"));
+        line.split_whitespace().find(|w| w.len() == 32 && w.chars().all(|c| c.is_ascii_hexdigit())).unwrap().to_owned()
+    };
+    let study = id_after(&first, "study fhir.ResearchStudy.rs-study registered as");
+    let licence = id_after(&first, "credential");
+    let again = text(&caduceus(&["import", "--dir", data_arg, bundle.to_str().unwrap()]));
+    assert!(again.contains("transactions: 0 submitted, 12 already on the ledger"), "{again}");
+
+    let query = |who: Option<&str>, what: &[&str]| -> String {
+        let mut args = vec!["query", "--dir", data_arg, "--keystore", keystore.to_str().unwrap()];
+        if let Some(who) = who {
+            args.extend(["--as", who]);
+        }
+        args.extend(what);
+        text(&caduceus(&args))
+    };
+    let key = |name: &str| listed_key(&keystore, name);
+    let (pi, board) = (key("fhir.Practitioner.rs-pi"), key("fhir.Organization.rs-board"));
+    let credential = query(None, &["credential", "--credential", &licence]);
+    assert!(credential.contains(&format!("MD held by {} issued by {}", &pi[..16], &board[..16])), "{credential}");
+    assert!(credential.contains("valid 2015-07-01") && credential.contains(": valid now"), "{credential}");
+    let opened = query(None, &["study", "--study", &study]);
+    assert!(
+        opened.contains(&format!("by investigator {}", &pi[..16])) && opened.contains("open to enrolment"),
+        "{opened}"
+    );
+    let (one, two) = (key("fhir.Patient.rs-patient-1"), key("fhir.Patient.rs-patient-2"));
+    let enrolment =
+        |who: &str, patient: &str| query(Some(who), &["enrolment", "--patient", patient, "--study", &study]);
+    assert!(enrolment("fhir.Patient.rs-patient-1", &one).contains("enrolled in study"));
+    assert!(enrolment("fhir.Practitioner.rs-pi", &one).contains("enrolled in study"));
+    assert!(enrolment("fhir.Patient.rs-patient-2", &one).contains("may not read"));
+    assert!(enrolment("fhir.Patient.rs-patient-2", &two).contains("never enrolled"));
+
+    // A later file: patient 2's research consent, and its subject naming the study of the first.
+    let later = dir.path().join("later.json");
+    let consent = serde_json::json!({
+        "resourceType": "Consent", "id": "rs-consent-3", "status": "active",
+        "scope": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "research" }] },
+        "category": [{ "coding": [{ "system": "http://loinc.org", "code": "57016-8" }] }],
+        "patient": { "reference": "Patient/rs-patient-2" },
+        "provision": { "type": "permit", "purpose": [{ "code": "HRESCH" }],
+            "actor": [{ "role": { "text": "investigator" }, "reference": { "reference": "Practitioner/rs-pi" } }] }
+    });
+    let subject = serde_json::json!({
+        "resourceType": "ResearchSubject", "id": "rs-subject-2", "status": "on-study",
+        "study": { "reference": "ResearchStudy/rs-study" }, "individual": { "reference": "Patient/rs-patient-2" },
+        "consent": { "reference": "Consent/rs-consent-3" }
+    });
+    let file = serde_json::json!({ "resourceType": "Bundle", "type": "collection",
+        "entry": [{ "resource": consent }, { "resource": subject }] });
+    std::fs::write(&later, serde_json::to_vec(&file).unwrap()).unwrap();
+    let said = text(&caduceus(&["import", "--dir", data_arg, later.to_str().unwrap()]));
+    assert!(said.contains("2 transactions submitted (2 committed)"), "{said}");
+    assert!(enrolment("fhir.Patient.rs-patient-2", &two).contains("enrolled in study"));
+
+    // The study completed: registered already, now closed to enrolment.
+    let closing = dir.path().join("closing.json");
+    let mut completed: serde_json::Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+    let entries = completed["entry"].as_array().unwrap().clone();
+    let mut study_resource = entries.iter().find(|e| e["resource"]["resourceType"] == "ResearchStudy").unwrap().clone();
+    study_resource["resource"]["status"] = "completed".into();
+    completed["entry"] = serde_json::json!([study_resource]);
+    std::fs::write(&closing, serde_json::to_vec(&completed).unwrap()).unwrap();
+    let said = text(&caduceus(&["import", "--dir", data_arg, closing.to_str().unwrap()]));
+    // The study and its investigator are held already; the close is new.
+    assert!(said.contains("1 transactions submitted (1 committed), 2 already on the ledger"), "{said}");
+    assert_eq!(id_after(&said, "study fhir.ResearchStudy.rs-study"), study);
+    let closed = query(None, &["study", "--study", &study]);
+    assert!(closed.contains(", closed "), "{closed}");
+}

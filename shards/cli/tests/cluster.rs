@@ -613,6 +613,31 @@ async fn hostile_readers_are_refused(cluster: &Cluster, work: &Workload, batches
         Credential::sign(&key(reader), at, nonce, request).unwrap()
     };
     let client = Client::connect(cluster.address(), &cluster.ca()).await.unwrap();
+    // A study the provider leads, and the patient enrolled in it on its research consent.
+    let step = |signer, nonce, operation| caduceus_engine::Transaction {
+        nonce,
+        signer,
+        timestamp: FIXED_TIME,
+        operation,
+        key: None,
+    };
+    let register = step(provider, 0x57d1, Operation::RegisterStudy { protocol: [5; 32] });
+    let study = work.sign(vec![register.clone()])[0].id();
+    let purposes = caduceus_engine::model::Purposes::of(&[caduceus_engine::model::Purpose::Research]);
+    let grant = Operation::GrantConsent {
+        consent: 0x57d2,
+        patient,
+        grantee: provider,
+        scope: vec![],
+        purposes,
+        valid_from: 0,
+        valid_until: FIXED_TIME * 2,
+    };
+    let enrol = Operation::EnrollSubject { study, patient, consent: 0x57d2 };
+    for transaction in [register, step(patient, 0x57d2, grant), step(provider, 0x57d3, enrol)] {
+        let submitted = client.submit(work.sign(vec![transaction])).await.unwrap();
+        assert!(matches!(submitted[0], Outcome::Done(TxResult::Committed)), "{submitted:?}");
+    }
     // (the read, its rightful reader, another actor)
     let reads: Vec<(Request, caduceus_engine::ActorKey, caduceus_engine::ActorKey)> = vec![
         (Request::Query(Query::AccessReport(patient, None, 10)), patient, other),
@@ -626,6 +651,8 @@ async fn hostile_readers_are_refused(cluster: &Cluster, work: &Workload, batches
         (Request::Query(Query::Record(record_patient, record)), record_patient, payer),
         (Request::Query(Query::Records(patient, None, 10)), patient, provider),
         (Request::Query(Query::Consents(patient, None, 10)), patient, provider),
+        (Request::Query(Query::Enrolment(patient, study)), patient, other),
+        (Request::Query(Query::Enrolment(patient, study)), provider, payer),
     ];
     let mut nonce = 0;
     for (read, rightful, intruder) in reads {
@@ -694,6 +721,14 @@ async fn hostile_readers_are_refused(cluster: &Cluster, work: &Workload, batches
     // A unit's status is any registered actor's; health and checkpoints anyone's.
     let status = signed(&other, FIXED_TIME, 99_999, Request::Query(Query::Unit(unit.0)));
     assert_eq!(refusal(&client, &status).await, None);
+    let led = signed(&other, FIXED_TIME, 99_998, Request::Query(Query::Study(study)));
+    let Response::Answer(Answer::Study(Some(led))) = client.request(&led).await.unwrap() else { panic!("study") };
+    assert_eq!((led.investigator, led.protocol, led.closed_at), (provider, [5; 32], None));
+    let enrolled = signed(&patient, FIXED_TIME, 99_997, Request::Query(Query::Enrolment(patient, study)));
+    let Response::Answer(Answer::Enrolment(Some(enrolled))) = client.request(&enrolled).await.unwrap() else {
+        panic!("enrolment")
+    };
+    assert_eq!((enrolled.consent, enrolled.withdrawn_at), (0x57d2, None));
     assert_eq!(refusal(&client, &Request::Checkpoint).await, None);
     assert_eq!(refusal(&client, &Request::Health).await, None);
     client.close().await;
