@@ -22,6 +22,7 @@ fn record(version: u32) -> Record {
         version,
         updated_at: 0,
         erased_at: None,
+        written_by: 0,
     }
 }
 

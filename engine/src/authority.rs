@@ -159,6 +159,7 @@ mod tests {
             version: 1,
             updated_at: 0,
             erased_at: None,
+            written_by: 1,
         };
         let cases: Vec<(Subject<'_>, Vec<(ActorKey, Role)>)> = vec![
             (Subject::Patient { patient: &patient }, vec![(patient, Role::Patient)]),

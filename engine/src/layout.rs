@@ -83,7 +83,8 @@ pub const META_FORMAT: &[u8] = b"Mformat";
 /// commitment instead of their service date and codes, a dispensed unit a commitment to its
 /// recipient, and reasons are codes; a record holds when it was erased, and an access log entry
 /// whether it is an erasure or an auditor's read (`audit-read`); 9: studies, enrolments and
-/// providers' credentials are state entries, and an issuer is a role.
+/// providers' credentials are state entries, and an issuer is a role; a record names the
+/// transaction that wrote its version, a consent those that granted and revoked it.
 pub const STORE_FORMAT: u32 = 9;
 
 /// The write that records `STORE_FORMAT`, made with a new store's configuration.

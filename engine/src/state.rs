@@ -36,6 +36,8 @@ pub struct Record {
     pub updated_at: Timestamp,
     /// When it was erased (`erase-record`): its payload's keys are destroyed.
     pub erased_at: Option<Timestamp>,
+    /// The transaction that registered or amended this version: what proves it.
+    pub written_by: TxId,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +49,9 @@ pub struct Consent {
     pub valid_from: Timestamp,
     pub valid_until: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    /// The transaction that granted it, and the one that revoked it: what proves each.
+    pub granted_by: TxId,
+    pub revoked_by: Option<TxId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -415,6 +420,7 @@ impl Codec for Record {
         if let Some(at) = self.erased_at {
             e.u64(at);
         }
+        e.u128(self.written_by);
         Ok(())
     }
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
@@ -427,6 +433,7 @@ impl Codec for Record {
             version: d.u32()?,
             updated_at: d.u64()?,
             erased_at: if d.bool("erased")? { Some(d.u64()?) } else { None },
+            written_by: d.u128()?,
         })
     }
 }
@@ -442,8 +449,11 @@ impl Codec for Consent {
         e.u8(self.purposes.0);
         e.u64(self.valid_from);
         e.u64(self.valid_until);
+        e.u128(self.granted_by);
+        // Fixed size, revoked or not: a revocation rewrites the entry in place.
         e.bool(self.revoked_at.is_some());
         e.u64(self.revoked_at.unwrap_or(0));
+        e.u128(self.revoked_by.unwrap_or(0));
         Ok(())
     }
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
@@ -454,8 +464,10 @@ impl Codec for Consent {
         let purposes = Purposes(d.u8()?);
         let valid_from = d.u64()?;
         let valid_until = d.u64()?;
+        let granted_by = d.u128()?;
         let revoked = d.bool("revoked")?;
         let revoked_time = d.u64()?;
+        let revoked_by = d.u128()?;
         Ok(Self {
             patient,
             grantee,
@@ -464,6 +476,8 @@ impl Codec for Consent {
             valid_from,
             valid_until,
             revoked_at: revoked.then_some(revoked_time),
+            granted_by,
+            revoked_by: revoked.then_some(revoked_by),
         })
     }
 }
@@ -1118,6 +1132,7 @@ mod tests {
             version: 1,
             updated_at: 0,
             erased_at: None,
+            written_by: 5,
         }
     }
 
@@ -1147,6 +1162,8 @@ mod tests {
             valid_from: 0,
             valid_until,
             revoked_at: None,
+            granted_by: 8,
+            revoked_by: None,
         };
         let mut written = State::default();
         written.consents.insert((patient, 7), consent(100));
@@ -1159,6 +1176,7 @@ mod tests {
         let mut read = State::default();
         let mut revoked = consent(200);
         revoked.revoked_at = Some(50);
+        revoked.revoked_by = Some(51);
         read.consents.insert((patient, 9), revoked.clone());
         read.insert(index.clone(), &stored).unwrap();
         assert_eq!(read.consent_index.get(&(patient, grantee)), Some(&vec![7, 9]));

@@ -16,6 +16,8 @@ pub const ACTOR: &str = "urn:caduceus:actor";
 pub const LEDGER_ID: &str = "urn:caduceus:id";
 /// The extension that carries an entry's proof in a FHIR resource.
 pub const PROOF_EXTENSION: &str = "urn:caduceus:fhir:proof";
+/// The extension that carries the proof of a consent's revocation.
+pub const REVOCATION_PROOF_EXTENSION: &str = "urn:caduceus:fhir:revocation-proof";
 const PURPOSE_OF_USE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
 
 /// The proof of the transaction an entry comes from.
@@ -34,8 +36,8 @@ impl ProofRef {
         self.proof.as_ref().map(|p| base64::engine::general_purpose::STANDARD.encode(p))
     }
 
-    /// As a FHIR extension with one sub-extension per part.
-    fn fhir_extension(&self) -> Value {
+    /// As a FHIR extension (`PROOF_EXTENSION`) with one sub-extension per part.
+    pub fn fhir_extension(&self) -> Value {
         let mut parts = vec![json!({ "url": "transaction", "valueString": self.transaction })];
         if let Some(proof) = self.base64() {
             parts.push(json!({ "url": "proof", "valueBase64Binary": proof }));
@@ -165,12 +167,15 @@ pub struct ConsentEntry {
     /// Exclusive; `None` if open-ended.
     pub valid_until: Option<u64>,
     pub revoked_at: Option<u64>,
+    /// The proof of the grant, and of the revocation if revoked.
+    pub grant: ProofRef,
+    pub revocation: Option<ProofRef>,
 }
 
 /// A patient's consents as a FHIR R4 Bundle of Consents: an explicit permit to the grantee
 /// (scope as classes, purposes as v3 PurposeOfUse codes, period), active, or inactive once
-/// revoked. The ledger keeps a consent's state, not the transaction that granted it, so a
-/// Consent carries no proof; the checkpoint it was read at is the Bundle's `meta.tag`.
+/// revoked; each with the proof of its grant (`PROOF_EXTENSION`) and of its revocation
+/// (`REVOCATION_PROOF_EXTENSION`). The checkpoint it was read at is the Bundle's `meta.tag`.
 pub fn consents(patient: &str, entries: &[ConsentEntry], checkpoint: Option<(String, u64)>, now: u64) -> Value {
     let resources = entries.iter().map(|consent| {
         let mut period = json!({ "start": instant(consent.valid_from) });
@@ -197,6 +202,13 @@ pub fn consents(patient: &str, entries: &[ConsentEntry], checkpoint: Option<(Str
                 "purpose": consent.purposes.iter().map(|p| purpose(p)).collect::<Vec<_>>(),
             },
         });
+        let mut proofs = vec![consent.grant.fhir_extension()];
+        if let Some(revocation) = &consent.revocation {
+            let mut extension = revocation.fhir_extension();
+            extension["url"] = json!(REVOCATION_PROOF_EXTENSION);
+            proofs.push(extension);
+        }
+        resource["extension"] = json!(proofs);
         // No class: every resource type (the ledger's empty scope).
         if !consent.scope.is_empty() {
             let classes: Vec<Value> =

@@ -66,13 +66,29 @@ fn fhir_exports_read_back_with_the_r4_models() {
         valid_from: 1_767_225_600_000,
         valid_until: None,
         revoked_at: None,
+        grant: proof(5),
+        revocation: None,
     };
-    let revoked =
-        ConsentEntry { valid_until: Some(1_798_761_600_000), revoked_at: Some(1_767_300_000_000), ..granted.clone() };
+    let revoked = ConsentEntry {
+        valid_until: Some(1_798_761_600_000),
+        revoked_at: Some(1_767_300_000_000),
+        revocation: Some(proof(6)),
+        ..granted.clone()
+    };
     let read = reads_back(&consents(KEY, &[granted, revoked], Some(("cd".repeat(32), 4)), 1_767_300_000_000), 2);
     assert_eq!((read[0]["status"].as_str(), read[1]["status"].as_str()), (Some("active"), Some("inactive")));
     assert_eq!(read[0]["provision"]["purpose"][1]["code"], "HPAYMT");
     assert!(read[0]["provision"]["period"].get("end").is_none());
+    // Each carries the proof of its grant; the revoked one that of its revocation too.
+    let urls = |consent: &serde_json::Value| -> Vec<String> {
+        consent["extension"].as_array().unwrap().iter().map(|e| e["url"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(urls(&read[0]), vec![caduceus_interop::export::PROOF_EXTENSION]);
+    assert_eq!(
+        urls(&read[1]),
+        vec![caduceus_interop::export::PROOF_EXTENSION, caduceus_interop::export::REVOCATION_PROOF_EXTENSION]
+    );
+    assert_eq!(read[1]["extension"][1]["extension"][0]["valueString"], format!("{:032x}", 6));
 
     let paid = ClaimEntry {
         claim: format!("{:032x}", 11),

@@ -1030,6 +1030,7 @@ mod tests {
             version: 1,
             updated_at: 7,
             erased_at: Some(9),
+            written_by: 10,
         };
         let consent = Consent {
             patient,
@@ -1039,10 +1040,30 @@ mod tests {
             valid_from: 1,
             valid_until: 2,
             revoked_at: None,
+            granted_by: 11,
+            revoked_by: None,
         };
-        for query in
-            [Query::Record(patient, 8), Query::Records(patient, Some(8), 10), Query::Consents(patient, None, 5)]
-        {
+        let study =
+            caduceus_engine::Study { investigator: patient, protocol: [6; 32], registered_at: 3, closed_at: Some(4) };
+        let enrolment = caduceus_engine::Enrolment { consent: 12, enrolled_at: 5, withdrawn_at: None };
+        let credential = caduceus_engine::ProviderCredential {
+            issuer: ActorKey([5; 32]),
+            subject: patient,
+            kind: "license".into(),
+            document: [7; 32],
+            valid_from: 1,
+            valid_until: 9,
+            issued_at: 2,
+            revoked_at: Some(3),
+        };
+        for query in [
+            Query::Record(patient, 8),
+            Query::Records(patient, Some(8), 10),
+            Query::Consents(patient, None, 5),
+            Query::Study(13),
+            Query::Enrolment(patient, 13),
+            Query::Credential(14),
+        ] {
             let frame = Request::Query(query.clone()).encode().unwrap();
             assert_eq!(Request::decode(frame[0], &frame[1..]).unwrap(), Request::Query(query));
         }
@@ -1051,6 +1072,10 @@ mod tests {
             Answer::Record(None),
             Answer::Records(Listing { entries: vec![(8, record)], next: Some(8) }),
             Answer::Consents(Listing { entries: vec![(2, consent)], next: None }),
+            Answer::Study(Some(study)),
+            Answer::Enrolment(Some(enrolment)),
+            Answer::Credential(Some(credential)),
+            Answer::Credential(None),
         ] {
             let frame = Response::Answer(answer.clone()).encode().unwrap();
             assert_eq!(Response::decode(frame[0], &frame[1..]).unwrap(), Response::Answer(answer));

@@ -634,7 +634,7 @@ impl Shard {
         let mut plan = Plan::default();
         match t.operation.kind().family() {
             Family::Actors => self.check_actors(t, &mut plan)?,
-            Family::Records => self.check_records(t, &mut plan)?,
+            Family::Records => self.check_records(t, transaction.id(), &mut plan)?,
             Family::Claims => self.check_claims(t, transaction.id(), &mut plan)?,
             Family::Supply => self.check_supply(t, &mut plan)?,
             Family::Research => self.check_research(t, transaction.id(), &mut plan)?,

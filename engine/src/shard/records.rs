@@ -5,7 +5,7 @@ use super::*;
 
 impl Shard {
     /// Checks an operation of this family (see `Shard::check`) and adds its effects to `plan`.
-    pub(super) fn check_records(&self, t: &Transaction, plan: &mut Plan) -> Check {
+    pub(super) fn check_records(&self, t: &Transaction, id: TxId, plan: &mut Plan) -> Check {
         let signer = t.signer;
         let now = self.now;
         match &t.operation {
@@ -28,6 +28,7 @@ impl Shard {
                         version: 1,
                         updated_at: now,
                         erased_at: None,
+                        written_by: id,
                     },
                 ));
             }
@@ -41,6 +42,7 @@ impl Shard {
                 amended.content_hash = *content_hash;
                 amended.version += 1;
                 amended.updated_at = now;
+                amended.written_by = id;
                 plan.effects.push(Effect::PutRecord(*record, amended));
             }
             Operation::GrantConsent { consent, patient, grantee, scope, purposes, valid_from, valid_until } => {
@@ -52,6 +54,8 @@ impl Shard {
                     valid_from: *valid_from,
                     valid_until: *valid_until,
                     revoked_at: None,
+                    granted_by: id,
+                    revoked_by: None,
                 };
                 self.check_grant(signer, *consent, grant, plan)?;
             }
@@ -65,6 +69,7 @@ impl Shard {
                 }
                 let mut revoked = current.clone();
                 revoked.revoked_at = Some(now);
+                revoked.revoked_by = Some(id);
                 plan.effects.push(Effect::PutConsent(*consent, revoked));
             }
             Operation::AccessRecord { record, patient, purpose } => {

@@ -137,6 +137,8 @@ pub fn run(
                         valid_from: consent.valid_from,
                         valid_until: (consent.valid_until < OPEN_END).then_some(consent.valid_until),
                         revoked_at: consent.revoked_at,
+                        grant: proof_ref(reader, consent.granted_by)?,
+                        revocation: consent.revoked_by.map(|id| proof_ref(reader, id)).transpose()?,
                     });
                 }
                 match listing.next {
@@ -292,6 +294,7 @@ fn records(
         }
     }
     let mut resources = Vec::new();
+    let mut proofs = Vec::new();
     let mut holders = vec![*patient];
     let nonces = (u128::from(crate::now_ms()) << 64) + 1..;
     for (nonce, (id, record)) in nonces.zip(&listed) {
@@ -301,6 +304,7 @@ fn records(
         let plaintext =
             store.read(ledger, sign(transaction, key)?).with_context(|| format!("read record {}", id_hex(*id)))?;
         resources.push(serde_json::from_slice::<Value>(&plaintext).context("a record's payload is JSON")?);
+        proofs.push(proof_ref(embedded, record.written_by)?);
         if !holders.contains(&record.custodian) {
             holders.push(record.custodian);
         }
@@ -313,7 +317,13 @@ fn records(
             None => println!("  {} is not named by a FHIR resource in the keystore: left out", &holder.to_hex()[..16]),
         }
     }
-    entries.extend(resources.into_iter().map(entry));
+    // Each record's entry carries the proof of the transaction that wrote its version (the
+    // resource stays as it was imported).
+    for (resource, proof) in resources.into_iter().zip(proofs) {
+        let mut proven = entry(resource);
+        proven["extension"] = json!([proof.fhir_extension()]);
+        entries.push(proven);
+    }
     println!("{} records read (each access on the patient's report)", listed.len());
     Ok(
         json!({ "resourceType": "Bundle", "type": "collection", "timestamp": export::instant(crate::now_ms()), "entry": entries }),

@@ -413,6 +413,32 @@ fn a_fhir_consent_is_granted_then_revoked_by_its_patient() {
         consent["provision"]["actor"][0]["reference"]["identifier"]["value"],
         listed_key(&keystore, "fhir.Practitioner.dr")
     );
+    // It carries the proofs of its grant and of its revocation, each checking against its
+    // checkpoint, and each of the transaction it names.
+    let proven: Vec<(String, String)> = consent["extension"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|extension| {
+            let part =
+                |name: &str| extension["extension"].as_array().unwrap().iter().find(|p| p["url"] == name).cloned();
+            let value = |name: &str, kind: &str| part(name).unwrap()[kind].as_str().unwrap().to_owned();
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(value("proof", "valueBase64Binary")).unwrap();
+            let proof = <caduceus_engine::Proof as caduceus_engine::codec::Codec>::decode(&bytes).unwrap();
+            let checkpoint = caduceus_engine::model::unhex(&value("checkpoint", "valueString")).unwrap();
+            proof.verify(&checkpoint.try_into().unwrap()).unwrap();
+            assert_eq!(format!("{:032x}", proof.transaction.id()), value("transaction", "valueString"));
+            (extension["url"].as_str().unwrap().to_owned(), proof.transaction.transaction.operation.name().to_owned())
+        })
+        .collect();
+    assert_eq!(
+        proven,
+        vec![
+            (caduceus_interop::export::PROOF_EXTENSION.to_owned(), "grant-consent".to_owned()),
+            (caduceus_interop::export::REVOCATION_PROOF_EXTENSION.to_owned(), "revoke-consent".to_owned()),
+        ]
+    );
 }
 
 /// `loadgen x12`'s claims and remittances (the import measurement's input) are read whole:
@@ -639,7 +665,21 @@ fn a_synthea_bundle_round_trips_through_export_and_import() {
     let again = export(&second, "second.json", &["records", "--patient", &patient]);
     assert_eq!(records(&first).len(), 67);
     assert_eq!(records(&first), records(&second));
-    assert_eq!(exported["entry"], again["entry"]);
+    // The same entries, but each record's proof, which is of its own ledger's transaction: each
+    // names the transaction that registered that record on that ledger and carries its proof.
+    let (mut exported, mut again) = (exported, again);
+    for bundle in [&mut exported, &mut again] {
+        for entry in bundle["entry"].as_array_mut().unwrap() {
+            let proven = entry.as_object_mut().unwrap().remove("extension");
+            let kind = entry["resource"]["resourceType"].as_str().unwrap();
+            if !["Patient", "Practitioner", "Organization"].contains(&kind) {
+                let proof = proven.unwrap_or_else(|| panic!("{kind} without its proof"));
+                assert_eq!(proof[0]["url"], caduceus_interop::export::PROOF_EXTENSION);
+                assert_eq!(proof[0]["extension"][1]["url"], "proof", "the patient reads its records' proofs");
+            }
+        }
+    }
+    assert!(exported["entry"] == again["entry"], "the same resources from both ledgers");
     // What the export read is on the patient's report: 67 reads, each an AuditEvent with its proof.
     let args = ["--dir", first.to_str().unwrap(), "--as", patient_name, "--keystore", ks];
     let events = fhir_export(&args, &dir.path().join("audit.json"), &["access-report", "--patient", &patient]);
