@@ -154,7 +154,11 @@ fn imports(dir: &Path) -> Result<()> {
         target.display()
     );
     let files: Vec<PathBuf> = [SYNTHEA, CLAIMS, REMITTANCE, SHIPMENT].iter().map(|f| data.join(f)).collect();
-    let tally = import::run(&target, &keystore, "operator", None, &files)?;
+    let operator = keys::load_or_new(&keystore, "operator")?;
+    let tally = {
+        let mut into = crate::target::Target::embedded(&target, &operator, "operator")?;
+        import::run(&mut into, &keystore, &operator, None, &files)?
+    };
     import::print_totals(&tally);
 
     let ledger = Ledger::open_existing(&target)?;

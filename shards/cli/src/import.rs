@@ -1,4 +1,5 @@
-//! `caduceus import`: files in the formats health systems speak, onto an embedded ledger.
+//! `caduceus import`: files in the formats health systems speak, onto an embedded ledger or a
+//! cluster (`target`).
 //!
 //! Each file is recognised from its content (or `--format`), read with its format's models
 //! (`caduceus-interop`) and mapped onto transactions: its actors registered by the operator,
@@ -23,10 +24,9 @@ use caduceus_engine::model::{
     transaction_id, ActorKey, Adjudication, ClaimLine, Disposition, Operation, Purpose, Purposes, RecallClass, Role,
     Transaction, UnitId,
 };
-use caduceus_engine::payload::PayloadStore;
 use caduceus_engine::shard::date_of;
 use caduceus_engine::signature::{actor_key, sign, SigningKey};
-use caduceus_engine::{Config, Ledger, SignedTransaction};
+use caduceus_engine::{SignedTransaction, TxId};
 use caduceus_interop::actors::{ActorKind, PlannedActor};
 use caduceus_interop::claims::{Decision, PlannedClaim, PlannedRemittance};
 use caduceus_interop::detect::{detect, Format};
@@ -38,10 +38,7 @@ use caduceus_interop::fhir_plan::{plan, Plan};
 use caduceus_interop::report::{Place, Rejection};
 use caduceus_interop::x12_plan;
 
-/// Transactions per submitted batch.
-const BATCH: usize = 1024;
-/// Batches pending at once: the ledger verifies one while it commits another.
-const IN_FLIGHT: usize = 4;
+use crate::target::{Payload, Target};
 
 /// What one import run did, over all its files.
 #[derive(Default)]
@@ -56,24 +53,20 @@ pub struct Tally {
     pub files_rejected: usize,
 }
 
-/// Imports `files` into the ledger in `dir`, signing with keys of `keystore` (`operator` names
-/// the operator's key). Prints each file's outcome and returns the tally.
-pub fn run(dir: &Path, keystore: &Path, operator: &str, format: Option<Format>, files: &[PathBuf]) -> Result<Tally> {
-    let operator_key = crate::keys::load_or_new(keystore, operator)?;
-    let ledger = if dir.join("CURRENT").exists() {
-        Ledger::open_existing(dir).with_context(|| format!("open the ledger in {}", dir.display()))?
-    } else {
-        let config = Config { shards: 4, genesis_operators: vec![actor_key(&operator_key)], operator_quorum: 1 };
-        println!("a new ledger in {} (4 shards), its operator the keystore's {operator:?}", dir.display());
-        Ledger::open(dir, &config)?
-    };
+/// Imports `files` into `target`, signing with keys of `keystore` (`operator` registers the
+/// actors). Prints each file's outcome and returns the tally.
+pub fn run(
+    target: &mut Target,
+    keystore: &Path,
+    operator: &SigningKey,
+    format: Option<Format>,
+    files: &[PathBuf],
+) -> Result<Tally> {
     let mut importer = Importer {
-        ledger: &ledger,
-        dir,
+        now: target.now(),
+        target,
         keystore,
-        operator: &operator_key,
-        now: caduceus_engine::ledger::system_clock()(),
-        store: None,
+        operator,
         commitment: None,
         submitted: BTreeMap::new(),
         already: 0,
@@ -113,7 +106,7 @@ pub fn run(dir: &Path, keystore: &Path, operator: &str, format: Option<Format>, 
             Ok(Read::Ndc(read)) => {
                 importer.rejections.extend(read.rejections);
                 if !read.entries.is_empty() {
-                    let path = crate::catalogue::keep(dir, &read.entries)?;
+                    let path = crate::catalogue::keep(importer.target.dir(), &read.entries)?;
                     importer.kept = Some((read.entries.len(), path));
                 }
             }
@@ -140,13 +133,10 @@ enum Read {
 
 /// One import run's ledger, keys and clock, and what the file at hand has done so far.
 struct Importer<'a> {
-    ledger: &'a Ledger,
-    dir: &'a Path,
+    target: &'a mut Target,
     keystore: &'a Path,
     operator: &'a SigningKey,
     now: u64,
-    /// The payload store beside the ledger, opened for the first record.
-    store: Option<PayloadStore>,
     /// The exchange's commitment key, read for the run's first claim or dispense.
     commitment: Option<CommitmentKey>,
     /// Results of the file's submitted transactions, by name.
@@ -189,7 +179,7 @@ impl Importer<'_> {
         for ((name, role, prefixes), signing) in actors.into_iter().zip(signing_keys) {
             let key = actor_key(&signing);
             keys.insert(name.to_owned(), signing);
-            if let Some(held) = self.ledger.actor(&key) {
+            if let Some(held) = self.target.actor(&key)? {
                 self.already += 1;
                 // A supply-chain party a later file shows doing more (a distributor that
                 // dispenses, a manufacturer under another prefix) is raised by the operator.
@@ -260,19 +250,19 @@ impl Importer<'_> {
                     unit.serial.as_bytes(),
                     step.event_time.as_bytes(),
                 ];
-                batch.extend(self.fresh(&keys[&step.signer], &id, operation)?);
+                batch.push(self.fresh(&keys[&step.signer], &id, operation)?);
             }
             for recall in plan.recalls.iter().filter(|r| r.phase == phase) {
                 let reason = RecallClass::parse(&recall.class).expect("the plan names classes the ledger knows");
                 let operation = Operation::RecallLot { gtin: recall.gtin, lot: recall.lot.clone(), reason };
                 let id: [&[u8]; 4] =
                     [b"epcis recall", &recall.gtin.to_le_bytes(), recall.lot.as_bytes(), recall.event_time.as_bytes()];
-                batch.extend(self.fresh(&keys[&recall.signer], &id, operation)?);
+                batch.push(self.fresh(&keys[&recall.signer], &id, operation)?);
             }
             self.submit(batch)?;
         }
         if !plan.products.is_empty() {
-            let path = crate::catalogue::keep(self.dir, &crate::catalogue::of_products(&plan.products))?;
+            let path = crate::catalogue::keep(self.target.dir(), &crate::catalogue::of_products(&plan.products))?;
             self.kept = Some((plan.products.len(), path));
         }
         Ok(())
@@ -286,25 +276,19 @@ impl Importer<'_> {
         Ok(self.commitment.clone().expect("read above"))
     }
 
-    /// A transaction whose id is a function of what it imports, signed by `key`; `None` if the
-    /// ledger holds it already.
-    fn fresh(&mut self, key: &SigningKey, id: &[&[u8]], operation: Operation) -> Result<Option<SignedTransaction>> {
-        let nonce = nonce_of(id);
-        if self.held(key, nonce)? {
-            return Ok(None);
-        }
-        Ok(Some(signed(key, nonce, self.now, operation)?))
+    /// A transaction whose id is a function of what it imports, signed by `key`.
+    fn fresh(&self, key: &SigningKey, id: &[&[u8]], operation: Operation) -> Result<SignedTransaction> {
+        signed(key, nonce_of(id), self.now, operation)
     }
 
-    /// Whether the ledger holds `key`'s transaction of this nonce already (counted if so).
-    fn held(&mut self, key: &SigningKey, nonce: u128) -> Result<bool> {
-        let held = self.ledger.locate(transaction_id(&actor_key(key), nonce))?.is_some();
-        self.already += usize::from(held);
-        Ok(held)
-    }
-
+    /// Submits what the ledger does not hold yet; what it holds is counted.
     fn submit(&mut self, transactions: Vec<SignedTransaction>) -> Result<()> {
-        submit(self.ledger, transactions, &mut self.submitted)
+        let ids: Vec<TxId> = transactions.iter().map(SignedTransaction::id).collect();
+        let held = self.target.held(&ids)?;
+        let fresh: Vec<SignedTransaction> =
+            transactions.into_iter().zip(&held).filter(|(_, held)| !**held).map(|(t, _)| t).collect();
+        self.already += held.len() - fresh.len();
+        self.target.submit(fresh, &mut self.submitted)
     }
 
     /// Prints what the file did and adds it to the tally.
@@ -381,7 +365,7 @@ impl Importer<'_> {
                 commitment,
             };
             let id: [&[u8]; 3] = [b"claim", &patient.0, &claim.claim.to_le_bytes()];
-            claims.extend(self.fresh(&keys[&claim.provider], &id, operation)?);
+            claims.push(self.fresh(&keys[&claim.provider], &id, operation)?);
         }
         self.submit(claims)?;
         let (mut funds, mut decisions, mut payments) = (Vec::new(), Vec::new(), Vec::new());
@@ -391,7 +375,7 @@ impl Importer<'_> {
             if funding > 0 {
                 let id: [&[u8]; 4] =
                     [b"fund", &actor_key(payer).0, remittance.trace.as_bytes(), &funding.to_le_bytes()];
-                funds.extend(self.fresh(payer, &id, Operation::FundAccount { amount: funding })?);
+                funds.push(self.fresh(payer, &id, Operation::FundAccount { amount: funding })?);
             }
             for payment in &remittance.payments {
                 let patient = key(&payment.patient);
@@ -401,12 +385,12 @@ impl Importer<'_> {
                     Decision::Denied(reason) => Adjudication::Deny { reason },
                 };
                 let id: [&[u8]; 3] = [b"adjudicate", &patient.0, &claim.to_le_bytes()];
-                decisions.extend(self.fresh(payer, &id, Operation::AdjudicateClaim { claim, patient, decision })?);
+                decisions.push(self.fresh(payer, &id, Operation::AdjudicateClaim { claim, patient, decision })?);
                 if let Decision::Paid(amount) = payment.decision {
                     let provider = key(&payment.provider);
                     let id: [&[u8]; 3] = [b"pay", &patient.0, &claim.to_le_bytes()];
                     let operation = Operation::PayClaim { claim, patient, provider, amount };
-                    payments.extend(self.fresh(payer, &id, operation)?);
+                    payments.push(self.fresh(payer, &id, operation)?);
                 }
             }
         }
@@ -441,7 +425,7 @@ impl Importer<'_> {
                 }
                 None => (b"revoke", Operation::RevokeConsent { consent, patient }),
             };
-            consents.extend(self.fresh(signer, &[what, &patient.0, &consent.to_le_bytes()], operation)?);
+            consents.push(self.fresh(signer, &[what, &patient.0, &consent.to_le_bytes()], operation)?);
         }
         self.submit(consents)?;
         self.research(&keys, &plan)?;
@@ -459,7 +443,7 @@ impl Importer<'_> {
         for study in &plan.studies {
             let key = &keys[&study.investigator];
             let operation = Operation::RegisterStudy { protocol: study.protocol };
-            registrations.extend(self.fresh(key, &[b"study", study.study.as_bytes()], operation)?);
+            registrations.push(self.fresh(key, &[b"study", study.study.as_bytes()], operation)?);
             let id = transaction_id(&actor_key(key), study_nonce(&study.study));
             self.ids.push(format!("study {} registered as {}", study.study, crate::print::id_hex(id)));
             let entry = [("investigator", study.investigator.clone()), ("study", crate::print::id_hex(id))];
@@ -467,13 +451,14 @@ impl Importer<'_> {
         }
         self.submit(registrations)?;
         if !kept.is_empty() {
-            crate::catalogue::keep(self.dir, &kept)?;
+            crate::catalogue::keep(self.target.dir(), &kept)?;
         }
         let (mut enrolments, mut withdrawals) = (Vec::new(), Vec::new());
         for planned in &plan.enrolments {
             let known = match &planned.investigator {
                 Some(name) => Some(name.clone()),
-                None => crate::catalogue::entry(self.dir, &planned.study)?.and_then(|e| e.get("investigator").cloned()),
+                None => crate::catalogue::entry(self.target.dir(), &planned.study)?
+                    .and_then(|e| e.get("investigator").cloned()),
             };
             let Some(investigator) = known else {
                 let reason = format!("the study {} is neither in this file nor imported before", planned.study);
@@ -492,10 +477,10 @@ impl Importer<'_> {
             let id: [&[u8]; 4] = [b"enrol", &patient.0, &study.to_le_bytes(), &consent.to_le_bytes()];
             if planned.enrolled {
                 let operation = Operation::EnrollSubject { study, patient, consent };
-                enrolments.extend(self.fresh(&key, &id, operation)?);
+                enrolments.push(self.fresh(&key, &id, operation)?);
             } else {
                 let operation = Operation::WithdrawSubject { study, patient };
-                withdrawals.extend(self.fresh(&key, &[&[b"withdraw".as_slice()], &id[1..]].concat(), operation)?);
+                withdrawals.push(self.fresh(&key, &[&[b"withdraw".as_slice()], &id[1..]].concat(), operation)?);
             }
         }
         self.submit(enrolments)?;
@@ -504,7 +489,7 @@ impl Importer<'_> {
         for study in plan.studies.iter().filter(|s| s.closed) {
             let key = &keys[&study.investigator];
             let operation = Operation::CloseStudy { study: transaction_id(&actor_key(key), study_nonce(&study.study)) };
-            closes.extend(self.fresh(key, &[b"close study", study.study.as_bytes()], operation)?);
+            closes.push(self.fresh(key, &[b"close study", study.study.as_bytes()], operation)?);
         }
         self.submit(closes)
     }
@@ -523,7 +508,7 @@ impl Importer<'_> {
                 valid_until: credential.valid_until,
             };
             let id: [&[u8]; 2] = [b"credential", credential.source.as_bytes()];
-            issued.extend(self.fresh(issuer, &id, operation)?);
+            issued.push(self.fresh(issuer, &id, operation)?);
             let ledger_id = transaction_id(&actor_key(issuer), nonce_of(&id));
             self.ids.push(format!(
                 "credential {} ({}) of {} from {}",
@@ -544,45 +529,45 @@ impl Importer<'_> {
         if planned.is_empty() {
             return Ok(());
         }
-        let store = match self.store.take() {
-            Some(store) => store,
-            None => PayloadStore::beside(self.dir)?,
+        // Records are scoped by patient: the patient is part of the transaction's identity.
+        let nonce = |record: &caduceus_interop::fhir_plan::PlannedRecord| {
+            nonce_of(&[b"record", &actor_key(&keys[record.patient.as_str()]).0, &record.record.to_le_bytes()])
         };
-        // The records: payloads sealed and stored first, then registered by their custodians.
-        let (mut sealed, mut records) = (Vec::new(), Vec::new());
-        for record in planned {
-            let custodian = &keys[record.custodian.as_str()];
-            let patient = actor_key(&keys[record.patient.as_str()]);
-            // Records are scoped by patient: the patient is part of the transaction's identity.
-            let nonce = nonce_of(&[b"record", &patient.0, &record.record.to_le_bytes()]);
-            if self.held(custodian, nonce)? {
-                continue;
-            }
-            let payload = match store.seal(&patient, record.record, &record.payload) {
-                Ok(payload) => payload,
-                // Too long for the store: this resource only.
-                Err(error @ caduceus_engine::payload::PayloadError::TooLong(_)) => {
-                    self.rejections.push(Rejection::new(record.place.clone(), error.to_string()));
-                    continue;
-                }
-                Err(error) => {
-                    self.store = Some(store);
-                    return Err(error.into());
-                }
-            };
-            let operation = Operation::RegisterRecord {
+        let ids: Vec<TxId> = planned
+            .iter()
+            .map(|record| transaction_id(&actor_key(&keys[record.custodian.as_str()]), nonce(record)))
+            .collect();
+        let held = self.target.held(&ids)?;
+        let new: Vec<&caduceus_interop::fhir_plan::PlannedRecord> =
+            planned.iter().zip(&held).filter(|(_, held)| !**held).map(|(record, _)| record).collect();
+        self.already += planned.len() - new.len();
+        // The payloads stored first, then the records registered by their custodians.
+        let payloads: Vec<Payload<'_>> = new
+            .iter()
+            .map(|record| Payload {
+                custodian: &keys[record.custodian.as_str()],
+                patient: actor_key(&keys[record.patient.as_str()]),
                 record: record.record,
-                patient,
-                content_hash: payload.hash,
-                resource_type: record.resource_type.clone(),
-            };
-            records.push(signed(custodian, nonce, self.now, operation)?);
-            sealed.push(payload);
+                bytes: &record.payload,
+            })
+            .collect();
+        let stored = self.target.store_payloads(&payloads)?;
+        let mut records = Vec::new();
+        for (record, hash) in new.into_iter().zip(stored) {
+            match hash {
+                Ok(content_hash) => {
+                    let operation = Operation::RegisterRecord {
+                        record: record.record,
+                        patient: actor_key(&keys[record.patient.as_str()]),
+                        content_hash,
+                        resource_type: record.resource_type.clone(),
+                    };
+                    records.push(signed(&keys[record.custodian.as_str()], nonce(record), self.now, operation)?);
+                }
+                // Refused by the store (too long, another custodian's record): this resource only.
+                Err(reason) => self.rejections.push(Rejection::new(record.place.clone(), reason)),
+            }
         }
-        if !sealed.is_empty() {
-            store.store(&sealed)?;
-        }
-        self.store = Some(store);
         self.submit(records)
     }
 }
@@ -628,22 +613,6 @@ fn nonce_of(parts: &[&[u8]]) -> u128 {
 
 fn signed(key: &SigningKey, nonce: u128, timestamp: u64, operation: Operation) -> Result<SignedTransaction> {
     Ok(sign(Transaction { nonce, signer: actor_key(key), timestamp, operation, key: None }, key)?)
-}
-
-/// Submits one phase's transactions (none depends on another of the same phase) in batches,
-/// up to `IN_FLIGHT` of them pending at once, and counts their results.
-fn submit(ledger: &Ledger, transactions: Vec<SignedTransaction>, results: &mut BTreeMap<String, usize>) -> Result<()> {
-    let mut transactions = transactions.into_iter();
-    let batches = std::iter::from_fn(|| {
-        let batch: Vec<SignedTransaction> = transactions.by_ref().take(BATCH).collect();
-        (!batch.is_empty()).then_some(batch)
-    });
-    caduceus_loadgen::embedded::closed_loop(ledger, 0, batches, IN_FLIGHT, |_, _, answers| {
-        for result in answers {
-            *results.entry(result.as_str().to_owned()).or_default() += 1;
-        }
-    })?;
-    Ok(())
 }
 
 /// Prints the run's totals.

@@ -12,8 +12,9 @@ mod parse;
 mod print;
 mod query;
 mod reader;
+mod target;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -147,9 +148,15 @@ enum Command {
     /// consents, claims and payments, units' custody, studies and enrolments, providers'
     /// credentials. Importing a file again changes nothing.
     Import {
-        #[arg(long, alias = "data")]
-        dir: PathBuf,
-        /// The keystore of the actors' keys, made as needed (default: DIR.keys).
+        /// An embedded ledger's directory (made if it holds none).
+        #[arg(long, alias = "data", required_unless_present_any = ["target", "cluster_dir"], conflicts_with_all = ["target", "cluster_dir"])]
+        dir: Option<PathBuf>,
+        /// Or a running cluster: its actors registered by the cluster's generated operator key
+        /// (else `--operator`), its catalogue beside the cluster's directory.
+        #[command(flatten)]
+        cluster: ClusterTarget,
+        /// The keystore of the actors' keys, made as needed (default: DIR.keys, or the cluster
+        /// directory's beside it, CLUSTER_DIR.keys).
         #[arg(long)]
         keystore: Option<PathBuf>,
         /// The keystore key of the operator that registers actors (and, for a new ledger, its
@@ -283,8 +290,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(cluster::register(target, &ca, actor, role, clock))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Import { dir, keystore, operator, format, reference_seconds, record, files } => {
-            let keystore = keystore.unwrap_or_else(|| dir.with_extension("keys"));
+        Command::Import { dir, cluster, keystore, operator, format, reference_seconds, record, files } => {
+            let place = dir.as_ref().or(cluster.cluster_dir.as_ref()).map(|d| d.with_extension("keys"));
+            let keystore = match keystore.or(place) {
+                Some(keystore) => keystore,
+                None => keys::keystore(None)?,
+            };
+            let (mut target, operator) = match &dir {
+                Some(dir) => {
+                    let key = keys::load_or_new(&keystore, &operator)?;
+                    (target::Target::embedded(dir, &key, &operator)?, key)
+                }
+                None => {
+                    let (address, ca) = cluster.resolve()?;
+                    let key = match caduceus_shards::local::operator_key(&ca)? {
+                        Some(key) => key,
+                        None => keys::load(&keystore, &operator)?,
+                    };
+                    let clock = caduceus_shards::local::cluster_clock(cluster.cluster_dir.as_deref())?;
+                    let beside = match &cluster.cluster_dir {
+                        Some(dir) => dir.clone(),
+                        None => ca.parent().map_or_else(|| PathBuf::from("."), Path::to_owned),
+                    };
+                    (target::Target::cluster(address, &ca, &beside, &key, clock)?, key)
+                }
+            };
             let seconds = if record.is_some() && reference_seconds <= 0.0 { 3.0 } else { reference_seconds };
             let reference = || {
                 (seconds > 0.0).then(|| {
@@ -296,7 +326,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let before = reference();
             let started = std::time::Instant::now();
-            let tally = import::run(&dir, &keystore, &operator, format, &files)?;
+            let tally = import::run(&mut target, &keystore, &operator, format, &files)?;
+            drop(target);
             let elapsed = started.elapsed();
             let after = reference();
             import::print_totals(&tally);

@@ -1138,3 +1138,80 @@ fn a_cluster_s_generated_operator_key_signs_the_demo_workload() {
         run(&["register", "--cluster-dir", dir, "--keystore", keystore, "--key", "audit-office", "--role", "operator"]);
     assert!(!operator.status.success(), "an operator is never added by one registration");
 }
+
+/// `caduceus import` into a running cluster: the demo's files (a Synthea bundle, an 837 and the
+/// 835 that pays it, an EPCIS shipment) and the study bundle, registered by the cluster's
+/// generated operator, each record's payload put into the coordinator's store by its
+/// custodian; the same files again change nothing; what was imported is read back through the
+/// cluster as its owners.
+#[test]
+fn a_cluster_takes_an_import_and_answers_for_it() {
+    let mut cluster = Cluster::init(2, 1, "");
+    cluster.start_all();
+    let dir = cluster.path.to_str().unwrap().to_owned();
+    let keystore = cluster.path.with_extension("keys");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data");
+    let files: Vec<String> = [
+        "fhir-synthea-r4-smart/Agustín_Fonseca_cb5696d9-a0de-4f49-94f9-433f96a28eb0.json",
+        "x12-linuxforhealth/demo-file/demo.837",
+        "caduceus/demo-remittance.835",
+        "caduceus/demo-shipment.jsonld",
+        "caduceus/research-study.json",
+    ]
+    .iter()
+    .map(|f| data.join(f).to_str().unwrap().to_owned())
+    .collect();
+    let import = || {
+        let output = caduceus().args(["import", "--cluster-dir", &dir]).args(&files).output().unwrap();
+        let said = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{said}");
+        said
+    };
+    let first = import();
+    assert!(!first.contains("unavailable") && !first.contains("unknown-signer"), "{first}");
+    // Every file imported; what the ledger refuses is only what it should: both enrolments,
+    // whose consents start after the cluster's fixed clock.
+    assert!(first.contains("files: 5 imported, 0 rejected"), "{first}");
+    let totals = first.split("files: 5 imported").nth(1).unwrap();
+    let refused: Vec<&str> = totals
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter(|l| !l.contains("committed"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(refused, vec!["2 consent-outside-period"], "{first}");
+    let again = import();
+    assert!(again.contains("transactions: 0 submitted"), "{again}");
+
+    // Read back through the cluster, signed as their owners.
+    let keystore = keystore.to_str().unwrap();
+    let query = |who: &str, what: &[&str]| {
+        let output = caduceus()
+            .args(["query", "--cluster-dir", &dir, "--keystore", keystore, "--as", who])
+            .args(what)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr)
+    };
+    let listed = caduceus().args(["keys", "--keystore", keystore, "list"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    let key_of = |prefix: &str| -> (String, String) {
+        let line = listed.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix}: {listed}"));
+        let mut words = line.split_whitespace();
+        (words.next().unwrap().to_owned(), words.last().unwrap().to_owned())
+    };
+    let (patient, patient_key) = key_of("fhir.Patient.27de96c6");
+    let records = query(&patient, &["records", "--patient", &patient_key, "--limit", "1000"]);
+    assert_eq!(records.lines().filter(|l| l.starts_with("record ")).count(), 67, "{records}");
+    let unit = query("gs1.party.0098765", &["unit", "--gtin", "10614141073464", "--serial", "2017"]);
+    assert!(unit.contains("genuine, lot DP2611, dispensed"), "{unit}");
+    let credential_id = first
+        .lines()
+        .find(|l| l.trim_start().starts_with("credential ") && l.contains("(MD)"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .to_owned();
+    let credential = query(&patient, &["credential", "--credential", &credential_id]);
+    assert!(credential.contains("MD held by"), "{credential}");
+}
