@@ -698,7 +698,7 @@ fn an_investigator_enrols_a_patient_only_on_its_research_consent() {
     );
     let withdrawn = w.reads(&ledger, &w.patient).enrolment(&w.patient.id, study).unwrap().expect("kept");
     assert!(withdrawn.withdrawn_at.is_some());
-    let closed = ledger.study(study).expect("registered");
+    let closed = ledger.study(study).unwrap().expect("registered");
     assert_eq!((closed.investigator, closed.protocol), (w.doctor.id, [7; 32]));
     assert!(closed.closed_at.is_some());
 }
@@ -727,6 +727,10 @@ fn an_issuer_issues_and_revokes_providers_credentials_and_anyone_verifies_them()
         &[
             (&w.stranger, issue(&w.patient, "license", 365), rejected(UnknownActor)),
             (&w.stranger, issue(&w.doctor, "", 365), rejected(InvalidField)),
+            // A kind is a code, not text a reader's terminal would act on.
+            (&w.stranger, issue(&w.doctor, "license\nvalid now", 365), rejected(InvalidField)),
+            (&w.operator, Operation::RevokeActor { actor: w.nurse.id }, committed()),
+            (&w.stranger, issue(&w.nurse, "license", 365), rejected(ActorRevoked)),
             (&w.stranger, issue(&w.doctor, "cme", 0), rejected(InvalidField)),
             (&w.regulator, issue(&w.doctor, "license", 365), rejected(RoleNotPermitted)),
             (&w.doctor, issue(&w.doctor, "license", 365), rejected(RoleNotPermitted)),

@@ -2,10 +2,11 @@
 //!
 //! By default (`Options::state_cache_entries` unset) a ledger loads its whole
 //! state on open and keeps it: nothing is read on the commit path, and memory
-//! grows with history. With a limit, actors, accounts, recalls and studies
-//! (which grow with the population, not with history) stay resident; records,
-//! consents and each patient-grantee consent index, claims, the duplicate-claim
-//! index, units, enrolments and credentials grow with history: they live in storage, and the execute stage
+//! grows with history. With a limit, actors, accounts and recalls (which grow
+//! with the population, not with history) stay resident; records, consents and
+//! each patient-grantee consent index, claims, the duplicate-claim index, units,
+//! studies, enrolments and credentials grow with history (any provider may
+//! register a study, and each is held on every shard): they live in storage, and the execute stage
 //! loads what a group of transactions will read (`load`) before it runs them,
 //! and drops them again when a shard holds more than its limit (`evict`).
 //! The shard state machine never does I/O: everything it reads is resident
@@ -29,7 +30,7 @@ use crate::state::{Map, Set, StateKey};
 use crate::storage::{Storage, StorageError};
 
 /// Tags of the state families that are always resident (see `StateKey::to_bytes`).
-pub const RESIDENT_TAGS: [u8; 4] = [1, 6, 8, 10];
+pub const RESIDENT_TAGS: [u8; 3] = [1, 6, 8];
 
 /// What one transaction reads beyond the resident families.
 enum Need {
@@ -77,11 +78,18 @@ fn needs(transaction: &SignedTransaction, shards: u32, out: &mut Vec<Need>) {
         }
         Operation::EnrollSubject { study, patient, consent } => {
             let shard = patient_shard(patient);
+            out.push(Need::Entry(shard, StateKey::Study(*study)));
             out.push(Need::Entry(shard, StateKey::Enrolment(*patient, *study)));
             out.push(Need::Entry(shard, StateKey::Consent(*patient, *consent)));
         }
         Operation::WithdrawSubject { study, patient } => {
-            out.push(Need::Entry(patient_shard(patient), StateKey::Enrolment(*patient, *study)));
+            let shard = patient_shard(patient);
+            out.push(Need::Entry(shard, StateKey::Study(*study)));
+            out.push(Need::Entry(shard, StateKey::Enrolment(*patient, *study)));
+        }
+        // A study is held on every shard, and closing it reads it on each.
+        Operation::CloseStudy { study } => {
+            out.extend((0..shards).map(|shard| Need::Entry(shard, StateKey::Study(*study))));
         }
         Operation::IssueCredential { .. } => {
             let id = transaction.id();
@@ -90,9 +98,8 @@ fn needs(transaction: &SignedTransaction, shards: u32, out: &mut Vec<Need>) {
         Operation::RevokeCredential { credential } => {
             out.push(Need::Entry(shard_of_credential(*credential, shards), StateKey::Credential(*credential)));
         }
-        // Actors, accounts, recalls and studies are resident.
+        // Actors, accounts and recalls are resident; a new study's id is new.
         Operation::RegisterStudy { .. }
-        | Operation::CloseStudy { .. }
         | Operation::RegisterActor { .. }
         | Operation::RevokeActor { .. }
         | Operation::ChangeRole { .. }

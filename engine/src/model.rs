@@ -29,6 +29,13 @@ pub fn gtin_within_prefix(gtin: u64, prefix: &str) -> bool {
     format!("{gtin:014}").get(1..).is_some_and(|digits| digits.starts_with(prefix))
 }
 
+/// Whether a code (a credential's kind) is one: 1 to `CODE_LENGTH_MAX` ASCII letters, digits,
+/// '-', '.', '_' or ':' (never free text, nor a character a terminal would act on).
+pub fn valid_code(code: &str) -> bool {
+    (1..=CODE_LENGTH_MAX).contains(&code.len())
+        && code.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+}
+
 /// A blake3 digest.
 pub type Hash = [u8; 32];
 /// Milliseconds since the Unix epoch.
@@ -552,7 +559,8 @@ pub enum Operation {
     IssueCredential {
         /// The provider it is issued to.
         subject: ActorKey,
-        /// What it is: a code from the issuer's vocabulary (for example `license`, `cme`).
+        /// What it is: a code from the issuer's vocabulary (for example `license`, `cme`;
+        /// `valid_code`).
         kind: String,
         /// blake3 of the credential document (which lives off the ledger).
         document: Hash,

@@ -872,7 +872,7 @@ impl State {
 
     /// Entries of every family: what the shard stores.
     pub fn len(&self) -> usize {
-        self.cached_len() + self.actors.len() + self.accounts.len() + self.recalls.len() + self.studies.len()
+        self.cached_len() + self.actors.len() + self.accounts.len() + self.recalls.len()
     }
 
     /// Whether it holds no entry at all.
@@ -888,6 +888,7 @@ impl State {
             + self.claims.len()
             + self.claim_keys.len()
             + self.units.len()
+            + self.studies.len()
             + self.enrolments.len()
             + self.credentials.len()
     }
@@ -899,6 +900,7 @@ impl State {
         self.claims.retain(|(p, k), _| keep.contains(&StateKey::Claim(*p, *k)));
         self.claim_keys.retain(|k, _| keep.contains(&StateKey::ClaimKey(*k)));
         self.units.retain(|k, _| keep.contains(&StateKey::Unit(k.clone())));
+        self.studies.retain(|k, _| keep.contains(&StateKey::Study(*k)));
         self.enrolments.retain(|(p, k), _| keep.contains(&StateKey::Enrolment(*p, *k)));
         self.credentials.retain(|k, _| keep.contains(&StateKey::Credential(*k)));
         self.consent_index.retain(|(p, g), _| keep.contains(&StateKey::ConsentIndex(*p, *g)));
@@ -911,6 +913,7 @@ impl State {
         self.claims.release();
         self.claim_keys.release();
         self.units.release();
+        self.studies.release();
         self.enrolments.release();
         self.credentials.release();
         self.consent_index.release();
@@ -1037,6 +1040,7 @@ pub struct StateLoader {
     claims: Pending<(ActorKey, u128), Claim>,
     claim_keys: Pending<Hash, u128>,
     units: Pending<UnitId, Unit>,
+    studies: Pending<TxId, Study>,
     enrolments: Pending<(ActorKey, TxId), Enrolment>,
     credentials: Pending<TxId, ProviderCredential>,
 }
@@ -1058,13 +1062,12 @@ impl StateLoader {
             StateKey::Claim(p, k) => self.claims.push(((p, k), Claim::decode(value)?)),
             StateKey::ClaimKey(k) => self.claim_keys.push((k, decode_claim_id(value)?)),
             StateKey::Unit(k) => self.units.push((k, Unit::decode(value)?)),
+            StateKey::Study(k) => self.studies.push((k, Study::decode(value)?)),
             StateKey::Enrolment(p, k) => self.enrolments.push(((p, k), Enrolment::decode(value)?)),
             StateKey::Credential(k) => self.credentials.push((k, ProviderCredential::decode(value)?)),
-            key @ (StateKey::Actor(_)
-            | StateKey::Account(_)
-            | StateKey::Recall(..)
-            | StateKey::ConsentIndex(..)
-            | StateKey::Study(_)) => self.state.insert(key, value)?,
+            key @ (StateKey::Actor(_) | StateKey::Account(_) | StateKey::Recall(..) | StateKey::ConsentIndex(..)) => {
+                self.state.insert(key, value)?
+            }
         }
         Ok(())
     }
@@ -1075,6 +1078,7 @@ impl StateLoader {
         self.claims.drain_into(&mut self.state.claims);
         self.claim_keys.drain_into(&mut self.state.claim_keys);
         self.units.drain_into(&mut self.state.units);
+        self.studies.drain_into(&mut self.state.studies);
         self.enrolments.drain_into(&mut self.state.enrolments);
         self.credentials.drain_into(&mut self.state.credentials);
     }

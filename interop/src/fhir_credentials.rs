@@ -2,9 +2,12 @@
 //! (a licence, a degree, a board certification) and a Basic or DocumentReference about a
 //! Practitioner or PractitionerRole (a continuing-education certificate, a licence document)
 //! become credentials issued by the body that vouches for them (`qualification.issuer`; the
-//! document's author or authenticator, an Organization). An issuer the file names only by
-//! display is known by that display. The ledger holds the credential's kind code, period and
-//! the blake3 of its JSON, never the document.
+//! document's author or authenticator, an Organization). An issuing body signs as an issuer
+//! under a key of its own (`fhir.issuer.Organization.ID`), apart from the key the same
+//! Organization has as a provider (a hospital that also accredits keeps both roles); one the
+//! file names only by display is known by that display. The ledger holds the credential's kind
+//! code, period and the blake3 of its JSON (without its `meta`, keys in order), never the
+//! document.
 
 use serde_json::Value;
 
@@ -116,9 +119,31 @@ fn credential(
     if valid_from >= valid_until {
         return Err(Rejection::new(place, "the credential's period ends before it starts"));
     }
-    let document = *blake3::hash(&serde_json::to_vec(json).expect("a JSON value serializes")).as_bytes();
+    let document = *blake3::hash(&canonical(json)).as_bytes();
     let source = format!("{source}/{}", blake3::Hash::from(document).to_hex());
     Ok(PlannedCredential { place, source, issuer, subject, kind, document, valid_from, valid_until })
+}
+
+/// A credential's JSON as the ledger hashes it: without the resource's `meta` (a server's
+/// bookkeeping: its version and time), every object's keys in order, so the same credential
+/// exported again is the same document.
+fn canonical(json: &Value) -> Vec<u8> {
+    fn sorted(value: &Value) -> Value {
+        match value {
+            Value::Object(object) => {
+                let mut keys: Vec<&String> = object.keys().collect();
+                keys.sort();
+                Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&object[k]))).collect())
+            }
+            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    let mut value = sorted(json);
+    if let Value::Object(object) = &mut value {
+        object.remove("meta");
+    }
+    serde_json::to_vec(&value).expect("a JSON value serializes")
 }
 
 /// The key name of an issuing body: an Organization reference, or a display alone.
@@ -126,7 +151,7 @@ fn issuer(reference: Option<&Value>, resolve: &dyn Fn(&str) -> Option<(String, S
     let reference = reference?;
     if let Some(target) = reference.get("reference").and_then(Value::as_str) {
         let (kind, id) = resolve(target)?;
-        return (kind == "Organization").then(|| key_name(&kind, &id));
+        return (kind == "Organization").then(|| crate::actors::key_name("fhir.issuer.Organization", &id));
     }
     let display = reference.get("display").and_then(Value::as_str).filter(|d| !d.trim().is_empty())?;
     Some(crate::actors::key_name("fhir.issuer", display))
@@ -140,8 +165,12 @@ fn kind(concept: Option<&Value>, place: &Place) -> Result<String, Rejection> {
         .and_then(|codings| codings.iter().find_map(|c| c.get("code").and_then(Value::as_str)))
         .filter(|code| !code.is_empty())
         .ok_or_else(|| Rejection::new(place.clone(), "no coded kind (a coding with a code)"))?;
-    if code.len() > KIND_LENGTH_MAX {
-        return Err(Rejection::new(place.clone(), format!("a kind code longer than {KIND_LENGTH_MAX} characters")));
+    let fits = code.len() <= KIND_LENGTH_MAX && code.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
+    if !fits {
+        let reason = format!(
+            "the kind code {code:?} is not a ledger code (at most {KIND_LENGTH_MAX} letters, digits, '-', '.', '_' or ':')"
+        );
+        return Err(Rejection::new(place.clone(), reason));
     }
     Ok(code.to_owned())
 }

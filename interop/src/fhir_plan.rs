@@ -13,7 +13,7 @@
 //! - A ResearchStudy is a study registration, a ResearchSubject an enrolment
 //!   (`fhir_research`); a Practitioner's qualification, and a Basic or DocumentReference about a
 //!   provider, a credential from the Organization that issued it (`fhir_credentials`), which
-//!   is registered as an issuer.
+//!   signs as an issuer under a key of its own.
 //! - Everything else is rejected at its place with the reason, such as a resource that names
 //!   no patient.
 
@@ -157,7 +157,7 @@ pub fn plan(read: &Read) -> Plan {
     };
     let mut plan = Plan::default();
     let mut actors = BTreeSet::new();
-    // Credentials first: the Organizations that issue them are issuers, not providers.
+    // Credentials first: which Basic and DocumentReference resources they are.
     let mut credential_documents = BTreeSet::new();
     for (index, found) in read.resources.iter().enumerate() {
         let kind = found.resource_type();
@@ -184,7 +184,6 @@ pub fn plan(read: &Read) -> Plan {
             }
         }
     }
-    let issuers: BTreeSet<String> = plan.credentials.iter().map(|c| c.issuer.clone()).collect();
     let mut subjects = Vec::new();
     let mut studies_here: BTreeMap<String, String> = BTreeMap::new();
     let mut first_provider = None;
@@ -195,9 +194,7 @@ pub fn plan(read: &Read) -> Plan {
     for found in &read.resources {
         let kind = found.resource_type();
         let Some((kind, id)) = identity(found).filter(|_| is_actor(kind)) else { continue };
-        let key = key_name(&kind, &id);
-        let kind = if issuers.contains(&key) { ActorKind::Issuer } else { actor_kind(&kind) };
-        let actor = PlannedActor { kind, key };
+        let actor = PlannedActor { kind: actor_kind(&kind), key: key_name(&kind, &id) };
         if actor.kind == ActorKind::Provider && first_provider.is_none() {
             first_provider = Some(actor.key.clone());
         }

@@ -41,19 +41,24 @@ pub struct PlannedEnrolment {
     pub consent: String,
     /// Enrolled; `false`: withdrawn (off the study).
     pub enrolled: bool,
+    /// Which statement of the subject this is: its identity, version and period start, so that
+    /// a later one (a re-enrolment, an enrolment once a refused one's consent arrives) is
+    /// another transaction, and the same one imported again is the same.
+    pub statement: String,
 }
 
-/// Study statuses under which a study is registered and open.
-const OPEN: [&str; 3] = ["active", "approved", "in-review"];
-/// Study statuses under which a study is registered and closed to enrolment.
-const CLOSED: [&str; 6] = [
-    "closed-to-accrual",
-    "closed-to-accrual-and-intervention",
+/// Study statuses under which a study is registered and open. A temporary pause is no closing:
+/// the ledger has no reopening.
+const OPEN: [&str; 5] = [
+    "active",
+    "approved",
+    "in-review",
     "temporarily-closed-to-accrual",
     "temporarily-closed-to-accrual-and-intervention",
-    "completed",
-    "administratively-completed",
 ];
+/// Study statuses under which a study is registered and closed to enrolment for good.
+const CLOSED: [&str; 4] =
+    ["closed-to-accrual", "closed-to-accrual-and-intervention", "completed", "administratively-completed"];
 /// Subject statuses that mean enrolled.
 const ENROLLED: [&str; 4] = ["on-study", "on-study-intervention", "on-study-observation", "follow-up"];
 /// Subject statuses that mean no longer enrolled.
@@ -130,7 +135,15 @@ pub(crate) fn subject(
         Rejection::new(at(".consent"), reason)
     })?;
     let study = key_name("ResearchStudy", &study.1);
+    let text = |pointer: &str| json.pointer(pointer).and_then(Value::as_str).unwrap_or("");
+    let statement = format!(
+        "{}|{}|{}",
+        crate::fhir_plan::known_by(found, "subject")?,
+        text("/meta/versionId"),
+        text("/period/start")
+    );
     Ok(PlannedEnrolment {
+        statement,
         place: found.place.clone(),
         investigator: studies.get(&study).cloned(),
         study,

@@ -65,13 +65,22 @@ fn the_study_bundle_is_a_study_its_enrolments_and_the_investigator_s_credentials
     assert_eq!(
         credentials,
         vec![
-            ("MD", "fhir.Practitioner.rs-pi", "fhir.Organization.rs-board", day("2015-07-01"), day("2030-07-01")),
-            ("cme", "fhir.Practitioner.rs-pi", "fhir.Organization.rs-cme-body", day("2026-03-01"), OPEN_END),
+            (
+                "MD",
+                "fhir.Practitioner.rs-pi",
+                "fhir.issuer.Organization.rs-board",
+                day("2015-07-01"),
+                day("2030-07-01")
+            ),
+            ("cme", "fhir.Practitioner.rs-pi", "fhir.issuer.Organization.rs-cme-body", day("2026-03-01"), OPEN_END),
         ]
     );
     let kind_of = |key: &str| plan.actors.iter().find(|a| a.key == key).map(|a| a.kind);
-    assert_eq!(kind_of("fhir.Organization.rs-board"), Some(ActorKind::Issuer));
-    assert_eq!(kind_of("fhir.Organization.rs-cme-body"), Some(ActorKind::Issuer));
+    // An issuing body signs as an issuer under its own key; the Organization resource stays a
+    // provider, so one Organization may be both.
+    assert_eq!(kind_of("fhir.issuer.Organization.rs-board"), Some(ActorKind::Issuer));
+    assert_eq!(kind_of("fhir.issuer.Organization.rs-cme-body"), Some(ActorKind::Issuer));
+    assert_eq!(kind_of("fhir.Organization.rs-board"), Some(ActorKind::Provider));
     assert_eq!(kind_of("fhir.Practitioner.rs-pi"), Some(ActorKind::Provider));
     // Consents as ever: one grant each, to the investigator.
     assert_eq!(plan.consents.len(), 2);
@@ -145,6 +154,30 @@ fn damaged_studies_subjects_and_credentials_are_rejected_at_their_elements() {
         assert_eq!(rejected_at(&plan), vec![place], "{resource}");
         assert!(plan.studies.is_empty() && plan.enrolments.is_empty() && plan.credentials.is_empty());
     }
+    // A credential exported again, with other bookkeeping and its keys in another order, is the
+    // same document; a kind that is not a code is rejected at its element.
+    let basic = |meta: &str| {
+        json!({ "resourceType": "Basic", "id": "b", "meta": { "versionId": meta },
+                "code": { "coding": [{ "code": "cme" }] }, "subject": { "reference": "Practitioner/pi" },
+                "author": { "reference": "Organization/board" } })
+    };
+    let mut reordered =
+        json!({ "author": { "reference": "Organization/board" }, "subject": { "reference": "Practitioner/pi" } });
+    reordered.as_object_mut().unwrap().extend(basic("2").as_object().unwrap().clone());
+    let documents: Vec<[u8; 32]> = [basic("1"), reordered]
+        .iter()
+        .map(|b| planned_value(&collection(&[b.clone(), pi.clone(), board.clone()])).credentials[0].document)
+        .collect();
+    assert_eq!(documents[0], documents[1]);
+    let mut spaced = basic("1");
+    spaced["code"]["coding"][0]["code"] = json!("cme certificate");
+    assert_eq!(
+        rejected_at(&planned_value(&collection(&[spaced, pi.clone(), board.clone()]))),
+        vec!["$.entry[0].resource.code"]
+    );
+    // A study paused is registered open (the ledger has no reopening).
+    let paused = planned_value(&collection(&[study("temporarily-closed-to-accrual", led_by_pi.clone()), pi.clone()]));
+    assert!(!paused.studies[0].closed);
     // A study closed to accrual is registered and closed; a subject off the study withdrawn; a
     // subject of a study in another file is planned without its investigator, for the importer
     // to find among the studies it imported before.

@@ -464,8 +464,11 @@ impl Ledger {
 
     /// A clinical study, by its registration's transaction id: a public fact (its investigator,
     /// its protocol's hash, whether it is closed), held on every shard.
-    pub fn study(&self, study: TxId) -> Option<Study> {
-        self.read_durable(|core| core.shards[0].state().studies.get(&study).cloned())
+    pub fn study(&self, study: TxId) -> Result<Option<Study>, QueryError> {
+        self.read_durable(|core| match core.shards[0].state().studies.get(&study) {
+            Some(entry) => Ok(Some(entry.clone())),
+            None => core.stored(0, &StateKey::Study(study)),
+        })
     }
 
     /// A provider's credential, by its issuance's transaction id: public, so that anyone

@@ -268,7 +268,7 @@ impl Reads<'_> {
     pub fn enrolment(&self, patient: &ActorKey, study: TxId) -> Result<Option<Enrolment>, ReadError> {
         self.log(&Asked::Enrolment(patient, study))?;
         let found = self.ledger.enrolment(patient, study)?;
-        let investigator = self.ledger.study(study).map(|s| s.investigator);
+        let investigator = self.ledger.study(study)?.map(|s| s.investigator);
         match &investigator {
             Some(investigator) => self.may(&Subject::Enrolment { patient, investigator })?,
             None => self.may(&Subject::Patient { patient })?,

@@ -9,8 +9,8 @@ impl Shard {
     pub(super) fn check_credentials(&self, t: &Transaction, id: TxId, plan: &mut Plan) -> Check {
         match &t.operation {
             Operation::IssueCredential { subject, kind, document, valid_from, valid_until } => {
-                self.require_role(subject, &[Role::Provider], Reason::UnknownActor)?;
-                if kind.is_empty() || valid_from >= valid_until {
+                self.require_active(subject, &[Role::Provider], Reason::UnknownActor)?;
+                if !crate::model::valid_code(kind) || valid_from >= valid_until {
                     return Err(Reason::InvalidField);
                 }
                 let credential = ProviderCredential {

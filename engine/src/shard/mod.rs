@@ -613,6 +613,15 @@ impl Shard {
         }
     }
 
+    /// `require_role`, and the actor's registration not revoked.
+    fn require_active(&self, actor: &ActorKey, roles: &[Role], missing: Reason) -> Check {
+        self.require_role(actor, roles, missing)?;
+        match self.state.actors.get(actor) {
+            Some(found) if found.revoked_at.is_some() => Err(Reason::ActorRevoked),
+            _ => Ok(()),
+        }
+    }
+
     fn unlocked(&self, key: &StateKey) -> Check {
         if self.locked.contains(key) {
             Err(Reason::KeyLocked)

@@ -31,7 +31,7 @@ impl Shard {
                 if led.closed_at.is_some() {
                     return Err(Reason::StudyClosed);
                 }
-                self.require_role(patient, &[Role::Patient], Reason::UnknownPatient)?;
+                self.require_active(patient, &[Role::Patient], Reason::UnknownPatient)?;
                 if self.state.enrolments.get(&(*patient, *study)).is_some_and(|e| e.withdrawn_at.is_none()) {
                     return Err(Reason::AlreadyEnrolled);
                 }

@@ -52,6 +52,11 @@ pub fn keep(dir: &Path, entries: &[(String, Vec<(String, String)>)]) -> Result<P
     Ok(path)
 }
 
+/// The whole catalogue beside the ledger in `dir`, by key.
+pub fn all(dir: &Path) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+    read(&path(dir))
+}
+
 /// The catalogue's entry under `key`, if it holds one.
 pub fn entry(dir: &Path, key: &str) -> Result<Option<BTreeMap<String, String>>> {
     Ok(read(&path(dir))?.remove(key))

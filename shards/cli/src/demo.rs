@@ -141,6 +141,7 @@ fn imports(dir: &Path) -> Result<()> {
     const CLAIMS: &str = "x12-linuxforhealth/demo-file/demo.837";
     const REMITTANCE: &str = "caduceus/demo-remittance.835";
     const SHIPMENT: &str = "caduceus/demo-shipment.jsonld";
+    const STUDY: &str = "caduceus/research-study.json";
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data").canonicalize()?;
     // `DIR-imports`, not `DIR.imports`: the keystore, payload store and key-encryption key
     // beside it take its name with another extension, which must not be the demo's own.
@@ -150,10 +151,10 @@ fn imports(dir: &Path) -> Result<()> {
     let keystore = target.with_extension("keys");
     println!();
     println!(
-        "importing a FHIR bundle, an X12 837 and the 835 that pays it, and an EPCIS shipment into {}:",
+        "importing a FHIR bundle, an X12 837 and the 835 that pays it, an EPCIS shipment and a clinical study into {}:",
         target.display()
     );
-    let files: Vec<PathBuf> = [SYNTHEA, CLAIMS, REMITTANCE, SHIPMENT].iter().map(|f| data.join(f)).collect();
+    let files: Vec<PathBuf> = [SYNTHEA, CLAIMS, REMITTANCE, SHIPMENT, STUDY].iter().map(|f| data.join(f)).collect();
     let operator = keys::load_or_new(&keystore, "operator")?;
     let tally = {
         let mut into = crate::target::Target::embedded(&target, &operator, "operator")?;
@@ -165,7 +166,7 @@ fn imports(dir: &Path) -> Result<()> {
     let key = |name: &str| -> Result<ActorKey> { Ok(actor_key(&keys::load(&keystore, name)?)) };
     let (patient_name, _) = keys::list(&keystore)?
         .into_iter()
-        .find(|(name, _)| name.starts_with("fhir.Patient."))
+        .find(|(name, _)| name.starts_with("fhir.Patient.") && !name.starts_with("fhir.Patient.rs-"))
         .context("the bundle's patient has a key")?;
     let patient = key(&patient_name)?;
     let records = ledger.reads_as(&patient)?.records(&patient, None, 1000)?;
@@ -202,6 +203,20 @@ fn imports(dir: &Path) -> Result<()> {
     print::unit(&ledger.verify_unit(&unit)?, &trail.entries);
     if let Some(product) = crate::catalogue::product(&target, unit.gtin)? {
         print::product(&product);
+    }
+    // The study: its investigator's licence, verified by anyone; a subject's enrolment, read by
+    // that patient.
+    let study = crate::catalogue::entry(&target, "fhir.ResearchStudy.rs-study")?
+        .and_then(|entry| entry.get("study").and_then(|id| u128::from_str_radix(id, 16).ok()))
+        .context("the study is in the catalogue")?;
+    let licence = *tally.credentials.first().context("the study bundle's licence is issued")?;
+    let found = ledger.credential(licence)?.context("the licence is on the ledger")?;
+    print!("  anyone verifies the study investigator's licence: ");
+    print::credential(licence, &found, crate::now_ms());
+    let subject = key("fhir.Patient.rs-patient-1")?;
+    if let Some(enrolment) = ledger.reads_as(&subject)?.enrolment(&subject, study)? {
+        print!("  the study's subject {} reads its enrolment: ", &subject.to_hex()[..16]);
+        print::enrolment(study, &enrolment);
     }
     Ok(())
 }

@@ -51,6 +51,8 @@ pub struct Tally {
     pub rejected: BTreeMap<String, usize>,
     pub files_imported: usize,
     pub files_rejected: usize,
+    /// The ids of the credentials the files issued (or the ledger held), in file order.
+    pub credentials: Vec<TxId>,
 }
 
 /// Imports `files` into `target`, signing with keys of `keystore` (`operator` registers the
@@ -74,6 +76,7 @@ pub fn run(
         unmapped: BTreeMap::new(),
         kept: None,
         ids: Vec::new(),
+        credentials: Vec::new(),
     };
     let mut tally = Tally::default();
     for file in files {
@@ -120,6 +123,7 @@ pub fn run(
         importer.report(file, &mut tally);
         tally.files_imported += 1;
     }
+    tally.credentials = std::mem::take(&mut importer.credentials);
     Ok(tally)
 }
 
@@ -151,6 +155,8 @@ struct Importer<'a> {
     kept: Option<(usize, PathBuf)>,
     /// What the file registered that a reader asks for by id: its studies and credentials.
     ids: Vec<String>,
+    /// The run's credentials, by id.
+    credentials: Vec<TxId>,
 }
 
 impl Importer<'_> {
@@ -439,26 +445,42 @@ impl Importer<'_> {
     fn research(&mut self, keys: &BTreeMap<String, SigningKey>, plan: &Plan) -> Result<()> {
         let study_nonce = |study: &str| nonce_of(&[b"study", study.as_bytes()]);
         let mut registrations = Vec::new();
-        let mut kept = Vec::new();
+        let mut ids = Vec::new();
         for study in &plan.studies {
             let key = &keys[&study.investigator];
             let operation = Operation::RegisterStudy { protocol: study.protocol };
             registrations.push(self.fresh(key, &[b"study", study.study.as_bytes()], operation)?);
             let id = transaction_id(&actor_key(key), study_nonce(&study.study));
             self.ids.push(format!("study {} registered as {}", study.study, crate::print::id_hex(id)));
-            let entry = [("investigator", study.investigator.clone()), ("study", crate::print::id_hex(id))];
-            kept.push((study.study.clone(), entry.map(|(k, v)| (k.to_owned(), v)).to_vec()));
+            ids.push(id);
         }
         self.submit(registrations)?;
+        // Kept for a later file's subjects once the ledger holds the registration.
+        let held = self.target.held(&ids)?;
+        let kept: Vec<(String, Vec<(String, String)>)> = plan
+            .studies
+            .iter()
+            .zip(&ids)
+            .zip(held)
+            .filter(|(_, held)| *held)
+            .map(|((study, id), _)| {
+                let entry = [("investigator", study.investigator.clone()), ("study", crate::print::id_hex(*id))];
+                (study.study.clone(), entry.map(|(k, v)| (k.to_owned(), v)).to_vec())
+            })
+            .collect();
         if !kept.is_empty() {
             crate::catalogue::keep(self.target.dir(), &kept)?;
         }
+        let imported_before = if plan.enrolments.iter().any(|e| e.investigator.is_none()) {
+            crate::catalogue::all(self.target.dir())?
+        } else {
+            BTreeMap::new()
+        };
         let (mut enrolments, mut withdrawals) = (Vec::new(), Vec::new());
         for planned in &plan.enrolments {
             let known = match &planned.investigator {
                 Some(name) => Some(name.clone()),
-                None => crate::catalogue::entry(self.target.dir(), &planned.study)?
-                    .and_then(|e| e.get("investigator").cloned()),
+                None => imported_before.get(&planned.study).and_then(|e| e.get("investigator").cloned()),
             };
             let Some(investigator) = known else {
                 let reason = format!("the study {} is neither in this file nor imported before", planned.study);
@@ -467,14 +489,22 @@ impl Importer<'_> {
             };
             let key = match keys.get(&investigator) {
                 Some(key) => key.clone(),
-                None => crate::keys::load_or_new(self.keystore, &investigator)?,
+                None => match crate::keys::load(self.keystore, &investigator) {
+                    Ok(key) => key,
+                    Err(error) => {
+                        let reason = format!("the study's investigator {investigator} has no key here: {error:#}");
+                        self.rejections.push(Rejection::new(planned.place.clone(), reason));
+                        continue;
+                    }
+                },
             };
             let study = transaction_id(&actor_key(&key), study_nonce(&planned.study));
             let patient = actor_key(&keys[&planned.patient]);
             let consent = caduceus_interop::fhir_plan::consent_id(&planned.consent, &investigator);
-            // The consent is part of the identity: an enrolment refused on one consent is tried
-            // again when a later file names another.
-            let id: [&[u8]; 4] = [b"enrol", &patient.0, &study.to_le_bytes(), &consent.to_le_bytes()];
+            // Each statement of a subject is its own transaction: a re-enrolment, or an enrolment
+            // once a refused one's consent has arrived, is tried; the same file again is not.
+            let id: [&[u8]; 5] =
+                [b"enrol", &patient.0, &study.to_le_bytes(), &consent.to_le_bytes(), planned.statement.as_bytes()];
             if planned.enrolled {
                 let operation = Operation::EnrollSubject { study, patient, consent };
                 enrolments.push(self.fresh(&key, &id, operation)?);
@@ -510,6 +540,7 @@ impl Importer<'_> {
             let id: [&[u8]; 2] = [b"credential", credential.source.as_bytes()];
             issued.push(self.fresh(issuer, &id, operation)?);
             let ledger_id = transaction_id(&actor_key(issuer), nonce_of(&id));
+            self.credentials.push(ledger_id);
             self.ids.push(format!(
                 "credential {} ({}) of {} from {}",
                 crate::print::id_hex(ledger_id),

@@ -106,7 +106,7 @@ impl Reader for Embedded {
         Ok(self.reads()?.account(owner)?)
     }
     fn study(&self, study: TxId) -> Result<Option<Study>> {
-        Ok(self.ledger.study(study))
+        Ok(self.ledger.study(study)?)
     }
     fn enrolment(&self, patient: &ActorKey, study: TxId) -> Result<Option<Enrolment>> {
         Ok(self.reads()?.enrolment(patient, study)?)

@@ -34,7 +34,9 @@ fn demo_verify_query_and_damage() {
     let report = text(&demo);
     // The imports: the Synthea patient reads its records, the 837's patient its claim, paid by the
     // 835, the pharmacy the unit the EPCIS shipment brought it, with its product.
-    assert!(report.contains("files: 4 imported, 0 rejected"), "{report}");
+    assert!(report.contains("files: 5 imported, 0 rejected"), "{report}");
+    assert!(report.contains("licence: credential ") && report.contains(": valid now"), "{report}");
+    assert!(report.contains("reads its enrolment: enrolled in study"), "{report}");
     assert!(report.contains("reads its 67 records"), "{report}");
     assert!(report.contains("100.00 billed, paid, 80.00 in payment"), "{report}");
     assert!(report.contains("unit (01)10614141073464(21)2017: genuine, lot DP2611, dispensed"), "{report}");
@@ -751,9 +753,10 @@ fn a_study_enrols_on_research_consent_and_credentials_verify_by_id() {
     let keystore = data.with_extension("keys");
     let bundle = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/caduceus/research-study.json");
     let first = text(&caduceus(&["import", "--dir", data_arg, bundle.to_str().unwrap()]));
-    // 5 actors, 2 consents, the study, 2 enrolments (1 refused), 2 credentials.
+    // 7 actors (2 patients, the investigator, 2 Organizations and their 2 issuer keys), 2
+    // consents, the study, 2 enrolments (1 refused), 2 credentials.
     assert!(
-        first.contains("12 transactions submitted (11 committed), 0 already on the ledger, 1 parts rejected"),
+        first.contains("14 transactions submitted (13 committed), 0 already on the ledger, 1 parts rejected"),
         "{first}"
     );
     assert!(first.contains("1 consent-purpose-not-covered"), "{first}");
@@ -766,7 +769,7 @@ fn a_study_enrols_on_research_consent_and_credentials_verify_by_id() {
     let study = id_after(&first, "study fhir.ResearchStudy.rs-study registered as");
     let licence = id_after(&first, "credential");
     let again = text(&caduceus(&["import", "--dir", data_arg, bundle.to_str().unwrap()]));
-    assert!(again.contains("transactions: 0 submitted, 12 already on the ledger"), "{again}");
+    assert!(again.contains("transactions: 0 submitted, 14 already on the ledger"), "{again}");
 
     let query = |who: Option<&str>, what: &[&str]| -> String {
         let mut args = vec!["query", "--dir", data_arg, "--keystore", keystore.to_str().unwrap()];
@@ -777,7 +780,7 @@ fn a_study_enrols_on_research_consent_and_credentials_verify_by_id() {
         text(&caduceus(&args))
     };
     let key = |name: &str| listed_key(&keystore, name);
-    let (pi, board) = (key("fhir.Practitioner.rs-pi"), key("fhir.Organization.rs-board"));
+    let (pi, board) = (key("fhir.Practitioner.rs-pi"), key("fhir.issuer.Organization.rs-board"));
     let credential = query(None, &["credential", "--credential", &licence]);
     assert!(credential.contains(&format!("MD held by {} issued by {}", &pi[..16], &board[..16])), "{credential}");
     assert!(credential.contains("valid 2015-07-01") && credential.contains(": valid now"), "{credential}");
