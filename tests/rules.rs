@@ -740,16 +740,23 @@ fn an_issuer_issues_and_revokes_providers_credentials_and_anyone_verifies_them()
     assert_eq!((found.issuer, found.subject, found.kind.as_str()), (w.stranger.id, w.doctor.id, "license"));
     assert!(found.valid_at(START) && !found.valid_at(START + 365 * DAY));
     assert!(ledger.credential(licence + 1).unwrap().is_none());
+    let revoke =
+        |credential, subject: &crate::support::Actor| Operation::RevokeCredential { credential, subject: subject.id };
     check(
         &w,
         &ledger,
         &[
-            (&other_issuer, Operation::RevokeCredential { credential: licence }, rejected(NotIssuer)),
-            (&w.stranger, Operation::RevokeCredential { credential: licence + 1 }, rejected(UnknownCredential)),
-            (&w.stranger, Operation::RevokeCredential { credential: licence }, committed()),
-            (&w.stranger, Operation::RevokeCredential { credential: licence }, rejected(CredentialRevoked)),
+            (&other_issuer, revoke(licence, &w.doctor), rejected(NotIssuer)),
+            (&w.stranger, revoke(licence + 1, &w.doctor), rejected(UnknownCredential)),
+            // The revocation names the credential's own holder.
+            (&w.stranger, revoke(licence, &w.nurse), rejected(InvalidField)),
         ],
     );
+    let (revocation, result) = run(&w, &ledger, &w.stranger, revoke(licence, &w.doctor));
+    assert_eq!(result, committed());
+    assert_eq!(run(&w, &ledger, &w.stranger, revoke(licence, &w.doctor)).1, rejected(CredentialRevoked));
+    // The provider is a party to its credential's revocation: it reads and proves it.
+    assert!(w.reads(&ledger, &w.doctor).prove(revocation).unwrap().is_some());
     let revoked = ledger.credential(licence).unwrap().expect("kept");
     assert!(revoked.revoked_at.is_some() && !revoked.valid_at(START));
 }

@@ -100,7 +100,9 @@ pub fn parties(transaction: &Transaction) -> Vec<ActorKey> {
         | Operation::AdjudicateClaim { patient, .. }
         | Operation::EnrollSubject { patient, .. }
         | Operation::WithdrawSubject { patient, .. } => parties.push(*patient),
-        Operation::IssueCredential { subject, .. } => parties.push(*subject),
+        Operation::IssueCredential { subject, .. } | Operation::RevokeCredential { subject, .. } => {
+            parties.push(*subject)
+        }
         Operation::GrantConsent { patient, grantee, .. } => parties.extend([*patient, *grantee]),
         Operation::SubmitClaim { patient, payer, .. } => parties.extend([*patient, *payer]),
         Operation::PayClaim { patient, provider, .. } => parties.extend([*patient, *provider]),
@@ -114,8 +116,7 @@ pub fn parties(transaction: &Transaction) -> Vec<ActorKey> {
         | Operation::AuditRead { subject: None, .. }
         | Operation::RotateKey { .. }
         | Operation::RegisterStudy { .. }
-        | Operation::CloseStudy { .. }
-        | Operation::RevokeCredential { .. } => {}
+        | Operation::CloseStudy { .. } => {}
     }
     parties
 }

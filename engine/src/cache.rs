@@ -95,7 +95,7 @@ fn needs(transaction: &SignedTransaction, shards: u32, out: &mut Vec<Need>) {
             let id = transaction.id();
             out.push(Need::Entry(shard_of_credential(id, shards), StateKey::Credential(id)));
         }
-        Operation::RevokeCredential { credential } => {
+        Operation::RevokeCredential { credential, .. } => {
             out.push(Need::Entry(shard_of_credential(*credential, shards), StateKey::Credential(*credential)));
         }
         // Actors, accounts and recalls are resident; a new study's id is new.

@@ -573,6 +573,9 @@ pub enum Operation {
     RevokeCredential {
         /// The credential (its issuance's transaction id).
         credential: TxId,
+        /// The provider it was issued to, so that the provider is a party to its revocation
+        /// (and may read and prove it); it must be the credential's.
+        subject: ActorKey,
     },
 }
 
@@ -1067,7 +1070,10 @@ impl Codec for Operation {
                 e.u64(*valid_from);
                 e.u64(*valid_until);
             }
-            Operation::RevokeCredential { credential } => e.u128(*credential),
+            Operation::RevokeCredential { credential, subject } => {
+                e.u128(*credential);
+                e.array(&subject.0);
+            }
         }
         Ok(())
     }
@@ -1207,7 +1213,9 @@ impl Codec for Operation {
                 valid_from: d.u64()?,
                 valid_until: d.u64()?,
             },
-            OperationKind::RevokeCredential => Operation::RevokeCredential { credential: d.u128()? },
+            OperationKind::RevokeCredential => {
+                Operation::RevokeCredential { credential: d.u128()?, subject: actor(d)? }
+            }
         })
     }
 }

@@ -58,7 +58,7 @@ pub fn participants(transaction: &Transaction, shard_count: u32) -> Vec<u32> {
         Operation::IssueCredential { .. } => {
             vec![shard_of_credential(transaction_id(&transaction.signer, transaction.nonce), shard_count)]
         }
-        Operation::RevokeCredential { credential } => vec![shard_of_credential(*credential, shard_count)],
+        Operation::RevokeCredential { credential, .. } => vec![shard_of_credential(*credential, shard_count)],
         Operation::FundAccount { .. } | Operation::AuditRead { subject: None, .. } => vec![actor(&transaction.signer)],
         Operation::AuditRead { subject: Some(subject), .. } => vec![actor(subject)],
         Operation::PayClaim { patient, provider, .. } => {

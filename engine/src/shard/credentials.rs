@@ -25,10 +25,13 @@ impl Shard {
                 };
                 plan.effects.push(Effect::PutCredential(id, credential));
             }
-            Operation::RevokeCredential { credential } => {
+            Operation::RevokeCredential { credential, subject } => {
                 let current = self.state.credentials.get(credential).ok_or(Reason::UnknownCredential)?;
                 if current.issuer != t.signer {
                     return Err(Reason::NotIssuer);
+                }
+                if current.subject != *subject {
+                    return Err(Reason::InvalidField);
                 }
                 if current.revoked_at.is_some() {
                     return Err(Reason::CredentialRevoked);
