@@ -143,10 +143,10 @@ enum Command {
         role: caduceus_engine::Role,
     },
     /// Import FHIR R4 (a resource, a Bundle, Bulk Data NDJSON), X12 5010 (837, 835), GS1 EPCIS
-    /// (2.0 JSON-LD or XML, 1.2 XML) and FDA NDC directory files into an embedded ledger, made if
-    /// the directory holds none: actors, records (payloads encrypted beside the ledger),
-    /// consents, claims and payments, units' custody, studies and enrolments, providers'
-    /// credentials. Importing a file again changes nothing.
+    /// (2.0 JSON-LD or XML, 1.2 XML) and FDA NDC directory files into an embedded ledger (made if
+    /// the directory holds none) or a running cluster: actors, records (payloads stored
+    /// encrypted), consents, claims and payments, units' custody, studies and enrolments,
+    /// providers' credentials. Importing a file again changes nothing.
     Import {
         /// An embedded ledger's directory (made if it holds none).
         #[arg(long, alias = "data", required_unless_present_any = ["target", "cluster_dir"], conflicts_with_all = ["target", "cluster_dir"])]
