@@ -468,6 +468,11 @@ impl Codec for Consent {
         let revoked = d.bool("revoked")?;
         let revoked_time = d.u64()?;
         let revoked_by = d.u128()?;
+        // One encoding per consent: an unrevoked one has neither a revocation time nor its
+        // transaction.
+        if !revoked && (revoked_time != 0 || revoked_by != 0) {
+            return Err(DecodeError::Invalid("revoked"));
+        }
         Ok(Self {
             patient,
             grantee,

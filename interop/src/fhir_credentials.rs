@@ -5,7 +5,8 @@
 //! document's author or authenticator, an Organization). An issuing body signs as an issuer
 //! under a key of its own (`fhir.issuer.Organization.ID`), apart from the key the same
 //! Organization has as a provider (a hospital that also accredits keeps both roles); one the
-//! file names only by display is known by that display. The ledger holds the credential's kind
+//! file names only by display is known by that display (`fhir.issuer.named.DISPLAY`). The
+//! ledger holds the credential's kind
 //! code, period and the blake3 of its JSON (without its `meta`, keys in order), never the
 //! document.
 
@@ -139,11 +140,13 @@ fn canonical(json: &Value) -> Vec<u8> {
             other => other.clone(),
         }
     }
-    let mut value = sorted(json);
-    if let Value::Object(object) = &mut value {
-        object.remove("meta");
-    }
-    serde_json::to_vec(&value).expect("a JSON value serializes")
+    let value = match json {
+        Value::Object(object) => {
+            Value::Object(object.iter().filter(|(k, _)| *k != "meta").map(|(k, v)| (k.clone(), v.clone())).collect())
+        }
+        other => other.clone(),
+    };
+    serde_json::to_vec(&sorted(&value)).expect("a JSON value serializes")
 }
 
 /// The key name of an issuing body: an Organization reference, or a display alone.
@@ -154,7 +157,8 @@ fn issuer(reference: Option<&Value>, resolve: &dyn Fn(&str) -> Option<(String, S
         return (kind == "Organization").then(|| crate::actors::key_name("fhir.issuer.Organization", &id));
     }
     let display = reference.get("display").and_then(Value::as_str).filter(|d| !d.trim().is_empty())?;
-    Some(crate::actors::key_name("fhir.issuer", display))
+    // Apart from the Organizations' names, whatever the display says.
+    Some(crate::actors::key_name("fhir.issuer.named", display))
 }
 
 /// A credential's kind: its concept's first coding's code.

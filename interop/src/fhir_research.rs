@@ -41,9 +41,9 @@ pub struct PlannedEnrolment {
     pub consent: String,
     /// Enrolled; `false`: withdrawn (off the study).
     pub enrolled: bool,
-    /// Which statement of the subject this is: its identity, version and period start, so that
-    /// a later one (a re-enrolment, an enrolment once a refused one's consent arrives) is
-    /// another transaction, and the same one imported again is the same.
+    /// Which statement of the subject this is: its identity and period start, so that a
+    /// re-enrolment (a new period) is another transaction, and the same one imported again,
+    /// or exported again by its server, is the same.
     pub statement: String,
 }
 
@@ -136,12 +136,7 @@ pub(crate) fn subject(
     })?;
     let study = key_name("ResearchStudy", &study.1);
     let text = |pointer: &str| json.pointer(pointer).and_then(Value::as_str).unwrap_or("");
-    let statement = format!(
-        "{}|{}|{}",
-        crate::fhir_plan::known_by(found, "subject")?,
-        text("/meta/versionId"),
-        text("/period/start")
-    );
+    let statement = format!("{}|{}", crate::fhir_plan::known_by(found, "subject")?, text("/period/start"));
     Ok(PlannedEnrolment {
         statement,
         place: found.place.clone(),

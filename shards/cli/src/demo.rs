@@ -209,14 +209,18 @@ fn imports(dir: &Path) -> Result<()> {
     let study = crate::catalogue::entry(&target, "fhir.ResearchStudy.rs-study")?
         .and_then(|entry| entry.get("study").and_then(|id| u128::from_str_radix(id, 16).ok()))
         .context("the study is in the catalogue")?;
-    let licence = *tally.credentials.first().context("the study bundle's licence is issued")?;
-    let found = ledger.credential(licence)?.context("the licence is on the ledger")?;
+    let mut licence = None;
+    for id in &tally.credentials {
+        licence = licence.or(ledger.credential(*id)?.filter(|c| c.kind == "MD").map(|c| (*id, c)));
+    }
+    let (id, found) = licence.context("the study bundle's licence is on the ledger")?;
     print!("  anyone verifies the study investigator's licence: ");
-    print::credential(licence, &found, crate::now_ms());
+    print::credential(id, &found, crate::now_ms());
     let subject = key("fhir.Patient.rs-patient-1")?;
-    if let Some(enrolment) = ledger.reads_as(&subject)?.enrolment(&subject, study)? {
-        print!("  the study's subject {} reads its enrolment: ", &subject.to_hex()[..16]);
-        print::enrolment(study, &enrolment);
+    print!("  the study's subject {} reads its enrolment: ", &subject.to_hex()[..16]);
+    match ledger.reads_as(&subject)?.enrolment(&subject, study)? {
+        Some(enrolment) => print::enrolment(study, &enrolment),
+        None => println!("none (the import above says why)"),
     }
     Ok(())
 }

@@ -1169,8 +1169,8 @@ fn a_cluster_takes_an_import_and_answers_for_it() {
     };
     let first = import();
     assert!(!first.contains("unavailable") && !first.contains("unknown-signer"), "{first}");
-    // Every file imported; what the ledger refuses is only what it should: both enrolments,
-    // whose consents start after the cluster's fixed clock.
+    // Every file imported; what the ledger refuses is only what it should: the enrolment on a
+    // consent for treatment only.
     assert!(first.contains("files: 5 imported, 0 rejected"), "{first}");
     let totals = first.split("files: 5 imported").nth(1).unwrap();
     let refused: Vec<&str> = totals
@@ -1180,7 +1180,7 @@ fn a_cluster_takes_an_import_and_answers_for_it() {
         .filter(|l| !l.contains("committed"))
         .map(str::trim)
         .collect();
-    assert_eq!(refused, vec!["2 consent-outside-period"], "{first}");
+    assert_eq!(refused, vec!["1 consent-purpose-not-covered"], "{first}");
     let again = import();
     assert!(again.contains("transactions: 0 submitted"), "{again}");
 
