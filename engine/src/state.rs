@@ -383,10 +383,7 @@ impl Codec for Actor {
         for prefix in &self.prefixes {
             e.text("prefix", prefix, GS1_PREFIX_LENGTH_MAX)?;
         }
-        e.bool(self.revoked_at.is_some());
-        if let Some(at) = self.revoked_at {
-            e.u64(at);
-        }
+        optional_time(e, self.revoked_at);
         e.bool(self.key.is_some());
         if let Some(key) = &self.key {
             e.array(&key.0);
@@ -401,7 +398,7 @@ impl Codec for Actor {
                 let count = d.count("prefixes", PREFIXES_PER_ACTOR_MAX)?;
                 (0..count).map(|_| d.text("prefix", GS1_PREFIX_LENGTH_MAX)).collect::<Result<_, _>>()?
             },
-            revoked_at: if d.bool("revoked")? { Some(d.u64()?) } else { None },
+            revoked_at: decode_optional_time(d, "revoked")?,
             key: if d.bool("key")? { Some(ActorKey(d.array()?)) } else { None },
         })
     }
@@ -416,10 +413,7 @@ impl Codec for Record {
         e.array(&self.previous_hash);
         e.u32(self.version);
         e.u64(self.updated_at);
-        e.bool(self.erased_at.is_some());
-        if let Some(at) = self.erased_at {
-            e.u64(at);
-        }
+        optional_time(e, self.erased_at);
         e.u128(self.written_by);
         Ok(())
     }
@@ -432,7 +426,7 @@ impl Codec for Record {
             previous_hash: d.array()?,
             version: d.u32()?,
             updated_at: d.u64()?,
-            erased_at: if d.bool("erased")? { Some(d.u64()?) } else { None },
+            erased_at: decode_optional_time(d, "erased")?,
             written_by: d.u128()?,
         })
     }
@@ -643,6 +637,7 @@ impl Codec for ProviderCredential {
     }
 }
 
+/// An optional time: a flag, then the time if there is one.
 fn optional_time(e: &mut Encoder, time: Option<Timestamp>) {
     e.bool(time.is_some());
     if let Some(time) = time {

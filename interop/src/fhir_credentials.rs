@@ -13,7 +13,7 @@
 use serde_json::Value;
 
 use crate::fhir::{within, Found};
-use crate::fhir_plan::{fhir_time, key_name, referenced, OPEN_END};
+use crate::fhir_plan::{key_name, referenced, time_at, OPEN_END};
 use crate::report::{Place, Rejection};
 
 /// The longest kind code the ledger holds.
@@ -59,8 +59,9 @@ pub(crate) fn qualifications(
                 Rejection::new(at(".issuer"), "the qualification names no issuer (an Organization) to vouch for it")
             })?;
             let kind = kind(qualification.get("code"), &at(".code"))?;
-            let valid_from = time(qualification.pointer("/period/start"), false, &at(".period.start"))?.unwrap_or(0);
-            let valid_until = time(qualification.pointer("/period/end"), true, &at(".period.end"))?.unwrap_or(OPEN_END);
+            let valid_from = time_at(qualification.pointer("/period/start"), false, &at(".period.start"))?.unwrap_or(0);
+            let valid_until =
+                time_at(qualification.pointer("/period/end"), true, &at(".period.end"))?.unwrap_or(OPEN_END);
             credential(at(""), id, issuer, key_name("Practitioner", id), kind, qualification, valid_from, valid_until)
         })
         .collect()
@@ -87,11 +88,11 @@ pub(crate) fn document(
         let (kind_path, kind_at) = if basic { ("code", ".code") } else { ("type", ".type") };
         let kind = kind(json.get(kind_path), &at(kind_at))?;
         let (from, until) = if basic {
-            (time(json.get("created"), false, &at(".created"))?, None)
+            (time_at(json.get("created"), false, &at(".created"))?, None)
         } else {
-            let start = time(json.pointer("/context/period/start"), false, &at(".context.period.start"))?;
-            let date = time(json.get("date"), false, &at(".date"))?;
-            (start.or(date), time(json.pointer("/context/period/end"), true, &at(".context.period.end"))?)
+            let start = time_at(json.pointer("/context/period/start"), false, &at(".context.period.start"))?;
+            let date = time_at(json.get("date"), false, &at(".date"))?;
+            (start.or(date), time_at(json.pointer("/context/period/end"), true, &at(".context.period.end"))?)
         };
         let id = crate::fhir_plan::known_by(found, "credential")?;
         let subject = key_name(&subject.0, &subject.1);
@@ -177,13 +178,4 @@ fn kind(concept: Option<&Value>, place: &Place) -> Result<String, Rejection> {
         return Err(Rejection::new(place.clone(), reason));
     }
     Ok(code.to_owned())
-}
-
-fn time(value: Option<&Value>, end: bool, place: &Place) -> Result<Option<u64>, Rejection> {
-    match value.and_then(Value::as_str) {
-        None => Ok(None),
-        Some(text) => fhir_time(text, end)
-            .map(Some)
-            .ok_or_else(|| Rejection::new(place.clone(), format!("{text:?} is not a FHIR date or dateTime"))),
-    }
 }

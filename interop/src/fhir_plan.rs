@@ -601,14 +601,7 @@ fn consent(
         all.dedup();
         purposes = all;
     }
-    let time = |path: &str, end: bool| -> Result<Option<u64>, Rejection> {
-        match json.pointer(path).and_then(Value::as_str) {
-            None => Ok(None),
-            Some(value) => fhir_time(value, end).map(Some).ok_or_else(|| {
-                Rejection::new(at(&path.replace('/', ".")), format!("{value:?} is not a FHIR date or dateTime"))
-            }),
-        }
-    };
+    let time = |path: &str, end: bool| time_at(json.pointer(path), end, &at(&path.replace('/', ".")));
     let valid_from = time("/provision/period/start", false)?.or(time("/dateTime", false)?).unwrap_or(0);
     let valid_until = time("/provision/period/end", true)?.unwrap_or(OPEN_END);
     let patient = key_name("Patient", &patient.1);
@@ -629,6 +622,16 @@ fn consent(
 /// full URL) and the grantee's key name, so that an enrolment naming the Consent finds it.
 pub fn consent_id(consent: &str, grantee: &str) -> u128 {
     crate::actors::derived_id("caduceus fhir consent 1", &[consent, grantee])
+}
+
+/// An optional FHIR date or dateTime (`fhir_time`), or its rejection at `place`.
+pub(crate) fn time_at(value: Option<&Value>, end: bool, place: &Place) -> Result<Option<u64>, Rejection> {
+    match value.and_then(Value::as_str) {
+        None => Ok(None),
+        Some(text) => fhir_time(text, end)
+            .map(Some)
+            .ok_or_else(|| Rejection::new(place.clone(), format!("{text:?} is not a FHIR date or dateTime"))),
+    }
 }
 
 /// A FHIR date or dateTime in milliseconds since the epoch: its start, or with `end` the start

@@ -202,7 +202,8 @@ impl Importer<'_> {
             let operation = Operation::RegisterActor { actor: key, role, prefixes };
             registrations.push(signed(self.operator, nonce, self.now, operation)?);
         }
-        self.submit(registrations)?;
+        // New: the ledger holds none of these actors, or not in the role raised.
+        self.send(registrations)?;
         Ok(keys)
     }
 
@@ -256,14 +257,14 @@ impl Importer<'_> {
                     unit.serial.as_bytes(),
                     step.event_time.as_bytes(),
                 ];
-                batch.push(self.fresh(&keys[&step.signer], &id, operation)?);
+                batch.push(self.fresh(&keys[&step.signer], &id, operation));
             }
             for recall in plan.recalls.iter().filter(|r| r.phase == phase) {
                 let reason = RecallClass::parse(&recall.class).expect("the plan names classes the ledger knows");
                 let operation = Operation::RecallLot { gtin: recall.gtin, lot: recall.lot.clone(), reason };
                 let id: [&[u8]; 4] =
                     [b"epcis recall", &recall.gtin.to_le_bytes(), recall.lot.as_bytes(), recall.event_time.as_bytes()];
-                batch.push(self.fresh(&keys[&recall.signer], &id, operation)?);
+                batch.push(self.fresh(&keys[&recall.signer], &id, operation));
             }
             self.submit(batch)?;
         }
@@ -282,19 +283,33 @@ impl Importer<'_> {
         Ok(self.commitment.clone().expect("read above"))
     }
 
-    /// A transaction whose id is a function of what it imports, signed by `key`.
-    fn fresh(&self, key: &SigningKey, id: &[&[u8]], operation: Operation) -> Result<SignedTransaction> {
-        signed(key, nonce_of(id), self.now, operation)
+    /// A transaction whose id is a function of what it imports, to be signed by `key` if the
+    /// ledger does not hold it (`submit`).
+    fn fresh(&self, key: &SigningKey, id: &[&[u8]], operation: Operation) -> Unsigned {
+        let transaction =
+            Transaction { nonce: nonce_of(id), signer: actor_key(key), timestamp: self.now, operation, key: None };
+        Unsigned { key: key.clone(), transaction }
     }
 
-    /// Submits what the ledger does not hold yet; what it holds is counted.
-    fn submit(&mut self, transactions: Vec<SignedTransaction>) -> Result<()> {
-        let ids: Vec<TxId> = transactions.iter().map(SignedTransaction::id).collect();
+    /// Signs and submits what the ledger does not hold yet; what it holds is counted.
+    fn submit(&mut self, transactions: Vec<Unsigned>) -> Result<()> {
+        let ids: Vec<TxId> =
+            transactions.iter().map(|t| transaction_id(&t.transaction.signer, t.transaction.nonce)).collect();
         let held = self.target.held(&ids)?;
-        let fresh: Vec<SignedTransaction> =
-            transactions.into_iter().zip(&held).filter(|(_, held)| !**held).map(|(t, _)| t).collect();
-        self.already += held.len() - fresh.len();
-        self.target.submit(fresh, &mut self.submitted)
+        let mut fresh = Vec::new();
+        for (unsigned, held) in transactions.into_iter().zip(held) {
+            if held {
+                self.already += 1;
+            } else {
+                fresh.push(sign(unsigned.transaction, &unsigned.key)?);
+            }
+        }
+        self.send(fresh)
+    }
+
+    /// Submits transactions known to be new.
+    fn send(&mut self, transactions: Vec<SignedTransaction>) -> Result<()> {
+        self.target.submit(transactions, &mut self.submitted)
     }
 
     /// Prints what the file did and adds it to the tally.
@@ -371,7 +386,7 @@ impl Importer<'_> {
                 commitment,
             };
             let id: [&[u8]; 3] = [b"claim", &patient.0, &claim.claim.to_le_bytes()];
-            claims.push(self.fresh(&keys[&claim.provider], &id, operation)?);
+            claims.push(self.fresh(&keys[&claim.provider], &id, operation));
         }
         self.submit(claims)?;
         let (mut funds, mut decisions, mut payments) = (Vec::new(), Vec::new(), Vec::new());
@@ -381,7 +396,7 @@ impl Importer<'_> {
             if funding > 0 {
                 let id: [&[u8]; 4] =
                     [b"fund", &actor_key(payer).0, remittance.trace.as_bytes(), &funding.to_le_bytes()];
-                funds.push(self.fresh(payer, &id, Operation::FundAccount { amount: funding })?);
+                funds.push(self.fresh(payer, &id, Operation::FundAccount { amount: funding }));
             }
             for payment in &remittance.payments {
                 let patient = key(&payment.patient);
@@ -391,12 +406,12 @@ impl Importer<'_> {
                     Decision::Denied(reason) => Adjudication::Deny { reason },
                 };
                 let id: [&[u8]; 3] = [b"adjudicate", &patient.0, &claim.to_le_bytes()];
-                decisions.push(self.fresh(payer, &id, Operation::AdjudicateClaim { claim, patient, decision })?);
+                decisions.push(self.fresh(payer, &id, Operation::AdjudicateClaim { claim, patient, decision }));
                 if let Decision::Paid(amount) = payment.decision {
                     let provider = key(&payment.provider);
                     let id: [&[u8]; 3] = [b"pay", &patient.0, &claim.to_le_bytes()];
                     let operation = Operation::PayClaim { claim, patient, provider, amount };
-                    payments.push(self.fresh(payer, &id, operation)?);
+                    payments.push(self.fresh(payer, &id, operation));
                 }
             }
         }
@@ -431,7 +446,7 @@ impl Importer<'_> {
                 }
                 None => (b"revoke", Operation::RevokeConsent { consent, patient }),
             };
-            consents.push(self.fresh(signer, &[what, &patient.0, &consent.to_le_bytes()], operation)?);
+            consents.push(self.fresh(signer, &[what, &patient.0, &consent.to_le_bytes()], operation));
         }
         self.submit(consents)?;
         self.research(&keys, &plan)?;
@@ -449,7 +464,7 @@ impl Importer<'_> {
         for study in &plan.studies {
             let key = &keys[&study.investigator];
             let operation = Operation::RegisterStudy { protocol: study.protocol };
-            registrations.push(self.fresh(key, &[b"study", study.study.as_bytes()], operation)?);
+            registrations.push(self.fresh(key, &[b"study", study.study.as_bytes()], operation));
             let id = transaction_id(&actor_key(key), study_nonce(&study.study));
             self.ids.push(format!("study {} registered as {}", study.study, crate::print::id_hex(id)));
             ids.push(id);
@@ -507,10 +522,10 @@ impl Importer<'_> {
                 [b"enrol", &patient.0, &study.to_le_bytes(), &consent.to_le_bytes(), planned.statement.as_bytes()];
             if planned.enrolled {
                 let operation = Operation::EnrollSubject { study, patient, consent };
-                enrolments.push(self.fresh(&key, &id, operation)?);
+                enrolments.push(self.fresh(&key, &id, operation));
             } else {
                 let operation = Operation::WithdrawSubject { study, patient };
-                withdrawals.push(self.fresh(&key, &[&[b"withdraw".as_slice()], &id[1..]].concat(), operation)?);
+                withdrawals.push(self.fresh(&key, &[&[b"withdraw".as_slice()], &id[1..]].concat(), operation));
             }
         }
         self.submit(enrolments)?;
@@ -519,7 +534,7 @@ impl Importer<'_> {
         for study in plan.studies.iter().filter(|s| s.closed) {
             let key = &keys[&study.investigator];
             let operation = Operation::CloseStudy { study: transaction_id(&actor_key(key), study_nonce(&study.study)) };
-            closes.push(self.fresh(key, &[b"close study", study.study.as_bytes()], operation)?);
+            closes.push(self.fresh(key, &[b"close study", study.study.as_bytes()], operation));
         }
         self.submit(closes)
     }
@@ -538,7 +553,7 @@ impl Importer<'_> {
                 valid_until: credential.valid_until,
             };
             let id: [&[u8]; 2] = [b"credential", credential.source.as_bytes()];
-            issued.push(self.fresh(issuer, &id, operation)?);
+            issued.push(self.fresh(issuer, &id, operation));
             let ledger_id = transaction_id(&actor_key(issuer), nonce_of(&id));
             self.credentials.push(ledger_id);
             self.ids.push(format!(
@@ -599,7 +614,7 @@ impl Importer<'_> {
                 Err(reason) => self.rejections.push(Rejection::new(record.place.clone(), reason)),
             }
         }
-        self.submit(records)
+        self.send(records)
     }
 }
 
@@ -640,6 +655,12 @@ fn nonce_of(parts: &[&[u8]]) -> u128 {
         hasher.update(part);
     }
     u128::from_le_bytes(hasher.finalize().as_bytes()[..16].try_into().expect("16 bytes"))
+}
+
+/// A transaction of the import and the key that signs it.
+struct Unsigned {
+    key: SigningKey,
+    transaction: Transaction,
 }
 
 fn signed(key: &SigningKey, nonce: u128, timestamp: u64, operation: Operation) -> Result<SignedTransaction> {
